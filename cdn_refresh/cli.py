@@ -1,0 +1,274 @@
+"""The ``cdn-refresh`` command: a thin layer over the producer, the worker and the emulator.
+
+Subcommands import what they need when they run, so ``cdn-refresh --help`` stays fast and
+this shared package depends on none of the others at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from producer.producer import Producer
+
+EXIT_BAD_INPUT = 2
+TYPE_CHOICE = click.Choice(["file", "directory"], case_sensitive=False)
+
+
+def _object_type(value: str) -> ObjectType:
+    return "Directory" if value.lower() == "directory" else "File"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _producer(settings: Settings, *, notify: bool = True) -> Producer:
+    from producer.producer import Producer
+
+    return Producer.from_settings(settings, notify_workers=notify)
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, sort_keys=False) if as_json else text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cdn-refresh")
+def main() -> None:
+    """Queue Alibaba Cloud CDN refreshes and send them within the provider's limits."""
+
+
+def _read_lines(stream: IO[str]) -> Iterator[str]:
+    for line in stream:
+        # Only the line break that ends the line is the file's; anything else is the path's
+        # and gets validated (a stray \r is a control character and is rejected).
+        yield line[:-1] if line.endswith("\n") else line
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8"),
+    help="Read paths, one per line, from FILE ('-' for standard input).",
+)
+@click.option("--type", "type_", type=TYPE_CHOICE, default="file", show_default=True)
+@click.option(
+    "--priority",
+    type=click.Choice(["interactive", "bulk"]),
+    default="interactive",
+    show_default=True,
+    help="Bulk work leaves the interactive reserve of the quota alone.",
+)
+@click.option("--skip-invalid", is_flag=True, help="Enqueue the valid paths, list the others.")
+@click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
+def enqueue(
+    paths: tuple[str, ...],
+    from_file: IO[str] | None,
+    type_: str,
+    priority: str,
+    skip_invalid: bool,
+    as_json: bool,
+) -> None:
+    """Enqueue PATHS (and/or a file of paths) as one job.
+
+    Without --skip-invalid, one invalid path rejects the request: exit code 2, nothing
+    enqueued.
+    """
+    from producer.producer import EnqueueRejectedError
+
+    if not paths and from_file is None:
+        raise click.UsageError("give PATHS or --from-file")
+    settings = _settings()
+    object_type = _object_type(type_)
+
+    def inputs() -> Iterator[str]:
+        yield from paths
+        if from_file is not None:
+            yield from _read_lines(from_file)
+
+    show_progress = from_file is not None and not as_json and sys.stderr.isatty()
+    producer = _producer(settings)
+    try:
+        receipt = producer.enqueue(
+            inputs(),
+            object_type,
+            priority,  # type: ignore[arg-type]
+            skip_invalid=skip_invalid,
+            progress=_ProgressLine() if show_progress else None,
+        )
+    except EnqueueRejectedError as exc:
+        data = exc.receipt.to_dict()
+        if as_json:
+            click.echo(json.dumps(data))
+        else:
+            click.echo(f"error: {exc}", err=True)
+            for r in exc.receipt.rejected[:20]:
+                click.echo(f"  line {r.line}: {r.reason}: {r.path!r}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    data = receipt.to_dict()
+    text = (
+        f"job {receipt.job_id or '-'}: {receipt.accepted} accepted, "
+        f"{receipt.duplicates} duplicate(s), {receipt.rejected_count} rejected"
+    )
+    for r in receipt.rejected[:20]:
+        text += f"\n  rejected line {r.line}: {r.reason}: {r.path!r}"
+    _emit(data, as_json, text)
+
+
+class _ProgressLine:
+    """A one-line progress display on a terminal: paths validated, then enqueued."""
+
+    def __init__(self) -> None:
+        self.counts = {"validated": 0, "enqueued": 0}
+        self._last = 0.0
+
+    def __call__(self, phase: str, n: int) -> None:
+        c = self.counts
+        c[phase] += n
+        now = time.monotonic()
+        done = phase == "enqueued" and c["enqueued"] >= c["validated"]
+        if done or now - self._last >= 0.1:
+            self._last = now
+            click.echo(
+                f"\rvalidated {c['validated']:,}  enqueued {c['enqueued']:,}", nl=False, err=True
+            )
+        if done:
+            click.echo(err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's state, its counts by state and its task IDs."""
+    from producer.producer import JobNotFoundError
+
+    try:
+        data = _producer(_settings(), notify=False).status(job_id)
+    except JobNotFoundError:
+        raise click.ClickException(f"no job {job_id}") from None
+    c = data["counts"]
+    text = (
+        f"job {job_id}: {data['state']}  pending={c['pending']} in_flight={c['in_flight']} "
+        f"submitted={c['submitted']} failed={c['failed']}\n"
+        f"task ids: {', '.join(data['task_ids']) or '-'}"
+    )
+    if data["last_error"]:
+        text += f"\nlast error: {data['last_error']}"
+    _emit(data, as_json, text)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--type", "type_", type=TYPE_CHOICE, default="file", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def lookup(path: str, type_: str, as_json: bool) -> None:
+    """Was PATH refreshed, and under which task?"""
+    from cdn_refresh.paths import InvalidPathError
+
+    try:
+        data = _producer(_settings(), notify=False).lookup(path, _object_type(type_))
+    except InvalidPathError as exc:
+        click.echo(f"error: invalid path: {exc.reason}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in data.items())
+    _emit(data, as_json, text)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def quota(as_json: bool) -> None:
+    """Show the rolling-window quota: limit, used and remaining per type."""
+    from cdn_refresh.redis_conn import redis_from_settings
+    from worker.batches import BatchStore
+
+    settings = _settings()
+    store = BatchStore(redis_from_settings(settings), settings)
+    now = time.time()
+    data: dict[str, Any] = {}
+    for kind, name in (("File", "file"), ("Directory", "directory")):
+        usage = store.quota_usage(kind, now)  # type: ignore[arg-type]
+        data[name] = {"limit": usage.limit, "used": usage.used, "remaining": usage.remaining}
+        data[name]["pending"] = store.pending_count(kind)  # type: ignore[arg-type]
+    text = "\n".join(
+        f"{name:<10} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
+        f"pending={d['pending']}"
+        for name, d in data.items()
+    )
+    _emit(data, as_json, text)
+
+
+@main.group("dead-letter")
+def dead_letter() -> None:
+    """Paths the provider refused, or that ran out of attempts."""
+
+
+@dead_letter.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def dead_letter_list(as_json: bool) -> None:
+    """List dead-lettered paths with their last error."""
+    entries = list(_producer(_settings(), notify=False).dead_letters())
+    if as_json:
+        click.echo(json.dumps(entries))
+        return
+    if not entries:
+        click.echo("no dead-lettered paths")
+    for e in entries:
+        click.echo(f"{e['object_type']:<9} {e['code']:<32} attempts={e['attempts']} {e['path']}")
+
+
+@dead_letter.command("replay")
+@click.argument("paths", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead-lettered path.")
+@click.option("--type", "type_", type=TYPE_CHOICE, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def dead_letter_replay(
+    paths: tuple[str, ...], replay_all: bool, type_: str | None, as_json: bool
+) -> None:
+    """Return dead-lettered paths to pending (and lift a credential hold)."""
+    if replay_all == bool(paths):
+        raise click.UsageError("give either --all or PATHS")
+    producer = _producer(_settings())
+    kind = _object_type(type_) if type_ else None
+    count = producer.replay(None if replay_all else list(paths), kind)
+    _emit({"replayed": count}, as_json, f"replayed {count} path(s)")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker with the periodic scheduler embedded (extra args go to Celery).
+
+    With several workers, run the scheduler once: `celery -A worker beat` on its own and
+    `celery -A worker worker` for the rest.
+    """
+    from worker.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    argv = ["worker", "--beat", "--loglevel", settings.log_level.upper(), *celery_args]
+    app.worker_main(argv)
+
+
+def _attach_emulator() -> None:
+    from emulator.cli import emulator_command
+
+    main.add_command(emulator_command, "emulator")
+
+
+_attach_emulator()

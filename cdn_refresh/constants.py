@@ -1,0 +1,49 @@
+"""Defaults and provider facts in one place, units in the names (see ../shared/PROVIDER.md)."""
+
+from typing import Final, Literal
+
+API_VERSION: Final = "2018-05-10"
+DEFAULT_ENDPOINT: Final = "https://cdn.aliyuncs.com"
+
+ObjectType = Literal["File", "Directory"]
+OBJECT_TYPES: Final[tuple[ObjectType, ...]] = ("File", "Directory")
+Priority = Literal["interactive", "bulk"]
+PRIORITIES: Final[tuple[Priority, ...]] = ("interactive", "bulk")
+
+# Per-call limits of RefreshObjectCaches.
+URLS_PER_CALL: Final = 1000
+DIRECTORIES_PER_CALL: Final = 100
+MAX_DOMAINS_PER_CALL: Final = 10
+MAX_PATH_LENGTH: Final = 1024
+
+# The seed document's daily quota (today's accounts often have 10,000 URLs: configurable).
+URL_DAILY_QUOTA: Final = 2000
+DIRECTORY_DAILY_QUOTA: Final = 100
+QUOTA_WINDOW_S: Final = 24 * 60 * 60
+# The provider resets its own count at 00:00 UTC+8.
+PROVIDER_RESET_UTC_OFFSET_H: Final = 8
+
+# The provider refuses a request whose timestamp is off by more than this.
+TIMESTAMP_WINDOW_S: Final = 15 * 60
+
+HTTP_CONNECT_TIMEOUT_S: Final = 5.0
+HTTP_READ_TIMEOUT_S: Final = 20.0
+
+RETRY_BASE_DELAY_S: Final = 1.0
+RETRY_MAX_DELAY_S: Final = 60.0
+MAX_ATTEMPTS: Final = 8
+BATCH_LEASE_S: Final = 120.0
+FLUSH_DEBOUNCE_S: Final = 0.2
+FLUSH_INTERVAL_S: Final = 5.0
+INTERACTIVE_RESERVE: Final = 0.1
+RECORD_RETENTION_DAYS: Final = 30
+AUTH_HOLD_MAX_S: Final = 300.0
+
+REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+KEY_PREFIX: Final = "cdnr"
+
+# Bulk ranks sort after every interactive rank: enqueue times in ms stay far below this.
+BULK_RANK_OFFSET: Final = 10**13
+# Celery task names, shared so the producer can send a flush without importing the worker.
+TASK_FLUSH: Final = "cdn_refresh.flush"
+TASK_TICK: Final = "cdn_refresh.tick"

@@ -1,0 +1,275 @@
+"""The path model: one canonical spelling per refreshable object.
+
+The producer calls :func:`normalize_path` on every input path and records the ones it refuses,
+with a short, stable reason (:class:`InvalidPathError`). The worker calls :func:`domain_of` on
+normalized paths to respect the provider's "at most 10 domains per call" rule.
+
+Rules, applied to the raw input first and then to the result:
+
+* Raw input longer than ``4 * MAX_PATH_LENGTH`` is refused before any parsing.
+* Any control character (Unicode category Cc: ``\\r``, ``\\n``, ``\\0``, ``\\t``, DEL, C1,
+  including U+0085), U+2028, U+2029 and lone surrogates are refused anywhere in the input:
+  ``ObjectPath`` is newline-separated, so a newline inside a path would smuggle in a second one.
+* Surrounding plain spaces (U+0020) are stripped, nothing else; an empty result is refused.
+* No scheme means ``http``; ``//host/...`` means ``http``; ``http`` and ``https`` in any case
+  are accepted; any other scheme is refused. ``host:port/...`` without a scheme is a host.
+* Host: required; user info refused; IPv6 literals refused; ``*`` refused; lowercased; one
+  trailing dot removed; Unicode converted to punycode (the standard library's IDNA 2003 codec);
+  then only ``a-z 0-9 - _ .`` with DNS label lengths are accepted.
+* Port: digits in 1..65535; the scheme's default port is dropped; an empty port is the default.
+* Fragment dropped; empty path becomes ``/``; an empty query (a bare ``?``) is dropped; a query
+  is otherwise kept. In path and query, spaces and non-ASCII become UTF-8 ``%XX``; existing
+  ``%XX`` escapes are kept, their hex uppercased; nothing is decoded (the CDN may key on it).
+* ``Directory`` paths must end with ``/`` and have no query.
+* The result is at most ``MAX_PATH_LENGTH`` characters of printable ASCII, shaped
+  ``scheme://host[:port]/path[?query]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from urllib.parse import quote
+
+from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
+
+__all__ = ["InvalidPathError", "domain_of", "normalize_path"]
+
+# A cheap guard so that a hostile multi-megabyte line costs nothing to refuse.
+MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
+
+# Cc is exactly U+0000-U+001F and U+007F-U+009F (U+0085 NEL among them). U+2028/U+2029 are
+# line breaks for str.splitlines() and many parsers. Lone surrogates cannot be UTF-8 encoded.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPE = re.compile("%([0-9a-fA-F]{2})")
+# A scheme by RFC 3986 syntax, followed by its colon.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+# What may follow "name:" for "name" to be a host with a port rather than a scheme.
+_PORT_THEN_PATH = re.compile(r"[0-9]*(?:[/?#]|\Z)")
+_HOST = re.compile(r"[a-z0-9_.\-]+")
+# Everything printable in ASCII but the space: quote() leaves these alone, so existing escapes
+# and reserved characters survive while spaces and non-ASCII are encoded.
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_HOST_LENGTH = 253
+_MAX_LABEL_LENGTH = 63
+_MAX_SCHEME_IN_REASON = 20
+
+
+class InvalidPathError(ValueError):
+    """An input path that cannot be refreshed, with a short, stable, human-readable reason.
+
+    The reason never holds the raw input's control characters, so it is safe to log or show.
+    """
+
+    reason: str
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collection[str] = ()) -> str:
+    """Validate one input path and return its canonical form, or raise InvalidPathError.
+
+    ``allowed_domains`` holds lowercase entries: ``example.com`` allows exactly that host,
+    ``*.example.com`` any subdomain of it (not ``example.com`` itself); empty allows any host.
+    Pass a set or frozenset: it is probed a few times per call.
+    """
+    if object_type != "File" and object_type != "Directory":
+        # A caller's bug, not a bad path: it must not be recorded as the path's fault.
+        raise ValueError(f"unknown object type {object_type!r}")
+    if len(raw) > MAX_RAW_LENGTH:
+        raise InvalidPathError(f"longer than {MAX_PATH_LENGTH} characters")
+    # Fast path: printable ASCII holds no control character at all.
+    if not (raw.isascii() and raw.isprintable()):
+        bad = _FORBIDDEN.search(raw)
+        if bad is not None:
+            code = ord(bad.group())
+            kind = "invalid character" if 0xD800 <= code <= 0xDFFF else "control character"
+            raise InvalidPathError(f"{kind} U+{code:04X}")
+    text = raw.strip(" ")
+    if not text:
+        raise InvalidPathError("empty")
+
+    scheme, rest = _split_scheme(text)
+    end = _authority_end(rest)
+    host, port = _parse_authority(rest[:end], scheme)
+    _check_allowed(host, allowed_domains)
+
+    tail = rest[end:]
+    fragment = tail.find("#")
+    if fragment >= 0:
+        tail = tail[:fragment]
+    path, _, query = tail.partition("?")
+    path = _encode(path) or "/"
+    query = _encode(query)
+
+    if object_type == "Directory":
+        if not path.endswith("/"):
+            raise InvalidPathError("directory path must end with /")
+        if query:
+            raise InvalidPathError("directory path must not have a query")
+
+    authority = f"{host}:{port}" if port else host
+    result = f"{scheme}://{authority}{path}?{query}" if query else f"{scheme}://{authority}{path}"
+    if len(result) > MAX_PATH_LENGTH:
+        raise InvalidPathError(f"longer than {MAX_PATH_LENGTH} characters")
+    # Belt and braces for the security rule: the pieces above can only produce printable
+    # ASCII, and this keeps it so whatever a later edit does.
+    if not (result.isascii() and result.isprintable()):
+        raise InvalidPathError("invalid character")
+    return result
+
+
+def domain_of(normalized: str) -> str:
+    """The host (without port) of a path returned by :func:`normalize_path`.
+
+    Only string slicing, since the worker calls it for every path it batches; it trusts the
+    shape ``scheme://host[:port]/...`` and raises InvalidPathError on anything else.
+    """
+    if normalized.startswith("https://"):
+        start = 8
+    elif normalized.startswith("http://"):
+        start = 7
+    else:
+        raise InvalidPathError("not a normalized path")
+    end = normalized.find("/", start)
+    authority = normalized[start:] if end < 0 else normalized[start:end]
+    colon = authority.find(":")
+    host = authority if colon < 0 else authority[:colon]
+    if not host:
+        raise InvalidPathError("no host")
+    return host
+
+
+def _split_scheme(text: str) -> tuple[str, str]:
+    """The lowercase scheme and what follows its ``//``; ``http`` when none is given."""
+    if text.startswith("//"):
+        return "http", text[2:]
+    match = _SCHEME.match(text)
+    if match is None:
+        return "http", text
+    name = match.group()[:-1].lower()
+    after = text[match.end() :]
+    if after.startswith("//"):
+        if name not in _DEFAULT_PORTS:
+            raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
+        return name, after[2:]
+    # "example.com:8080/a" and "localhost:80" have no scheme: the colon starts a port. A dot
+    # also marks a host ("example.com:x" is a bad port, not a scheme), since real schemes
+    # with dots are vanishingly rare. "user:password@host" is user info: parse it as an
+    # authority so that it is refused for what it is.
+    if _PORT_THEN_PATH.match(after) or "." in name or "@" in _authority_part(after):
+        return "http", text
+    if name in _DEFAULT_PORTS:
+        # "http:example.com" or "http:/example.com": no authority. Browsers guess; we do not.
+        raise InvalidPathError("no host")
+    raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
+
+
+def _authority_end(rest: str) -> int:
+    """Where the authority at the start of ``rest`` ends: its first "/", "?" or "#"."""
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop, 0, end)
+        if found >= 0:
+            end = found
+    return end
+
+
+def _authority_part(rest: str) -> str:
+    return rest[: _authority_end(rest)]
+
+
+def _parse_authority(authority: str, scheme: str) -> tuple[str, str]:
+    """The canonical host and port ("" for the scheme's default) of ``host[:port]``."""
+    if not authority:
+        raise InvalidPathError("no host")
+    if "@" in authority:
+        raise InvalidPathError("credentials in URL")
+    if authority.startswith("["):
+        # IPv6 literals: no CDN domain is one, and supporting them would complicate the
+        # port split and domain_of for nothing.
+        raise InvalidPathError("invalid host")
+    if ":" in authority:
+        host, _, port_text = authority.rpartition(":")
+        port = _parse_port(port_text, scheme)
+    else:
+        host, port = authority, ""
+    if "*" in host:
+        raise InvalidPathError("wildcard host")
+    host = _canonical_host(host)
+    return host, port
+
+
+def _parse_port(port_text: str, scheme: str) -> str:
+    """The port as canonical digits, or "" when it is empty or the scheme's default."""
+    if not port_text:
+        return ""
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise InvalidPathError("invalid port")
+    port = int(port_text)
+    if not 0 < port <= 65535:
+        raise InvalidPathError("invalid port")
+    return "" if port == _DEFAULT_PORTS[scheme] else str(port)
+
+
+def _canonical_host(host: str) -> str:
+    """Lowercase ASCII (punycode) host without its trailing dot, or InvalidPathError."""
+    if host.endswith("."):
+        host = host[:-1]
+    if not host:
+        raise InvalidPathError("no host")
+    if host.isascii():
+        host = host.lower()
+    else:
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise InvalidPathError("invalid host") from None
+        # IDNA maps ideographic full stops to "." and may leave a trailing one.
+        if host.endswith("."):
+            host = host[:-1]
+        # IDNA's NFKC mapping turns a full-width asterisk into "*".
+        if "*" in host:
+            raise InvalidPathError("wildcard host")
+    if len(host) > _MAX_HOST_LENGTH or not _HOST.fullmatch(host):
+        raise InvalidPathError("invalid host")
+    for label in host.split("."):
+        if not label or len(label) > _MAX_LABEL_LENGTH or label[0] == "-" or label[-1] == "-":
+            raise InvalidPathError("invalid host")
+    return host
+
+
+def _check_allowed(host: str, allowed_domains: Collection[str]) -> None:
+    """Refuse ``host`` unless an entry of ``allowed_domains`` (if any) matches it."""
+    if not allowed_domains or host in allowed_domains:
+        return
+    # "*.example.com" matches "a.example.com" and "a.b.example.com": probe each parent.
+    dot = host.find(".")
+    while dot >= 0:
+        if "*" + host[dot:] in allowed_domains:
+            return
+        dot = host.find(".", dot + 1)
+    raise InvalidPathError(f"domain {host} not allowed")
+
+
+def _encode(part: str) -> str:
+    """Percent-encode spaces and non-ASCII as UTF-8; uppercase existing escapes' hex."""
+    if "%" in part:
+        part = _ESCAPE.sub(_upper_escape, part)
+    if part.isascii() and " " not in part:
+        return part
+    return quote(part, safe=_SAFE, encoding="utf-8", errors="strict")
+
+
+def _upper_escape(match: re.Match[str]) -> str:
+    return "%" + match.group(1).upper()
+
+
+def _shorten(name: str) -> str:
+    """A scheme short enough for a reason string (a hostile one may be thousands long)."""
+    if len(name) <= _MAX_SCHEME_IN_REASON:
+        return name
+    return name[:_MAX_SCHEME_IN_REASON] + "..."

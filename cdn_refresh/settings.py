@@ -1,0 +1,144 @@
+"""Settings from the environment (prefix ``CDN_REFRESH_``) and an optional ``.env`` file.
+
+Built by :func:`load_settings` and passed into constructors; nothing reads the environment at
+import time. Secrets (the access key secret, the STS token, the Redis URL, which may hold a
+password) are ``SecretStr`` so that no repr, log line or exception shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cdn_refresh import constants as c
+
+ENV_PREFIX = "CDN_REFRESH_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of cdn-refresh. Field ``x`` is read from ``CDN_REFRESH_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Connections
+    redis_url: SecretStr = SecretStr(c.REDIS_URL)
+    key_prefix: str = Field(default=c.KEY_PREFIX, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    endpoint: str = c.DEFAULT_ENDPOINT
+    access_key_id: str = ""
+    access_key_secret: SecretStr = SecretStr("")
+    security_token: SecretStr | None = None
+    http_connect_timeout_s: float = Field(default=c.HTTP_CONNECT_TIMEOUT_S, gt=0)
+    http_read_timeout_s: float = Field(default=c.HTTP_READ_TIMEOUT_S, gt=0)
+
+    # Provider limits per call
+    urls_per_call: int = Field(default=c.URLS_PER_CALL, ge=1, le=c.URLS_PER_CALL)
+    directories_per_call: int = Field(
+        default=c.DIRECTORIES_PER_CALL, ge=1, le=c.DIRECTORIES_PER_CALL
+    )
+    max_domains_per_call: int = Field(
+        default=c.MAX_DOMAINS_PER_CALL, ge=1, le=c.MAX_DOMAINS_PER_CALL
+    )
+
+    # Quota (a rolling window shared by every worker through Redis)
+    url_daily_quota: int = Field(default=c.URL_DAILY_QUOTA, ge=0)
+    directory_daily_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
+    quota_window_s: float = Field(default=c.QUOTA_WINDOW_S, gt=0)
+    interactive_reserve: float = Field(default=c.INTERACTIVE_RESERVE, ge=0, le=1)
+
+    # Retries and scheduling
+    retry_base_delay_s: float = Field(default=c.RETRY_BASE_DELAY_S, ge=0)
+    retry_max_delay_s: float = Field(default=c.RETRY_MAX_DELAY_S, ge=0)
+    max_attempts: int = Field(default=c.MAX_ATTEMPTS, ge=1)
+    batch_lease_s: float = Field(default=c.BATCH_LEASE_S, gt=0)
+    flush_debounce_s: float = Field(default=c.FLUSH_DEBOUNCE_S, ge=0)
+    flush_interval_s: float = Field(default=c.FLUSH_INTERVAL_S, gt=0)
+    auth_hold_max_s: float = Field(default=c.AUTH_HOLD_MAX_S, gt=0)
+    record_retention_days: float = Field(default=c.RECORD_RETENTION_DAYS, gt=0)
+
+    # Input policy: empty means any domain.
+    allowed_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    @field_validator("allowed_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [d.strip().lower().rstrip(".") for d in value.split(",") if d.strip()]
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_delays(self) -> Settings:
+        if self.retry_max_delay_s < self.retry_base_delay_s:
+            raise ValueError("RETRY_MAX_DELAY_S must not be below RETRY_BASE_DELAY_S")
+        return self
+
+    def daily_quota(self, object_type: c.ObjectType) -> int:
+        """The rolling-window limit for one object type."""
+        return self.url_daily_quota if object_type == "File" else self.directory_daily_quota
+
+    def paths_per_call(self, object_type: c.ObjectType) -> int:
+        """How many paths of one object type fit in one call."""
+        return self.urls_per_call if object_type == "File" else self.directories_per_call
+
+    def redacted_redis_url(self) -> str:
+        """The Redis URL with any password replaced, fit for logs and CLI output."""
+        return redact_url(self.redis_url.get_secret_value())
+
+
+def redact_url(url: str) -> str:
+    """Replace the password (and a lone user token) in a URL with ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.username:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    userinfo = f"{user}:***" if parts.password is not None else "***"
+    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, ""))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, ``.env`` and ``overrides``.
+
+    Raises :class:`SettingsError` whose message names each bad variable, never its value.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

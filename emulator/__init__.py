@@ -1,0 +1,15 @@
+"""A loopback HTTP emulator of Alibaba Cloud CDN (RPC API 2018-05-10) for tests and benches.
+
+Modules: :mod:`~emulator.config` (settings), :mod:`~emulator.auth` (signature checks),
+:mod:`~emulator.paths` (ObjectPath rules), :mod:`~emulator.quota` (daily quotas),
+:mod:`~emulator.faults` (seeded fault draws), :mod:`~emulator.provider` (request handling, no
+sockets), :mod:`~emulator.state` (the same behind a lock), :mod:`~emulator.server` (HTTP) and
+:mod:`~emulator.cli` (the ``emulator`` command).
+"""
+
+from emulator.config import EmulatorConfig
+from emulator.provider import Outcome, Provider
+from emulator.server import EmulatorServer, serve
+from emulator.state import EmulatorState
+
+__all__ = ["EmulatorConfig", "EmulatorServer", "EmulatorState", "Outcome", "Provider", "serve"]

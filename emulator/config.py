@@ -1,0 +1,93 @@
+"""What the emulator is told: credentials, limits, quotas, domain sets and faults.
+
+One flat model so that a test, the CLI and ``POST /_emulator/config`` all change it the same way
+(by field name). Defaults are the provider's, from :mod:`cdn_refresh.constants`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cdn_refresh import constants as c
+
+#: The only action faults apply to unless ``fault_actions`` says otherwise.
+REFRESH_ACTION = "RefreshObjectCaches"
+#: In ``fault_actions``, stands for every action.
+ALL_ACTIONS = "*"
+
+
+def _rate() -> Any:
+    """A probability field, 0 (never) to 1 (always)."""
+    return Field(default=0.0, ge=0.0, le=1.0)
+
+
+class EmulatorConfig(BaseModel):
+    """Every knob of the emulator; change it at run time with ``EmulatorState.configure``."""
+
+    # Unknown keys are refused so that a typo in a test or an admin call does not pass silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # AccessKeyId -> AccessKeySecret. Kept out of repr: the secrets must never be printed.
+    credentials: dict[str, str] = Field(
+        default_factory=lambda: {"testid": "testsecret"}, repr=False
+    )
+
+    # Daily quotas, counted per path, reset at 00:00 UTC+8.
+    url_quota: int = Field(default=c.URL_DAILY_QUOTA, ge=0)
+    dir_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
+    push_quota: int = Field(default=1000, ge=0)
+    regex_quota: int = Field(default=20, ge=0)
+    reset_utc_offset_h: int = Field(default=c.PROVIDER_RESET_UTC_OFFSET_H, ge=-12, le=14)
+
+    # Per-call limits.
+    urls_per_call: int = Field(default=c.URLS_PER_CALL, ge=1)
+    directories_per_call: int = Field(default=c.DIRECTORIES_PER_CALL, ge=1)
+    domains_per_call: int = Field(default=c.MAX_DOMAINS_PER_CALL, ge=1)
+    push_per_call: int = Field(default=100, ge=1)
+    max_path_length: int = Field(default=c.MAX_PATH_LENGTH, ge=1)
+    task_ids_per_query: int = Field(default=10, ge=1)
+
+    # Signature checks.
+    timestamp_window_s: float = Field(default=c.TIMESTAMP_WINDOW_S, gt=0)
+
+    # Domains. ``known_domains`` empty means every domain not listed elsewhere is served.
+    known_domains: frozenset[str] = frozenset()
+    unknown_domains: frozenset[str] = frozenset()
+    offline_domains: frozenset[str] = frozenset()
+
+    # Tasks turn from Refreshing to Complete this long after creation.
+    complete_after_s: float = Field(default=0.5, ge=0)
+
+    # Faults, drawn from random.Random(seed) so that a test sees the same sequence each run.
+    seed: int | None = None
+    internal_error_rate: float = _rate()
+    throttle_rate: float = _rate()
+    throttle_retry_after_ms: int = Field(default=1000, ge=1)
+    drop_rate: float = _rate()
+    drop_after_accept_rate: float = _rate()
+    latency_s: float = Field(default=0.0, ge=0)
+    fault_actions: frozenset[str] = frozenset({REFRESH_ACTION})
+
+    @field_validator("known_domains", "unknown_domains", "offline_domains", mode="after")
+    @classmethod
+    def _lower_domains(cls, value: frozenset[str]) -> frozenset[str]:
+        # Host names compare without case, as DNS does.
+        return frozenset(d.strip().lower() for d in value if d.strip())
+
+    def updated(self, **changes: Any) -> EmulatorConfig:
+        """A validated copy with ``changes`` applied (``model_copy`` would skip validation)."""
+        return EmulatorConfig.model_validate({**self.model_dump(), **changes})
+
+    def faults_apply_to(self, action: str) -> bool:
+        """Whether fault injection covers ``action``."""
+        return ALL_ACTIONS in self.fault_actions or action in self.fault_actions
+
+    def public_view(self) -> dict[str, Any]:
+        """The settings as JSON, with credentials reduced to their key IDs."""
+        view = self.model_dump(mode="json", exclude={"credentials"})
+        view["access_key_ids"] = sorted(self.credentials)
+        for name in ("known_domains", "unknown_domains", "offline_domains", "fault_actions"):
+            view[name] = sorted(view[name])
+        return view

@@ -1,0 +1,72 @@
+"""Splitting and checking ``ObjectPath`` the way the provider does.
+
+A path is ``[http://|https://]host[:port][/rest]``. The provider compares domains without case
+and refuses wildcard hosts outright, before it looks them up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from emulator.errors import ApiError, missing_parameter
+
+# Letters, digits, dots and hyphens, then an optional port; ``*`` is let through here so that a
+# wildcard gets its own error code rather than "malformed".
+_HOST = re.compile(r"^[a-z0-9*]([a-z0-9.*-]*[a-z0-9*])?(:[0-9]{1,5})?$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ObjectPath:
+    """One checked path: the text as sent and its lower-case domain (no port)."""
+
+    text: str
+    domain: str
+
+
+def split_paths(raw: str) -> list[str]:
+    """``ObjectPath`` split on ``\\n`` or ``\\r\\n``; an empty value is a missing parameter."""
+    if raw == "":
+        raise missing_parameter("ObjectPath")
+    return raw.replace("\r\n", "\n").split("\n")
+
+
+def malformed(path: str, why: str) -> ApiError:
+    """400 ``InvalidObjectPath.Malformed`` naming the first bad path."""
+    return ApiError(400, "InvalidObjectPath.Malformed",
+                    f"The specified ObjectPath {path!r} is invalid: {why}.")
+
+
+def check_path(path: str, *, directory: bool, max_length: int) -> ObjectPath:
+    """Parse one path; raise :class:`ApiError` for a malformed or wildcard one."""
+    if path.strip() == "":
+        raise malformed(path, "empty line")
+    if len(path) > max_length:
+        raise malformed(path[:64] + "...", f"longer than {max_length} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise malformed(path, "holds a space or a control character")
+    rest = path
+    scheme = _SCHEME.match(rest)
+    if scheme:
+        if scheme.group(0).lower() not in ("http://", "https://"):
+            raise malformed(path, "only http:// and https:// are accepted")
+        rest = rest[scheme.end():]
+    host, _, _ = rest.partition("/")
+    host = host.lower()
+    if not host:
+        raise malformed(path, "no host")
+    if not _HOST.match(host):
+        raise malformed(path, "bad host")
+    domain = host.rsplit(":", 1)[0] if ":" in host else host
+    if "*" in domain:
+        raise ApiError(400, "InvalidExtensiveDomain.ValueNotSupported",
+                       f"Wildcard domain {domain!r} in {path!r} is not supported.")
+    if directory and not path.endswith("/"):
+        raise malformed(path, "a directory must end with '/'")
+    return ObjectPath(text=path, domain=domain)
+
+
+def distinct_domains(paths: list[ObjectPath]) -> list[str]:
+    """The domains of ``paths`` in order of first appearance."""
+    return list(dict.fromkeys(p.domain for p in paths))

@@ -1,0 +1,344 @@
+"""The provider's behaviour as plain function calls: parameters in, an :class:`Outcome` out.
+
+No sockets here (see :mod:`emulator.server`) and no lock (see :mod:`emulator.state`), so every
+rule can be read, and tested, without HTTP. Per request, in order:
+
+1. a fault is drawn when the action is in ``fault_actions`` (drop, 500, 503), before anything
+   is checked, the way an overloaded front end fails;
+2. ``Action`` is looked up (404 ``InvalidAction.NotFound``);
+3. the signature and freshness are checked (:mod:`emulator.auth`);
+4. the action runs; a drawn ``drop_after_accept`` then throws its answer away.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cdn_refresh.signature import format_timestamp
+from emulator.auth import NonceCache, authenticate
+from emulator.config import EmulatorConfig
+from emulator.errors import ApiError, invalid_parameter, missing_parameter
+from emulator.faults import NO_FAULT, Fault, FaultPlan
+from emulator.paths import ObjectPath, check_path, distinct_domains, split_paths
+from emulator.quota import DailyQuota, QuotaKind, provider_day
+
+HOST_ID = "cdn.aliyuncs.com"
+# The provider keeps tasks for three days.
+TASK_RETENTION_S = 3 * 24 * 60 * 60
+# Real task IDs are numbers of about ten digits; start there so IDs look like the real ones.
+FIRST_TASK_ID = 17_000_000_001
+SUCCESS = "Success"
+DROPPED = "Dropped"
+DROPPED_AFTER_ACCEPT = "DroppedAfterAccept"
+
+Params = Mapping[str, str]
+
+
+@dataclass
+class Outcome:
+    """What to answer: ``status`` and JSON ``body``, or ``drop`` the connection unanswered.
+
+    ``delay_s`` is the injected latency to sleep before either.
+    """
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One refresh or prefetch task: one domain's paths from one call."""
+
+    task_id: str
+    object_type: str  # "file", "directory" or "preload", lower case as the provider shows it
+    paths: tuple[str, ...]
+    created_s: float
+
+
+def new_request_id() -> str:
+    """A request ID in the provider's shape (an upper-case UUID)."""
+    return str(uuid.uuid4()).upper()
+
+
+def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
+    """The provider's error JSON."""
+    return {"Code": error.code, "Message": error.message, "RequestId": request_id,
+            "HostId": HOST_ID}
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    """``true``/``false`` in any case (the official SDK sends Python's ``True``)."""
+    if value is None or value == "":
+        return False
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid_parameter(name, value)
+
+
+class Provider:
+    """Alibaba Cloud CDN as far as this project uses it. Not thread-safe: see EmulatorState."""
+
+    def __init__(self, config: EmulatorConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self._clock = clock
+        self._faults = FaultPlan(config.seed)
+        self._nonces = NonceCache()
+        self._quota = DailyQuota()
+        self._task_ids: Iterator[int] = itertools.count(FIRST_TASK_ID)
+        self._tasks: dict[str, Task] = {}
+        self._calls: list[dict[str, Any]] = []
+        self._by_outcome: Counter[str] = Counter()
+        self._by_action: dict[str, Counter[str]] = {}
+        self._actions: dict[str, Callable[[Params, float, str, bool], dict[str, Any]]] = {
+            "RefreshObjectCaches": self._refresh_object_caches,
+            "DescribeRefreshQuota": self._describe_refresh_quota,
+            "DescribeRefreshTaskById": self._describe_refresh_task_by_id,
+            "PushObjectCache": self._push_object_cache,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def reconfigure(self, config: EmulatorConfig) -> None:
+        """Use ``config`` from now on; a new seed restarts the fault sequence."""
+        if config.seed != self.config.seed:
+            self._faults.reseed(config.seed)
+        self.config = config
+
+    def reset(self) -> None:
+        """Forget calls, tasks, quota use, nonces and counters; restart the fault sequence.
+
+        Task IDs keep increasing so that an ID is never handed out twice by one process.
+        """
+        self._faults.reseed(self.config.seed)
+        self._nonces.clear()
+        self._quota.reset()
+        self._tasks.clear()
+        self._calls.clear()
+        self._by_outcome.clear()
+        self._by_action.clear()
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every accepted RefreshObjectCaches call, oldest first (copies)."""
+        return [{**call, "paths": list(call["paths"]), "task_ids": list(call["task_ids"])}
+                for call in self._calls]
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of requests by outcome code, overall and per action, and quota use."""
+        day = provider_day(self._clock(), self.config.reset_utc_offset_h)
+        return {
+            "requests": sum(self._by_outcome.values()),
+            "by_outcome": dict(self._by_outcome),
+            "by_action": {a: dict(c) for a, c in self._by_action.items()},
+            "calls": len(self._calls),
+            "tasks": len(self._tasks),
+            "quota": self._quota.snapshot(day),
+        }
+
+    # -- one request -------------------------------------------------------------------------
+
+    def handle(self, method: str, params: Params) -> Outcome:
+        """Answer one API request made with HTTP ``method`` and these parameters."""
+        now_s = self._clock()
+        request_id = new_request_id()
+        config = self.config
+        action = params.get("Action", "")
+        in_scope = bool(action) and config.faults_apply_to(action)
+        draw = self._faults.draw(config) if in_scope else NO_FAULT
+        delay_s = config.latency_s if in_scope else 0.0
+        label = action if action in self._actions else "(unknown)"
+        try:
+            if draw.fault is Fault.DROP:
+                self._count(label, DROPPED)
+                return Outcome(0, {}, drop=True, delay_s=delay_s)
+            if draw.fault is Fault.INTERNAL_ERROR:
+                raise ApiError(500, "InternalError",
+                               "The request processing has failed due to some unknown error.")
+            if draw.fault is Fault.THROTTLE:
+                raise ApiError(503, "Throttling", "Request was denied due to request throttling.",
+                               {"x-acs-retry-after": str(config.throttle_retry_after_ms)})
+            if not action:
+                raise missing_parameter("Action")
+            run = self._actions.get(action)
+            if run is None:
+                raise ApiError(404, "InvalidAction.NotFound",
+                               f"Specified api {action!r} is not found, please check your url "
+                               "and method.")
+            authenticate(method, params, config, self._nonces, now_s)
+            body = run(params, now_s, request_id, draw.drop_after_accept)
+        except ApiError as error:
+            self._count(label, error.code)
+            headers = {**error.headers, "x-acs-request-id": request_id}
+            return Outcome(error.status, error_body(error, request_id), headers, delay_s=delay_s)
+        if draw.drop_after_accept:
+            self._count(label, DROPPED_AFTER_ACCEPT)
+            return Outcome(200, body, drop=True, delay_s=delay_s)
+        self._count(label, SUCCESS)
+        return Outcome(200, body, {"x-acs-request-id": request_id}, delay_s=delay_s)
+
+    def _count(self, action: str, code: str) -> None:
+        self._by_outcome[code] += 1
+        self._by_action.setdefault(action, Counter())[code] += 1
+
+    # -- shared checks -----------------------------------------------------------------------
+
+    def _check_domains(self, domains: list[str]) -> None:
+        config = self.config
+        for domain in domains:
+            if domain in config.offline_domains:
+                raise ApiError(404, "InvalidDomain.Offline",
+                               f"The domain {domain!r} is offline.")
+            if domain in config.unknown_domains or (
+                config.known_domains and domain not in config.known_domains
+            ):
+                raise ApiError(404, "InvalidDomain.NotFound",
+                               f"The domain {domain!r} does not exist.")
+
+    def _new_tasks(
+        self, paths: list[ObjectPath], object_type: str, now_s: float
+    ) -> list[str]:
+        """One task per distinct domain, IDs increasing, in order of first appearance."""
+        ids: list[str] = []
+        for domain in distinct_domains(paths):
+            task_id = str(next(self._task_ids))
+            group = tuple(p.text for p in paths if p.domain == domain)
+            self._tasks[task_id] = Task(task_id, object_type, group, now_s)
+            ids.append(task_id)
+        return ids
+
+    def _checked_paths(self, raw: str | None, *, directory: bool, per_call: int,
+                       what: str) -> list[ObjectPath]:
+        lines = split_paths(raw or "")
+        if len(lines) > per_call:
+            raise ApiError(400, "InvalidObjectPath.Size.Malformed",
+                           f"{len(lines)} {what} in one call; at most {per_call} are allowed.")
+        max_length = self.config.max_path_length
+        return [check_path(line, directory=directory, max_length=max_length) for line in lines]
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _refresh_object_caches(
+        self, params: Params, now_s: float, request_id: str, dropped: bool
+    ) -> dict[str, Any]:
+        config = self.config
+        object_type = params.get("ObjectType") or "File"
+        if object_type not in ("File", "Directory"):
+            raise ApiError(400, "InvalidObjectType.Malformed",
+                           f"The specified ObjectType {object_type!r} is invalid.")
+        force = parse_bool("Force", params.get("Force"))
+        directory = object_type == "Directory"
+        paths = self._checked_paths(
+            params.get("ObjectPath"),
+            directory=directory,
+            per_call=config.directories_per_call if directory else config.urls_per_call,
+            what="directories" if directory else "URLs",
+        )
+        domains = distinct_domains(paths)
+        if len(domains) > config.domains_per_call:
+            raise ApiError(400, "SingleRequest.OverLimit",
+                           f"{len(domains)} domains in one call; at most "
+                           f"{config.domains_per_call} are allowed.")
+        self._check_domains(domains)
+        day = provider_day(now_s, config.reset_utc_offset_h)
+        kind: QuotaKind = "dir" if directory else "url"
+        limit = config.dir_quota if directory else config.url_quota
+        if not self._quota.take(kind, len(paths), limit, day):
+            remaining = self._quota.remaining(kind, limit, day)
+            raise ApiError(400, "QuotaExceeded.Refresh",
+                           f"Your refresh quota for today is not enough: {len(paths)} asked, "
+                           f"{remaining} left.")
+        task_ids = self._new_tasks(paths, object_type.lower(), now_s)
+        self._calls.append({
+            "call": len(self._calls) + 1,
+            "object_type": object_type,
+            "force": force,
+            "paths": [p.text for p in paths],
+            "task_ids": task_ids,
+            "request_id": request_id,
+            "time": now_s,
+            "dropped_response": dropped,
+        })
+        return {"RefreshTaskId": ",".join(task_ids), "RequestId": request_id}
+
+    def _describe_refresh_quota(
+        self, params: Params, now_s: float, request_id: str, dropped: bool
+    ) -> dict[str, Any]:
+        config = self.config
+        day = provider_day(now_s, config.reset_utc_offset_h)
+        # The provider answers numbers as strings here.
+        return {
+            "UrlQuota": str(config.url_quota),
+            "UrlRemain": str(self._quota.remaining("url", config.url_quota, day)),
+            "DirQuota": str(config.dir_quota),
+            "DirRemain": str(self._quota.remaining("dir", config.dir_quota, day)),
+            "PreloadQuota": str(config.push_quota),
+            "PreloadRemain": str(self._quota.remaining("push", config.push_quota, day)),
+            "RegexQuota": str(config.regex_quota),
+            "RegexRemain": str(config.regex_quota),
+            "RequestId": request_id,
+        }
+
+    def _describe_refresh_task_by_id(
+        self, params: Params, now_s: float, request_id: str, dropped: bool
+    ) -> dict[str, Any]:
+        raw = params.get("TaskId")
+        if not raw:
+            raise missing_parameter("TaskId")
+        ids = [part.strip() for part in raw.split(",")]
+        if len(ids) > self.config.task_ids_per_query:
+            raise ApiError(400, "InvalidTaskId.ExceedLimit",
+                           f"{len(ids)} task IDs; at most {self.config.task_ids_per_query} "
+                           "are allowed.")
+        for task_id in ids:
+            if not task_id.isdigit():
+                raise ApiError(400, "InvalidTaskId.Malformed",
+                               f"The specified TaskId {task_id!r} is invalid.")
+        entries = [
+            self._task_entry(task, path, now_s)
+            for task_id in ids
+            if (task := self._tasks.get(task_id)) and now_s - task.created_s <= TASK_RETENTION_S
+            for path in task.paths
+        ]
+        return {"Tasks": entries, "TotalCount": len(entries), "RequestId": request_id}
+
+    def _task_entry(self, task: Task, path: str, now_s: float) -> dict[str, str]:
+        after_s = self.config.complete_after_s
+        elapsed_s = now_s - task.created_s
+        if elapsed_s >= after_s:
+            status, process = "Complete", "100%"
+        else:
+            status, process = "Refreshing", f"{min(99, int(100 * elapsed_s / after_s))}%"
+        return {
+            "TaskId": task.task_id,
+            "ObjectPath": path,
+            "ObjectType": task.object_type,
+            "Status": status,
+            "Process": process,
+            "Description": "",
+            "CreationTime": format_timestamp(datetime.fromtimestamp(task.created_s, UTC)),
+        }
+
+    def _push_object_cache(
+        self, params: Params, now_s: float, request_id: str, dropped: bool
+    ) -> dict[str, Any]:
+        config = self.config
+        area = params.get("Area", "")
+        if area not in ("", "domestic", "overseas"):
+            raise invalid_parameter("Area", area)
+        paths = self._checked_paths(params.get("ObjectPath"), directory=False,
+                                    per_call=config.push_per_call, what="URLs")
+        self._check_domains(distinct_domains(paths))
+        day = provider_day(now_s, config.reset_utc_offset_h)
+        if not self._quota.take("push", len(paths), config.push_quota, day):
+            raise ApiError(400, "QuotaExceeded.Preload",
+                           "Your prefetch quota for today is not enough.")
+        task_ids = self._new_tasks(paths, "preload", now_s)
+        return {"PushTaskId": ",".join(task_ids), "RequestId": request_id}

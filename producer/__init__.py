@@ -1,0 +1,1 @@
+"""The producer: validate, normalize and enqueue refresh requests into Redis."""

@@ -1,0 +1,422 @@
+"""The path model: validation reasons, canonical forms, domain matching and properties."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdn_refresh.constants import MAX_PATH_LENGTH
+from cdn_refresh.paths import InvalidPathError, domain_of, normalize_path
+
+
+def reason_of(raw: str, object_type: str = "File", allowed: frozenset[str] = frozenset()) -> str:
+    with pytest.raises(InvalidPathError) as caught:
+        normalize_path(raw, object_type, allowed)  # type: ignore[arg-type]
+    return caught.value.reason
+
+
+# --- canonical forms ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "example.com/a.png",
+        "HTTP://Example.COM:80/a.png#x",
+        "http://example.com/a.png",
+        "//example.com/a.png",
+        "Http://EXAMPLE.com./a.png",
+        "  example.com/a.png  ",
+        "example.com:80/a.png",
+        "example.com:/a.png",
+        "example.com:0080/a.png",
+        "example.com/a.png?",
+        "example.com/a.png#",
+    ],
+)
+def test_spellings_of_one_path_coalesce(raw: str) -> None:
+    assert normalize_path(raw, "File") == "http://example.com/a.png"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://example.com:443/a", "https://example.com/a"),
+        ("https://example.com:80/a", "https://example.com:80/a"),
+        ("http://example.com:443/a", "http://example.com:443/a"),
+        ("example.com:8080/a", "http://example.com:8080/a"),
+        ("localhost:8080", "http://localhost:8080/"),
+        ("example.com", "http://example.com/"),
+        ("example.com?x=1", "http://example.com/?x=1"),
+        ("example.com/a?b=1&c=%2f+d", "http://example.com/a?b=1&c=%2F+d"),
+        ("example.com/a?x#frag?y", "http://example.com/a?x"),
+        ("example.com/a/../b//c", "http://example.com/a/../b//c"),
+        ("192.0.2.1/a", "http://192.0.2.1/a"),
+        ("img_1.example.com/a", "http://img_1.example.com/a"),
+    ],
+)
+def test_canonical_form(raw: str, expected: str) -> None:
+    assert normalize_path(raw, "File") == expected
+
+
+def test_internal_spaces_become_percent_20_and_surrounding_ones_are_stripped() -> None:
+    assert normalize_path(" example.com/a b.png?q=x y ", "File") == (
+        "http://example.com/a%20b.png?q=x%20y"
+    )
+
+
+def test_non_ascii_in_path_and_query_is_utf8_percent_encoded() -> None:
+    assert normalize_path("example.com/é/文件.png?q=ü", "File") == (
+        "http://example.com/%C3%A9/%E6%96%87%E4%BB%B6.png?q=%C3%BC"
+    )
+
+
+def test_existing_escapes_are_kept_with_uppercase_hex_and_never_decoded() -> None:
+    assert normalize_path("example.com/%c3%a9%20%41?x=%2f", "File") == (
+        "http://example.com/%C3%A9%20%41?x=%2F"
+    )
+    # A "%" that starts no escape stays as browsers send it.
+    assert normalize_path("example.com/100%/%zz", "File") == "http://example.com/100%/%zz"
+
+
+def test_encoded_and_raw_spellings_coalesce() -> None:
+    assert normalize_path("example.com/a b/é", "File") == normalize_path(
+        "example.com/a%20b/%c3%a9", "File"
+    )
+
+
+def test_unicode_host_becomes_punycode() -> None:
+    assert normalize_path("Bücher.Example/a", "File") == "http://xn--bcher-kva.example/a"
+    assert normalize_path("例え.テスト/", "File") == "http://xn--r8jz45g.xn--zckzah/"
+
+
+def test_unicode_full_stop_in_host_is_a_dot() -> None:
+    assert normalize_path("example.com。/a", "File") == "http://example.com/a"
+
+
+# --- refusals, each with its reason ------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["", " ", "    "])
+def test_empty_or_blank_is_refused(raw: str) -> None:
+    assert reason_of(raw) == "empty"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("example.com/a\nexample.com/b", "control character U+000A"),
+        ("example.com/a\r", "control character U+000D"),
+        ("example.com/a\n", "control character U+000A"),
+        ("\nexample.com/a", "control character U+000A"),
+        ("example.com/a\x00", "control character U+0000"),
+        ("example.com/a\tb", "control character U+0009"),
+        ("\texample.com/a", "control character U+0009"),
+        ("example.com/a\x7f", "control character U+007F"),
+        ("example.com/a\x85", "control character U+0085"),
+        ("example.com/a\x9b", "control character U+009B"),
+        ("example.com/é\u2028", "control character U+2028"),
+        ("example.com/a\u2029", "control character U+2029"),
+        ("exam\nple.com/a", "control character U+000A"),
+        ("example.com/a?x=\r\n", "control character U+000D"),
+        ("example.com/a#\n", "control character U+000A"),
+    ],
+)
+def test_control_characters_are_refused_anywhere(raw: str, reason: str) -> None:
+    assert reason_of(raw) == reason
+
+
+def test_lone_surrogate_is_refused() -> None:
+    assert reason_of("example.com/a\ud800") == "invalid character U+D800"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ftp://example.com/a", "scheme ftp not allowed"),
+        ("FTP://example.com/a", "scheme ftp not allowed"),
+        ("javascript:alert(1)", "scheme javascript not allowed"),
+        ("file:///etc/passwd", "scheme file not allowed"),
+        ("data:text/html,x", "scheme data not allowed"),
+        ("x" * 100 + "://example.com/", "scheme " + "x" * 20 + "... not allowed"),
+    ],
+)
+def test_other_schemes_are_refused(raw: str, reason: str) -> None:
+    assert reason_of(raw) == reason
+
+
+@pytest.mark.parametrize(
+    "raw", ["/a.png", "http:///a.png", "https://", "//", "///a", "http:example.com/a", ":80/a"]
+)
+def test_missing_host_is_refused(raw: str) -> None:
+    assert reason_of(raw) == "no host"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "http://user@example.com/a",
+        "http://user:secret@example.com/a",
+        "user:secret@example.com/a",
+        "//user@example.com",
+    ],
+)
+def test_credentials_are_refused(raw: str) -> None:
+    assert reason_of(raw) == "credentials in URL"
+
+
+@pytest.mark.parametrize(
+    "raw", ["*.example.com/a", "http://img*.example.com/", "example.*/a", "a\uff0ab.com/"]
+)
+def test_wildcard_hosts_are_refused(raw: str) -> None:
+    assert reason_of(raw) == "wildcard host"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "http://exa mple.com/a",
+        "http://example.com\\a",
+        "exa%41mple.com/a",
+        "example..com/a",
+        "example.com../a",
+        "-example.com/a",
+        "example-.com/a",
+        "http://[::1]/a",
+        "http://[2001:db8::1]:8080/a",
+        "http://a:b:80/x",
+        ("a" * 64) + ".com/",
+        ".".join(["a" * 60] * 5) + "/",
+        "exa!mple.com/",
+    ],
+)
+def test_invalid_hosts_are_refused(raw: str) -> None:
+    assert reason_of(raw) == "invalid host"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "example.com:0/a",
+        "example.com:65536/a",
+        "example.com:8o/a",
+        "example.com:-1/a",
+        "http://example.com:http/a",
+        "example.com:\uff11\uff12/a",
+    ],
+)
+def test_invalid_ports_are_refused(raw: str) -> None:
+    assert reason_of(raw) == "invalid port"
+
+
+def test_highest_port_is_kept() -> None:
+    assert normalize_path("example.com:65535/a", "File") == "http://example.com:65535/a"
+
+
+def test_directory_must_end_with_slash_and_have_no_query() -> None:
+    assert normalize_path("Example.com/dir/", "Directory") == "http://example.com/dir/"
+    assert normalize_path("example.com", "Directory") == "http://example.com/"
+    assert normalize_path("example.com/dir/?", "Directory") == "http://example.com/dir/"
+    assert reason_of("example.com/dir", "Directory") == "directory path must end with /"
+    assert reason_of("example.com/dir/?x=1", "Directory") == (
+        "directory path must not have a query"
+    )
+
+
+def test_file_may_end_with_slash_or_have_a_query() -> None:
+    assert normalize_path("example.com/dir/?x=1", "File") == "http://example.com/dir/?x=1"
+
+
+def test_unknown_object_type_is_a_programming_error_not_a_bad_path() -> None:
+    with pytest.raises(ValueError) as caught:
+        normalize_path("example.com/a", "Regex")  # type: ignore[arg-type]
+    assert not isinstance(caught.value, InvalidPathError)
+
+
+def test_length_limit_applies_to_the_normalized_form() -> None:
+    prefix = "http://example.com/"
+    longest = prefix + "a" * (MAX_PATH_LENGTH - len(prefix))
+    assert normalize_path(longest, "File") == longest
+    assert reason_of(longest + "a") == "longer than 1024 characters"
+    # Percent-encoding grows a path past the limit: the encoded length is what counts.
+    assert reason_of(prefix + "é" * 510) == "longer than 1024 characters"
+    # Leading spaces and a fragment do not count.
+    assert normalize_path("   " + longest + "#" + "f" * 100, "File") == longest
+
+
+def test_huge_raw_input_is_refused_before_parsing() -> None:
+    assert reason_of("example.com/" + "a" * 5000) == "longer than 1024 characters"
+    assert reason_of("\n" * 5000) == "longer than 1024 characters"
+
+
+def test_reason_is_the_exception_message() -> None:
+    error = InvalidPathError("empty")
+    assert error.reason == "empty"
+    assert str(error) == "empty"
+    assert isinstance(error, ValueError)
+
+
+# --- allowed domains ---------------------------------------------------------------------
+
+
+ALLOWED = frozenset({"example.com", "*.cdn.example.org"})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "example.com/a",
+        "EXAMPLE.COM./a",
+        "https://example.com:8443/a",
+        "img.cdn.example.org/a",
+        "a.b.cdn.example.org/a",
+    ],
+)
+def test_allowed_domains_accept_exact_hosts_and_subdomains_of_wildcards(raw: str) -> None:
+    normalize_path(raw, "File", ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("raw", "host"),
+    [
+        ("www.example.com/a", "www.example.com"),
+        ("cdn.example.org/a", "cdn.example.org"),
+        ("example.org/a", "example.org"),
+        ("evilcdn.example.org/a", "evilcdn.example.org"),
+        ("img.cdn.example.org.evil.com/a", "img.cdn.example.org.evil.com"),
+        ("notexample.com/a", "notexample.com"),
+    ],
+)
+def test_allowed_domains_refuse_other_hosts(raw: str, host: str) -> None:
+    assert reason_of(raw, allowed=ALLOWED) == f"domain {host} not allowed"
+
+
+def test_allowed_domains_match_the_punycode_host() -> None:
+    allowed = frozenset({"xn--bcher-kva.example"})
+    assert normalize_path("bücher.example/a", "File", allowed) == ("http://xn--bcher-kva.example/a")
+
+
+def test_allowed_domains_may_be_any_collection() -> None:
+    assert normalize_path("a.example.com/x", "File", ["*.example.com"]) == (
+        "http://a.example.com/x"
+    )
+
+
+def test_empty_allowed_domains_allow_any_host() -> None:
+    assert normalize_path("anything.test/a", "File", ()) == "http://anything.test/a"
+
+
+# --- domain_of ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("normalized", "host"),
+    [
+        ("http://example.com/a", "example.com"),
+        ("https://example.com:8443/a?x=1", "example.com"),
+        ("http://xn--bcher-kva.example/", "xn--bcher-kva.example"),
+        ("http://example.com", "example.com"),
+    ],
+)
+def test_domain_of_returns_the_host_without_port(normalized: str, host: str) -> None:
+    assert domain_of(normalized) == host
+
+
+@pytest.mark.parametrize("value", ["example.com/a", "ftp://example.com/", "http:///a", ""])
+def test_domain_of_refuses_what_is_not_normalized(value: str) -> None:
+    with pytest.raises(InvalidPathError):
+        domain_of(value)
+
+
+# --- properties --------------------------------------------------------------------------
+
+_LABEL = st.text(
+    alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789üé例"),
+    min_size=1,
+    max_size=12,
+)
+_HOSTS = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
+_PATH_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from("abcXYZ019/-_.~!$&'()*+,;=:@% ?#"),
+        st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")),
+    ),
+    max_size=60,
+)
+
+
+@st.composite
+def urls(draw: st.DrawFn) -> str:
+    """URL-like input that is mostly valid, in the many spellings users write."""
+    scheme = draw(st.sampled_from(["", "http://", "https://", "HTTP://", "Https://", "//"]))
+    host = draw(_HOSTS) + draw(st.sampled_from(["", "."]))
+    port = draw(st.sampled_from(["", ":80", ":443", ":8080", ":"]))
+    path = "/" + draw(_PATH_TEXT)
+    return draw(st.sampled_from(["", " "])) + scheme + host + port + path
+
+
+_ANY_TEXT = st.one_of(st.text(max_size=80), urls(), st.builds(str.__add__, urls(), st.text()))
+_SEPARATORS = st.sampled_from(["\n", "\r", "\r\n", "\x00", "\x85", "\u2028", "\u2029", "\x0b"])
+
+
+def _is_safe_output(value: str) -> bool:
+    return all(unicodedata.category(ch) not in ("Cc", "Zl", "Zp") for ch in value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=_ANY_TEXT, object_type=st.sampled_from(["File", "Directory"]))
+def test_property_refused_with_a_reason_or_safe_canonical_output(
+    raw: str, object_type: str
+) -> None:
+    try:
+        result = normalize_path(raw, object_type)  # type: ignore[arg-type]
+    except InvalidPathError as error:
+        assert error.reason
+        return
+    assert _is_safe_output(result)
+    assert "\r" not in result and "\n" not in result and " " not in result
+    assert len(result) <= MAX_PATH_LENGTH
+    assert result.startswith(("http://", "https://"))
+    host = domain_of(result)
+    assert host and host == host.lower() and host.isascii()
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=_ANY_TEXT, object_type=st.sampled_from(["File", "Directory"]))
+def test_property_normalization_is_idempotent(raw: str, object_type: str) -> None:
+    try:
+        once = normalize_path(raw, object_type)  # type: ignore[arg-type]
+    except InvalidPathError:
+        return
+    assert normalize_path(once, object_type) == once  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=urls(), data=st.data(), separator=_SEPARATORS)
+def test_property_a_line_break_anywhere_is_refused(
+    url: str, data: st.DataObject, separator: str
+) -> None:
+    position = data.draw(st.integers(min_value=0, max_value=len(url)))
+    reason = reason_of(url[:position] + separator + url[position:])
+    assert reason.startswith("control character U+")
+
+
+def test_generated_urls_are_mostly_accepted() -> None:
+    """The properties above are only worth something if many generated inputs pass."""
+    accepted = 0
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(url=urls())
+    def count(url: str) -> None:
+        nonlocal accepted
+        try:
+            normalize_path(url, "File")
+        except InvalidPathError:
+            return
+        accepted += 1
+
+    count()
+    assert accepted >= 50

@@ -1,0 +1,255 @@
+"""A signed client for the Alibaba Cloud CDN RPC API (version 2018-05-10).
+
+One long-lived :class:`CdnClient` per process: it holds one ``httpx.Client`` (connection pool,
+explicit timeouts) and signs every request with :class:`RpcSignatureAuth`. The client does not
+retry; the pipeline decides what to do with each error class (see :mod:`worker.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+from pydantic import SecretStr
+
+from cdn_refresh import constants as c
+from cdn_refresh.settings import Settings
+from cdn_refresh.signature import common_params, percent_encode, sign
+from worker.errors import CdnError, NetworkError, TransientError, error_for
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+class RpcSignatureAuth(httpx.Auth):
+    """Adds the common parameters and the V1 signature to a form-encoded POST (or a GET)."""
+
+    requires_request_body = True
+
+    def __init__(
+        self,
+        access_key_id: str,
+        access_key_secret: SecretStr,
+        security_token: SecretStr | None = None,
+        version: str = c.API_VERSION,
+    ) -> None:
+        self._access_key_id = access_key_id
+        self._secret = access_key_secret
+        self._token = security_token
+        self._version = version
+
+    def __repr__(self) -> str:
+        return f"RpcSignatureAuth(access_key_id={self._access_key_id!r})"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        is_get = request.method == "GET"
+        source = request.url.query.decode() if is_get else request.content.decode()
+        params = dict(parse_qsl(source, keep_blank_values=True))
+        # A fresh nonce and timestamp per request, so a retried call is never a replay.
+        params.update(
+            common_params(
+                self._access_key_id,
+                self._version,
+                security_token=self._token.get_secret_value() if self._token else None,
+            )
+        )
+        params["Signature"] = sign(request.method, params, self._secret.get_secret_value())
+        encoded = urlencode(params, quote_via=_quote)
+        if is_get:
+            yield httpx.Request("GET", request.url.copy_with(query=encoded.encode()))
+        else:
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+            headers["Content-Type"] = FORM_CONTENT_TYPE
+            yield httpx.Request(request.method, request.url, headers=headers, content=encoded)
+
+
+def _quote(value: str | bytes, *_: object) -> str:
+    # urlencode hands quote_via extra arguments; the provider's encoding ignores them.
+    return percent_encode(value if isinstance(value, str) else value.decode())
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What RefreshObjectCaches answered: one or more task IDs and the request ID."""
+
+    task_ids: tuple[str, ...]
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshQuota:
+    """The provider's own count (DescribeRefreshQuota)."""
+
+    url_quota: int
+    url_remain: int
+    dir_quota: int
+    dir_remain: int
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTask:
+    """One path of a refresh task (DescribeRefreshTaskById)."""
+
+    task_id: str
+    object_path: str
+    object_type: str
+    status: str
+    process: str
+    description: str
+    creation_time: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What PushObjectCache answered."""
+
+    task_ids: tuple[str, ...]
+    request_id: str
+
+
+class CdnClient:
+    """The CDN API actions the project uses, over one long-lived ``httpx.Client``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=settings.endpoint,
+            auth=RpcSignatureAuth(
+                settings.access_key_id, settings.access_key_secret, settings.security_token
+            ),
+            timeout=httpx.Timeout(
+                settings.http_read_timeout_s, connect=settings.http_connect_timeout_s
+            ),
+            transport=transport,
+            headers={"User-Agent": "cdn-refresh"},
+        )
+
+    def __enter__(self) -> CdnClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def refresh_object_caches(
+        self, paths: Sequence[str], object_type: c.ObjectType = "File", *, force: bool = False
+    ) -> RefreshResult:
+        """Refresh ``paths`` (already validated: none holds a newline) in one call."""
+        if not paths:
+            raise ValueError("refresh_object_caches needs at least one path")
+        params = {"ObjectPath": "\n".join(paths), "ObjectType": object_type}
+        if force and object_type != "File":
+            params["Force"] = "true"
+        body = self._call("RefreshObjectCaches", params)
+        task_ids = _split_ids(body.get("RefreshTaskId"))
+        if not task_ids:
+            # A 200 without a task ID: the provider may or may not have taken the paths.
+            raise TransientError("InvalidResponse", "no RefreshTaskId in a 200 answer")
+        return RefreshResult(task_ids, str(body.get("RequestId", "")))
+
+    def describe_refresh_quota(self) -> RefreshQuota:
+        """The provider's remaining daily quota."""
+        body = self._call("DescribeRefreshQuota", {})
+        return RefreshQuota(
+            url_quota=int(body.get("UrlQuota", 0)),
+            url_remain=int(body.get("UrlRemain", 0)),
+            dir_quota=int(body.get("DirQuota", 0)),
+            dir_remain=int(body.get("DirRemain", 0)),
+            request_id=str(body.get("RequestId", "")),
+        )
+
+    def describe_refresh_task_by_id(self, task_ids: Iterable[str]) -> list[RefreshTask]:
+        """The tasks' paths and statuses (at most 10 IDs; the provider keeps 3 days)."""
+        ids = list(task_ids)
+        if not 1 <= len(ids) <= 10:
+            raise ValueError("describe_refresh_task_by_id takes 1 to 10 task IDs")
+        body = self._call("DescribeRefreshTaskById", {"TaskId": ",".join(ids)})
+        return [
+            RefreshTask(
+                task_id=str(t.get("TaskId", "")),
+                object_path=str(t.get("ObjectPath", "")),
+                object_type=str(t.get("ObjectType", "")),
+                status=str(t.get("Status", "")),
+                process=str(t.get("Process", "")),
+                description=str(t.get("Description", "")),
+                creation_time=str(t.get("CreationTime", "")),
+            )
+            for t in body.get("Tasks", [])
+        ]
+
+    def push_object_cache(self, paths: Sequence[str], area: str | None = None) -> PushResult:
+        """Prefetch ``paths`` into the CDN."""
+        params = {"ObjectPath": "\n".join(paths)}
+        if area:
+            params["Area"] = area
+        body = self._call("PushObjectCache", params)
+        return PushResult(_split_ids(body.get("PushTaskId")), str(body.get("RequestId", "")))
+
+    def _call(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+        data = {"Action": action, **params}
+        try:
+            response = self._http.post("/", data=data)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise NetworkError(type(exc).__name__, str(exc), outcome_unknown=False) from exc
+        except httpx.TransportError as exc:
+            # Read/write timeouts and dropped connections: the provider may have acted.
+            raise NetworkError(type(exc).__name__, str(exc), outcome_unknown=True) from exc
+        return _parse(response)
+
+
+def _split_ids(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _parse(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise error_for(
+            "InvalidResponse",
+            f"HTTP {response.status_code} without a JSON object",
+            response.status_code,
+        )
+    if response.is_success:
+        return body
+    raise error_for(
+        str(body.get("Code") or f"HTTP{response.status_code}"),
+        str(body.get("Message", "")),
+        response.status_code,
+        request_id=str(body["RequestId"]) if body.get("RequestId") else None,
+        retry_after_s=_retry_after_s(response),
+    )
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    raw = response.headers.get("x-acs-retry-after")
+    try:
+        return max(0.0, float(raw) / 1000.0) if raw is not None else None
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "CdnClient",
+    "CdnError",
+    "PushResult",
+    "RefreshQuota",
+    "RefreshResult",
+    "RefreshTask",
+    "RpcSignatureAuth",
+]

@@ -1,0 +1,295 @@
+"""The flush loop: claim a batch, make the call, settle every path by the answer.
+
+What each answer does (the error classes are in :mod:`worker.errors`):
+
+- success: each path is recorded with its task IDs; the reservation is spent.
+- bad path or call shape: split the batch in halves until the bad paths stand alone; those
+  are dead-lettered with the provider's code, the rest go through.
+- transient (InternalError, throttling, 5xx, network): the paths go back to pending with one
+  more attempt counted, and the type backs off (exponential, full jitter, at least the
+  provider's ``x-acs-retry-after``). At ``MAX_ATTEMPTS`` a path is dead-lettered.
+  A definite answer returns the reservation; a call whose outcome is unknown keeps it.
+- ``QuotaExceeded.Refresh``: the paths go back to pending; the type holds until the
+  provider's reset at 00:00 UTC+8.
+- credentials or account: the paths go back to pending, not failed; everything holds with an
+  exponential backoff until an operator fixes it (``lookup`` and ``status`` show the error).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cdn_refresh.constants import PROVIDER_RESET_UTC_OFFSET_H, ObjectType
+from cdn_refresh.settings import Settings
+from worker.batches import Batch, BatchStore, Wait
+from worker.client import CdnClient
+from worker.errors import (
+    CdnError,
+    CredentialError,
+    InvalidPathError,
+    NetworkError,
+    PermanentError,
+    QuotaExhaustedError,
+    RequestShapeError,
+    TransientError,
+)
+
+log = logging.getLogger("cdn_refresh.worker")
+
+# One flush claims at most this many batches before it hands over to a fresh task, so that
+# one long drain does not starve the other types.
+MAX_BATCHES_PER_FLUSH = 50
+
+
+@dataclass
+class FlushReport:
+    """What one flush did, and why it stopped."""
+
+    batches: int = 0
+    submitted: int = 0
+    dead_lettered: int = 0
+    requeued: int = 0
+    wait: Wait | None = None
+    more: bool = False
+    calls: int = field(default=0)
+
+
+def seconds_until_provider_reset(now: float) -> float:
+    """Seconds until the provider's next quota reset, 00:00 in UTC+8."""
+    zone_now = datetime.fromtimestamp(now, UTC) + timedelta(hours=PROVIDER_RESET_UTC_OFFSET_H)
+    next_midnight = (zone_now + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return (next_midnight - zone_now).total_seconds()
+
+
+def backoff_delay_s(attempt: int, settings: Settings, rng: random.Random) -> float:
+    """Exponential backoff with full jitter for the given attempt (1-based)."""
+    ceiling = min(settings.retry_max_delay_s, settings.retry_base_delay_s * 2 ** (attempt - 1))
+    return rng.uniform(0, ceiling)
+
+
+class Flusher:
+    """Drains pending paths into provider calls. Safe to run in many processes at once."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        client: CdnClient,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_more_work: Callable[[ObjectType], object] | None = None,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_more_work = on_more_work
+
+    def flush(
+        self, object_type: ObjectType, max_batches: int = MAX_BATCHES_PER_FLUSH
+    ) -> FlushReport:
+        """Claim and send batches of one type until none is left, or a wait, or the cap."""
+        report = FlushReport()
+        while report.batches < max_batches:
+            claimed = self._store.claim(object_type, self._clock())
+            if claimed is None:
+                return report
+            if isinstance(claimed, Wait):
+                report.wait = claimed
+                return report
+            report.batches += 1
+            if len(claimed.paths) >= self._settings.paths_per_call(object_type) and (
+                self._on_more_work is not None
+            ):
+                # A full batch suggests more is pending: let idle workers join in.
+                self._on_more_work(object_type)
+            self.send(claimed, report)
+        report.more = True
+        return report
+
+    def send(self, batch: Batch, report: FlushReport) -> None:
+        """Make the call for a claimed batch and settle every one of its paths."""
+        started = time.monotonic()
+        outcome = "submitted"
+        error: CdnError | None = None
+        try:
+            self._submit(batch, batch.paths, report)
+        except CdnError as exc:
+            error = exc
+            outcome = self._settle_error(batch, exc, report)
+        except Exception as exc:
+            # A bug of ours: keep the paths (back to pending, one attempt counted) and the
+            # reservation (we cannot know whether the call went out), then let Celery see it.
+            self._store.settle(
+                batch.id, batch.object_type, "retry", self._clock(), code=type(exc).__name__
+            )
+            raise
+        finally:
+            log.info(
+                "batch id=%s type=%s paths=%d domains=%d calls=%d outcome=%s code=%s "
+                "duration_ms=%d",
+                batch.id,
+                batch.object_type,
+                len(batch.paths),
+                len(batch.domains),
+                report.calls,
+                outcome,
+                error.code if error else "-",
+                (time.monotonic() - started) * 1000,
+            )
+
+    def _submit(self, batch: Batch, paths: tuple[str, ...], report: FlushReport) -> None:
+        report.calls += 1
+        try:
+            result = self._client.refresh_object_caches(list(paths), batch.object_type)
+        except (InvalidPathError, RequestShapeError) as exc:
+            if len(paths) == 1:
+                done = self._store.settle(
+                    batch.id,
+                    batch.object_type,
+                    "dead",
+                    self._clock(),
+                    paths=paths,
+                    code=exc.code,
+                    message=exc.message,
+                    return_quota=True,
+                )
+                report.dead_lettered += done.dead_lettered
+                log.warning(
+                    "dead-lettered type=%s path=%s code=%s", batch.object_type, paths[0], exc.code
+                )
+                return
+            # Split to isolate the bad paths: the good ones of the batch must go through.
+            self._store.extend_lease(batch.id, self._clock())
+            middle = len(paths) // 2
+            self._submit(batch, paths[:middle], report)
+            self._submit(batch, paths[middle:], report)
+            return
+        done = self._store.settle(
+            batch.id,
+            batch.object_type,
+            "submitted",
+            self._clock(),
+            paths=paths,
+            task_ids=result.task_ids,
+            request_id=result.request_id,
+        )
+        report.submitted += done.settled
+        log.info(
+            "submitted type=%s paths=%d task_ids=%s request_id=%s",
+            batch.object_type,
+            len(paths),
+            ",".join(result.task_ids),
+            result.request_id,
+        )
+        self._store.clear_auth_failures()
+
+    def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
+        """Settle what is left of a batch after an error; returns the outcome for the log."""
+        now = self._clock()
+        kind = batch.object_type
+        if isinstance(exc, QuotaExhaustedError):
+            done = self._store.settle(
+                batch.id,
+                kind,
+                "requeue",
+                now,
+                return_quota=True,
+                code=exc.code,
+                message=exc.message,
+            )
+            hold_s = seconds_until_provider_reset(now)
+            self._store.set_hold(kind, hold_s, exc.code)
+            report.requeued += done.settled
+            log.warning(
+                "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",
+                kind,
+                done.settled,
+                hold_s,
+            )
+            return "provider_quota"
+        if isinstance(exc, CredentialError):
+            done = self._store.settle(
+                batch.id,
+                kind,
+                "requeue",
+                now,
+                return_quota=True,
+                code=exc.code,
+                message=exc.message,
+            )
+            hold_s = self._store.set_auth_hold(
+                exc.code,
+                exc.message,
+                self._settings.retry_base_delay_s,
+                self._settings.auth_hold_max_s,
+            )
+            report.requeued += done.settled
+            log.error(
+                "credential error code=%s paths_kept=%d all_work_holds_for_s=%.1f: "
+                "fix the access key, then `cdn-refresh dead-letter replay --all` resumes",
+                exc.code,
+                done.settled,
+                hold_s,
+            )
+            return "credentials"
+        # Transient, or a permanent answer that is not about one path: count an attempt.
+        unknown = isinstance(exc, NetworkError) and exc.outcome_unknown
+        done = self._store.settle(
+            batch.id,
+            kind,
+            "retry",
+            now,
+            return_quota=not unknown,
+            code=exc.code,
+            message=exc.message,
+        )
+        report.requeued += done.settled - done.dead_lettered
+        report.dead_lettered += done.dead_lettered
+        if done.dead_lettered:
+            log.warning(
+                "dead-lettered type=%s paths=%d code=%s after attempts=%d",
+                kind,
+                done.dead_lettered,
+                exc.code,
+                done.top_attempts,
+            )
+        delay = backoff_delay_s(max(1, done.top_attempts), self._settings, self._rng)
+        if isinstance(exc, TransientError) and exc.retry_after_s:
+            delay = max(delay, exc.retry_after_s)
+        self._store.set_backoff(kind, delay)
+        return "retry" if isinstance(exc, TransientError | PermanentError) else "error"
+
+    def reclaim_expired(self) -> int:
+        """Return the paths of batches whose worker died to pending; the reservation stays,
+        since the call may have gone out. Returns how many paths came back."""
+        now = self._clock()
+        back = 0
+        for batch_id, kind in self._store.expired_batches(now):
+            done = self._store.settle(
+                batch_id,
+                kind,
+                "retry",
+                now,
+                code="WorkerLost",
+                message="the batch's lease ran out before its answer was recorded",
+                only_if_lease_expired=True,
+            )
+            if done.settled:
+                log.warning(
+                    "reclaimed batch id=%s type=%s paths=%d (lease ran out)",
+                    batch_id,
+                    kind,
+                    done.settled,
+                )
+            back += done.settled
+        return back

@@ -1,0 +1,61 @@
+"""What one worker process holds: settings, one Redis client, one CDN client, the flusher.
+
+Built lazily in each process (after Celery forks its pool), never at import time: a socket
+or connection pool made before a fork would be shared by the children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.redis_conn import redis_from_settings
+from cdn_refresh.settings import Settings
+from worker.batches import BatchStore
+from worker.client import CdnClient
+from worker.pipeline import Flusher
+
+
+@dataclass
+class Runtime:
+    """The long-lived objects of one worker process."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: BatchStore
+    client: CdnClient
+    flusher: Flusher
+
+
+_settings: Settings | None = None
+_runtime: Runtime | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings this process's runtime will be built from."""
+    global _settings
+    _settings = settings
+    reset()
+
+
+def reset() -> None:
+    """Forget the runtime (after a fork); the next :func:`get_runtime` builds a fresh one."""
+    global _runtime
+    _runtime = None
+
+
+def get_runtime(on_more_work: Callable[[ObjectType], object] | None = None) -> Runtime:
+    """This process's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        if _settings is None:
+            raise RuntimeError("worker.runtime.configure(settings) was not called")
+        client = redis_from_settings(_settings)
+        store = BatchStore(client, _settings)
+        cdn = CdnClient(_settings)
+        flusher = Flusher(store, cdn, _settings, on_more_work=on_more_work)
+        _runtime = Runtime(_settings, client, store, cdn, flusher)
+    return _runtime

@@ -1,0 +1,63 @@
+"""The Celery tasks. Each is safe to run twice: all state lives in Redis, changed by
+idempotent scripts, so a message redelivered after a worker died does no harm."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, TASK_TICK, ObjectType
+from worker.runtime import Runtime, get_runtime
+
+log = logging.getLogger("cdn_refresh.worker")
+
+# The shortest gap between two flushes scheduled for one type by the workers themselves.
+MIN_RESCHEDULE_S = 0.05
+
+
+def _runtime() -> Runtime:
+    return get_runtime(on_more_work=request_flush)
+
+
+def request_flush(object_type: ObjectType, delay_s: float = 0.0) -> bool:
+    """Schedule one flush of ``object_type`` unless one is already scheduled."""
+    rt = _runtime()
+    delay_s = max(MIN_RESCHEDULE_S, delay_s)
+    key = rt.store.keys.of(object_type).flush_scheduled
+    if not rt.redis.set(key, "1", nx=True, px=int(delay_s * 1000)):
+        return False
+    flush.apply_async(args=[object_type], countdown=delay_s)
+    return True
+
+
+@shared_task(name=TASK_FLUSH, ignore_result=True)
+def flush(object_type: ObjectType | None = None) -> dict[str, Any]:
+    """Drain pending paths of one type (or both) into provider calls."""
+    rt = _runtime()
+    summary: dict[str, Any] = {}
+    for kind in [object_type] if object_type else list(OBJECT_TYPES):
+        report = rt.flusher.flush(kind)
+        summary[kind] = {"batches": report.batches, "submitted": report.submitted}
+        if report.more:
+            request_flush(kind)
+        elif report.wait is not None:
+            summary[kind]["wait"] = report.wait.reason
+            # Far-off waits (quota refills hours away) are left to the periodic tick: a
+            # countdown that long would outlive the broker's visibility timeout.
+            if report.wait.seconds <= rt.settings.flush_interval_s:
+                request_flush(kind, report.wait.seconds)
+    return summary
+
+
+@shared_task(name=TASK_TICK, ignore_result=True)
+def tick() -> dict[str, Any]:
+    """The periodic safety net: reclaim dead workers' batches, trim old records, flush."""
+    rt = _runtime()
+    reclaimed = rt.flusher.reclaim_expired()
+    trimmed = rt.store.trim_records()
+    pending = rt.store.has_pending()
+    for kind in pending:
+        request_flush(kind)
+    return {"reclaimed": reclaimed, "trimmed": trimmed, "pending_types": pending}
