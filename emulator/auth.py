@@ -3,6 +3,7 @@
 Order: every common parameter present; signature method and version; timestamp shape;
 AccessKeyId known; signature right; timestamp fresh; nonce unused. The nonce is remembered only
 after the signature checks out, so a stranger cannot burn another client's nonces.
+A ``SecurityToken`` (STS) is signed over like any parameter but not itself checked.
 """
 
 from __future__ import annotations

@@ -73,6 +73,8 @@ def emulator_command(
     """Run a local Alibaba Cloud CDN emulator (RPC API 2018-05-10) until SIGINT/SIGTERM."""
     if internal_error_rate + throttle_rate + drop_rate > 1:
         raise click.UsageError("--internal-error-rate + --throttle-rate + --drop-rate > 1")
+    if not access_key_id or not access_key_secret:
+        raise click.UsageError("--access-key-id and --access-key-secret must not be empty")
     config = EmulatorConfig(
         credentials={access_key_id: access_key_secret},
         url_quota=url_quota,
@@ -99,4 +101,8 @@ def emulator_command(
         click.echo(line)
         sys.stdout.flush()
 
-    serve(config, host, port, on_ready=ready)
+    try:
+        serve(config, host, port, on_ready=ready)
+    except OSError as exc:
+        # Port taken or address not local: say so without a traceback.
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdn_refresh import constants as c
 
@@ -75,6 +75,13 @@ class EmulatorConfig(BaseModel):
     def _lower_domains(cls, value: frozenset[str]) -> frozenset[str]:
         # Host names compare without case, as DNS does.
         return frozenset(d.strip().lower() for d in value if d.strip())
+
+    @model_validator(mode="after")
+    def _early_faults_fit(self) -> EmulatorConfig:
+        # The early faults split one draw into bands; together they cannot pass 1.
+        if self.drop_rate + self.internal_error_rate + self.throttle_rate > 1:
+            raise ValueError("drop_rate + internal_error_rate + throttle_rate must be <= 1")
+        return self
 
     def updated(self, **changes: Any) -> EmulatorConfig:
         """A validated copy with ``changes`` applied (``model_copy`` would skip validation)."""

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from alibabacloud_cdn20180510 import models
 from alibabacloud_cdn20180510.client import Client
+from alibabacloud_tea_openapi.exceptions import ClientException, ThrottlingException
 from alibabacloud_tea_openapi.models import Config
 from pydantic import ValidationError
 
@@ -58,7 +59,7 @@ def code_of(response: httpx.Response) -> str:
 
 @pytest.fixture
 def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig(complete_after_s=0.3)) as running:
+    with EmulatorServer(EmulatorConfig(complete_after_s=0.5)) as running:
         yield running
 
 
@@ -92,10 +93,10 @@ def test_sdk_refresh_gets_one_task_id_per_domain_and_is_recorded(server: Emulato
 
 
 def test_sdk_with_wrong_secret_gets_signature_does_not_match(server: EmulatorServer) -> None:
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(ClientException) as raised:
         sdk_client(server, secret="wrong").refresh_object_caches(
             models.RefreshObjectCachesRequest(object_path="a.example.com/x.png"))
-    assert raised.value.code == "SignatureDoesNotMatch"  # type: ignore[attr-defined]
+    assert (raised.value.status_code, raised.value.code) == (400, "SignatureDoesNotMatch")
     assert server.state.calls() == []
 
 
@@ -114,13 +115,15 @@ def test_sdk_describe_refresh_quota_counts_what_was_used(server: EmulatorServer)
 
 def test_sdk_task_shows_refreshing_then_complete_after_the_delay(server: EmulatorServer) -> None:
     sdk = sdk_client(server)
+    created = time.monotonic()
     task_id = sdk.refresh_object_caches(models.RefreshObjectCachesRequest(
         object_path="a.example.com/x.png\na.example.com/y.png")).body.refresh_task_id
     request = models.DescribeRefreshTaskByIdRequest(task_id=task_id)
 
     early = sdk.describe_refresh_task_by_id(request).body
     assert [t.status for t in early.tasks] == ["Refreshing", "Refreshing"]
-    time.sleep(0.35)
+    assert [t.object_type for t in early.tasks] == ["file", "file"]
+    time.sleep(max(0.0, created + 0.5 + 0.05 - time.monotonic()))
     late = sdk.describe_refresh_task_by_id(request).body
     assert late.total_count == 2
     assert {(t.object_path, t.status, t.process) for t in late.tasks} == {
@@ -325,6 +328,11 @@ def test_throttling_carries_retry_after(server: EmulatorServer, client: httpx.Cl
     assert response.headers["x-acs-retry-after"] == "250"
     # Only RefreshObjectCaches is faulted by default.
     assert client.post("/", data=signed("DescribeRefreshQuota")).status_code == 200
+    # The SDK turns the header into a ThrottlingException carrying the wait.
+    with pytest.raises(ThrottlingException) as raised:
+        sdk_client(server).refresh_object_caches(
+            models.RefreshObjectCachesRequest(object_path="a.example.com/x.png"))
+    assert (raised.value.code, raised.value.retry_after) == ("Throttling", 250)
 
 
 def test_drop_closes_the_connection_and_accepts_nothing(
@@ -386,6 +394,10 @@ def test_admin_endpoints_read_change_and_reset(
 def test_configure_refuses_bad_values(server: EmulatorServer) -> None:
     with pytest.raises(ValidationError):
         server.state.configure(drop_rate=2.0)
+    with pytest.raises(ValidationError):
+        server.state.configure(drop_rate=0.6, throttle_rate=0.6)
+    with pytest.raises(ValidationError):
+        server.state.configure(no_such_setting=1)
     assert "testsecret" not in repr(server.state.config)
 
 
