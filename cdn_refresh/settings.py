@@ -7,8 +7,9 @@ password) are ``SecretStr`` so that no repr, log line or exception shows them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -116,16 +117,28 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """Replace the password (and a lone user token) in a URL with ``***``."""
+    """Replace the password (and a lone user token) in a URL with ``***``.
+
+    Covers the user info (``redis://user:pw@host``) and a ``password=`` query parameter, which
+    redis-py also honours (``unix:///tmp/redis.sock?password=pw``).
+    """
     parts = urlsplit(url)
-    if parts.password is None and not parts.username:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    userinfo = f"{user}:***" if parts.password is not None else "***"
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, ""))
+    # The raw netloc, not .hostname: that would lower-case the host and drop IPv6 brackets.
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and userinfo:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = _PASSWORD_IN_QUERY.sub(r"\g<1>***", parts.query)
+    # Edit the text in place: urlunsplit would turn ``unix:///path`` into ``unix:/path``.
+    if netloc != parts.netloc:
+        url = url.replace("//" + parts.netloc, "//" + netloc, 1)
+    if query != parts.query:
+        url = url.replace("?" + parts.query, "?" + query, 1)
+    return url
+
+
+_PASSWORD_IN_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -58,9 +58,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig_factory(
-    redis_client: redis.Redis, emulator: EmulatorServer
-) -> Iterator[type[Rig]]:
+def rig_factory(redis_client: redis.Redis, emulator: EmulatorServer) -> Iterator[type[Rig]]:
     rigs: list[Rig] = []
 
     class _Rig(Rig):
@@ -106,7 +104,10 @@ def test_one_bad_path_in_a_batch_of_1000_is_isolated_and_dead_lettered(rig_facto
         (f"http://{bad}", "InvalidObjectPath.Malformed")
     ]
     assert rig.producer.status(job)["counts"] == {
-        "pending": 0, "in_flight": 0, "submitted": 999, "failed": 1,
+        "pending": 0,
+        "in_flight": 0,
+        "submitted": 999,
+        "failed": 1,
     }
     # The bad path's share of the reservation came back; the good ones' did not.
     assert rig.store.quota_usage("File", time.time()).used == 999
@@ -202,5 +203,6 @@ def test_directories_are_sent_as_directory_calls(rig_factory) -> None:  # type: 
     rig.drain("Directory")
     calls = rig.emulator.state.calls()
     assert [(c["object_type"], len(c["paths"])) for c in calls] == [
-        ("Directory", 100), ("Directory", 50),
+        ("Directory", 100),
+        ("Directory", 50),
     ]

@@ -59,9 +59,16 @@ class RpcSignatureAuth(httpx.Auth):
         params["Signature"] = sign(request.method, params, self._secret.get_secret_value())
         encoded = urlencode(params, quote_via=_quote)
         if is_get:
-            yield httpx.Request("GET", request.url.copy_with(query=encoded.encode()))
+            yield httpx.Request(
+                "GET", request.url.copy_with(query=encoded.encode()), headers=request.headers
+            )
         else:
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+            # Both are rewritten for the new body; keeping the old ones would send them twice.
+            headers = {
+                k: v
+                for k, v in request.headers.items()
+                if k.lower() not in ("content-length", "content-type")
+            }
             headers["Content-Type"] = FORM_CONTENT_TYPE
             yield httpx.Request(request.method, request.url, headers=headers, content=encoded)
 
@@ -220,6 +227,13 @@ def _parse(response: httpx.Response) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
+        if response.is_success:
+            # Like a 200 without a task ID: the provider may have acted, so never permanent.
+            raise TransientError(
+                "InvalidResponse",
+                f"HTTP {response.status_code} without a JSON object",
+                status_code=response.status_code,
+            )
         raise error_for(
             "InvalidResponse",
             f"HTTP {response.status_code} without a JSON object",

@@ -1,0 +1,229 @@
+"""End to end: real Celery worker processes, a real redis-server, the emulator over HTTP.
+
+These prove what the unit tests cannot: that several processes on a shared Redis coalesce,
+pack, respect the quota and recover from crashes and provider faults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from emulator import EmulatorConfig, EmulatorServer
+from producer.producer import Producer
+from tests.conftest import make_settings
+from tests.harness import WorkerProcess, wait_for, worker_env
+from worker.batches import BatchStore
+
+pytestmark = [pytest.mark.redis, pytest.mark.e2e]
+
+
+class Cluster:
+    """Worker processes, a producer and the emulator sharing one Redis."""
+
+    def __init__(self, redis_url: str, emulator: EmulatorServer, tmp_path: Path) -> None:
+        self.redis_url = redis_url
+        self.emulator = emulator
+        self.tmp_path = tmp_path
+        self.workers: list[WorkerProcess] = []
+        self.settings_values: dict[str, Any] = {}
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def configure(self, **values: Any) -> None:
+        base: dict[str, Any] = {
+            "redis_url": self.redis_url,
+            "endpoint": self.emulator.url,
+            "access_key_id": "testid",
+            "access_key_secret": "testsecret",
+            "flush_interval_s": 0.5,
+            "flush_debounce_s": 0.05,
+            "retry_base_delay_s": 0.05,
+            "retry_max_delay_s": 0.2,
+            "http_read_timeout_s": 5,
+        }
+        base.update(values)
+        self.settings_values = base
+        self.settings = make_settings(**base)
+        self.producer = Producer.from_settings(self.settings)
+        self.store = BatchStore(self.redis, self.settings)
+
+    def start_workers(self, count: int, concurrency: int = 2, **overrides: Any) -> None:
+        env = worker_env(**{**self.settings_values, **overrides})
+        for _ in range(count):
+            n = len(self.workers)
+            worker = WorkerProcess(
+                env,
+                self.tmp_path / f"worker{n}.log",
+                name=f"w{n}",
+                concurrency=concurrency,
+                beat=not any(w.process.poll() is None for w in self.workers),
+            )
+            self.workers.append(worker)
+        for worker in self.workers[-count:]:
+            worker.wait_ready()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(w.log()[-3000:] for w in self.workers)
+
+    def accepted(self) -> list[str]:
+        return [p for call in self.emulator.state.calls() for p in call["paths"]]
+
+    def wait_done(self, job_ids: list[str], timeout_s: float = 60) -> None:
+        wait_for(
+            lambda: all(self.producer.status(j)["state"] in ("done", "failed") for j in job_ids),
+            timeout_s,
+            lambda: json.dumps([self.producer.status(j) for j in job_ids]) + self.logs(),
+        )
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(seed=11, url_quota=1_000_000, dir_quota=10_000)) as server:
+        yield server
+
+
+@pytest.fixture
+def cluster(redis_url: str, emulator: EmulatorServer, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(redis_url, emulator, tmp_path)
+    yield c
+    c.stop_workers()
+    c.redis.close()
+
+
+def test_overlapping_producers_send_each_unique_path_once_in_the_fewest_calls(
+    cluster: Cluster,
+) -> None:
+    cluster.configure(url_daily_quota=100_000)
+    unique = [f"d{i % 5}.example.com/a/{i}.js" for i in range(3_000)]
+    jobs: list[str] = []
+
+    def produce(offset: int) -> None:
+        mine = unique[offset::2] + unique[offset : offset + 900]
+        jobs.append(cluster.producer.enqueue(mine).job_id)
+
+    threads = [threading.Thread(target=produce, args=(i % 2,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cluster.start_workers(2)
+    cluster.wait_done(jobs)
+    accepted = Counter(cluster.accepted())
+    assert set(accepted) == {f"http://{p}" for p in unique}
+    assert max(accepted.values()) == 1
+    assert len(cluster.emulator.state.calls()) == math.ceil(3_000 / 1_000)
+
+
+def test_three_workers_never_spend_more_than_the_quota(cluster: Cluster) -> None:
+    cluster.configure(url_daily_quota=1_500, urls_per_call=100)
+    job = cluster.producer.enqueue([f"h{i % 3}.example.com/{i}" for i in range(5_000)]).job_id
+    cluster.start_workers(3)
+    wait_for(lambda: len(cluster.accepted()) >= 1_500, 60, cluster.logs)
+    time.sleep(2)  # several ticks and flushes later, still nothing more goes out
+    assert len(cluster.accepted()) == 1_500
+    status = cluster.producer.status(job)
+    assert status["counts"]["pending"] == 3_500
+    assert status["state"] == "in_progress"
+    out = subprocess.run(
+        [sys.executable, "-m", "cdn_refresh", "quota", "--json"],
+        env=worker_env(**cluster.settings_values),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    quota = json.loads(out.stdout)
+    assert quota["file"] == {"limit": 1_500, "used": 1_500, "remaining": 0, "pending": 3_500}
+
+
+def test_bulk_work_leaves_the_interactive_reserve_to_interactive_work(cluster: Cluster) -> None:
+    cluster.configure(url_daily_quota=100, interactive_reserve=0.2)
+    cluster.start_workers(2)
+    bulk = cluster.producer.enqueue(
+        [f"bulk.example.com/{i}" for i in range(500)], priority="bulk"
+    ).job_id
+    wait_for(lambda: len(cluster.accepted()) >= 80, 30, cluster.logs)
+    time.sleep(1.5)
+    assert len(cluster.accepted()) == 80
+    live = cluster.producer.enqueue([f"live.example.com/{i}" for i in range(30)]).job_id
+    wait_for(lambda: len(cluster.accepted()) >= 100, 30, cluster.logs)
+    time.sleep(1)
+    accepted = cluster.accepted()
+    assert len(accepted) == 100
+    assert sum(p.startswith("http://live.") for p in accepted) == 20
+    assert cluster.producer.status(live)["counts"]["submitted"] == 20
+    assert cluster.producer.status(bulk)["counts"]["submitted"] == 80
+
+
+def test_provider_faults_lose_nothing(cluster: Cluster) -> None:
+    cluster.emulator.state.configure(
+        internal_error_rate=0.3, throttle_rate=0.1, throttle_retry_after_ms=50, drop_rate=0.05
+    )
+    cluster.configure(url_daily_quota=1_000_000, urls_per_call=100, max_attempts=100)
+    paths = [f"h{i % 7}.example.com/{i}" for i in range(3_000)]
+    job = cluster.producer.enqueue(paths).job_id
+    cluster.start_workers(3)
+    cluster.wait_done([job], timeout_s=120)
+    assert set(cluster.accepted()) == {f"http://{p}" for p in paths}
+    assert cluster.producer.status(job)["state"] == "done"
+    assert list(cluster.producer.dead_letters()) == []
+    outcomes = cluster.emulator.state.stats()["by_outcome"]
+    assert outcomes.get("InternalError", 0) > 0 and outcomes.get("Throttling", 0) > 0
+
+
+def test_a_worker_killed_mid_call_loses_nothing(cluster: Cluster) -> None:
+    cluster.emulator.state.configure(latency_s=0.6)
+    cluster.configure(url_daily_quota=1_000_000, urls_per_call=100, batch_lease_s=3)
+    paths = [f"h{i % 4}.example.com/{i}" for i in range(1_500)]
+    job = cluster.producer.enqueue(paths).job_id
+    cluster.start_workers(1, concurrency=2)
+    wait_for(lambda: cluster.emulator.state.stats()["requests"] >= 2, 30, cluster.logs)
+    cluster.workers[0].kill()
+    in_flight = cluster.redis.hlen(cluster.store.keys.batches)
+    assert in_flight > 0  # the kill did land mid-call
+    cluster.start_workers(1, concurrency=2)
+    cluster.wait_done([job], timeout_s=120)
+    accepted = Counter(cluster.accepted())
+    assert set(accepted) == {f"http://{p}" for p in paths}
+    assert cluster.producer.status(job)["counts"]["submitted"] == 1_500
+    assert cluster.redis.hlen(cluster.store.keys.batches) == 0
+
+
+def test_wrong_credentials_hold_without_hammering_and_resume_after_the_fix(
+    cluster: Cluster,
+) -> None:
+    cluster.configure(
+        access_key_secret="wrong-secret",
+        retry_base_delay_s=0.5,
+        retry_max_delay_s=1,
+        auth_hold_max_s=4,
+    )
+    job = cluster.producer.enqueue([f"a.example.com/{i}" for i in range(50)]).job_id
+    cluster.start_workers(2)
+    time.sleep(3)
+    requests = cluster.emulator.state.stats()["requests"]
+    assert 1 <= requests <= 5, requests  # backs off: 0.5 s, 1 s, 2 s ...
+    status = cluster.producer.status(job)
+    assert status["counts"]["pending"] == 50
+    assert "SignatureDoesNotMatch" in status["last_error"]
+    assert list(cluster.producer.dead_letters()) == []
+    assert "wrong-secret" not in cluster.logs()
+    cluster.stop_workers()
+    cluster.start_workers(2, access_key_secret="testsecret")
+    cluster.producer.replay()
+    cluster.wait_done([job], timeout_s=30)
+    assert len(set(cluster.accepted())) == 50
