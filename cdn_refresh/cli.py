@@ -6,6 +6,7 @@ this shared package depends on none of the others at import time.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -51,11 +52,24 @@ def main() -> None:
     """Queue Alibaba Cloud CDN refreshes and send them within the provider's limits."""
 
 
-def _read_lines(stream: IO[str]) -> Iterator[str]:
-    for line in stream:
-        # Only the line break that ends the line is the file's; anything else is the path's
-        # and gets validated (a stray \r is a control character and is rejected).
-        yield line[:-1] if line.endswith("\n") else line
+def _read_lines(source: str) -> Iterator[str]:
+    """Lines of a file ('-' for standard input), split on \n (or \r\n) only.
+
+    Universal newlines would turn a stray \r inside a line into a second path; here it
+    stays in the line and is rejected by validation, with its line number. Bytes that are
+    not UTF-8 survive as surrogates and are rejected the same way.
+    """
+    binary: IO[bytes] = (
+        sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    )
+    with io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="") as text:
+        for line in text:
+            if line.endswith("\r\n"):
+                yield line[:-2]
+            elif line.endswith("\n"):
+                yield line[:-1]
+            else:
+                yield line
 
 
 @main.command()
@@ -63,7 +77,7 @@ def _read_lines(stream: IO[str]) -> Iterator[str]:
 @click.option(
     "--from-file",
     "from_file",
-    type=click.File("r", encoding="utf-8"),
+    type=click.Path(allow_dash=True, dir_okay=False),
     help="Read paths, one per line, from FILE ('-' for standard input).",
 )
 @click.option("--type", "type_", type=TYPE_CHOICE, default="file", show_default=True)
@@ -78,7 +92,7 @@ def _read_lines(stream: IO[str]) -> Iterator[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
 def enqueue(
     paths: tuple[str, ...],
-    from_file: IO[str] | None,
+    from_file: str | None,
     type_: str,
     priority: str,
     skip_invalid: bool,

@@ -16,6 +16,7 @@ from cdn_refresh.signature import verify
 from tests.conftest import make_settings
 from worker.client import CdnClient, RefreshTask, RpcSignatureAuth
 from worker.errors import (
+    CdnError,
     CredentialError,
     InvalidPathError,
     NetworkError,
@@ -351,11 +352,9 @@ def test_push_object_cache_omits_area_when_not_given() -> None:
         (502, "Unheard.Of", TransientError),
     ],
 )
-def test_error_answer_maps_to_its_class(status: int, code: str, expected: type) -> None:
+def test_error_answer_maps_to_its_class(status: int, code: str, expected: type[CdnError]) -> None:
     body = {"Code": code, "Message": "nope", "RequestId": "req-err", "HostId": "cdn"}
-    with client_for(Answer(status, body)) as client, pytest.raises(expected) as caught:
-        client.refresh_object_caches(["example.com/a.png"])
-    error = caught.value
+    error = refresh_raises(Answer(status, body), expected).value
     assert type(error) is expected
     assert error.code == code
     assert error.message == "nope"

@@ -139,7 +139,7 @@ def test_percent_encode_keeps_only_unreserved_characters() -> None:
 _text = st.text(
     alphabet=st.one_of(
         st.sampled_from(list(" *~+\n\r&=%/:?#é中😀")),
-        st.characters(exclude_categories=("Cs",)),
+        st.characters(exclude_categories=["Cs"]),
     ),
     max_size=20,
 )
