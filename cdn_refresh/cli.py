@@ -279,6 +279,16 @@ def worker(celery_args: tuple[str, ...]) -> None:
     app.worker_main(argv)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary at the end.")
+@click.option("--timeout", "timeout_s", type=float, default=180, show_default=True)
+def demo(as_json: bool, timeout_s: float) -> None:
+    """Run the whole pipeline locally on embedded defaults and show what happens."""
+    from cdn_refresh.demo import run_demo
+
+    sys.exit(run_demo(as_json=as_json, timeout_s=timeout_s))
+
+
 def _attach_emulator() -> None:
     from emulator.cli import emulator_command
 

@@ -1,0 +1,323 @@
+"""``cdn-refresh demo``: the whole pipeline on one machine, on embedded defaults.
+
+It starts Redis (a real ``redis-server`` from PATH, else an in-process fakeredis TCP server,
+which is not durable), the emulator, and one worker process with the scheduler embedded;
+enqueues a sample with duplicates, a directory, one bad path and more URLs than a small demo
+quota; shows live progress; and ends with a table of paths and task IDs. Every process it
+starts is stopped on the way out, on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+DEMO_URL_QUOTA = 25
+DEMO_QUOTA_WINDOW_S = 5.0
+DEMO_URLS_PER_CALL = 10
+POLL_S = 0.5
+
+
+def sample_paths() -> tuple[list[str], list[str]]:
+    """(File inputs, Directory inputs): duplicates, spellings, and one injection attempt."""
+    files = [f"https://static.example.com/img/{i}.png" for i in range(30)]
+    files += [f"https://www.example.com/news/{i}.html" for i in range(20)]
+    files += [f"https://cdn.example.org/js/app{i}.js" for i in range(10)]
+    files += [
+        "HTTPS://Static.Example.COM:443/img/0.png#top",  # the same as img/0.png
+        "https://www.example.com/news/1.html",  # an exact repeat
+        "static.example.com/img/2.png",  # no scheme: http, so a different URL
+        "https://static.example.com/bad\nhttps://victim.example/",  # rejected: a newline
+    ]
+    return files, ["https://static.example.com/img/"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A throwaway Redis on loopback: ``redis-server`` if installed, else fakeredis."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._process: subprocess.Popen[bytes] | None = None
+        self._fake: Any = None
+        self.kind = ""
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary:
+            self.kind = f"redis-server ({binary}), in a temporary directory"
+            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--dir",
+                    str(self._workdir),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        else:
+            try:
+                from fakeredis import TcpFakeServer
+            except ImportError:
+                raise click.ClickException(
+                    "no Redis: set CDN_REFRESH_REDIS_URL, install redis-server, or install "
+                    "the test extra (fakeredis)"
+                ) from None
+            self.kind = "fakeredis in this process (NOT durable: a fallback for trying it out)"
+            self._fake = TcpFakeServer(("127.0.0.1", self.port))
+            threading.Thread(target=self._fake.serve_forever, daemon=True).start()
+        _wait_for_port(self.port, 10)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_group(self._process)
+        if self._fake is not None:
+            self._fake.shutdown()
+            self._fake.server_close()
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise click.ClickException(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """Stop a process started in its own session, and everything it started."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace_s)
+    # Pool children that outlived their parent go too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(as_json: bool = False, timeout_s: float = 180) -> int:
+    """Run the demo; returns the exit code."""
+    from emulator import EmulatorConfig, EmulatorServer
+
+    say = (lambda *_: None) if as_json else click.echo
+    workdir = Path(tempfile.mkdtemp(prefix="cdn-refresh-demo-"))
+    prefix = f"demo-{uuid.uuid4().hex[:8]}"
+    embedded: EmbeddedRedis | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    emulator = EmulatorServer(EmulatorConfig(url_quota=1_000_000))
+    summary: dict[str, Any] = {"key_prefix": prefix}
+    try:
+        with _sigterm_as_interrupt():
+            redis_url = os.environ.get("CDN_REFRESH_REDIS_URL")
+            if redis_url:
+                summary["redis"] = "CDN_REFRESH_REDIS_URL"
+                say(f"redis:    CDN_REFRESH_REDIS_URL (keys under {{{prefix}}})")
+            else:
+                embedded = EmbeddedRedis(workdir)
+                embedded.start()
+                redis_url = embedded.url
+                summary["redis"] = embedded.kind
+                say(f"redis:    {embedded.kind} on {embedded.url}")
+            emulator.start()
+            say(f"provider: the emulator on {emulator.url}")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CDN_REFRESH_")}
+            values = {
+                "REDIS_URL": redis_url,
+                "KEY_PREFIX": prefix,
+                "ENDPOINT": emulator.url,
+                "ACCESS_KEY_ID": "testid",
+                "ACCESS_KEY_SECRET": "testsecret",
+                "URL_DAILY_QUOTA": str(DEMO_URL_QUOTA),
+                "QUOTA_WINDOW_S": str(DEMO_QUOTA_WINDOW_S),
+                "URLS_PER_CALL": str(DEMO_URLS_PER_CALL),
+                "FLUSH_INTERVAL_S": "0.5",
+                "FLUSH_DEBOUNCE_S": "0.1",
+            }
+            env.update({f"CDN_REFRESH_{k}": v for k, v in values.items()})
+            log_path = workdir / "worker.log"
+            with log_path.open("wb") as log:
+                worker = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "worker",
+                        "worker",
+                        "--beat",
+                        "--concurrency",
+                        "2",
+                        "--loglevel",
+                        "INFO",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                        "--schedule",
+                        str(workdir / "beat-schedule"),
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            say(f"worker:   pid {worker.pid}, scheduler embedded (log: {log_path})")
+            say(
+                f"quota:    {DEMO_URL_QUOTA} URLs per {DEMO_QUOTA_WINDOW_S:g} s rolling window "
+                f"(a demo setting), {DEMO_URLS_PER_CALL} URLs per call"
+            )
+            return _drive(values, as_json, say, summary, worker, timeout_s, log_path)
+    except KeyboardInterrupt:
+        say("\ninterrupted: stopping the worker, the emulator and Redis")
+        return 0
+    finally:
+        if worker is not None:
+            _stop_group(worker)
+        emulator.stop()
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _drive(
+    values: dict[str, str],
+    as_json: bool,
+    say: Any,
+    summary: dict[str, Any],
+    worker: subprocess.Popen[bytes],
+    timeout_s: float,
+    log_path: Path,
+) -> int:
+    from cdn_refresh.settings import Settings
+    from producer.producer import Producer
+    from worker.batches import BatchStore
+
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in values.items()})  # type: ignore[call-arg, arg-type]
+    producer = Producer.from_settings(settings)
+    store = BatchStore(producer._redis, settings)
+    files, dirs = sample_paths()
+    file_receipt = producer.enqueue(files, "File", skip_invalid=True)
+    dir_receipt = producer.enqueue(dirs, "Directory")
+    say(
+        f"enqueued: job {file_receipt.job_id}: {file_receipt.accepted} URLs accepted, "
+        f"{file_receipt.duplicates} duplicate(s) coalesced, "
+        f"{file_receipt.rejected_count} rejected; job {dir_receipt.job_id}: 1 directory"
+    )
+    for r in file_receipt.rejected:
+        say(f"rejected: line {r.line}: {r.reason}: {r.path!r}")
+    jobs = [file_receipt.job_id, dir_receipt.job_id]
+    deadline = time.monotonic() + timeout_s
+    tty = sys.stdout.isatty() and not as_json
+    while True:
+        statuses = [producer.status(j) for j in jobs]
+        usage = store.quota_usage("File", time.time())
+        pending = sum(s["counts"]["pending"] + s["counts"]["in_flight"] for s in statuses)
+        submitted = sum(s["counts"]["submitted"] for s in statuses)
+        line = (
+            f"progress: pending {pending:>3}  submitted {submitted:>3}  "
+            f"URL quota left {usage.remaining:>3}/{usage.limit}"
+        )
+        if tty:
+            click.echo("\r" + line, nl=False)
+        else:
+            say(line)
+        if all(s["state"] in ("done", "failed") for s in statuses):
+            break
+        if worker.poll() is not None:
+            raise click.ClickException("the worker exited early:\n" + _log_tail(log_path))
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"the demo did not finish in {timeout_s:g} s; the worker said:\n"
+                + _log_tail(log_path)
+            )
+        time.sleep(POLL_S)
+    if tty:
+        click.echo()
+    rows = []
+    for kind, inputs in (("File", files), ("Directory", dirs)):
+        seen: set[str] = set()
+        for raw in inputs:
+            with contextlib.suppress(ValueError):
+                found = producer.lookup(raw, kind)  # type: ignore[arg-type]
+                if found["path"] in seen:
+                    continue
+                seen.add(found["path"])
+                rows.append(
+                    {
+                        "path": found["path"],
+                        "type": kind,
+                        "state": found["state"],
+                        "task_id": found["task_id"],
+                    }
+                )
+    summary.update(
+        jobs=[producer.status(j) for j in jobs],
+        rejected=[
+            {"line": r.line, "path": r.path, "reason": r.reason} for r in file_receipt.rejected
+        ],
+        rows=rows,
+    )
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        width = max(len(row["path"]) for row in rows)
+        say(f"\n{'path':<{width}}  {'type':<9}  {'state':<9}  task id")
+        for row in rows:
+            say(
+                f"{row['path']:<{width}}  {row['type']:<9}  {row['state']:<9}  "
+                f"{row['task_id'] or '-'}"
+            )
+        say(f"\n{len(rows)} paths refreshed, each with its task ID. Done.")
+    return 0
