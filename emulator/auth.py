@@ -66,18 +66,26 @@ def check_common(params: Mapping[str, str]) -> None:
         if not params.get(name):
             raise missing_parameter(name)
     if params["Version"] != c.API_VERSION:
-        raise ApiError(400, "InvalidVersion",
-                       f"Specified parameter Version {params['Version']!r} is not valid.")
+        raise ApiError(
+            400,
+            "InvalidVersion",
+            f"Specified parameter Version {params['Version']!r} is not valid.",
+        )
     if params.get("Format", "JSON").upper() != "JSON":
         # The real provider also answers XML; the emulator speaks JSON only and says so.
         raise invalid_parameter("Format", params["Format"])
     if params["SignatureMethod"] != SIGNATURE_METHOD:
-        raise ApiError(400, "InvalidSignatureMethod",
-                       f"Specified signature method {params['SignatureMethod']!r} is not valid.")
+        raise ApiError(
+            400,
+            "InvalidSignatureMethod",
+            f"Specified signature method {params['SignatureMethod']!r} is not valid.",
+        )
     if params["SignatureVersion"] != SIGNATURE_VERSION:
-        raise ApiError(400, "InvalidSignatureVersion",
-                       f"Specified signature version {params['SignatureVersion']!r} "
-                       "is not valid.")
+        raise ApiError(
+            400,
+            "InvalidSignatureVersion",
+            f"Specified signature version {params['SignatureVersion']!r} is not valid.",
+        )
 
 
 def authenticate(
@@ -92,20 +100,26 @@ def authenticate(
     try:
         sent_at = parse_timestamp(params["Timestamp"])
     except ValueError:
-        raise ApiError(400, "InvalidTimeStamp.Format",
-                       f"Specified time stamp {params['Timestamp']!r} is not in "
-                       "YYYY-MM-DDThh:mm:ssZ form.") from None
+        raise ApiError(
+            400,
+            "InvalidTimeStamp.Format",
+            f"Specified time stamp {params['Timestamp']!r} is not in YYYY-MM-DDThh:mm:ssZ form.",
+        ) from None
     key_id = params["AccessKeyId"]
     secret = config.credentials.get(key_id)
     if secret is None:
         raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
     if not verify(method, params, secret):
-        raise ApiError(400, "SignatureDoesNotMatch",
-                       "Specified signature is not matched with our calculation.")
+        raise ApiError(
+            400, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation."
+        )
     if abs(now_s - sent_at.timestamp()) > config.timestamp_window_s:
         now_text = format_timestamp(datetime.fromtimestamp(now_s, UTC))
-        raise ApiError(400, "InvalidTimeStamp.Expired",
-                       f"Specified time stamp or date header is expired (server time {now_text}).")
+        raise ApiError(
+            400,
+            "InvalidTimeStamp.Expired",
+            f"Specified time stamp or date header is expired (server time {now_text}).",
+        )
     if not nonces.use(key_id, params["SignatureNonce"], now_s, config.timestamp_window_s):
         raise ApiError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
     return key_id

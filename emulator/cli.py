@@ -18,37 +18,103 @@ from emulator.server import EmulatorServer, serve
 
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8800, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to bind; 0 picks a free one.")
-@click.option("--access-key-id", default="testid", show_default=True,
-              envvar="CDN_REFRESH_ACCESS_KEY_ID", help="The one AccessKeyId accepted.")
-@click.option("--access-key-secret", default="testsecret", envvar="CDN_REFRESH_ACCESS_KEY_SECRET",
-              help="Its secret (default testsecret).")
-@click.option("--url-quota", type=click.IntRange(min=0), default=EmulatorConfig().url_quota,
-              show_default=True, help="Daily URL refresh quota.")
-@click.option("--dir-quota", type=click.IntRange(min=0), default=EmulatorConfig().dir_quota,
-              show_default=True, help="Daily directory refresh quota.")
-@click.option("--known-domain", "known_domains", multiple=True,
-              help="A domain the account serves (repeat); none given means every domain.")
-@click.option("--offline-domain", "offline_domains", multiple=True,
-              help="A domain answered with InvalidDomain.Offline (repeat).")
-@click.option("--unknown-domain", "unknown_domains", multiple=True,
-              help="A domain answered with InvalidDomain.NotFound (repeat).")
-@click.option("--internal-error-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of refresh calls answered 500 InternalError.")
-@click.option("--throttle-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of refresh calls answered 503 Throttling.")
-@click.option("--throttle-retry-after-ms", type=click.IntRange(min=1), default=1000,
-              show_default=True, help="x-acs-retry-after sent with Throttling.")
-@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of refresh calls whose connection is closed unanswered.")
-@click.option("--drop-after-accept-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of refresh calls accepted, then closed unanswered.")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0,
-              help="Delay before answering a refresh call.")
+@click.option(
+    "--port",
+    default=8800,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind; 0 picks a free one.",
+)
+@click.option(
+    "--access-key-id",
+    default="testid",
+    show_default=True,
+    envvar="CDN_REFRESH_ACCESS_KEY_ID",
+    help="The one AccessKeyId accepted.",
+)
+@click.option(
+    "--access-key-secret",
+    default="testsecret",
+    envvar="CDN_REFRESH_ACCESS_KEY_SECRET",
+    help="Its secret (default testsecret).",
+)
+@click.option(
+    "--url-quota",
+    type=click.IntRange(min=0),
+    default=EmulatorConfig().url_quota,
+    show_default=True,
+    help="Daily URL refresh quota.",
+)
+@click.option(
+    "--dir-quota",
+    type=click.IntRange(min=0),
+    default=EmulatorConfig().dir_quota,
+    show_default=True,
+    help="Daily directory refresh quota.",
+)
+@click.option(
+    "--known-domain",
+    "known_domains",
+    multiple=True,
+    help="A domain the account serves (repeat); none given means every domain.",
+)
+@click.option(
+    "--offline-domain",
+    "offline_domains",
+    multiple=True,
+    help="A domain answered with InvalidDomain.Offline (repeat).",
+)
+@click.option(
+    "--unknown-domain",
+    "unknown_domains",
+    multiple=True,
+    help="A domain answered with InvalidDomain.NotFound (repeat).",
+)
+@click.option(
+    "--internal-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of refresh calls answered 500 InternalError.",
+)
+@click.option(
+    "--throttle-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of refresh calls answered 503 Throttling.",
+)
+@click.option(
+    "--throttle-retry-after-ms",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="x-acs-retry-after sent with Throttling.",
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of refresh calls whose connection is closed unanswered.",
+)
+@click.option(
+    "--drop-after-accept-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of refresh calls accepted, then closed unanswered.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Delay before answering a refresh call.",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the fault sequence.")
-@click.option("--complete-after-s", type=click.FloatRange(min=0), default=0.5,
-              show_default=True, help="Seconds until a task shows Complete.")
+@click.option(
+    "--complete-after-s",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Seconds until a task shows Complete.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ready line as JSON.")
 def emulator_command(
     host: str,

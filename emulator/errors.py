@@ -21,11 +21,16 @@ class ApiError(Exception):
 
 def missing_parameter(name: str) -> ApiError:
     """400 ``MissingParameter`` naming the parameter."""
-    return ApiError(400, "MissingParameter", f"The input parameter {name} that is mandatory "
-                    "for processing this request is not supplied.")
+    return ApiError(
+        400,
+        "MissingParameter",
+        f"The input parameter {name} that is mandatory "
+        "for processing this request is not supplied.",
+    )
 
 
 def invalid_parameter(name: str, value: str) -> ApiError:
     """400 ``InvalidParameter`` naming the parameter and the refused value."""
-    return ApiError(400, "InvalidParameter", f"The specified parameter {name} ({value!r}) "
-                    "is not valid.")
+    return ApiError(
+        400, "InvalidParameter", f"The specified parameter {name} ({value!r}) is not valid."
+    )

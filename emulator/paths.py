@@ -34,8 +34,9 @@ def split_paths(raw: str) -> list[str]:
 
 def malformed(path: str, why: str) -> ApiError:
     """400 ``InvalidObjectPath.Malformed`` naming the first bad path."""
-    return ApiError(400, "InvalidObjectPath.Malformed",
-                    f"The specified ObjectPath {path!r} is invalid: {why}.")
+    return ApiError(
+        400, "InvalidObjectPath.Malformed", f"The specified ObjectPath {path!r} is invalid: {why}."
+    )
 
 
 def check_path(path: str, *, directory: bool, max_length: int) -> ObjectPath:
@@ -51,7 +52,7 @@ def check_path(path: str, *, directory: bool, max_length: int) -> ObjectPath:
     if scheme:
         if scheme.group(0).lower() not in ("http://", "https://"):
             raise malformed(path, "only http:// and https:// are accepted")
-        rest = rest[scheme.end():]
+        rest = rest[scheme.end() :]
     host, _, _ = rest.partition("/")
     host = host.lower()
     if not host:
@@ -60,8 +61,11 @@ def check_path(path: str, *, directory: bool, max_length: int) -> ObjectPath:
         raise malformed(path, "bad host")
     domain = host.rsplit(":", 1)[0] if ":" in host else host
     if "*" in domain:
-        raise ApiError(400, "InvalidExtensiveDomain.ValueNotSupported",
-                       f"Wildcard domain {domain!r} in {path!r} is not supported.")
+        raise ApiError(
+            400,
+            "InvalidExtensiveDomain.ValueNotSupported",
+            f"Wildcard domain {domain!r} in {path!r} is not supported.",
+        )
     if directory and not path.endswith("/"):
         raise malformed(path, "a directory must end with '/'")
     return ObjectPath(text=path, domain=domain)

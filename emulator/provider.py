@@ -71,8 +71,12 @@ def new_request_id() -> str:
 
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     """The provider's error JSON."""
-    return {"Code": error.code, "Message": error.message, "RequestId": request_id,
-            "HostId": HOST_ID}
+    return {
+        "Code": error.code,
+        "Message": error.message,
+        "RequestId": request_id,
+        "HostId": HOST_ID,
+    }
 
 
 def parse_bool(name: str, value: str | None) -> bool:
@@ -128,8 +132,10 @@ class Provider:
 
     def calls(self) -> list[dict[str, Any]]:
         """Every accepted RefreshObjectCaches call, oldest first (copies)."""
-        return [{**call, "paths": list(call["paths"]), "task_ids": list(call["task_ids"])}
-                for call in self._calls]
+        return [
+            {**call, "paths": list(call["paths"]), "task_ids": list(call["task_ids"])}
+            for call in self._calls
+        ]
 
     def stats(self) -> dict[str, Any]:
         """Counters of requests by outcome code, overall and per action, and quota use."""
@@ -160,18 +166,27 @@ class Provider:
                 self._count(label, DROPPED)
                 return Outcome(0, {}, drop=True, delay_s=delay_s)
             if draw.fault is Fault.INTERNAL_ERROR:
-                raise ApiError(500, "InternalError",
-                               "The request processing has failed due to some unknown error.")
+                raise ApiError(
+                    500,
+                    "InternalError",
+                    "The request processing has failed due to some unknown error.",
+                )
             if draw.fault is Fault.THROTTLE:
-                raise ApiError(503, "Throttling", "Request was denied due to request throttling.",
-                               {"x-acs-retry-after": str(config.throttle_retry_after_ms)})
+                raise ApiError(
+                    503,
+                    "Throttling",
+                    "Request was denied due to request throttling.",
+                    {"x-acs-retry-after": str(config.throttle_retry_after_ms)},
+                )
             if not action:
                 raise missing_parameter("Action")
             run = self._actions.get(action)
             if run is None:
-                raise ApiError(404, "InvalidAction.NotFound",
-                               f"Specified api {action!r} is not found, please check your url "
-                               "and method.")
+                raise ApiError(
+                    404,
+                    "InvalidAction.NotFound",
+                    f"Specified api {action!r} is not found, please check your url and method.",
+                )
             authenticate(method, params, config, self._nonces, now_s)
             body = run(params, now_s, request_id, draw.drop_after_accept)
         except ApiError as error:
@@ -194,17 +209,15 @@ class Provider:
         config = self.config
         for domain in domains:
             if domain in config.offline_domains:
-                raise ApiError(404, "InvalidDomain.Offline",
-                               f"The domain {domain!r} is offline.")
+                raise ApiError(404, "InvalidDomain.Offline", f"The domain {domain!r} is offline.")
             if domain in config.unknown_domains or (
                 config.known_domains and domain not in config.known_domains
             ):
-                raise ApiError(404, "InvalidDomain.NotFound",
-                               f"The domain {domain!r} does not exist.")
+                raise ApiError(
+                    404, "InvalidDomain.NotFound", f"The domain {domain!r} does not exist."
+                )
 
-    def _new_tasks(
-        self, paths: list[ObjectPath], object_type: str, now_s: float
-    ) -> list[str]:
+    def _new_tasks(self, paths: list[ObjectPath], object_type: str, now_s: float) -> list[str]:
         """One task per distinct domain, IDs increasing, in order of first appearance."""
         ids: list[str] = []
         for domain in distinct_domains(paths):
@@ -214,12 +227,16 @@ class Provider:
             ids.append(task_id)
         return ids
 
-    def _checked_paths(self, raw: str | None, *, directory: bool, per_call: int,
-                       what: str) -> list[ObjectPath]:
+    def _checked_paths(
+        self, raw: str | None, *, directory: bool, per_call: int, what: str
+    ) -> list[ObjectPath]:
         lines = split_paths(raw or "")
         if len(lines) > per_call:
-            raise ApiError(400, "InvalidObjectPath.Size.Malformed",
-                           f"{len(lines)} {what} in one call; at most {per_call} are allowed.")
+            raise ApiError(
+                400,
+                "InvalidObjectPath.Size.Malformed",
+                f"{len(lines)} {what} in one call; at most {per_call} are allowed.",
+            )
         max_length = self.config.max_path_length
         return [check_path(line, directory=directory, max_length=max_length) for line in lines]
 
@@ -231,8 +248,11 @@ class Provider:
         config = self.config
         object_type = params.get("ObjectType") or "File"
         if object_type not in ("File", "Directory"):
-            raise ApiError(400, "InvalidObjectType.Malformed",
-                           f"The specified ObjectType {object_type!r} is invalid.")
+            raise ApiError(
+                400,
+                "InvalidObjectType.Malformed",
+                f"The specified ObjectType {object_type!r} is invalid.",
+            )
         force = parse_bool("Force", params.get("Force"))
         directory = object_type == "Directory"
         paths = self._checked_paths(
@@ -243,29 +263,37 @@ class Provider:
         )
         domains = distinct_domains(paths)
         if len(domains) > config.domains_per_call:
-            raise ApiError(400, "SingleRequest.OverLimit",
-                           f"{len(domains)} domains in one call; at most "
-                           f"{config.domains_per_call} are allowed.")
+            raise ApiError(
+                400,
+                "SingleRequest.OverLimit",
+                f"{len(domains)} domains in one call; at most "
+                f"{config.domains_per_call} are allowed.",
+            )
         self._check_domains(domains)
         day = provider_day(now_s, config.reset_utc_offset_h)
         kind: QuotaKind = "dir" if directory else "url"
         limit = config.dir_quota if directory else config.url_quota
         if not self._quota.take(kind, len(paths), limit, day):
             remaining = self._quota.remaining(kind, limit, day)
-            raise ApiError(400, "QuotaExceeded.Refresh",
-                           f"Your refresh quota for today is not enough: {len(paths)} asked, "
-                           f"{remaining} left.")
+            raise ApiError(
+                400,
+                "QuotaExceeded.Refresh",
+                f"Your refresh quota for today is not enough: {len(paths)} asked, "
+                f"{remaining} left.",
+            )
         task_ids = self._new_tasks(paths, object_type.lower(), now_s)
-        self._calls.append({
-            "call": len(self._calls) + 1,
-            "object_type": object_type,
-            "force": force,
-            "paths": [p.text for p in paths],
-            "task_ids": task_ids,
-            "request_id": request_id,
-            "time": now_s,
-            "dropped_response": dropped,
-        })
+        self._calls.append(
+            {
+                "call": len(self._calls) + 1,
+                "object_type": object_type,
+                "force": force,
+                "paths": [p.text for p in paths],
+                "task_ids": task_ids,
+                "request_id": request_id,
+                "time": now_s,
+                "dropped_response": dropped,
+            }
+        )
         return {"RefreshTaskId": ",".join(task_ids), "RequestId": request_id}
 
     def _describe_refresh_quota(
@@ -294,13 +322,16 @@ class Provider:
             raise missing_parameter("TaskId")
         ids = [part.strip() for part in raw.split(",")]
         if len(ids) > self.config.task_ids_per_query:
-            raise ApiError(400, "InvalidTaskId.ExceedLimit",
-                           f"{len(ids)} task IDs; at most {self.config.task_ids_per_query} "
-                           "are allowed.")
+            raise ApiError(
+                400,
+                "InvalidTaskId.ExceedLimit",
+                f"{len(ids)} task IDs; at most {self.config.task_ids_per_query} are allowed.",
+            )
         for task_id in ids:
             if not task_id.isdigit():
-                raise ApiError(400, "InvalidTaskId.Malformed",
-                               f"The specified TaskId {task_id!r} is invalid.")
+                raise ApiError(
+                    400, "InvalidTaskId.Malformed", f"The specified TaskId {task_id!r} is invalid."
+                )
         entries = [
             self._task_entry(task, path, now_s)
             for task_id in ids
@@ -333,12 +364,14 @@ class Provider:
         area = params.get("Area", "")
         if area not in ("", "domestic", "overseas"):
             raise invalid_parameter("Area", area)
-        paths = self._checked_paths(params.get("ObjectPath"), directory=False,
-                                    per_call=config.push_per_call, what="URLs")
+        paths = self._checked_paths(
+            params.get("ObjectPath"), directory=False, per_call=config.push_per_call, what="URLs"
+        )
         self._check_domains(distinct_domains(paths))
         day = provider_day(now_s, config.reset_utc_offset_h)
         if not self._quota.take("push", len(paths), config.push_quota, day):
-            raise ApiError(400, "QuotaExceeded.Preload",
-                           "Your prefetch quota for today is not enough.")
+            raise ApiError(
+                400, "QuotaExceeded.Preload", "Your prefetch quota for today is not enough."
+            )
         task_ids = self._new_tasks(paths, "preload", now_s)
         return {"PushTaskId": ",".join(task_ids), "RequestId": request_id}

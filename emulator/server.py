@@ -101,10 +101,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         split = urlsplit(self.path)
         if split.path.startswith(ADMIN_PREFIX):
-            self._admin(method, split.path[len(ADMIN_PREFIX):], body)
+            self._admin(method, split.path[len(ADMIN_PREFIX) :], body)
         elif split.path != "/":
-            self._send_error(ApiError(404, "InvalidAction.NotFound",
-                                      f"RPC calls go to '/', not {split.path!r}."))
+            self._send_error(
+                ApiError(404, "InvalidAction.NotFound", f"RPC calls go to '/', not {split.path!r}.")
+            )
         else:
             self._api(method, split.query, body)
 
@@ -174,11 +175,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, error: ApiError) -> None:
         request_id = new_request_id()
-        self._send_json(error.status, error_body(error, request_id),
-                        {**error.headers, "x-acs-request-id": request_id})
+        self._send_json(
+            error.status,
+            error_body(error, request_id),
+            {**error.headers, "x-acs-request-id": request_id},
+        )
 
-    def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str]
-                   | None = None) -> None:
+    def _send_json(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=utf-8")
@@ -234,8 +239,10 @@ class EmulatorServer:
         self._httpd = _HTTPServer(self.host, self._requested_port, self.state)
         self._thread = threading.Thread(
             # A short poll makes stop() quick (it waits for one poll); idle cost is negligible.
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-            name=f"emulator:{self.port}", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"emulator:{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -291,4 +298,3 @@ def serve(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-

@@ -48,8 +48,7 @@ def signed(
 
 
 def refresh_params(paths: list[str], object_type: str = "File", **kw: Any) -> dict[str, str]:
-    return signed("RefreshObjectCaches", ObjectPath="\n".join(paths), ObjectType=object_type,
-                  **kw)
+    return signed("RefreshObjectCaches", ObjectPath="\n".join(paths), ObjectType=object_type, **kw)
 
 
 def code_of(response: httpx.Response) -> str:
@@ -70,8 +69,15 @@ def client(server: EmulatorServer) -> Iterator[httpx.Client]:
 
 
 def sdk_client(server: EmulatorServer, secret: str = SECRET) -> Client:
-    return Client(Config(access_key_id=KEY_ID, access_key_secret=secret,
-                         signature_algorithm="v2", protocol="http", endpoint=server.endpoint))
+    return Client(
+        Config(
+            access_key_id=KEY_ID,
+            access_key_secret=secret,
+            signature_algorithm="v2",
+            protocol="http",
+            endpoint=server.endpoint,
+        )
+    )
 
 
 # -- the official SDK ----------------------------------------------------------------------------
@@ -80,7 +86,8 @@ def sdk_client(server: EmulatorServer, secret: str = SECRET) -> Client:
 def test_sdk_refresh_gets_one_task_id_per_domain_and_is_recorded(server: EmulatorServer) -> None:
     paths = "http://a.example.com/x.png\nhttp://b.example.com/y.png"
     response = sdk_client(server).refresh_object_caches(
-        models.RefreshObjectCachesRequest(object_path=paths, object_type="File"))
+        models.RefreshObjectCachesRequest(object_path=paths, object_type="File")
+    )
 
     task_ids = response.body.refresh_task_id.split(",")
     assert len(task_ids) == 2 and all(t.isdigit() for t in task_ids)
@@ -95,17 +102,24 @@ def test_sdk_refresh_gets_one_task_id_per_domain_and_is_recorded(server: Emulato
 def test_sdk_with_wrong_secret_gets_signature_does_not_match(server: EmulatorServer) -> None:
     with pytest.raises(ClientException) as raised:
         sdk_client(server, secret="wrong").refresh_object_caches(
-            models.RefreshObjectCachesRequest(object_path="a.example.com/x.png"))
+            models.RefreshObjectCachesRequest(object_path="a.example.com/x.png")
+        )
     assert (raised.value.status_code, raised.value.code) == (400, "SignatureDoesNotMatch")
     assert server.state.calls() == []
 
 
 def test_sdk_describe_refresh_quota_counts_what_was_used(server: EmulatorServer) -> None:
     sdk = sdk_client(server)
-    sdk.refresh_object_caches(models.RefreshObjectCachesRequest(
-        object_path="a.example.com/1\na.example.com/2\na.example.com/3"))
-    sdk.refresh_object_caches(models.RefreshObjectCachesRequest(
-        object_path="a.example.com/d/", object_type="Directory", force=True))
+    sdk.refresh_object_caches(
+        models.RefreshObjectCachesRequest(
+            object_path="a.example.com/1\na.example.com/2\na.example.com/3"
+        )
+    )
+    sdk.refresh_object_caches(
+        models.RefreshObjectCachesRequest(
+            object_path="a.example.com/d/", object_type="Directory", force=True
+        )
+    )
 
     quota = sdk.describe_refresh_quota(models.DescribeRefreshQuotaRequest()).body
     assert (quota.url_quota, quota.url_remain) == ("2000", "1997")
@@ -116,8 +130,9 @@ def test_sdk_describe_refresh_quota_counts_what_was_used(server: EmulatorServer)
 def test_sdk_task_shows_refreshing_then_complete_after_the_delay(server: EmulatorServer) -> None:
     sdk = sdk_client(server)
     created = time.monotonic()
-    task_id = sdk.refresh_object_caches(models.RefreshObjectCachesRequest(
-        object_path="a.example.com/x.png\na.example.com/y.png")).body.refresh_task_id
+    task_id = sdk.refresh_object_caches(
+        models.RefreshObjectCachesRequest(object_path="a.example.com/x.png\na.example.com/y.png")
+    ).body.refresh_task_id
     request = models.DescribeRefreshTaskByIdRequest(task_id=task_id)
 
     early = sdk.describe_refresh_task_by_id(request).body
@@ -127,7 +142,9 @@ def test_sdk_task_shows_refreshing_then_complete_after_the_delay(server: Emulato
     late = sdk.describe_refresh_task_by_id(request).body
     assert late.total_count == 2
     assert {(t.object_path, t.status, t.process) for t in late.tasks} == {
-        ("a.example.com/x.png", "Complete", "100%"), ("a.example.com/y.png", "Complete", "100%")}
+        ("a.example.com/x.png", "Complete", "100%"),
+        ("a.example.com/y.png", "Complete", "100%"),
+    }
 
 
 # -- signature and freshness ---------------------------------------------------------------------
@@ -184,8 +201,11 @@ def test_missing_parameter_and_unknown_action(client: httpx.Client) -> None:
     [
         ([f"a.example.com/{i}" for i in range(1001)], "File", "InvalidObjectPath.Size.Malformed"),
         ([f"a.example.com/{i}" for i in range(1000)], "File", "Success"),
-        ([f"a.example.com/{i}/" for i in range(101)], "Directory",
-         "InvalidObjectPath.Size.Malformed"),
+        (
+            [f"a.example.com/{i}/" for i in range(101)],
+            "Directory",
+            "InvalidObjectPath.Size.Malformed",
+        ),
         ([f"a.example.com/{i}/" for i in range(100)], "Directory", "Success"),
         ([f"d{i}.example.com/x" for i in range(11)], "File", "SingleRequest.OverLimit"),
         ([f"d{i}.example.com/x" for i in range(10)], "File", "Success"),
@@ -201,13 +221,20 @@ def test_per_call_limits(
 
 def test_quota_exhaustion_is_all_or_nothing(server: EmulatorServer, client: httpx.Client) -> None:
     server.state.configure(url_quota=5)
-    assert client.post("/", data=refresh_params(["a.example.com/1", "a.example.com/2",
-                                                 "a.example.com/3"])).status_code == 200
-    too_many = client.post("/", data=refresh_params(["a.example.com/4", "a.example.com/5",
-                                                     "a.example.com/6"]))
+    assert (
+        client.post(
+            "/", data=refresh_params(["a.example.com/1", "a.example.com/2", "a.example.com/3"])
+        ).status_code
+        == 200
+    )
+    too_many = client.post(
+        "/", data=refresh_params(["a.example.com/4", "a.example.com/5", "a.example.com/6"])
+    )
     assert (too_many.status_code, code_of(too_many)) == (400, "QuotaExceeded.Refresh")
-    assert client.post("/", data=refresh_params(["a.example.com/4",
-                                                 "a.example.com/5"])).status_code == 200
+    assert (
+        client.post("/", data=refresh_params(["a.example.com/4", "a.example.com/5"])).status_code
+        == 200
+    )
     assert client.post("/", data=signed("DescribeRefreshQuota")).json()["UrlRemain"] == "0"
     assert [len(c["paths"]) for c in server.state.calls()] == [3, 2]
 
@@ -253,11 +280,14 @@ def test_bad_path_is_refused_with_its_code(
 def test_blank_line_is_malformed_and_crlf_splits(
     server: EmulatorServer, client: httpx.Client
 ) -> None:
-    blank = client.post("/", data=signed("RefreshObjectCaches",
-                                         ObjectPath="a.example.com/1\n\na.example.com/2"))
+    blank = client.post(
+        "/", data=signed("RefreshObjectCaches", ObjectPath="a.example.com/1\n\na.example.com/2")
+    )
     assert code_of(blank) == "InvalidObjectPath.Malformed"
-    crlf = client.post("/", data=signed("RefreshObjectCaches",
-                                        ObjectPath="a.example.com/1\r\nHTTPS://A.example.com/2"))
+    crlf = client.post(
+        "/",
+        data=signed("RefreshObjectCaches", ObjectPath="a.example.com/1\r\nHTTPS://A.example.com/2"),
+    )
     assert "," not in crlf.json()["RefreshTaskId"]  # one domain, case aside: one task
     assert server.state.calls()[0]["paths"] == ["a.example.com/1", "HTTPS://A.example.com/2"]
 
@@ -268,8 +298,9 @@ def test_bad_object_type_is_refused(client: httpx.Client) -> None:
 
 
 def test_offline_and_unknown_domains_are_404(server: EmulatorServer, client: httpx.Client) -> None:
-    server.state.configure(offline_domains={"off.example.com"},
-                           known_domains={"a.example.com", "off.example.com"})
+    server.state.configure(
+        offline_domains={"off.example.com"}, known_domains={"a.example.com", "off.example.com"}
+    )
     offline = client.post("/", data=refresh_params(["a.example.com/1", "off.example.com/1"]))
     assert (offline.status_code, code_of(offline)) == (404, "InvalidDomain.Offline")
     unknown = client.post("/", data=refresh_params(["elsewhere.example.com/1"]))
@@ -286,11 +317,16 @@ def test_task_query_takes_at_most_ten_ids(client: httpx.Client) -> None:
 
 
 def test_push_object_cache_limits_and_task_id(client: httpx.Client) -> None:
-    ok = client.post("/", data=signed("PushObjectCache", ObjectPath="a.example.com/x.png",
-                                      Area="domestic"))
+    ok = client.post(
+        "/", data=signed("PushObjectCache", ObjectPath="a.example.com/x.png", Area="domestic")
+    )
     assert ok.json()["PushTaskId"].isdigit()
-    too_many = client.post("/", data=signed(
-        "PushObjectCache", ObjectPath="\n".join(f"a.example.com/{i}" for i in range(101))))
+    too_many = client.post(
+        "/",
+        data=signed(
+            "PushObjectCache", ObjectPath="\n".join(f"a.example.com/{i}" for i in range(101))
+        ),
+    )
     assert code_of(too_many) == "InvalidObjectPath.Size.Malformed"
     quota = client.post("/", data=signed("DescribeRefreshQuota")).json()
     assert quota["PreloadRemain"] == "999"
@@ -300,15 +336,14 @@ def test_push_object_cache_limits_and_task_id(client: httpx.Client) -> None:
 
 
 def fault_sequence(seed: int, count: int) -> list[str]:
-    config = EmulatorConfig(seed=seed, internal_error_rate=0.25, throttle_rate=0.25,
-                            drop_rate=0.2)
+    config = EmulatorConfig(seed=seed, internal_error_rate=0.25, throttle_rate=0.25, drop_rate=0.2)
     outcomes = []
-    with EmulatorServer(config) as running, httpx.Client(base_url=running.url,
-                                                         timeout=5.0) as http:
+    with EmulatorServer(config) as running, httpx.Client(base_url=running.url, timeout=5.0) as http:
         for i in range(count):
             try:
-                outcomes.append(code_of(http.post(
-                    "/", data=refresh_params([f"a.example.com/{i}"]))))
+                outcomes.append(
+                    code_of(http.post("/", data=refresh_params([f"a.example.com/{i}"])))
+                )
             except httpx.TransportError:
                 outcomes.append("dropped")
     return outcomes
@@ -331,7 +366,8 @@ def test_throttling_carries_retry_after(server: EmulatorServer, client: httpx.Cl
     # The SDK turns the header into a ThrottlingException carrying the wait.
     with pytest.raises(ThrottlingException) as raised:
         sdk_client(server).refresh_object_caches(
-            models.RefreshObjectCachesRequest(object_path="a.example.com/x.png"))
+            models.RefreshObjectCachesRequest(object_path="a.example.com/x.png")
+        )
     assert (raised.value.code, raised.value.retry_after) == ("Throttling", 250)
 
 
@@ -376,8 +412,7 @@ def test_admin_endpoints_read_change_and_reset(
     assert stats["by_outcome"] == {"Success": 1, "InvalidAccessKeyId.NotFound": 1}
     assert stats["quota"]["url_used"] == 1
 
-    changed = client.post("/_emulator/config", json={"url_quota": 7,
-                                                     "credentials": {"k2": "s2"}})
+    changed = client.post("/_emulator/config", json={"url_quota": 7, "credentials": {"k2": "s2"}})
     assert changed.status_code == 200
     assert changed.json()["access_key_ids"] == ["k2"]
     assert "s2" not in changed.text and "s2" not in client.get("/_emulator/config").text
@@ -406,12 +441,17 @@ def test_configure_refuses_bad_values(server: EmulatorServer) -> None:
 
 def test_cli_prints_ready_line_serves_and_exits_on_sigterm() -> None:
     root = Path(emulator.__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-        "CDN_REFRESH_ACCESS_KEY_SECRET": "cli-secret"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        "CDN_REFRESH_ACCESS_KEY_SECRET": "cli-secret",
+    }
     with subprocess.Popen(
         [sys.executable, "-m", "emulator", "--port", "0", "--json", "--url-quota", "42"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
     ) as proc:
         try:
             assert proc.stdout is not None
