@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 
 from celery import Celery
@@ -16,7 +17,11 @@ from worker import runtime
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; the worker's tasks are registered on it."""
     runtime.configure(settings)
-    app = Celery("cdn_refresh", broker=settings.redis_url.get_secret_value())
+    broker_url = settings.redis_url.get_secret_value()
+    app = Celery("cdn_refresh", broker=broker_url)
+    if broker_url.startswith("rediss://") and "ssl_cert_reqs" not in broker_url:
+        # Kombu refuses a rediss:// URL without this; verify certificates, as redis-py does.
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
