@@ -19,6 +19,18 @@ def redis_from_settings(settings: Settings) -> redis.Redis:
     )
 
 
+def broker_url(settings: Settings) -> str:
+    """The Redis URL as Celery's broker wants it.
+
+    Kombu refuses a ``rediss://`` URL that does not say how to check the server's
+    certificate; without one we ask for verification, as redis-py does by default.
+    """
+    url = settings.redis_url.get_secret_value()
+    if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+        url += ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
+    return url
+
+
 def load_script(client: redis.Redis, package: str, name: str) -> redis.commands.core.Script:
     """Register a ``.lua`` file shipped in ``package/lua``; redis-py reloads it on NOSCRIPT."""
     source = resources.files(package).joinpath("lua", name).read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from cdn_refresh.constants import (
 )
 from cdn_refresh.keys import Keys
 from cdn_refresh.paths import InvalidPathError, normalize_path
-from cdn_refresh.redis_conn import load_script, redis_from_settings
+from cdn_refresh.redis_conn import broker_url, load_script, redis_from_settings
 from cdn_refresh.settings import Settings
 
 # Paths per enqueue script call, and script calls per pipeline round trip.
@@ -350,7 +350,7 @@ class FlushNotifier:
         self._redis = client
         self._settings = settings
         self._key = Keys(settings.key_prefix).flush_requested
-        self._celery = Celery(broker=settings.redis_url.get_secret_value(), set_as_current=False)
+        self._celery = Celery(broker=broker_url(settings), set_as_current=False)
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import ssl
 import tempfile
 
 from celery import Celery
 from celery.signals import worker_process_init
 
 from cdn_refresh.constants import TASK_TICK
+from cdn_refresh.redis_conn import broker_url
 from cdn_refresh.settings import Settings
 from worker import runtime
 
@@ -17,11 +17,7 @@ from worker import runtime
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; the worker's tasks are registered on it."""
     runtime.configure(settings)
-    broker_url = settings.redis_url.get_secret_value()
-    app = Celery("cdn_refresh", broker=broker_url)
-    if broker_url.startswith("rediss://") and "ssl_cert_reqs" not in broker_url:
-        # Kombu refuses a rediss:// URL without this; verify certificates, as redis-py does.
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    app = Celery("cdn_refresh", broker=broker_url(settings))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
