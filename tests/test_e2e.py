@@ -227,3 +227,28 @@ def test_wrong_credentials_hold_without_hammering_and_resume_after_the_fix(
     cluster.producer.replay()
     cluster.wait_done([job], timeout_s=30)
     assert len(set(cluster.accepted())) == 50
+
+
+def test_one_malformed_path_in_a_batch_of_1000_is_the_only_one_dead_lettered(
+    cluster: Cluster,
+) -> None:
+    # Longer than the emulator allows: valid for us, malformed for "the provider".
+    cluster.emulator.state.configure(max_path_length=100)
+    cluster.configure(url_daily_quota=100_000)
+    good = [f"a.example.com/{i}" for i in range(999)]
+    bad = "a.example.com/" + "x" * 120
+    job = cluster.producer.enqueue([*good[:400], bad, *good[400:]]).job_id
+    cluster.start_workers(2)
+    cluster.wait_done([job])
+    assert sorted(cluster.accepted()) == sorted(f"http://{p}" for p in good)
+    assert cluster.producer.status(job)["counts"] == {
+        "pending": 0,
+        "in_flight": 0,
+        "submitted": 999,
+        "failed": 1,
+    }
+    dead = list(cluster.producer.dead_letters())
+    assert [(d["path"], d["code"]) for d in dead] == [
+        (f"http://{bad}", "InvalidObjectPath.Malformed")
+    ]
+    assert cluster.producer.lookup(bad)["last_error"] == "InvalidObjectPath.Malformed"
