@@ -46,7 +46,20 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, sort_keys=False) if as_json else text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; a Redis that cannot be reached is a clear one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            # redis-py's messages name the host and port, never the password.
+            raise click.ClickException(f"Redis: {type(exc).__name__}: {exc}") from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cdn-refresh")
 def main() -> None:
     """Queue Alibaba Cloud CDN refreshes and send them within the provider's limits."""

@@ -5,8 +5,17 @@ from __future__ import annotations
 from importlib import resources
 
 import redis
+from redis.backoff import EqualJitterBackoff
+from redis.retry import Retry
 
 from cdn_refresh.settings import Settings
+
+# A command that meets a dropped connection or a Redis restarting is retried for about
+# 4 to 8 s in all before its error is raised. redis-py's own default retries do not apply to
+# clients made by ``from_url``, which without this give up at once: a worker then abandons a
+# batch it has already sent, and it goes out again when its lease runs out.
+RETRY_ATTEMPTS = 10
+RETRY_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
 
 
 def redis_from_settings(settings: Settings) -> redis.Redis:
@@ -16,6 +25,8 @@ def redis_from_settings(settings: Settings) -> redis.Redis:
         decode_responses=True,
         health_check_interval=30,
         socket_keepalive=True,
+        retry=Retry(RETRY_BACKOFF, RETRY_ATTEMPTS),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 
 

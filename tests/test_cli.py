@@ -145,3 +145,14 @@ def test_bad_settings_fail_with_the_variable_named_and_no_secret(run) -> None:  
     assert result.exit_code == 1
     assert "CDN_REFRESH_URL_DAILY_QUOTA" in result.output
     assert "cli-secret-value" not in result.output
+
+
+def test_an_unreachable_redis_is_a_one_line_error_without_the_password(run) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port
+
+    url = f"redis://:hidden-pw-1@127.0.0.1:{free_port()}/0"
+    result = run("quota", CDN_REFRESH_REDIS_URL=url)
+    assert result.exit_code == 1
+    assert "Redis: ConnectionError" in result.output
+    assert "Traceback" not in result.output
+    assert "hidden-pw-1" not in result.output

@@ -127,24 +127,29 @@ def test_sdk_describe_refresh_quota_counts_what_was_used(server: EmulatorServer)
     assert server.state.calls()[1]["force"] is True
 
 
-def test_sdk_task_shows_refreshing_then_complete_after_the_delay(server: EmulatorServer) -> None:
-    sdk = sdk_client(server)
-    created = time.monotonic()
-    task_id = sdk.refresh_object_caches(
-        models.RefreshObjectCachesRequest(object_path="a.example.com/x.png\na.example.com/y.png")
-    ).body.refresh_task_id
-    request = models.DescribeRefreshTaskByIdRequest(task_id=task_id)
-
-    early = sdk.describe_refresh_task_by_id(request).body
-    assert [t.status for t in early.tasks] == ["Refreshing", "Refreshing"]
-    assert [t.object_type for t in early.tasks] == ["file", "file"]
-    time.sleep(max(0.0, created + 0.5 + 0.05 - time.monotonic()))
-    late = sdk.describe_refresh_task_by_id(request).body
-    assert late.total_count == 2
-    assert {(t.object_path, t.status, t.process) for t in late.tasks} == {
-        ("a.example.com/x.png", "Complete", "100%"),
-        ("a.example.com/y.png", "Complete", "100%"),
-    }
+def test_sdk_task_shows_refreshing_then_complete_after_the_delay() -> None:
+    # The emulator's clock is the test's, so a slow machine cannot make "early" late.
+    offset = [0.0]
+    config = EmulatorConfig(complete_after_s=0.5)
+    with EmulatorServer(config, clock=lambda: time.time() + offset[0]) as server:
+        sdk = sdk_client(server)
+        task_id = sdk.refresh_object_caches(
+            models.RefreshObjectCachesRequest(
+                object_path="a.example.com/x.png\na.example.com/y.png"
+            )
+        ).body.refresh_task_id
+        request = models.DescribeRefreshTaskByIdRequest(task_id=task_id)
+        offset[0] = -60.0  # the describe call happens "before" the delay is up
+        early = sdk.describe_refresh_task_by_id(request).body
+        assert [t.status for t in early.tasks] == ["Refreshing", "Refreshing"]
+        assert [t.object_type for t in early.tasks] == ["file", "file"]
+        offset[0] = 0.6
+        late = sdk.describe_refresh_task_by_id(request).body
+        assert late.total_count == 2
+        assert {(t.object_path, t.status, t.process) for t in late.tasks} == {
+            ("a.example.com/x.png", "Complete", "100%"),
+            ("a.example.com/y.png", "Complete", "100%"),
+        }
 
 
 # -- signature and freshness ---------------------------------------------------------------------

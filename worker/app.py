@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import cast
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
 from cdn_refresh.redis_conn import broker_url
@@ -14,9 +17,32 @@ from cdn_refresh.settings import Settings
 from worker import runtime
 
 
+class _ReconnectSafeChannel(kombu_redis.Channel):
+    """Kombu's Redis channel, but a lost broker connection cannot kill the worker.
+
+    On a broker connection loss Celery 5.7 collects the connection, which detaches kombu's
+    transport from it, and only then closes it. The old channel still talks to Redis after
+    that: closing it restores the unacknowledged messages, and a task that ends after the
+    reconnect acknowledges its message on it. Each needs a new Redis pool, whose parameters
+    come from the detached transport: ``AttributeError``, which Celery does not expect, so
+    "Unrecoverable error" and the worker stops consuming for good (its process may even stay
+    up). As a connection error it is expected: logged, and the worker goes on. The messages
+    stay in Redis's unacked set until the visibility timeout; no work depends on them anyway,
+    since the tick finds pending paths in Redis.
+    """
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, object]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("this broker connection was closed after a loss")
+        params = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        return cast(dict[str, object], params)
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; the worker's tasks are registered on it."""
     runtime.configure(settings)
+    # On kombu's own class: Celery picks the transport by the URL's scheme (redis, rediss).
+    kombu_redis.Transport.Channel = _ReconnectSafeChannel
     app = Celery("cdn_refresh", broker=broker_url(settings))
     app.conf.update(
         task_serializer="json",
