@@ -197,7 +197,9 @@ class Flusher:
         """Settle what is left of a batch after an error; returns the outcome for the log."""
         now = self._clock()
         kind = batch.object_type
-        if isinstance(exc, QuotaExhaustedError):
+        if isinstance(exc, QuotaExhaustedError | CredentialError):
+            # Nothing is wrong with the paths: back to pending, no attempt counted, and the
+            # reservation returns (the provider answered, so it did not take them).
             done = self._store.settle(
                 batch.id,
                 kind,
@@ -207,9 +209,10 @@ class Flusher:
                 code=exc.code,
                 message=exc.message,
             )
+            report.requeued += done.settled
+        if isinstance(exc, QuotaExhaustedError):
             hold_s = seconds_until_provider_reset(now)
             self._store.set_hold(kind, hold_s, exc.code)
-            report.requeued += done.settled
             log.warning(
                 "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",
                 kind,
@@ -218,22 +221,12 @@ class Flusher:
             )
             return "provider_quota"
         if isinstance(exc, CredentialError):
-            done = self._store.settle(
-                batch.id,
-                kind,
-                "requeue",
-                now,
-                return_quota=True,
-                code=exc.code,
-                message=exc.message,
-            )
             hold_s = self._store.set_auth_hold(
                 exc.code,
                 exc.message,
                 self._settings.retry_base_delay_s,
                 self._settings.auth_hold_max_s,
             )
-            report.requeued += done.settled
             log.error(
                 "credential error code=%s paths_kept=%d all_work_holds_for_s=%.1f: "
                 "fix the access key, then `cdn-refresh dead-letter replay --all` resumes",
