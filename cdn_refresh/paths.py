@@ -46,7 +46,7 @@ _ESCAPE = re.compile("%([0-9a-fA-F]{2})")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 # What may follow "name:" for "name" to be a host with a port rather than a scheme.
 _PORT_THEN_PATH = re.compile(r"[0-9]*(?:[/?#]|\Z)")
-_HOST = re.compile(r"[a-z0-9_.\-]+")
+_HOST = re.compile(r"[a-z0-9.\-]+")
 # Everything printable in ASCII but the space: quote() leaves these alone, so existing escapes
 # and reserved characters survive while spaces and non-ASCII are encoded.
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
@@ -54,6 +54,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_HOST_LENGTH = 253
 _MAX_LABEL_LENGTH = 63
 _MAX_SCHEME_IN_REASON = 20
+# The common case, already canonical: "http[s]://host/path[?query]" or "host/path" (http) in
+# printable ASCII without space, "#" or "%", with a lower-case host and no port. The general
+# rules give such input back unchanged (or behind "http://"): it skips them. Anything else,
+# valid or not, takes the general path. The host's label rules are checked after the match.
+_CANONICAL = re.compile(r"(?:(https?)://)?([a-z0-9](?:[a-z0-9.\-]*[a-z0-9])?)/[!\"$&-~]*")
 
 
 class InvalidPathError(ValueError):
@@ -79,7 +84,13 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     if object_type != "File" and object_type != "Directory":
         # A caller's bug, not a bad path: it must not be recorded as the path's fault.
         raise ValueError(f"unknown object type {object_type!r}")
-    if len(raw) > MAX_RAW_LENGTH:
+    if len(raw) <= MAX_PATH_LENGTH:
+        canonical = _CANONICAL.fullmatch(raw)
+        if canonical is not None:
+            fast = _fast_result(raw, canonical, object_type, allowed_domains)
+            if fast is not None:
+                return fast
+    elif len(raw) > MAX_RAW_LENGTH:
         raise InvalidPathError(f"longer than {MAX_PATH_LENGTH} characters")
     # Fast path: printable ASCII holds no control character at all.
     if not (raw.isascii() and raw.isprintable()):
@@ -119,6 +130,31 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     # ASCII, and this keeps it so whatever a later edit does.
     if not (result.isascii() and result.isprintable()):
         raise InvalidPathError("invalid character")
+    return result
+
+
+def _fast_result(
+    raw: str, canonical: re.Match[str], object_type: ObjectType, allowed: Collection[str]
+) -> str | None:
+    """``raw``'s canonical form when the general rules would return it unchanged, else None."""
+    host = canonical.group(2)
+    # Empty labels and labels that start or end with "-" are for the general path to refuse.
+    if ".." in host or "-." in host or ".-" in host:
+        return None
+    if len(host) > _MAX_LABEL_LENGTH and (
+        len(host) > _MAX_HOST_LENGTH or max(map(len, host.split("."))) > _MAX_LABEL_LENGTH
+    ):
+        return None
+    # A bare "?" at the end is an empty query, dropped; a Directory needs "/" at the end and
+    # no query: leave both, and over-long results, to the general path and its reasons.
+    if raw[-1] == "?":
+        return None
+    if object_type == "Directory" and (raw[-1] != "/" or "?" in raw):
+        return None
+    result = raw if canonical.group(1) else "http://" + raw
+    if len(result) > MAX_PATH_LENGTH:
+        return None
+    _check_allowed(host, allowed)
     return result
 
 

@@ -2,15 +2,20 @@
 
 Enqueue runs in two passes so that a bad path rejects the whole request before anything is
 written: the first normalizes every input into a spool (memory until it grows, then a temp
-file), the second streams the spool into Redis in pipelined chunks.
+file), the second streams the spool into Redis in pipelined chunks, two pipelines in flight
+so that this process packs one while Redis runs the other (``bench/`` measures both passes).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, cast
 
@@ -20,6 +25,7 @@ from cdn_refresh.constants import (
     BULK_RANK_OFFSET,
     OBJECT_TYPES,
     PRIORITIES,
+    TASK_FLUSH,
     ObjectType,
     Priority,
 )
@@ -28,11 +34,16 @@ from cdn_refresh.paths import InvalidPathError, normalize_path
 from cdn_refresh.redis_conn import broker_url, load_script, redis_from_settings
 from cdn_refresh.settings import Settings
 
+log = logging.getLogger("cdn_refresh.producer")
+
 # Paths per enqueue script call, and script calls per pipeline round trip.
 CHUNK_PATHS = 2_000
 CHUNKS_PER_PIPELINE = 4
+# Pipelines in flight at once during a large enqueue (one connection and thread each).
+PIPELINES_IN_FLIGHT = 2
 # Spool in memory up to this size, then on disk: a million paths never sit in a list.
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+SPOOL_READ_CHARS = 1024 * 1024
 # Rejections listed one by one at most; beyond this only the count grows.
 MAX_LISTED_REJECTIONS = 10_000
 PROGRESS_EVERY = 10_000
@@ -154,25 +165,25 @@ class Producer:
         progress: Callable[[str, int], None] | None,
     ) -> int:
         valid = 0
-        since_progress = 0
         allowed = self._allowed
+        # Normalized paths go to the spool a block at a time: one write per path would cost
+        # as much as the normalization of the common, already canonical path.
+        block: list[str] = []
+        line = 0
         for line, raw in enumerate(paths, start=1):
             try:
-                normalized = normalize_path(raw, object_type, allowed)
+                block.append(normalize_path(raw, object_type, allowed))
             except InvalidPathError as exc:
                 receipt.rejected_count += 1
                 if len(receipt.rejected) < MAX_LISTED_REJECTIONS:
                     receipt.rejected.append(Rejection(line, raw, exc.reason))
-            else:
-                spool.write(normalized)
-                spool.write("\n")
-                valid += 1
-            since_progress += 1
-            if progress is not None and since_progress >= PROGRESS_EVERY:
-                progress("validated", since_progress)
-                since_progress = 0
-        if progress is not None and since_progress:
-            progress("validated", since_progress)
+            if line % PROGRESS_EVERY == 0:
+                valid += _spill(block, spool)
+                if progress is not None:
+                    progress("validated", PROGRESS_EVERY)
+        valid += _spill(block, spool)
+        if progress is not None and line % PROGRESS_EVERY:
+            progress("validated", line % PROGRESS_EVERY)
         return valid
 
     def _write(
@@ -202,15 +213,41 @@ class Producer:
             pipe.zadd(k.jobs_by_time, {job_id: now})
             pipe.execute()
         script_keys = [tk.pending, tk.waiters, k.job_counts, tk.dead]
-        for group in _grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE):
+
+        def send(group: list[list[str]]) -> list[Any]:
             with self._redis.pipeline(transaction=False) as pipe:
                 for chunk in group:
                     self._enqueue(keys=script_keys, args=[job_id, rank, *chunk], client=pipe)
-                for accepted, duplicates in pipe.execute():
-                    receipt.accepted += int(accepted)
-                    receipt.duplicates += int(duplicates)
+                return pipe.execute()
+
+        def tally(group: list[list[str]], answers: list[Any]) -> None:
+            for accepted, duplicates in answers:
+                receipt.accepted += int(accepted)
+                receipt.duplicates += int(duplicates)
             if progress is not None:
                 progress("enqueued", sum(len(chunk) for chunk in group))
+
+        groups = _grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE)
+        first = next(groups)
+        second = next(groups, None)
+        if second is None:
+            tally(first, send(first))
+            return
+        # Several pipelines in flight, each on its own connection: while Redis runs the
+        # scripts of one, this process packs the next, and neither side waits for the other.
+        window: deque[tuple[list[list[str]], Future[list[Any]]]] = deque()
+
+        def tally_oldest() -> None:
+            group, future = window.popleft()
+            tally(group, future.result())
+
+        with ThreadPoolExecutor(PIPELINES_IN_FLIGHT, thread_name_prefix="enqueue") as pool:
+            for group in itertools.chain((first, second), groups):
+                if len(window) >= PIPELINES_IN_FLIGHT:
+                    tally_oldest()
+                window.append((group, pool.submit(send, group)))
+            while window:
+                tally_oldest()
 
     def status(self, job_id: str) -> dict[str, Any]:
         """A job's state, counts by state and task IDs (the ``status --json`` shape)."""
@@ -356,10 +393,13 @@ class FlushNotifier:
 
     def __call__(self) -> None:
         debounce_s = self._settings.flush_debounce_s
-        if self._redis.set(self._key, "1", nx=True, px=max(1, int(debounce_s * 1000))):
-            from cdn_refresh.constants import TASK_FLUSH
-
-            self._celery.send_task(TASK_FLUSH, countdown=debounce_s)
+        try:
+            if self._redis.set(self._key, "1", nx=True, px=max(1, int(debounce_s * 1000))):
+                self._celery.send_task(TASK_FLUSH, countdown=debounce_s)
+        except Exception as exc:
+            # The enqueue succeeded: failing it now would make a caller retry what is already
+            # queued. The workers' periodic tick finds the paths without this wake-up.
+            log.warning("could not wake the workers (%s); the periodic tick will", exc)
 
 
 def _auth_error(raw: str) -> str:
@@ -367,13 +407,33 @@ def _auth_error(raw: str) -> str:
     return f"{data.get('code', 'CredentialError')}: {data.get('message', '')}".rstrip(": ")
 
 
+def _spill(block: list[str], spool: IO[str]) -> int:
+    """Write ``block`` to the spool, one path a line, and empty it; returns its length."""
+    count = len(block)
+    if count:
+        block.append("")  # the last line's newline
+        spool.write("\n".join(block))
+        block.clear()
+    return count
+
+
 def _chunks(spool: IO[str], size: int) -> Iterator[list[str]]:
+    """The spool's lines, ``size`` at a time, read in large blocks."""
     chunk: list[str] = []
-    for line in spool:
-        chunk.append(line.rstrip("\n"))
-        if len(chunk) >= size:
+    tail = ""
+    while block := spool.read(SPOOL_READ_CHARS):
+        lines = (tail + block).split("\n")
+        tail = lines.pop()
+        start = 0
+        while len(chunk) + len(lines) - start >= size:
+            end = start + size - len(chunk)
+            chunk.extend(lines[start:end])
             yield chunk
             chunk = []
+            start = end
+        chunk.extend(lines[start:])
+    if tail:
+        chunk.append(tail)
     if chunk:
         yield chunk
 

@@ -55,7 +55,7 @@ def test_spellings_of_one_path_coalesce(raw: str) -> None:
         ("example.com/a?x#frag?y", "http://example.com/a?x"),
         ("example.com/a/../b//c", "http://example.com/a/../b//c"),
         ("192.0.2.1/a", "http://192.0.2.1/a"),
-        ("img_1.example.com/a", "http://img_1.example.com/a"),
+        ("img-1.example.com/a", "http://img-1.example.com/a"),
     ],
 )
 def test_canonical_form(raw: str, expected: str) -> None:
@@ -420,3 +420,30 @@ def test_generated_urls_are_mostly_accepted() -> None:
 
     count()
     assert accepted >= 50
+
+
+def test_underscore_in_a_host_is_refused_like_the_provider_does() -> None:
+    for raw in ("http://a_b.example.com/x", "a_b.example.com/x", "HTTP://A_B.example.com/x"):
+        with pytest.raises(InvalidPathError, match="invalid host"):
+            normalize_path(raw, "File")
+
+
+_canonical_like = st.builds(
+    lambda scheme, labels, path: f"{scheme}{'.'.join(labels)}/{path}",
+    st.sampled_from(["", "http://", "https://"]),
+    st.lists(st.from_regex(r"[a-z0-9_-]{1,12}", fullmatch=True), min_size=1, max_size=4),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=_canonical_like, kind=st.sampled_from(["File", "Directory"]))
+def test_the_fast_path_agrees_with_the_general_rules(raw: str, kind: str) -> None:
+    # A leading space cannot match the fast path's pattern, so the general rules decide.
+    def outcome(text: str) -> str:
+        try:
+            return normalize_path(text, kind)  # type: ignore[arg-type]
+        except InvalidPathError as exc:
+            return f"rejected: {exc.reason}"
+
+    assert outcome(raw) == outcome(" " + raw)

@@ -1,0 +1,56 @@
+"""Benchmark 5: Redis memory per pending path, against the length of the path itself.
+
+200,000 unique paths of about 65 characters are enqueued into an empty Redis; the growth of
+``INFO memory`` ``used_memory`` is divided by the paths pending. ``MEMORY USAGE`` of the two
+keys that hold a pending path (the ``pending`` sorted set and the ``waiters`` hash) splits
+the figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from bench.data import unique_paths
+from bench.infra import RedisServer, bench_settings, make_settings
+from bench.report import Result
+from cdn_refresh.keys import Keys
+from cdn_refresh.redis_conn import redis_from_settings
+from producer.producer import Producer
+
+
+def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
+    total = 20_000 if quick else 200_000
+    result = Result("memory", f"5. Redis memory per pending path ({total:,} unique paths)")
+    paths = unique_paths(total, offset=7_000_000)
+    settings = make_settings(bench_settings(redis_server.url, "http://127.0.0.1:9"))
+    client = redis_from_settings(settings)
+    producer = Producer(client, settings)
+    producer.enqueue(paths[:1])  # load the script: its memory is not the paths'
+    redis_server.flush()
+    info = redis_server.client
+    before = int(info.info("memory")["used_memory"])
+    producer.enqueue(paths)
+    after = int(info.info("memory")["used_memory"])
+    keys = Keys(settings.key_prefix).of("File")
+    pending = int(info.zcard(keys.pending))
+    zset = int(info.memory_usage(keys.pending, samples=0) or 0)
+    waiters = int(info.memory_usage(keys.waiters, samples=0) or 0)
+    client.close()
+    if pending != total:
+        raise AssertionError(f"{pending} pending of {total}")
+    length = statistics.fmean(len(p) for p in paths)
+    result.add("average path length", length, "B")
+    for metric, size in (
+        ("used_memory per pending path", after - before),
+        ("  of which the pending ZSET", zset),
+        ("  of which the waiters HASH", waiters),
+    ):
+        result.add(metric, size / pending, "B/path", "path length", size / pending / length)
+    result.notes.append(
+        "Each pending path is stored twice: as a member of the pending sorted set (hash table "
+        "entry + skiplist node, one shared string) and as a field of the waiters hash (with "
+        "the waiting job ids as value). used_memory also grows with Redis's own allocator "
+        "and hash-table overheads (tables grow by powers of two)."
+    )
+    return result
