@@ -3,6 +3,7 @@ over HTTP on loopback. (The multi-process proof with Celery workers is in test_e
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import Counter
@@ -206,3 +207,27 @@ def test_directories_are_sent_as_directory_calls(rig_factory) -> None:  # type: 
         ("Directory", 100),
         ("Directory", 50),
     ]
+
+
+def test_each_batch_logs_one_line_with_its_outcome_task_ids_and_attempt(
+    rig_factory,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = rig_factory()
+    rig.producer.enqueue(["a.example.com/1", "b.example.com/2"])
+    with caplog.at_level(logging.INFO, logger="cdn_refresh.worker"):
+        rig.drain()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    task_ids = rig.emulator.state.calls()[0]["task_ids"]
+    assert len(lines) == 1
+    for part in (
+        "type=File",
+        "paths=2",
+        "domains=2",
+        "attempt=1",
+        "calls=1",
+        "outcome=submitted",
+        f"task_ids={','.join(task_ids)}",
+    ):
+        assert part in lines[0], lines[0]
+    assert "testsecret" not in caplog.text

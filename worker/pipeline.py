@@ -33,7 +33,6 @@ from worker.errors import (
     CredentialError,
     InvalidPathError,
     NetworkError,
-    PermanentError,
     QuotaExhaustedError,
     RequestShapeError,
     TransientError,
@@ -56,7 +55,9 @@ class FlushReport:
     requeued: int = 0
     wait: Wait | None = None
     more: bool = False
-    calls: int = field(default=0)
+    calls: int = 0
+    task_ids: list[str] = field(default_factory=list)
+    top_attempt: int = 0
 
 
 def seconds_until_provider_reset(now: float) -> float:
@@ -119,6 +120,8 @@ class Flusher:
     def send(self, batch: Batch, report: FlushReport) -> None:
         """Make the call for a claimed batch and settle every one of its paths."""
         started = time.monotonic()
+        calls_before, tasks_before = report.calls, len(report.task_ids)
+        report.top_attempt = 0
         outcome = "submitted"
         error: CdnError | None = None
         try:
@@ -132,18 +135,22 @@ class Flusher:
             self._store.settle(
                 batch.id, batch.object_type, "retry", self._clock(), code=type(exc).__name__
             )
+            outcome = "error"
             raise
         finally:
+            # The one line per batch an operator reads: what went, where, how, how long.
             log.info(
-                "batch id=%s type=%s paths=%d domains=%d calls=%d outcome=%s code=%s "
-                "duration_ms=%d",
+                "batch id=%s type=%s paths=%d domains=%d attempt=%d calls=%d outcome=%s "
+                "code=%s task_ids=%s duration_ms=%d",
                 batch.id,
                 batch.object_type,
                 len(batch.paths),
                 len(batch.domains),
-                report.calls,
+                report.top_attempt,
+                report.calls - calls_before,
                 outcome,
                 error.code if error else "-",
+                ",".join(report.task_ids[tasks_before:]) or "-",
                 (time.monotonic() - started) * 1000,
             )
 
@@ -164,6 +171,7 @@ class Flusher:
                     return_quota=True,
                 )
                 report.dead_lettered += done.dead_lettered
+                report.top_attempt = max(report.top_attempt, done.top_attempts)
                 log.warning(
                     "dead-lettered type=%s path=%s code=%s", batch.object_type, paths[0], exc.code
                 )
@@ -184,9 +192,11 @@ class Flusher:
             request_id=result.request_id,
         )
         report.submitted += done.settled
-        log.info(
-            "submitted type=%s paths=%d task_ids=%s request_id=%s",
-            batch.object_type,
+        report.task_ids.extend(result.task_ids)
+        report.top_attempt = max(report.top_attempt, done.top_attempts)
+        log.debug(
+            "submitted batch=%s paths=%d task_ids=%s request_id=%s",
+            batch.id,
             len(paths),
             ",".join(result.task_ids),
             result.request_id,
@@ -248,6 +258,7 @@ class Flusher:
         )
         report.requeued += done.settled - done.dead_lettered
         report.dead_lettered += done.dead_lettered
+        report.top_attempt = max(report.top_attempt, done.top_attempts)
         if done.dead_lettered:
             log.warning(
                 "dead-lettered type=%s paths=%d code=%s after attempts=%d",
@@ -260,7 +271,8 @@ class Flusher:
         if isinstance(exc, TransientError) and exc.retry_after_s:
             delay = max(delay, exc.retry_after_s)
         self._store.set_backoff(kind, delay)
-        return "retry" if isinstance(exc, TransientError | PermanentError) else "error"
+        log.info("backing off type=%s for_s=%.2f after code=%s", kind, delay, exc.code)
+        return "retry"
 
     def reclaim_expired(self) -> int:
         """Return the paths of batches whose worker died to pending; the reservation stays,
