@@ -213,7 +213,7 @@ def run_demo(as_json: bool = False, timeout_s: float = 180) -> int:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            say(f"worker:   pid {worker.pid}, scheduler embedded (log: {log_path})")
+            say(f"worker:   pid {worker.pid}, scheduler embedded, keys {prefix} (log: {log_path})")
             say(
                 f"quota:    {DEMO_URL_QUOTA} URLs per {DEMO_QUOTA_WINDOW_S:g} s rolling window "
                 f"(a demo setting), {DEMO_URLS_PER_CALL} URLs per call"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,33 @@ def test_demo_runs_the_sample_to_the_end_and_leaves_no_process(tmp_path: Path) -
     assert [r["reason"] for r in summary["rejected"]] == ["control character U+000A"]
     assert {job["state"] for job in summary["jobs"]} == {"done"}
     assert _processes_with(f"CDN_REFRESH_KEY_PREFIX={summary['key_prefix']}") == []
+
+
+def test_ctrl_c_stops_the_demo_with_exit_0_and_leaves_no_process(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None and os.environ.get("CI"):
+        pytest.fail("redis-server is not installed")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cdn_refresh", "demo"],
+        cwd=tmp_path,
+        env=worker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    seen = []
+    for line in demo.stdout:
+        seen.append(line)
+        if line.startswith("progress:"):
+            break  # the worker is up and the sample is in: interrupt mid-run
+    worker_line = next(line for line in seen if line.startswith("worker:"))
+    worker_pid = int(worker_line.split()[2].rstrip(","))
+    prefix = worker_line.split("keys ")[1].split()[0]
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, "".join(seen) + rest
+    assert "interrupted" in rest
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
+    # Neither the worker nor its pool children (which would be orphans) outlive the demo.
+    assert _processes_with(f"CDN_REFRESH_KEY_PREFIX={prefix}") == []
