@@ -24,7 +24,7 @@ from worker.batches import BatchStore
 from worker.client import CdnClient
 from worker.pipeline import Flusher
 
-SCRIPT_LOG_US = 500
+SCRIPT_LOG_US = 100
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,7 +187,9 @@ class Flusher:
             batch.object_type,
             "submitted",
             self._clock(),
-            paths=paths,
+            # The whole batch (no split so far): no paths means every path still in the batch,
+            # and spares Redis a copy of all of them.
+            paths=() if paths is batch.paths else paths,
             task_ids=result.task_ids,
             request_id=result.request_id,
         )

@@ -59,19 +59,26 @@ if remaining <= 0 then return {'wait', 'quota', frees_in()} end
 
 local cap = math.min(max_paths, remaining)
 local bulk_cap = remaining - reserve
-local taken, ranks, domains, ndomains = {}, {}, {}, 0
+local taken, ranks, ntaken, domains, ndomains = {}, {}, 0, {}, 0
 local blocked_by_reserve = false
-local chunk = math.max(cap * 2, 64)
+-- The first read is exactly what a batch can take (each member comes with its score, which
+-- Redis formats as a string: not free); larger reads follow only when the domain limit
+-- skipped some members. The scan ends where reads of `wide` members from 0 would end, the
+-- first multiple of `wide` at or past scan_limit, as it did when every read was that wide.
+local wide = math.max(cap * 2, 64)
+local scan_end = math.ceil(scan_limit / wide) * wide
+local chunk = cap
 local start = 0
 local done = false
-while not done and start < scan_limit do
-  local items = redis.call('ZRANGE', KEYS[1], start, start + chunk - 1, 'WITHSCORES')
+while not done and start < scan_end do
+  local last = math.min(start + chunk, scan_end) - 1
+  local items = redis.call('ZRANGE', KEYS[1], start, last, 'WITHSCORES')
   if #items == 0 then break end
   for i = 1, #items, 2 do
     local path, rank = items[i], items[i + 1]
-    if tonumber(rank) >= bulk_floor and #taken >= bulk_cap then
+    if ntaken >= bulk_cap and tonumber(rank) >= bulk_floor then
       -- Ranks are ordered, so everything after this is bulk too.
-      blocked_by_reserve = #taken == 0
+      blocked_by_reserve = ntaken == 0
       done = true
       break
     end
@@ -81,18 +88,20 @@ while not done and start < scan_limit do
       ndomains = ndomains + 1
     end
     if domains[domain] then
-      taken[#taken + 1] = path
-      ranks[#ranks + 1] = rank
-      if #taken >= cap then
+      ntaken = ntaken + 1
+      taken[ntaken] = path
+      ranks[ntaken] = rank
+      if ntaken >= cap then
         done = true
         break
       end
     end
   end
   start = start + chunk
+  chunk = wide
 end
 
-if #taken == 0 then
+if ntaken == 0 then
   if blocked_by_reserve then return {'wait', 'reserve', frees_in()} end
   return {'empty'}
 end
@@ -102,7 +111,7 @@ local waiting = redis.call('HMGET', KEYS[2], unpack(taken))
 redis.call('HDEL', KEYS[2], unpack(taken))
 local per_job = {}
 local waiters = {}
-for i = 1, #taken do
+for i = 1, ntaken do
   local w = waiting[i] or ''
   waiters[i] = w
   for job in string.gmatch(w, '[^,]+') do per_job[job] = (per_job[job] or 0) + 1 end
@@ -113,9 +122,9 @@ for job, n in pairs(per_job) do
 end
 
 local id = tostring(redis.call('INCR', KEYS[11]))
-local reservation = id .. ':' .. #taken
+local reservation = id .. ':' .. ntaken
 redis.call('ZADD', KEYS[5], now, reservation)
-redis.call('INCRBY', KEYS[6], #taken)
+redis.call('INCRBY', KEYS[6], ntaken)
 local batch = cjson.encode({
   id = id, object_type = ARGV[9], paths = taken, ranks = ranks, waiters = waiters,
   reservation = reservation, claimed_at = now,
