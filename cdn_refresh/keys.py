@@ -46,8 +46,11 @@ class Keys:
         self.jobs_by_time = f"{tag}:jobs_by_time"  # ZSET job id -> created_at
         self.job_counts = f"{tag}:job_counts"  # HASH "job:state" -> count
         self.job_tasks = f"{tag}:job_tasks"  # HASH job id -> comma-separated task ids
-        self.auth_hold = f"{tag}:auth_hold"  # STRING with a TTL: last credential error
+        self.auth_hold = f"{tag}:auth_hold"  # STRING with a TTL: claims wait while it lives
         self.auth_failures = f"{tag}:auth_failures"  # consecutive credential errors
+        # The last credential error, kept until a call goes through, so that status and
+        # lookup show it between holds too.
+        self.auth_error = f"{tag}:auth_error"
         self.flush_requested = f"{tag}:flush_requested"  # debounce flag of enqueue
         self._types = {t: self._type_keys(t) for t in _TYPE_SLUG}
 

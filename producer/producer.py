@@ -259,7 +259,7 @@ class Producer:
                 [f"{job_id}:{s}" for s in ("pending", "in_flight", "submitted", "failed")],
             )
             pipe.hget(k.job_tasks, job_id)
-            pipe.get(k.auth_hold)
+            pipe.get(k.auth_error)
             header_raw, counts_raw, tasks_raw, auth_raw = pipe.execute()
         if header_raw is None:
             raise JobNotFoundError(job_id)
@@ -299,7 +299,7 @@ class Producer:
             pipe.hget(tk.pathinfo, normalized)
             pipe.hget(tk.records, normalized)
             pipe.hget(tk.dead, normalized)
-            pipe.get(k.auth_hold)
+            pipe.get(k.auth_error)
             pending, info_raw, record_raw, dead_raw, auth_raw = pipe.execute()
         info = json.loads(info_raw) if info_raw else {}
         record = json.loads(record_raw) if record_raw else {}

@@ -34,8 +34,10 @@ class WorkerProcess:
         name: str,
         concurrency: int = 2,
         beat: bool = False,
+        argv: list[str] | None = None,
     ) -> None:
-        args = [
+        """``argv`` replaces the usual ``celery ... worker`` command line when given."""
+        args = argv or [
             sys.executable,
             "-m",
             "celery",
@@ -54,7 +56,7 @@ class WorkerProcess:
             "--without-mingle",
             "--without-heartbeat",
         ]
-        if beat:
+        if beat and argv is None:
             args += ["--beat", "--schedule", str(log_path.with_suffix(".beat"))]
         self.log_path = log_path
         self._log = log_path.open("wb")
@@ -106,3 +108,20 @@ def wait_for(
             detail = describe() if describe else ""
             raise AssertionError(f"condition not met in {timeout_s}s\n{detail[-4000:]}")
         time.sleep(0.05)
+
+
+def cluster_values(redis_url: str, endpoint: str, **values: object) -> dict[str, object]:
+    """Settings for a test cluster: fast ticks and retries, the emulator's test key."""
+    base: dict[str, object] = {
+        "redis_url": redis_url,
+        "endpoint": endpoint,
+        "access_key_id": "testid",
+        "access_key_secret": "testsecret",
+        "flush_interval_s": 0.5,
+        "flush_debounce_s": 0.05,
+        "retry_base_delay_s": 0.05,
+        "retry_max_delay_s": 0.2,
+        "http_read_timeout_s": 5,
+    }
+    base.update(values)
+    return base

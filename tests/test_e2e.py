@@ -23,7 +23,7 @@ import redis
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
 from tests.conftest import make_settings
-from tests.harness import WorkerProcess, wait_for, worker_env
+from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
 from worker.batches import BatchStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
@@ -41,18 +41,7 @@ class Cluster:
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
 
     def configure(self, **values: Any) -> None:
-        base: dict[str, Any] = {
-            "redis_url": self.redis_url,
-            "endpoint": self.emulator.url,
-            "access_key_id": "testid",
-            "access_key_secret": "testsecret",
-            "flush_interval_s": 0.5,
-            "flush_debounce_s": 0.05,
-            "retry_base_delay_s": 0.05,
-            "retry_max_delay_s": 0.2,
-            "http_read_timeout_s": 5,
-        }
-        base.update(values)
+        base = cluster_values(self.redis_url, self.emulator.url, **values)
         self.settings_values = base
         self.settings = make_settings(**base)
         self.producer = Producer.from_settings(self.settings)

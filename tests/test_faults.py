@@ -27,7 +27,7 @@ from cdn_refresh.paths import InvalidPathError, normalize_path
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import EnqueueRejectedError, Producer
 from tests.conftest import RedisServer, make_settings
-from tests.harness import ROOT, WorkerProcess, wait_for, worker_env
+from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
 from worker.batches import BatchStore
 from worker.client import CdnClient
 from worker.pipeline import Flusher
@@ -52,19 +52,11 @@ class Cluster:
         self.values: dict[str, Any] = {}
 
     def configure(self, **values: Any) -> None:
-        base: dict[str, Any] = {
-            "redis_url": self.redis_url,
-            "endpoint": self.emulator.url,
-            "access_key_id": "testid",
-            "access_key_secret": "testsecret",
-            "url_daily_quota": 1_000_000,
-            "flush_interval_s": 0.3,
-            "flush_debounce_s": 0.05,
-            "retry_base_delay_s": 0.05,
-            "retry_max_delay_s": 0.2,
-            "http_read_timeout_s": 5,
-        }
-        base.update(values)
+        base = cluster_values(
+            self.redis_url,
+            self.emulator.url,
+            **{"url_daily_quota": 1_000_000, "flush_interval_s": 0.3, **values},
+        )
         self.values = base
         self.settings = make_settings(**base)
         self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
@@ -413,22 +405,6 @@ REDIS_PASSWORD = "redis-pw-XYZ"
 SECRETS = (ACCESS_KEY_SECRET, WRONG_SECRET, REDIS_PASSWORD)
 
 
-class DebugWorker(WorkerProcess):
-    """A worker started by any command line (the harness's always logs at INFO)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def _cli(env: dict[str, str], *args: str, outputs: list[str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "cdn_refresh", *args],
@@ -452,7 +428,7 @@ def test_debug_logs_and_cli_output_never_show_the_access_key_secret_or_redis_pas
     server = RedisServer(tmp_path / "redis", password=REDIS_PASSWORD)
     server.start()
     config = EmulatorConfig(seed=3, credentials={"logid": ACCESS_KEY_SECRET})
-    workers: list[DebugWorker] = []
+    workers: list[WorkerProcess] = []
     outputs: list[str] = []
     try:
         with EmulatorServer(config) as emulator:
@@ -473,10 +449,11 @@ def test_debug_logs_and_cli_output_never_show_the_access_key_secret_or_redis_pas
             # Phase 1: a wrong secret. Celery's own command line, at DEBUG.
             env = worker_env(**values)
             celery = [sys.executable, "-m", "celery", "-A", "worker", "worker"]
-            wrong = DebugWorker(
-                [*celery, "--loglevel", "DEBUG", "--beat", *common],
+            wrong = WorkerProcess(
                 env,
                 tmp_path / "wrong.log",
+                name="wrong",
+                argv=[*celery, "--loglevel", "DEBUG", "--beat", *common],
             )
             workers.append(wrong)
             wrong.wait_ready()
@@ -489,7 +466,14 @@ def test_debug_logs_and_cli_output_never_show_the_access_key_secret_or_redis_pas
                 30,
                 wrong.log,
             )
-            status = json.loads(_cli(env, "status", job, "--json", outputs=outputs).stdout)
+
+            # The emulator answers before the worker records the error: wait for the record.
+            def status_now() -> dict[str, Any]:
+                out = _cli(env, "status", job, "--json", outputs=outputs)
+                return dict(json.loads(out.stdout))
+
+            wait_for(lambda: status_now()["last_error"] is not None, 10, wrong.log)
+            status = status_now()
             counts = status["counts"]
             assert (counts["pending"] + counts["in_flight"], counts["submitted"]) == (20, 0)
             assert "SignatureDoesNotMatch" in status["last_error"]
@@ -501,10 +485,11 @@ def test_debug_logs_and_cli_output_never_show_the_access_key_secret_or_redis_pas
 
             # Phase 2: the right secret, through `cdn-refresh worker` (CDN_REFRESH_LOG_LEVEL).
             env = worker_env(**{**values, "access_key_secret": ACCESS_KEY_SECRET})
-            right = DebugWorker(
-                [sys.executable, "-m", "cdn_refresh", "worker", *common],
+            right = WorkerProcess(
                 env,
                 tmp_path / "right.log",
+                name="right",
+                argv=[sys.executable, "-m", "cdn_refresh", "worker", *common],
             )
             workers.append(right)
             right.wait_ready()

@@ -282,3 +282,18 @@ def test_old_records_and_jobs_are_trimmed_after_the_retention(redis_client: redi
     assert producer.lookup("a.com/1")["state"] == "unknown"
     with pytest.raises(KeyError):
         producer.status(job)
+
+
+def test_a_credential_error_stays_visible_between_holds_until_a_call_goes_through(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    job = producer.enqueue(["a.com/1"]).job_id
+    store.set_auth_hold("InvalidAccessKeyId.NotFound", "no such key", base_s=0.05, max_s=0.05)
+    time.sleep(0.1)  # the hold is over; the next claim may try again
+    assert "InvalidAccessKeyId.NotFound" in producer.status(job)["last_error"]
+    batch = _claim(store)
+    store.settle(batch.id, "File", "submitted", time.time(), task_ids=("1",))
+    store.clear_auth_failures()
+    assert producer.status(job)["last_error"] is None
+    assert producer.lookup("a.com/1")["last_error"] is None

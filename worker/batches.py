@@ -209,12 +209,15 @@ class BatchStore:
         failures = int(self._redis.incr(self.keys.auth_failures))
         seconds = min(max_s, base_s * 2 ** min(failures - 1, 30))
         value = json.dumps({"code": code, "message": message[:500], "failures": failures})
-        self._redis.set(self.keys.auth_hold, value, px=max(1, int(seconds * 1000)))
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.auth_hold, value, px=max(1, int(seconds * 1000)))
+            pipe.set(self.keys.auth_error, value)
+            pipe.execute()
         return float(seconds)
 
     def clear_auth_failures(self) -> None:
         """A call went through: credentials work again."""
-        self._redis.delete(self.keys.auth_failures)
+        self._redis.delete(self.keys.auth_failures, self.keys.auth_error)
 
     def trim_records(self, now: float | None = None, limit: int = 1000) -> int:
         """Forget submission records and jobs older than ``RECORD_RETENTION_DAYS``."""
