@@ -29,6 +29,7 @@ class TypeKeys:
     hold: str  # STRING with a TTL: the provider said its quota is spent
     backoff: str  # STRING with a TTL: back off after a transient error
     flush_scheduled: str  # STRING with a TTL: a flush is already scheduled
+    wait_noticed: str  # STRING with a TTL: this wait was logged already
 
 
 class Keys:
@@ -68,6 +69,7 @@ class Keys:
             hold=f"{base}:hold",
             backoff=f"{base}:backoff",
             flush_scheduled=f"{base}:flush_scheduled",
+            wait_noticed=f"{base}:wait_noticed",
         )
 
     def of(self, object_type: ObjectType) -> TypeKeys:

@@ -137,6 +137,9 @@ def test_three_workers_never_spend_more_than_the_quota(cluster: Cluster) -> None
     )
     quota = json.loads(out.stdout)
     assert quota["file"] == {"limit": 1_500, "used": 1_500, "remaining": 0, "pending": 3_500}
+    # The operator hears of it once, not at every flush and tick of every worker.
+    full_logs = "".join(w.log() for w in cluster.workers)
+    assert full_logs.count("quota window full type=File") == 1, full_logs[-3000:]
 
 
 def test_bulk_work_leaves_the_interactive_reserve_to_interactive_work(cluster: Cluster) -> None:

@@ -4,11 +4,13 @@ idempotent scripts, so a message redelivered after a worker died does no harm.""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import shared_task
 
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, TASK_TICK, ObjectType
+from worker.batches import Wait
 from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -44,11 +46,30 @@ def flush(object_type: ObjectType | None = None) -> dict[str, Any]:
             request_flush(kind)
         elif report.wait is not None:
             summary[kind]["wait"] = report.wait.reason
+            _notice_wait(rt, kind, report.wait)
             # Far-off waits (quota refills hours away) are left to the periodic tick: a
             # countdown that long would outlive the broker's visibility timeout.
             if report.wait.seconds <= rt.settings.flush_interval_s:
                 request_flush(kind, report.wait.seconds)
     return summary
+
+
+def _notice_wait(rt: Runtime, kind: ObjectType, wait: Wait) -> None:
+    """Log a quota wait once per wait, not at every flush and tick that meets it."""
+    if wait.reason not in ("quota", "reserve"):
+        return  # holds and backoffs are logged where they start
+    key = rt.store.keys.of(kind).wait_noticed
+    if rt.redis.set(key, wait.reason, nx=True, px=max(1000, int(wait.seconds * 1000))):
+        usage = rt.store.quota_usage(kind, time.time())
+        log.warning(
+            "quota window full type=%s reason=%s used=%d limit=%d pending=%d frees_in_s=%.0f",
+            kind,
+            wait.reason,
+            usage.used,
+            usage.limit,
+            rt.store.pending_count(kind),
+            wait.seconds,
+        )
 
 
 @shared_task(name=TASK_TICK, ignore_result=True)
