@@ -121,6 +121,18 @@ class Producer:
         notify = FlushNotifier(client, settings) if notify_workers else None
         return cls(client, settings, notify=notify)
 
+    def close(self) -> None:
+        """Release the Redis connections (and the workers' wake-up channel)."""
+        if isinstance(self._notify, FlushNotifier):
+            self._notify.close()
+        self._redis.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def enqueue(
         self,
         paths: Iterable[str],
@@ -390,6 +402,10 @@ class FlushNotifier:
         self._celery = Celery(broker=broker_url(settings), set_as_current=False)
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
+
+    def close(self) -> None:
+        """Release the broker connection pool."""
+        self._celery.close()
 
     def __call__(self) -> None:
         debounce_s = self._settings.flush_debounce_s

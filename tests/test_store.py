@@ -297,3 +297,13 @@ def test_a_credential_error_stays_visible_between_holds_until_a_call_goes_throug
     store.clear_auth_failures()
     assert producer.status(job)["last_error"] is None
     assert producer.lookup("a.com/1")["last_error"] is None
+
+
+def test_a_producer_used_as_a_context_manager_closes_its_connections(redis_url: str) -> None:
+    settings = make_settings(redis_url=redis_url)
+    with Producer.from_settings(settings) as producer:
+        assert producer.enqueue(["a.com/1"]).accepted == 1
+        pool = producer._redis.connection_pool
+        opened = list(pool._available_connections)
+        assert opened and all(c._sock is not None for c in opened)
+    assert all(c._sock is None for c in opened)
