@@ -490,3 +490,21 @@ def test_secret_never_appears_in_reprs_errors_logs_or_on_the_wire(
     for text in texts:
         assert LEAKY_SECRET not in text
         assert LEAKY_TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    ("answer", "unknown"),
+    [
+        (Answer(200, {"RequestId": "r"}), True),  # a 200 without a task ID
+        (Answer(200, "<html>ok</html>"), True),
+        (Answer(504, "<html>gateway timeout</html>"), True),  # a gateway's page
+        (Answer(502, "bad gateway"), True),
+        (Answer(500, {"Code": "InternalError", "Message": "x", "RequestId": "r"}), False),
+        (Answer(503, {"Code": "Throttling", "Message": "x", "RequestId": "r"}), False),
+    ],
+)
+def test_answers_the_provider_may_have_acted_on_are_marked_outcome_unknown(
+    answer: Answer, unknown: bool
+) -> None:
+    info = refresh_raises(answer, TransientError)
+    assert info.value.outcome_unknown is unknown

@@ -8,7 +8,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
+from urllib.parse import parse_qsl
 
+import httpx
 import pytest
 import redis
 
@@ -17,7 +19,7 @@ from producer.producer import Producer
 from tests.conftest import make_settings
 from worker.batches import BatchStore
 from worker.client import CdnClient
-from worker.pipeline import Flusher, seconds_until_provider_reset
+from worker.pipeline import MAX_SPLIT_CALLS, Flusher, seconds_until_provider_reset
 
 pytestmark = pytest.mark.redis
 
@@ -231,3 +233,83 @@ def test_each_batch_logs_one_line_with_its_outcome_task_ids_and_attempt(
     ):
         assert part in lines[0], lines[0]
     assert "testsecret" not in caplog.text
+
+
+class _Scripted:
+    """A provider answering by a function of the request's paths (httpx.MockTransport)."""
+
+    def __init__(self, answer):  # type: ignore[no-untyped-def]
+        self.answer = answer
+        self.calls: list[list[str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        params = dict(parse_qsl(request.content.decode()))
+        paths = params["ObjectPath"].split("\n")
+        self.calls.append(paths)
+        status, body = self.answer(paths)
+        return httpx.Response(status, json=body)
+
+
+def _mock_flusher(redis_client: redis.Redis, provider: _Scripted, **overrides: object):  # type: ignore[no-untyped-def]
+    settings = make_settings(**overrides)
+    store = BatchStore(redis_client, settings)
+    client = CdnClient(settings, transport=httpx.MockTransport(provider))
+    return Producer(redis_client, settings), store, Flusher(store, client, settings)
+
+
+def test_a_malformed_call_is_retried_with_backoff_not_split_path_by_path(
+    redis_client: redis.Redis,
+) -> None:
+    provider = _Scripted(lambda paths: (400, {"Code": "MissingParameter", "Message": "x"}))
+    producer, store, flusher = _mock_flusher(
+        redis_client, provider, retry_base_delay_s=10, retry_max_delay_s=10
+    )
+    producer.enqueue([f"a.example.com/{i}" for i in range(1_000)])
+    report = flusher.flush("File")
+    assert len(provider.calls) == 1
+    assert report.requeued == 1_000 and report.dead_lettered == 0
+    assert store.pending_count("File") == 1_000
+    assert producer.lookup("a.example.com/1")["attempts"] == 1
+
+
+def test_splitting_stops_after_its_budget_when_many_paths_are_bad(
+    redis_client: redis.Redis,
+) -> None:
+    bad = {"Code": "InvalidDomain.Offline", "Message": "offline"}
+    provider = _Scripted(lambda paths: (404, bad))
+    producer, store, flusher = _mock_flusher(
+        redis_client, provider, retry_base_delay_s=10, retry_max_delay_s=10
+    )
+    producer.enqueue([f"gone.example.com/{i}" for i in range(1_000)])
+    report = flusher.flush("File")
+    assert len(provider.calls) == MAX_SPLIT_CALLS
+    # What the budget isolated is dead-lettered; the rest waits, with an attempt counted.
+    assert report.dead_lettered > 0
+    assert report.dead_lettered + store.pending_count("File") == 1_000
+    wait = store.claim("File", time.time())
+    assert wait is not None and getattr(wait, "reason", None) == "backoff"
+
+
+def test_an_answer_that_comes_after_the_lease_ran_out_keeps_its_task_ids(
+    redis_client: redis.Redis,
+) -> None:
+    def late(paths: list[str]) -> tuple[int, dict[str, str]]:
+        # The worker stalls past its lease: the tick reclaims the batch meanwhile.
+        for batch_id in redis_client.hkeys(store.keys.batches):
+            store.settle(
+                batch_id,
+                "File",
+                "retry",
+                time.time() + 10_000,
+                only_if_lease_expired=True,
+                code="WorkerLost",
+            )
+        return 200, {"RefreshTaskId": "777", "RequestId": "R7"}
+
+    provider = _Scripted(late)
+    producer, store, flusher = _mock_flusher(redis_client, provider)
+    producer.enqueue(["a.example.com/1"])
+    flusher.flush("File", max_batches=1)
+    found = producer.lookup("a.example.com/1")
+    assert found["state"] == "pending"  # it goes out again: the lease said so
+    assert (found["task_id"], found["request_id"]) == ("777", "R7")

@@ -169,6 +169,26 @@ class BatchStore:
         )
         return Settled(int(answer[0]), int(answer[1]), int(answer[2]))
 
+    def record_late(
+        self, batch: Batch, paths: tuple[str, ...], task_ids: tuple[str, ...], request_id: str
+    ) -> None:
+        """Record a submission whose batch was reclaimed before its answer came."""
+        tk = self.keys.of(batch.object_type)
+        now = time.time()
+        record = json.dumps(
+            {
+                "task_ids": list(task_ids),
+                "request_id": request_id,
+                "submitted_at": now,
+                "batch": batch.id,
+                "late": True,
+            }
+        )
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(tk.records, mapping=dict.fromkeys(paths, record))
+            pipe.zadd(tk.records_by_time, dict.fromkeys(paths, now))
+            pipe.execute()
+
     def extend_lease(self, batch_id: str, now: float) -> None:
         """Keep a batch ours while a long piece of work (a split) goes on."""
         self._redis.zadd(self.keys.leases, {batch_id: now + self._settings.batch_lease_s}, xx=True)

@@ -164,7 +164,9 @@ class CdnClient:
         task_ids = _split_ids(body.get("RefreshTaskId"))
         if not task_ids:
             # A 200 without a task ID: the provider may or may not have taken the paths.
-            raise TransientError("InvalidResponse", "no RefreshTaskId in a 200 answer")
+            raise TransientError(
+                "InvalidResponse", "no RefreshTaskId in a 200 answer", outcome_unknown=True
+            )
         return RefreshResult(task_ids, str(body.get("RequestId", "")))
 
     def describe_refresh_quota(self) -> RefreshQuota:
@@ -230,12 +232,14 @@ def _parse(response: httpx.Response) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
-        if response.is_success:
-            # Like a 200 without a task ID: the provider may have acted, so never permanent.
+        if response.is_success or response.status_code >= 500:
+            # A 200 we cannot read, or a gateway's error page (502, 504): the provider may
+            # have acted behind it, so never permanent, and the quota stays spent.
             raise TransientError(
                 "InvalidResponse",
                 f"HTTP {response.status_code} without a JSON object",
                 status_code=response.status_code,
+                outcome_unknown=True,
             )
         raise error_for(
             "InvalidResponse",

@@ -39,7 +39,12 @@ class CdnError(Exception):
 
 
 class TransientError(CdnError):
-    """The same request may succeed later. ``retry_after_s`` is the provider's hint, if any."""
+    """The same request may succeed later. ``retry_after_s`` is the provider's hint, if any.
+
+    ``outcome_unknown`` is true when the provider may have acted on the request all the same
+    (no answer after sending, a 200 without a task ID, a gateway's page instead of JSON):
+    the quota it may have spent must stay counted.
+    """
 
     def __init__(
         self,
@@ -49,9 +54,11 @@ class TransientError(CdnError):
         status_code: int | None = None,
         request_id: str | None = None,
         retry_after_s: float | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(code, message, status_code=status_code, request_id=request_id)
         self.retry_after_s = retry_after_s
+        self.outcome_unknown = outcome_unknown
 
 
 class NetworkError(TransientError):
@@ -59,8 +66,7 @@ class NetworkError(TransientError):
     (a timeout or dropped connection after sending), false when it surely was not sent."""
 
     def __init__(self, code: str, message: str = "", *, outcome_unknown: bool) -> None:
-        super().__init__(code, message)
-        self.outcome_unknown = outcome_unknown
+        super().__init__(code, message, outcome_unknown=outcome_unknown)
 
 
 class QuotaExhaustedError(CdnError):

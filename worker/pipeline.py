@@ -32,9 +32,7 @@ from worker.errors import (
     CdnError,
     CredentialError,
     InvalidPathError,
-    NetworkError,
     QuotaExhaustedError,
-    RequestShapeError,
     TransientError,
 )
 
@@ -43,6 +41,9 @@ log = logging.getLogger("cdn_refresh.worker")
 # One flush claims at most this many batches before it hands over to a fresh task, so that
 # one long drain does not starve the other types.
 MAX_BATCHES_PER_FLUSH = 50
+# Calls one batch may make while splitting to isolate bad paths (about 20 find one bad path
+# among 1,000); past this the rest is retried later, with a backoff.
+MAX_SPLIT_CALLS = 100
 
 
 @dataclass
@@ -58,6 +59,7 @@ class FlushReport:
     calls: int = 0
     task_ids: list[str] = field(default_factory=list)
     top_attempt: int = 0
+    batch_first_call: int = 0
 
 
 def seconds_until_provider_reset(now: float) -> float:
@@ -121,6 +123,7 @@ class Flusher:
         """Make the call for a claimed batch and settle every one of its paths."""
         started = time.monotonic()
         calls_before, tasks_before = report.calls, len(report.task_ids)
+        report.batch_first_call = calls_before
         report.top_attempt = 0
         outcome = "submitted"
         error: CdnError | None = None
@@ -158,7 +161,7 @@ class Flusher:
         report.calls += 1
         try:
             result = self._client.refresh_object_caches(list(paths), batch.object_type)
-        except (InvalidPathError, RequestShapeError) as exc:
+        except InvalidPathError as exc:
             if len(paths) == 1:
                 done = self._store.settle(
                     batch.id,
@@ -176,6 +179,10 @@ class Flusher:
                     "dead-lettered type=%s path=%s code=%s", batch.object_type, paths[0], exc.code
                 )
                 return
+            if report.calls - report.batch_first_call >= MAX_SPLIT_CALLS:
+                # Many bad paths (a whole domain gone offline, say): stop splitting now. The
+                # rest go back with an attempt counted and a backoff, not a call per path.
+                raise
             # Split to isolate the bad paths: the good ones of the batch must go through.
             self._store.extend_lease(batch.id, self._clock())
             middle = len(paths) // 2
@@ -193,6 +200,16 @@ class Flusher:
             task_ids=result.task_ids,
             request_id=result.request_id,
         )
+        if done.settled == 0:
+            # The lease ran out before this answer (a stalled worker) and the paths went
+            # back to pending: they may go out again, but this call's task IDs are kept.
+            self._store.record_late(batch, paths, result.task_ids, result.request_id)
+            log.warning(
+                "late answer batch=%s paths=%d task_ids=%s: its lease had run out",
+                batch.id,
+                len(paths),
+                ",".join(result.task_ids),
+            )
         report.submitted += done.settled
         report.task_ids.extend(result.task_ids)
         report.top_attempt = max(report.top_attempt, done.top_attempts)
@@ -248,7 +265,7 @@ class Flusher:
             )
             return "credentials"
         # Transient, or a permanent answer that is not about one path: count an attempt.
-        unknown = isinstance(exc, NetworkError) and exc.outcome_unknown
+        unknown = isinstance(exc, TransientError) and exc.outcome_unknown
         done = self._store.settle(
             batch.id,
             kind,
