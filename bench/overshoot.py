@@ -67,7 +67,7 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
                 # Several ticks (0.5 s) and flushes later, nothing more may go out.
                 time.sleep(SETTLE_S)
                 store = BatchStore(redis_server.client, settings)
-                ours = store.quota_usage("File", time.time()).used
+                ours = store.quota_usage("File").used
                 pending = store.pending_count("File")
             calls = emulator.calls()
             requests = emulator.refresh_requests()

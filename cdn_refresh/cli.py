@@ -6,7 +6,6 @@ this shared package depends on none of the others at import time.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
@@ -66,23 +65,22 @@ def main() -> None:
 
 
 def _read_lines(source: str) -> Iterator[str]:
-    """Lines of a file ('-' for standard input), split on \n (or \r\n) only.
+    """Lines of a file ('-' for standard input), split on \n (or \r\n) and nothing else.
 
-    Universal newlines would turn a stray \r inside a line into a second path; here it
-    stays in the line and is rejected by validation, with its line number. Bytes that are
-    not UTF-8 survive as surrogates and are rejected the same way.
+    Text mode would also end a line at a lone \r, turning one line into two paths; here a
+    stray \r stays in its line and validation rejects it, with the right line number. Bytes
+    that are not UTF-8 survive as surrogates and are rejected the same way.
     """
     binary: IO[bytes] = (
         sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     )
-    with io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="") as text:
-        for line in text:
-            if line.endswith("\r\n"):
-                yield line[:-2]
-            elif line.endswith("\n"):
-                yield line[:-1]
-            else:
-                yield line
+    with binary:
+        for raw in binary:  # binary files split on b"\n" only
+            if raw.endswith(b"\r\n"):
+                raw = raw[:-2]
+            elif raw.endswith(b"\n"):
+                raw = raw[:-1]
+            yield raw.decode("utf-8", errors="surrogateescape")
 
 
 @main.command()
@@ -226,10 +224,9 @@ def quota(as_json: bool) -> None:
 
     settings = _settings()
     store = BatchStore(redis_from_settings(settings), settings)
-    now = time.time()
     data: dict[str, Any] = {}
     for kind, name in (("File", "file"), ("Directory", "directory")):
-        usage = store.quota_usage(kind, now)  # type: ignore[arg-type]
+        usage = store.quota_usage(kind)  # type: ignore[arg-type]
         data[name] = {"limit": usage.limit, "used": usage.used, "remaining": usage.remaining}
         data[name]["pending"] = store.pending_count(kind)  # type: ignore[arg-type]
     text = "\n".join(

@@ -262,7 +262,7 @@ def _drive(
     tty = sys.stdout.isatty() and not as_json
     while True:
         statuses = [producer.status(j) for j in jobs]
-        usage = store.quota_usage("File", time.time())
+        usage = store.quota_usage("File")
         pending = sum(s["counts"]["pending"] + s["counts"]["in_flight"] for s in statuses)
         submitted = sum(s["counts"]["submitted"] for s in statuses)
         line = (

@@ -219,6 +219,8 @@ class Producer:
             "created_at": now,
             "paths": total,
             "rejected": receipt.rejected_count,
+            # Until the last chunk is in, status must not call the job done.
+            "complete": False,
         }
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(k.jobs, job_id, json.dumps(header))
@@ -244,7 +246,19 @@ class Producer:
         second = next(groups, None)
         if second is None:
             tally(first, send(first))
-            return
+        else:
+            self._stream_overlapped(first, second, groups, send, tally)
+        header.update(complete=True, accepted=receipt.accepted, duplicates=receipt.duplicates)
+        self._redis.hset(k.jobs, job_id, json.dumps(header))
+
+    @staticmethod
+    def _stream_overlapped(
+        first: list[list[str]],
+        second: list[list[str]],
+        groups: Iterator[list[list[str]]],
+        send: Callable[[list[list[str]]], list[Any]],
+        tally: Callable[[list[list[str]], list[Any]], None],
+    ) -> None:
         # Several pipelines in flight, each on its own connection: while Redis runs the
         # scripts of one, this process packs the next, and neither side waits for the other.
         window: deque[tuple[list[list[str]], Future[list[Any]]]] = deque()
@@ -277,8 +291,10 @@ class Producer:
             raise JobNotFoundError(job_id)
         header = json.loads(header_raw)
         pending, in_flight, submitted, failed = (max(0, int(v or 0)) for v in counts_raw)
-        if pending + in_flight == 0:
+        if pending + in_flight == 0 and header.get("complete", True):
             state = "failed" if failed else "done"
+        elif pending + in_flight == 0:
+            state = "pending"  # still being enqueued
         elif in_flight or submitted or failed:
             state = "in_progress"
         else:
@@ -320,7 +336,8 @@ class Producer:
             state = "pending"
         elif self._in_flight(normalized, object_type):
             state = "in_flight"
-        elif dead:
+        elif dead and (not record or dead.get("at", 0) >= record.get("submitted_at", 0)):
+            # Both can exist for a path enqueued again: the newer outcome is its state.
             state = "failed"
         elif record:
             state = "submitted"

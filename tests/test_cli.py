@@ -92,6 +92,16 @@ def test_a_newline_in_a_file_line_cannot_smuggle_a_second_path(
     assert redis_client.dbsize() == 0
 
 
+def test_a_lone_carriage_return_never_splits_a_line_into_two_paths(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    listing = tmp_path / "paths.txt"
+    listing.write_bytes(b"a.com/1\na.com/x\ra.com/evil\na.com/3\n")
+    result = run("enqueue", "--from-file", str(listing), "--skip-invalid", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["accepted"] == 2  # a.com/1 and a.com/3; nothing of line 2
+    assert [(r["line"], r["reason"]) for r in body["rejected"]] == [(2, "control character U+000D")]
+
+
 def test_a_file_with_crlf_line_endings_is_read_line_by_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     listing = tmp_path / "paths.txt"
     listing.write_bytes(b"a.com/1\r\na.com/2\r\n")

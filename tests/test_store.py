@@ -307,3 +307,52 @@ def test_a_producer_used_as_a_context_manager_closes_its_connections(redis_url: 
         opened = list(pool._available_connections)
         assert opened and all(c._sock is not None for c in opened)
     assert all(c._sock is None for c in opened)
+
+
+def test_a_short_backoff_never_cuts_a_longer_one_short(redis_client: redis.Redis) -> None:
+    _, store = _setup(redis_client)
+    store.set_backoff("File", 30)  # the provider asked for 30 s
+    store.set_backoff("File", 0.05)  # another worker's jittered backoff
+    assert redis_client.pttl(store.keys.of("File").backoff) > 29_000
+    store.set_hold("File", 60, "QuotaExceeded.Refresh")
+    store.set_hold("File", 1, "QuotaExceeded.Refresh")
+    assert redis_client.pttl(store.keys.of("File").hold) > 59_000
+
+
+def test_claims_use_redis_clock_not_the_workers(redis_client: redis.Redis) -> None:
+    producer, store = _setup(redis_client, url_daily_quota=10)
+    producer.enqueue(["a.com/1"])
+    _claim_default = store.claim("File")
+    assert isinstance(_claim_default, Batch)
+    ((_, reserved_at),) = redis_client.zrange(store.keys.of("File").quota, 0, -1, withscores=True)
+    seconds, micros = redis_client.time()
+    assert abs(reserved_at - (seconds + micros / 1e6)) < 5
+
+
+def test_a_path_dead_lettered_for_two_jobs_keeps_both_and_replays_both(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    first = producer.enqueue(["a.com/1"]).job_id
+    batch = _claim(store)
+    second = producer.enqueue(["a.com/1"]).job_id  # pending again while the first is in flight
+    store.settle(batch.id, "File", "dead", code="InvalidObjectPath.Malformed")
+    store.settle(_claim(store).id, "File", "dead", code="InvalidObjectPath.Malformed")
+    assert producer.status(first)["state"] == producer.status(second)["state"] == "failed"
+    assert producer.replay() == 1
+    assert producer.status(first)["counts"]["pending"] == 1
+    assert producer.status(second)["counts"]["pending"] == 1
+
+
+def test_a_later_submission_takes_the_path_out_of_the_dead_letter_set(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/1"])
+    batch = _claim(store)
+    producer.enqueue(["a.com/1"])
+    store.settle(batch.id, "File", "dead", code="InvalidObjectPath.Malformed")
+    store.settle(_claim(store).id, "File", "submitted", task_ids=("9",))
+    assert list(producer.dead_letters()) == []
+    found = producer.lookup("a.com/1")
+    assert (found["state"], found["task_id"]) == ("submitted", "9")

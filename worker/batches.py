@@ -83,9 +83,13 @@ class BatchStore:
         self.keys = Keys(settings.key_prefix)
         self._claim = load_script(client, "worker", "claim.lua")
         self._settle = load_script(client, "worker", "settle.lua")
+        self._extend_ttl = load_script(client, "worker", "extend_ttl.lua")
 
-    def claim(self, object_type: ObjectType, now: float) -> Batch | Wait | None:
-        """Claim the next batch and reserve its quota; ``None`` when nothing is pending."""
+    def claim(self, object_type: ObjectType, now: float | None = None) -> Batch | Wait | None:
+        """Claim the next batch and reserve its quota; ``None`` when nothing is pending.
+
+        ``now`` defaults to Redis's clock, which every worker on every host shares.
+        """
         s, k, tk = self._settings, self.keys, self.keys.of(object_type)
         limit = s.daily_quota(object_type)
         answer = self._claim(
@@ -103,7 +107,7 @@ class BatchStore:
                 k.batch_seq,
             ],
             args=[
-                repr(now),
+                _time_arg(now),
                 repr(s.quota_window_s),
                 limit,
                 math.ceil(limit * s.interactive_reserve),
@@ -126,7 +130,7 @@ class BatchStore:
         batch_id: str,
         object_type: ObjectType,
         outcome: Outcome,
-        now: float,
+        now: float | None = None,
         *,
         paths: tuple[str, ...] = (),
         task_ids: tuple[str, ...] = (),
@@ -165,7 +169,7 @@ class BatchStore:
                 k.job_counts,
                 k.job_tasks,
             ],
-            args=[batch_id, outcome, repr(now), json.dumps(info), *paths],
+            args=[batch_id, outcome, _time_arg(now), json.dumps(info), *paths],
         )
         return Settled(int(answer[0]), int(answer[1]), int(answer[2]))
 
@@ -174,7 +178,7 @@ class BatchStore:
     ) -> None:
         """Record a submission whose batch was reclaimed before its answer came."""
         tk = self.keys.of(batch.object_type)
-        now = time.time()
+        now = self.now()
         record = json.dumps(
             {
                 "task_ids": list(task_ids),
@@ -189,12 +193,19 @@ class BatchStore:
             pipe.zadd(tk.records_by_time, dict.fromkeys(paths, now))
             pipe.execute()
 
-    def extend_lease(self, batch_id: str, now: float) -> None:
+    def now(self) -> float:
+        """Redis's clock: the one time every worker on every host agrees on."""
+        seconds, micros = self._redis.time()
+        return seconds + micros / 1e6
+
+    def extend_lease(self, batch_id: str, now: float | None = None) -> None:
         """Keep a batch ours while a long piece of work (a split) goes on."""
+        now = self.now() if now is None else now
         self._redis.zadd(self.keys.leases, {batch_id: now + self._settings.batch_lease_s}, xx=True)
 
-    def expired_batches(self, now: float) -> list[tuple[str, ObjectType]]:
+    def expired_batches(self, now: float | None = None) -> list[tuple[str, ObjectType]]:
         """Batches whose lease ran out: their worker died or hung mid-call."""
+        now = self.now() if now is None else now
         ids = cast(list[str], self._redis.zrangebyscore(self.keys.leases, "-inf", now))
         if not ids:
             return []
@@ -207,8 +218,9 @@ class BatchStore:
             found.append((batch_id, json.loads(raw)["object_type"]))
         return found
 
-    def quota_usage(self, object_type: ObjectType, now: float) -> QuotaUsage:
+    def quota_usage(self, object_type: ObjectType, now: float | None = None) -> QuotaUsage:
         """Our count of the rolling window (reservations older than the window excluded)."""
+        now = self.now() if now is None else now
         tk = self.keys.of(object_type)
         cutoff = now - self._settings.quota_window_s
         members = cast(list[str], self._redis.zrangebyscore(tk.quota, f"({cutoff}", "+inf"))
@@ -217,12 +229,16 @@ class BatchStore:
 
     def set_hold(self, object_type: ObjectType, seconds: float, reason: str) -> None:
         """Stop claiming one type for ``seconds`` (the provider's quota is spent)."""
-        self._redis.set(self.keys.of(object_type).hold, reason, px=max(1, int(seconds * 1000)))
+        self._extend_ttl(
+            keys=[self.keys.of(object_type).hold], args=[reason, max(1, int(seconds * 1000))]
+        )
 
     def set_backoff(self, object_type: ObjectType, seconds: float) -> None:
         """Stop claiming one type for ``seconds`` after a transient error."""
         if seconds > 0:
-            self._redis.set(self.keys.of(object_type).backoff, "1", px=max(1, int(seconds * 1000)))
+            self._extend_ttl(
+                keys=[self.keys.of(object_type).backoff], args=["1", max(1, int(seconds * 1000))]
+            )
 
     def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> float:
         """Stop claiming anything after a credential error, backing off exponentially."""
@@ -275,6 +291,11 @@ class BatchStore:
     def has_pending(self) -> list[ObjectType]:
         """The types that have pending paths."""
         return [t for t in OBJECT_TYPES if self.pending_count(t)]
+
+
+def _time_arg(now: float | None) -> str:
+    # An empty argument tells the script to read Redis's own clock.
+    return "" if now is None else repr(now)
 
 
 def _batch_from_json(raw: str) -> Batch:

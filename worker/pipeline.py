@@ -86,13 +86,14 @@ class Flusher:
         client: CdnClient,
         settings: Settings,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         on_more_work: Callable[[ObjectType], object] | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._settings = settings
+        # None: Redis's clock, shared by every worker on every host (tests may pin one).
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_more_work = on_more_work
@@ -103,7 +104,7 @@ class Flusher:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
         while report.batches < max_batches:
-            claimed = self._store.claim(object_type, self._clock())
+            claimed = self._store.claim(object_type, self._now())
             if claimed is None:
                 return report
             if isinstance(claimed, Wait):
@@ -136,7 +137,7 @@ class Flusher:
             # A bug of ours: keep the paths (back to pending, one attempt counted) and the
             # reservation (we cannot know whether the call went out), then let Celery see it.
             self._store.settle(
-                batch.id, batch.object_type, "retry", self._clock(), code=type(exc).__name__
+                batch.id, batch.object_type, "retry", self._now(), code=type(exc).__name__
             )
             outcome = "error"
             raise
@@ -167,7 +168,7 @@ class Flusher:
                     batch.id,
                     batch.object_type,
                     "dead",
-                    self._clock(),
+                    self._now(),
                     paths=paths,
                     code=exc.code,
                     message=exc.message,
@@ -184,7 +185,7 @@ class Flusher:
                 # rest go back with an attempt counted and a backoff, not a call per path.
                 raise
             # Split to isolate the bad paths: the good ones of the batch must go through.
-            self._store.extend_lease(batch.id, self._clock())
+            self._store.extend_lease(batch.id, self._now())
             middle = len(paths) // 2
             self._submit(batch, paths[:middle], report)
             self._submit(batch, paths[middle:], report)
@@ -193,7 +194,7 @@ class Flusher:
             batch.id,
             batch.object_type,
             "submitted",
-            self._clock(),
+            self._now(),
             # The whole batch (no split so far): no paths means every path still in the batch,
             # and spares Redis a copy of all of them.
             paths=() if paths is batch.paths else paths,
@@ -222,9 +223,12 @@ class Flusher:
         )
         self._store.clear_auth_failures()
 
+    def _now(self) -> float | None:
+        return self._clock() if self._clock is not None else None
+
     def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
         """Settle what is left of a batch after an error; returns the outcome for the log."""
-        now = self._clock()
+        now = self._now()
         kind = batch.object_type
         if isinstance(exc, QuotaExhaustedError | CredentialError):
             # Nothing is wrong with the paths: back to pending, no attempt counted, and the
@@ -240,7 +244,7 @@ class Flusher:
             )
             report.requeued += done.settled
         if isinstance(exc, QuotaExhaustedError):
-            hold_s = seconds_until_provider_reset(now)
+            hold_s = seconds_until_provider_reset(time.time() if now is None else now)
             self._store.set_hold(kind, hold_s, exc.code)
             log.warning(
                 "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",
@@ -296,7 +300,7 @@ class Flusher:
     def reclaim_expired(self) -> int:
         """Return the paths of batches whose worker died to pending; the reservation stays,
         since the call may have gone out. Returns how many paths came back."""
-        now = self._clock()
+        now = self._now()
         back = 0
         for batch_id, kind in self._store.expired_batches(now):
             done = self._store.settle(

@@ -4,7 +4,6 @@ idempotent scripts, so a message redelivered after a worker died does no harm.""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import shared_task
@@ -49,7 +48,8 @@ def flush(object_type: ObjectType | None = None) -> dict[str, Any]:
             _notice_wait(rt, kind, report.wait)
             # Far-off waits (quota refills hours away) are left to the periodic tick: a
             # countdown that long would outlive the broker's visibility timeout.
-            if report.wait.seconds <= rt.settings.flush_interval_s:
+            # A wait of 0 s means "unknown" (a limit of 0, say): leave it to the tick too.
+            if 0 < report.wait.seconds <= rt.settings.flush_interval_s:
                 request_flush(kind, report.wait.seconds)
     return summary
 
@@ -60,7 +60,7 @@ def _notice_wait(rt: Runtime, kind: ObjectType, wait: Wait) -> None:
         return  # holds and backoffs are logged where they start
     key = rt.store.keys.of(kind).wait_noticed
     if rt.redis.set(key, wait.reason, nx=True, px=max(1000, int(wait.seconds * 1000))):
-        usage = rt.store.quota_usage(kind, time.time())
+        usage = rt.store.quota_usage(kind)
         log.warning(
             "quota window full type=%s reason=%s used=%d limit=%d pending=%d frees_in_s=%.0f",
             kind,

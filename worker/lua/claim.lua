@@ -12,12 +12,17 @@
 -- KEYS[9]  backoff           set while backing off after a transient error
 -- KEYS[10] job_counts HASH   "job:state" -> count
 -- KEYS[11] batch_seq
--- ARGV[1] now (s)             ARGV[2] window (s)         ARGV[3] limit (paths per window)
+-- ARGV[1] now (s; empty: Redis's own clock)           ARGV[2] window (s)         ARGV[3] limit (paths per window)
 -- ARGV[4] reserve: what bulk work must leave unspent      ARGV[5] max paths per call
 -- ARGV[6] max domains per call ARGV[7] lease (s)          ARGV[8] lowest bulk rank
 -- ARGV[9] object type         ARGV[10] most pending paths to scan for a batch
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
+-- Redis's clock, not the workers': hosts whose clocks disagree must share one window.
 local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local reserve = tonumber(ARGV[4])

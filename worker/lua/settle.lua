@@ -9,7 +9,7 @@
 -- ARGV[1] batch id
 -- ARGV[2] outcome: 'submitted' | 'dead' | 'retry' (counts an attempt; dead-letters at the cap)
 --                  | 'requeue' (back to pending without counting an attempt)
--- ARGV[3] now (s)
+-- ARGV[3] now (s; empty: Redis's own clock)
 -- ARGV[4] JSON {task_ids, request_id, code, message, return_quota, max_attempts,
 --               only_if_lease_expired}
 -- ARGV[5..n] the paths to settle; none means every path still in the batch
@@ -21,6 +21,10 @@
 -- is encoded once per distinct (attempts, waiters), not once per path: a batch is usually
 -- one or a few jobs' paths, all at the same attempt.
 local id, outcome, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
 local info = cjson.decode(ARGV[4])
 local raw = redis.call('HGET', KEYS[1], id)
 if not raw then return {0, 0, 0} end
@@ -91,6 +95,8 @@ end
 local settled, dead, top_attempts = n, 0, 0
 local records, n_records, times, n_times = {}, 0, {}, 0
 local dead_fields, n_dead_fields = {}, 0
+local dead_paths, dead_jobs, dead_attempts, n_dead_paths = {}, {}, {}, 0
+local submitted_paths, n_submitted = {}, 0
 local forget, n_forget = {}, 0
 local retry_paths, retry_ranks, retry_jobs, n_retry = {}, {}, {}, 0
 local info_fields, n_info_fields = {}, 0
@@ -127,23 +133,17 @@ for i = 1, n do
     records[n_records + 1] = path
     records[n_records + 2] = json
     n_records = n_records + 2
+    n_submitted = n_submitted + 1
+    submitted_paths[n_submitted] = path
     times[n_times + 1] = now
     times[n_times + 2] = path
     n_times = n_times + 2
     add_moved(jobs, 'submitted')
   elseif outcome == 'dead' or (outcome == 'retry' and attempts >= tonumber(info.max_attempts)) then
-    local memo = attempts .. '|' .. jobs
-    local json = encoded[memo]
-    if not json then
-      json = cjson.encode({
-        code = code, message = message, attempts = attempts, at = now,
-        jobs = jobs, batch = id, object_type = batch.object_type,
-      })
-      encoded[memo] = json
-    end
-    dead_fields[n_dead_fields + 1] = path
-    dead_fields[n_dead_fields + 2] = json
-    n_dead_fields = n_dead_fields + 2
+    n_dead_paths = n_dead_paths + 1
+    dead_paths[n_dead_paths] = path
+    dead_jobs[n_dead_paths] = jobs
+    dead_attempts[n_dead_paths] = attempts
     add_moved(jobs, 'failed')
     dead = dead + 1
     gone = true
@@ -176,6 +176,41 @@ end)
 in_slices(times, n_times, 2, function(first, last)
   redis.call('ZADD', KEYS[7], unpack(times, first, last))
 end)
+-- A path dead-lettered again keeps the jobs of its earlier entry, so a replay brings them
+-- all back; a path submitted now leaves the dead-letter set (it went through after all).
+local has_dead = (n_dead_paths > 0 or n_submitted > 0) and redis.call('HLEN', KEYS[8]) > 0
+local earlier = {}
+if has_dead and n_dead_paths > 0 then
+  in_slices(dead_paths, n_dead_paths, 1, function(first, last)
+    local part = redis.call('HMGET', KEYS[8], unpack(dead_paths, first, last))
+    for k = 1, #part do earlier[first + k - 1] = part[k] end
+  end)
+end
+for k = 1, n_dead_paths do
+  local jobs = dead_jobs[k]
+  if earlier[k] then
+    for job in string.gmatch(cjson.decode(earlier[k]).jobs or '', '[^,]+') do
+      if not has(jobs, job) then jobs = jobs == '' and job or (jobs .. ',' .. job) end
+    end
+  end
+  local memo = dead_attempts[k] .. '|' .. jobs
+  local json = encoded[memo]
+  if not json then
+    json = cjson.encode({
+      code = code, message = message, attempts = dead_attempts[k], at = now,
+      jobs = jobs, batch = id, object_type = batch.object_type,
+    })
+    encoded[memo] = json
+  end
+  dead_fields[n_dead_fields + 1] = dead_paths[k]
+  dead_fields[n_dead_fields + 2] = json
+  n_dead_fields = n_dead_fields + 2
+end
+if has_dead and n_submitted > 0 then
+  in_slices(submitted_paths, n_submitted, 1, function(first, last)
+    redis.call('HDEL', KEYS[8], unpack(submitted_paths, first, last))
+  end)
+end
 in_slices(dead_fields, n_dead_fields, 2, function(first, last)
   redis.call('HSET', KEYS[8], unpack(dead_fields, first, last))
 end)
