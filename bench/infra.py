@@ -15,7 +15,6 @@ import platform
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from typing import Any
 import httpx
 import redis
 
+from cdn_refresh import local
+from cdn_refresh.local import free_port, kill_group
 from cdn_refresh.settings import Settings
 from tests.harness import WorkerProcess, worker_env
 
@@ -48,12 +49,6 @@ def _untrack(pid: int) -> None:
         _groups.discard(pid)
 
 
-def kill_group(pid: int) -> None:
-    """SIGKILL a process group led by ``pid`` (started with ``start_new_session``)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 @atexit.register
 def _kill_leftovers() -> None:
     # The last line of defence: a group that a with-block did not stop is killed here.
@@ -65,25 +60,9 @@ def _kill_leftovers() -> None:
 
 
 def stop_group(process: subprocess.Popen[Any], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the child's group, SIGKILL it if it lingers, and reap the child."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            kill_group(process.pid)
-            process.wait(timeout_s)
-    # Grandchildren (a Celery pool) may outlive their parent: the group goes too.
-    kill_group(process.pid)
+    """Stop the child's whole group (see cdn_refresh.local) and stop tracking it."""
+    local.stop_group(process, grace_s=timeout_s)
     _untrack(process.pid)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

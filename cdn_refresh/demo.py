@@ -28,6 +28,8 @@ from typing import Any
 
 import click
 
+from cdn_refresh.local import free_port, stop_group
+
 DEMO_URL_QUOTA = 25
 DEMO_QUOTA_WINDOW_S = 5.0
 DEMO_URLS_PER_CALL = 10
@@ -48,17 +50,11 @@ def sample_paths() -> tuple[list[str], list[str]]:
     return files, ["https://static.example.com/img/"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class EmbeddedRedis:
     """A throwaway Redis on loopback: ``redis-server`` if installed, else fakeredis."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
@@ -100,7 +96,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         if self._process is not None:
-            _stop_group(self._process)
+            stop_group(self._process)
         if self._fake is not None:
             self._fake.shutdown()
             self._fake.server_close()
@@ -113,20 +109,6 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
             return
         time.sleep(0.05)
     raise click.ClickException(f"nothing listens on 127.0.0.1:{port}")
-
-
-def _stop_group(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
-    """Stop a process started in its own session, and everything it started."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(grace_s)
-    # Pool children that outlived their parent go too.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -224,7 +206,7 @@ def run_demo(as_json: bool = False, timeout_s: float = 180) -> int:
         return 0
     finally:
         if worker is not None:
-            _stop_group(worker)
+            stop_group(worker)
         emulator.stop()
         if embedded is not None:
             embedded.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,14 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from cdn_refresh.local import free_port
 from cdn_refresh.settings import Settings
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "make_settings"]
 
 
 class RedisServer:

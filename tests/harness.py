@@ -3,14 +3,14 @@ their settings in the environment, stopped (or killed) with their whole process 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from cdn_refresh.local import kill_group, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,23 +78,13 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool children at once: a crash, not a shutdown."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        kill_group(self.process.pid)
         self.process.wait(10)
         self._log.close()
 
     def stop(self) -> None:
-        """A warm shutdown; a kill if it hangs."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        # Pool children left behind by a dying parent must not outlive the test.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """A warm shutdown; a kill if it hangs, and no pool child left behind."""
+        stop_group(self.process, grace_s=20)
         self._log.close()
 
 

@@ -294,7 +294,6 @@ def test_a_credential_error_stays_visible_between_holds_until_a_call_goes_throug
     assert "InvalidAccessKeyId.NotFound" in producer.status(job)["last_error"]
     batch = _claim(store)
     store.settle(batch.id, "File", "submitted", time.time(), task_ids=("1",))
-    store.clear_auth_failures()
     assert producer.status(job)["last_error"] is None
     assert producer.lookup("a.com/1")["last_error"] is None
 

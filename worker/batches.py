@@ -168,6 +168,8 @@ class BatchStore:
                 tk.quota_total,
                 k.job_counts,
                 k.job_tasks,
+                k.auth_failures,
+                k.auth_error,
             ],
             args=[batch_id, outcome, _time_arg(now), json.dumps(info), *paths],
         )
@@ -250,10 +252,6 @@ class BatchStore:
             pipe.set(self.keys.auth_error, value)
             pipe.execute()
         return float(seconds)
-
-    def clear_auth_failures(self) -> None:
-        """A call went through: credentials work again."""
-        self._redis.delete(self.keys.auth_failures, self.keys.auth_error)
 
     def trim_records(self, now: float | None = None, limit: int = 1000) -> int:
         """Forget submission records and jobs older than ``RECORD_RETENTION_DAYS``."""

@@ -86,15 +86,12 @@ class Flusher:
         client: CdnClient,
         settings: Settings,
         *,
-        clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         on_more_work: Callable[[ObjectType], object] | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._settings = settings
-        # None: Redis's clock, shared by every worker on every host (tests may pin one).
-        self._clock = clock
         self._rng = rng or random.Random()
         self._on_more_work = on_more_work
 
@@ -104,7 +101,7 @@ class Flusher:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
         while report.batches < max_batches:
-            claimed = self._store.claim(object_type, self._now())
+            claimed = self._store.claim(object_type)
             if claimed is None:
                 return report
             if isinstance(claimed, Wait):
@@ -136,9 +133,7 @@ class Flusher:
         except Exception as exc:
             # A bug of ours: keep the paths (back to pending, one attempt counted) and the
             # reservation (we cannot know whether the call went out), then let Celery see it.
-            self._store.settle(
-                batch.id, batch.object_type, "retry", self._now(), code=type(exc).__name__
-            )
+            self._store.settle(batch.id, batch.object_type, "retry", code=type(exc).__name__)
             outcome = "error"
             raise
         finally:
@@ -168,7 +163,6 @@ class Flusher:
                     batch.id,
                     batch.object_type,
                     "dead",
-                    self._now(),
                     paths=paths,
                     code=exc.code,
                     message=exc.message,
@@ -185,7 +179,7 @@ class Flusher:
                 # rest go back with an attempt counted and a backoff, not a call per path.
                 raise
             # Split to isolate the bad paths: the good ones of the batch must go through.
-            self._store.extend_lease(batch.id, self._now())
+            self._store.extend_lease(batch.id)
             middle = len(paths) // 2
             self._submit(batch, paths[:middle], report)
             self._submit(batch, paths[middle:], report)
@@ -194,7 +188,6 @@ class Flusher:
             batch.id,
             batch.object_type,
             "submitted",
-            self._now(),
             # The whole batch (no split so far): no paths means every path still in the batch,
             # and spares Redis a copy of all of them.
             paths=() if paths is batch.paths else paths,
@@ -221,14 +214,9 @@ class Flusher:
             ",".join(result.task_ids),
             result.request_id,
         )
-        self._store.clear_auth_failures()
-
-    def _now(self) -> float | None:
-        return self._clock() if self._clock is not None else None
 
     def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
         """Settle what is left of a batch after an error; returns the outcome for the log."""
-        now = self._now()
         kind = batch.object_type
         if isinstance(exc, QuotaExhaustedError | CredentialError):
             # Nothing is wrong with the paths: back to pending, no attempt counted, and the
@@ -237,14 +225,13 @@ class Flusher:
                 batch.id,
                 kind,
                 "requeue",
-                now,
                 return_quota=True,
                 code=exc.code,
                 message=exc.message,
             )
             report.requeued += done.settled
         if isinstance(exc, QuotaExhaustedError):
-            hold_s = seconds_until_provider_reset(time.time() if now is None else now)
+            hold_s = seconds_until_provider_reset(self._store.now())
             self._store.set_hold(kind, hold_s, exc.code)
             log.warning(
                 "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",
@@ -274,7 +261,6 @@ class Flusher:
             batch.id,
             kind,
             "retry",
-            now,
             return_quota=not unknown,
             code=exc.code,
             message=exc.message,
@@ -300,14 +286,12 @@ class Flusher:
     def reclaim_expired(self) -> int:
         """Return the paths of batches whose worker died to pending; the reservation stays,
         since the call may have gone out. Returns how many paths came back."""
-        now = self._now()
         back = 0
-        for batch_id, kind in self._store.expired_batches(now):
+        for batch_id, kind in self._store.expired_batches():
             done = self._store.settle(
                 batch_id,
                 kind,
                 "retry",
-                now,
                 code="WorkerLost",
                 message="the batch's lease ran out before its answer was recorded",
                 only_if_lease_expired=True,

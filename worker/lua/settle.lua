@@ -6,6 +6,8 @@
 -- KEYS[4]  waiters HASH        KEYS[5]  pathinfo HASH      KEYS[6]  records HASH
 -- KEYS[7]  records_by_time     KEYS[8]  dead HASH          KEYS[9]  quota ZSET
 -- KEYS[10] quota_total         KEYS[11] job_counts HASH    KEYS[12] job_tasks HASH
+-- KEYS[13] auth_failures       KEYS[14] auth_error (both cleared by a submission: the
+--                              credentials work again)
 -- ARGV[1] batch id
 -- ARGV[2] outcome: 'submitted' | 'dead' | 'retry' (counts an attempt; dead-letters at the cap)
 --                  | 'requeue' (back to pending without counting an attempt)
@@ -267,6 +269,7 @@ end
 for key, count in pairs(counts) do
   if count ~= 0 then redis.call('HINCRBY', KEYS[11], key, count) end
 end
+if n_submitted > 0 then redis.call('DEL', KEYS[13], KEYS[14]) end
 if joined_tasks ~= '' then
   for job in pairs(jobs_seen) do
     local known = redis.call('HGET', KEYS[12], job) or ''
