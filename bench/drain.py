@@ -25,7 +25,7 @@ from bench.infra import (
 )
 from bench.report import Result
 from cdn_refresh.constants import URLS_PER_CALL
-from cdn_refresh.redis_conn import redis_from_settings
+from cdn_refresh.store import Store, redis_from_settings
 from producer.producer import FlushNotifier, Producer
 from worker.client import CdnClient
 
@@ -83,7 +83,7 @@ def run(
 
         redis_server.flush()
         client = redis_from_settings(settings)
-        Producer(client, settings).enqueue(paths)
+        Producer(Store(client, settings)).enqueue(paths)
         notify = FlushNotifier(client, settings)
         (workdir / "drain").mkdir(exist_ok=True)
         with Workers(values, workdir / "drain") as pool:

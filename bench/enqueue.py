@@ -26,7 +26,7 @@ from bench.infra import (
     run_measured,
 )
 from bench.report import Result
-from cdn_refresh.redis_conn import redis_from_settings
+from cdn_refresh.store import Store, redis_from_settings
 from producer.producer import Producer
 
 FLOOR_CHUNK = 2_000
@@ -91,7 +91,7 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
     result.add("floor: pipelined ZADD NX", floor_rate, "paths/s")
 
     # The producer API in this process (no flush notification: no Celery in the way).
-    producer = Producer(client, settings)
+    producer = Producer(Store(client, settings))
     api_runs = []
     for _ in range(repeats):
         redis_server.flush()

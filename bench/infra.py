@@ -1,7 +1,7 @@
 """The processes a benchmark needs, each in its own process group, all stopped on the way out.
 
 ``redis-server`` and the emulator are children of the bench on free loopback ports; Celery
-workers are :class:`tests.harness.WorkerProcess` (the end-to-end tests' own). Anything still
+workers are :class:`cdn_refresh.local.WorkerProcess` (the demo's and tests' own). Anything still
 alive when the bench leaves, by an exception, a timeout or Ctrl-C, is killed with its group.
 """
 
@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,9 +27,8 @@ import httpx
 import redis
 
 from cdn_refresh import local
-from cdn_refresh.local import free_port, kill_group
+from cdn_refresh.local import WorkerProcess, kill_group, worker_env
 from cdn_refresh.settings import Settings
-from tests.harness import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 10.0
@@ -77,45 +75,18 @@ def wait_until(
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a free loopback port, no persistence."""
+    """A throwaway ``redis-server`` (:class:`cdn_refresh.local.RedisServer`), no persistence,
+    tracked so that it is killed whatever happens."""
 
     def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._server = local.RedisServer(workdir)
+        self._server.start()
+        assert self._server.process is not None
+        self.process = self._server.process
         _track(self.process.pid)
+        self.port = self._server.port
+        self.url = self._server.url
         self.client = redis.Redis.from_url(self.url, decode_responses=True)
-        try:
-            wait_until(self._ready, 10, "redis-server start")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError("redis-server exited at start")
-        try:
-            return bool(self.client.ping())
-        except redis.ConnectionError:
-            return False
 
     def version(self) -> str:
         return str(self.client.info("server")["redis_version"])
@@ -126,7 +97,8 @@ class RedisServer:
 
     def stop(self) -> None:
         self.client.close()
-        stop_group(self.process)
+        self._server.stop()
+        _untrack(self.process.pid)
 
     def __enter__(self) -> RedisServer:
         return self

@@ -14,8 +14,8 @@ from pathlib import Path
 from bench.data import unique_paths
 from bench.infra import RedisServer, bench_settings, make_settings
 from bench.report import Result
-from cdn_refresh.keys import Keys
-from cdn_refresh.redis_conn import redis_from_settings
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.store import Store, redis_from_settings
 from producer.producer import Producer
 
 
@@ -25,14 +25,14 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
     paths = unique_paths(total, offset=7_000_000)
     settings = make_settings(bench_settings(redis_server.url, "http://127.0.0.1:9"))
     client = redis_from_settings(settings)
-    producer = Producer(client, settings)
+    producer = Producer(Store(client, settings))
     producer.enqueue(paths[:1])  # load the script: its memory is not the paths'
     redis_server.flush()
     info = redis_server.client
     before = int(info.info("memory")["used_memory"])
     producer.enqueue(paths)
     after = int(info.info("memory")["used_memory"])
-    keys = Keys(settings.key_prefix).of("File")
+    keys = producer.store.keys.of(ObjectType.FILE)
     pending = int(info.zcard(keys.pending))
     zset = int(info.memory_usage(keys.pending, samples=0) or 0)
     waiters = int(info.memory_usage(keys.waiters, samples=0) or 0)

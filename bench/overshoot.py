@@ -23,8 +23,9 @@ from bench.infra import (
     wait_until,
 )
 from bench.report import Result
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.store import Store
 from producer.producer import Producer
-from worker.batches import BatchStore
 
 WORKERS = 4
 CONCURRENCY = 4
@@ -66,9 +67,9 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
                 wait_until(lambda: accepted() >= QUOTA, FILL_TIMEOUT_S, "quota fill", 0.05)
                 # Several ticks (0.5 s) and flushes later, nothing more may go out.
                 time.sleep(SETTLE_S)
-                store = BatchStore(redis_server.client, settings)
-                ours = store.quota_usage("File").used
-                pending = store.pending_count("File")
+                store = Store(redis_server.client, settings)
+                ours = store.quota.usage(ObjectType.FILE).used
+                pending = store.quota.pending_count(ObjectType.FILE)
             calls = emulator.calls()
             requests = emulator.refresh_requests()
         paths = Counter(p for call in calls for p in call["paths"])

@@ -18,9 +18,8 @@ from typing import Any
 
 from bench.data import enqueue_lines, unique_paths
 from bench.infra import EmulatorProcess, RedisServer, bench_settings, make_settings
-from cdn_refresh.redis_conn import redis_from_settings
+from cdn_refresh.store import Store, redis_from_settings
 from producer.producer import Producer
-from worker.batches import BatchStore
 from worker.client import CdnClient
 from worker.pipeline import Flusher
 
@@ -61,7 +60,7 @@ def _enqueue(server: RedisServer, count: int, profiler_class: Any) -> tuple[Any,
     lines, _ = enqueue_lines(count)
     settings = make_settings(bench_settings(server.url, "http://127.0.0.1:9"))
     client = redis_from_settings(settings)
-    producer = Producer(client, settings)
+    producer = Producer(Store(client, settings))
     producer.enqueue(lines[:1000])  # load the script; warm the connection
     server.flush()
     server.client.config_resetstat()
@@ -81,8 +80,8 @@ def _drain(server: RedisServer, count: int, profiler_class: Any) -> tuple[Any, f
         values = bench_settings(server.url, emulator.url, url_daily_quota=1_000_000_000)
         settings = make_settings(values)
         client = redis_from_settings(settings)
-        Producer(client, settings).enqueue(paths)
-        store = BatchStore(client, settings)
+        Producer(Store(client, settings)).enqueue(paths)
+        store = Store(client, settings)
         with CdnClient(settings) as cdn:
             flusher = Flusher(store, cdn, settings)
             server.client.config_resetstat()

@@ -1,7 +1,7 @@
 """The ``cdn-refresh`` command: a thin layer over the producer, the worker and the emulator.
 
-Subcommands import what they need when they run, so ``cdn-refresh --help`` stays fast and
-this shared package depends on none of the others at import time.
+The front door: subcommands import the wings (producer, worker, emulator) when they run, so
+``cdn-refresh --help`` stays fast and importing this module loads none of them.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from cdn_refresh.constants import ObjectType
+from cdn_refresh.constants import OBJECT_TYPES, ObjectType
 from cdn_refresh.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from producer.producer import Producer
 
 EXIT_BAD_INPUT = 2
-TYPE_CHOICE = click.Choice(["file", "directory"], case_sensitive=False)
+EXIT_INTERRUPTED = 1
+TYPE_CHOICE = click.Choice([t.label for t in OBJECT_TYPES], case_sensitive=False)
 
 
 def _object_type(value: str) -> ObjectType:
-    return "Directory" if value.lower() == "directory" else "File"
+    return ObjectType.parse(value)
 
 
 def _settings() -> Settings:
@@ -114,7 +115,7 @@ def enqueue(
     Without --skip-invalid, one invalid path rejects the request: exit code 2, nothing
     enqueued.
     """
-    from producer.producer import EnqueueRejectedError
+    from producer.producer import EnqueueInterruptedError, EnqueueRejectedError
 
     if not paths and from_file is None:
         raise click.UsageError("give PATHS or --from-file")
@@ -132,7 +133,7 @@ def enqueue(
         receipt = producer.enqueue(
             inputs(),
             object_type,
-            priority,  # type: ignore[arg-type]
+            priority,
             skip_invalid=skip_invalid,
             progress=_ProgressLine() if show_progress else None,
         )
@@ -145,14 +146,28 @@ def enqueue(
             for r in exc.receipt.rejected[:20]:
                 click.echo(f"  line {r.line}: {r.reason}: {r.path!r}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    data = receipt.to_dict()
+    except EnqueueInterruptedError as exc:
+        # Say what went in: those paths go out, and the job ends as incomplete.
+        if as_json:
+            click.echo(json.dumps(exc.receipt.to_dict()))
+        click.echo(f"error: {exc}", err=True)
+        click.echo(
+            f"job {exc.receipt.job_id}: {exc.receipt.accepted} path(s) accepted before the "
+            "failure; the job is closed as incomplete (enqueue the rest again)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        producer.close()
     text = (
         f"job {receipt.job_id or '-'}: {receipt.accepted} accepted, "
         f"{receipt.duplicates} duplicate(s), {receipt.rejected_count} rejected"
     )
     for r in receipt.rejected[:20]:
         text += f"\n  rejected line {r.line}: {r.reason}: {r.path!r}"
-    _emit(data, as_json, text)
+    if receipt.warning:
+        text += f"\nwarning: {receipt.warning}"
+    _emit(receipt.to_dict(), as_json, text)
 
 
 class _ProgressLine:
@@ -184,7 +199,7 @@ def status(job_id: str, as_json: bool) -> None:
     from producer.producer import JobNotFoundError
 
     try:
-        data = _producer(_settings(), notify=False).status(job_id)
+        data = _producer(_settings(), notify=False).status(job_id).to_dict()
     except JobNotFoundError:
         raise click.ClickException(f"no job {job_id}") from None
     c = data["counts"]
@@ -195,6 +210,8 @@ def status(job_id: str, as_json: bool) -> None:
     )
     if data["last_error"]:
         text += f"\nlast error: {data['last_error']}"
+    if data.get("incomplete"):
+        text += f"\nincomplete: {data['error']}"
     _emit(data, as_json, text)
 
 
@@ -207,28 +224,45 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
     from cdn_refresh.paths import InvalidPathError
 
     try:
-        data = _producer(_settings(), notify=False).lookup(path, _object_type(type_))
+        data = _producer(_settings(), notify=False).lookup(path, _object_type(type_)).to_dict()
     except InvalidPathError as exc:
         click.echo(f"error: invalid path: {exc.reason}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    submissions = data.pop("submissions")
     text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in data.items())
+    for entry in submissions[1:]:
+        text += f"\nearlier: task {entry['task_id']} at {entry['submitted_at']}"
+    data["submissions"] = submissions
     _emit(data, as_json, text)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-def quota(as_json: bool) -> None:
+@click.option(
+    "--set-window",
+    "set_window_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Change the rolling window (s) every worker's quota runs on, then restart them "
+    "with the same CDN_REFRESH_QUOTA_WINDOW_S.",
+)
+def quota(as_json: bool, set_window_s: float | None) -> None:
     """Show the rolling-window quota: limit, used and remaining per type."""
-    from cdn_refresh.redis_conn import redis_from_settings
-    from worker.batches import BatchStore
+    from cdn_refresh.store import Store
 
-    settings = _settings()
-    store = BatchStore(redis_from_settings(settings), settings)
+    store = Store.from_settings(_settings())
+    if set_window_s is not None:
+        previous = store.quota.set_window(set_window_s)
+        click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
     data: dict[str, Any] = {}
-    for kind, name in (("File", "file"), ("Directory", "directory")):
-        usage = store.quota_usage(kind)  # type: ignore[arg-type]
-        data[name] = {"limit": usage.limit, "used": usage.used, "remaining": usage.remaining}
-        data[name]["pending"] = store.pending_count(kind)  # type: ignore[arg-type]
+    for kind in OBJECT_TYPES:
+        usage = store.quota.usage(kind)
+        data[kind.label] = {
+            "limit": usage.limit,
+            "used": usage.used,
+            "remaining": usage.remaining,
+            "pending": store.quota.pending_count(kind),
+        }
+    store.close()
     text = "\n".join(
         f"{name:<10} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
         f"pending={d['pending']}"
@@ -246,7 +280,7 @@ def dead_letter() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dead_letter_list(as_json: bool) -> None:
     """List dead-lettered paths with their last error."""
-    entries = list(_producer(_settings(), notify=False).dead_letters())
+    entries = [e.to_dict() for e in _producer(_settings(), notify=False).dead_letters()]
     if as_json:
         click.echo(json.dumps(entries))
         return
@@ -299,10 +333,14 @@ def demo(as_json: bool, timeout_s: float) -> None:
     sys.exit(run_demo(as_json=as_json, timeout_s=timeout_s))
 
 
-def _attach_emulator() -> None:
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("emulator_args", nargs=-1, type=click.UNPROCESSED)
+def emulator(emulator_args: tuple[str, ...]) -> None:
+    """Run the provider emulator on loopback (`cdn-refresh emulator --help` for its options)."""
+    # Loaded only when asked for: the emulator is a wing of its own, not part of the door.
     from emulator.cli import emulator_command
 
-    main.add_command(emulator_command, "emulator")
-
-
-_attach_emulator()
+    emulator_command.main(list(emulator_args), prog_name="cdn-refresh emulator")

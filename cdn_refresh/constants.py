@@ -1,14 +1,44 @@
 """Defaults and provider facts in one place, units in the names (see ../shared/PROVIDER.md)."""
 
-from typing import Final, Literal
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
 
 API_VERSION: Final = "2018-05-10"
 DEFAULT_ENDPOINT: Final = "https://cdn.aliyuncs.com"
 
-ObjectType = Literal["File", "Directory"]
-OBJECT_TYPES: Final[tuple[ObjectType, ...]] = ("File", "Directory")
-Priority = Literal["interactive", "bulk"]
-PRIORITIES: Final[tuple[Priority, ...]] = ("interactive", "bulk")
+
+class ObjectType(StrEnum):
+    """What a path names. The value is the provider's ``ObjectType`` spelling; ``label`` is
+    how people and JSON spell it (``--type file``, ``"file": {...}`` in ``quota --json``)."""
+
+    FILE = "File"
+    DIRECTORY = "Directory"
+
+    @property
+    def label(self) -> str:
+        """Lower case: ``file`` or ``directory``."""
+        return self.value.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectType:
+        """``file``/``File``/``directory``/``Directory`` (any case); ValueError otherwise."""
+        for member in cls:
+            if text.lower() == member.label:
+                return member
+        raise ValueError(f"object type must be file or directory, not {text!r}")
+
+
+class Priority(StrEnum):
+    """Interactive work goes first; bulk work leaves the interactive reserve of the quota."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+OBJECT_TYPES: Final = tuple(ObjectType)
+PRIORITIES: Final = tuple(Priority)
 
 # Per-call limits of RefreshObjectCaches.
 URLS_PER_CALL: Final = 1000

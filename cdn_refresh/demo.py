@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from cdn_refresh.local import free_port, stop_group
+from cdn_refresh.local import RedisServer, celery_worker_argv, free_port, stop_group
 
 DEMO_URL_QUOTA = 25
 DEMO_QUOTA_WINDOW_S = 5.0
@@ -54,49 +54,36 @@ class EmbeddedRedis:
     """A throwaway Redis on loopback: ``redis-server`` if installed, else fakeredis."""
 
     def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._server: RedisServer | None = None
+        self._fake: Any = None
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._workdir = workdir
-        self._process: subprocess.Popen[bytes] | None = None
-        self._fake: Any = None
         self.kind = ""
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary:
             self.kind = f"redis-server ({binary}), in a temporary directory"
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [
-                    binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--dir",
-                    str(self._workdir),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        else:
-            try:
-                from fakeredis import TcpFakeServer
-            except ImportError:
-                raise click.ClickException(
-                    "no Redis: set CDN_REFRESH_REDIS_URL, install redis-server, or install "
-                    "the test extra (fakeredis)"
-                ) from None
-            self.kind = "fakeredis in this process (NOT durable: a fallback for trying it out)"
-            self._fake = TcpFakeServer(("127.0.0.1", self.port))
-            threading.Thread(target=self._fake.serve_forever, daemon=True).start()
+            self._server = RedisServer(self._workdir, binary=binary)
+            self._server.start()
+            self.port, self.url = self._server.port, self._server.url
+            return
+        try:
+            from fakeredis import TcpFakeServer
+        except ImportError:
+            raise click.ClickException(
+                "no Redis: set CDN_REFRESH_REDIS_URL, install redis-server, or install "
+                "the test extra (fakeredis)"
+            ) from None
+        self.kind = "fakeredis in this process (NOT durable: a fallback for trying it out)"
+        self._fake = TcpFakeServer(("127.0.0.1", self.port))
+        threading.Thread(target=self._fake.serve_forever, daemon=True).start()
         _wait_for_port(self.port, 10)
 
     def stop(self) -> None:
-        if self._process is not None:
-            stop_group(self._process)
+        if self._server is not None:
+            self._server.stop()
         if self._fake is not None:
             self._fake.shutdown()
             self._fake.server_close()
@@ -172,24 +159,9 @@ def run_demo(as_json: bool = False, timeout_s: float = 180) -> int:
             log_path = workdir / "worker.log"
             with log_path.open("wb") as log:
                 worker = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "worker",
-                        "worker",
-                        "--beat",
-                        "--concurrency",
-                        "2",
-                        "--loglevel",
-                        "INFO",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "--without-heartbeat",
-                        "--schedule",
-                        str(workdir / "beat-schedule"),
-                    ],
+                    celery_worker_argv(
+                        name="demo", concurrency=2, beat_schedule=workdir / "beat-schedule"
+                    ),
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -222,13 +194,12 @@ def _drive(
     timeout_s: float,
     log_path: Path,
 ) -> int:
+    from cdn_refresh.constants import ObjectType
     from cdn_refresh.settings import Settings
     from producer.producer import Producer
-    from worker.batches import BatchStore
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in values.items()})  # type: ignore[call-arg, arg-type]
     producer = Producer.from_settings(settings)
-    store = BatchStore(producer._redis, settings)
     files, dirs = sample_paths()
     file_receipt = producer.enqueue(files, "File", skip_invalid=True)
     dir_receipt = producer.enqueue(dirs, "Directory")
@@ -244,9 +215,9 @@ def _drive(
     tty = sys.stdout.isatty() and not as_json
     while True:
         statuses = [producer.status(j) for j in jobs]
-        usage = store.quota_usage("File")
-        pending = sum(s["counts"]["pending"] + s["counts"]["in_flight"] for s in statuses)
-        submitted = sum(s["counts"]["submitted"] for s in statuses)
+        usage = producer.store.quota.usage(ObjectType.FILE)
+        pending = sum(s.counts.waiting for s in statuses)
+        submitted = sum(s.counts.submitted for s in statuses)
         line = (
             f"progress: pending {pending:>3}  submitted {submitted:>3}  "
             f"URL quota left {usage.remaining:>3}/{usage.limit}"
@@ -255,7 +226,7 @@ def _drive(
             click.echo("\r" + line, nl=False)
         else:
             say(line)
-        if all(s["state"] in ("done", "failed") for s in statuses):
+        if all(s.state in ("done", "failed") for s in statuses):
             break
         if worker.poll() is not None:
             raise click.ClickException("the worker exited early:\n" + _log_tail(log_path))
@@ -267,25 +238,25 @@ def _drive(
         time.sleep(POLL_S)
     if tty:
         click.echo()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for kind, inputs in (("File", files), ("Directory", dirs)):
         seen: set[str] = set()
         for raw in inputs:
             with contextlib.suppress(ValueError):
-                found = producer.lookup(raw, kind)  # type: ignore[arg-type]
-                if found["path"] in seen:
+                found = producer.lookup(raw, kind)
+                if found.path in seen:
                     continue
-                seen.add(found["path"])
+                seen.add(found.path)
                 rows.append(
                     {
-                        "path": found["path"],
+                        "path": found.path,
                         "type": kind,
-                        "state": found["state"],
-                        "task_id": found["task_id"],
+                        "state": found.state.value,
+                        "task_id": found.task_id,
                     }
                 )
     summary.update(
-        jobs=[producer.status(j) for j in jobs],
+        jobs=[producer.status(j).to_dict() for j in jobs],
         rejected=[
             {"line": r.line, "path": r.path, "reason": r.reason} for r in file_receipt.rejected
         ],

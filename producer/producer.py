@@ -8,8 +8,8 @@ so that this process packs one while Redis runs the other (``bench/`` measures b
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
 import logging
 import tempfile
 import time
@@ -21,18 +21,21 @@ from typing import IO, Any, cast
 
 import redis
 
-from cdn_refresh.constants import (
-    BULK_RANK_OFFSET,
-    OBJECT_TYPES,
-    PRIORITIES,
-    TASK_FLUSH,
-    ObjectType,
-    Priority,
-)
-from cdn_refresh.keys import Keys
+from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
 from cdn_refresh.paths import InvalidPathError, normalize_path
-from cdn_refresh.redis_conn import broker_url, load_script, redis_from_settings
 from cdn_refresh.settings import Settings
+from cdn_refresh.store import JobNotFoundError, Store, broker_url
+from cdn_refresh.store.jobs import JobStore
+from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
+
+__all__ = [
+    "EnqueueInterruptedError",
+    "EnqueueRejectedError",
+    "JobNotFoundError",
+    "Producer",
+    "Receipt",
+    "Rejection",
+]
 
 log = logging.getLogger("cdn_refresh.producer")
 
@@ -47,6 +50,8 @@ SPOOL_READ_CHARS = 1024 * 1024
 # Rejections listed one by one at most; beyond this only the count grows.
 MAX_LISTED_REJECTIONS = 10_000
 PROGRESS_EVERY = 10_000
+# Pending work of one type beyond this many days of quota makes the receipt warn.
+BACKLOG_WARNING_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +72,26 @@ class Receipt:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     rejected_count: int = 0
+    # The enqueue failed part way: only ``accepted`` paths went in (see ``error``).
+    incomplete: bool = False
+    error: str = ""
+    # Days of quota the pending work of this type needs, and a warning when that is long.
+    backlog_days: float = 0.0
+    warning: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape."""
-        return {
+        data: dict[str, Any] = {
             "job_id": self.job_id,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": [asdict(r) for r in self.rejected],
         }
+        if self.incomplete:
+            data.update(incomplete=True, error=self.error)
+        if self.warning:
+            data.update(backlog_days=round(self.backlog_days, 1), warning=self.warning)
+        return data
 
 
 class EnqueueRejectedError(ValueError):
@@ -90,8 +106,19 @@ class EnqueueRejectedError(ValueError):
         self.receipt = receipt
 
 
-class JobNotFoundError(KeyError):
-    """No job with that id (never made, or older than the retention)."""
+class EnqueueInterruptedError(RuntimeError):
+    """Redis failed part way through an enqueue: ``receipt`` says what went in.
+
+    The job is closed as incomplete: its accepted paths go out as usual, and its status
+    ends (``done`` or ``failed``, with ``"incomplete": true``) instead of staying pending.
+    """
+
+    def __init__(self, receipt: Receipt, cause: Exception) -> None:
+        super().__init__(
+            f"Redis failed after {receipt.accepted} path(s) of job {receipt.job_id or '-'} "
+            f"went in: {type(cause).__name__}: {cause}"
+        )
+        self.receipt = receipt
 
 
 class Producer:
@@ -99,33 +126,34 @@ class Producer:
 
     def __init__(
         self,
-        client: redis.Redis,
-        settings: Settings,
+        store: Store,
         *,
         notify: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = client
-        self._settings = settings
+        self._store = store
+        self._settings = store.settings
         self._clock = clock
         self._notify = notify
-        self.keys = Keys(settings.key_prefix)
-        self._enqueue = load_script(client, "producer", "enqueue.lua")
-        self._replay = load_script(client, "producer", "replay.lua")
-        self._allowed: frozenset[str] = frozenset(settings.allowed_domains)
+        self._allowed: frozenset[str] = frozenset(self._settings.allowed_domains)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, notify_workers: bool = True) -> Producer:
         """A producer on ``CDN_REFRESH_REDIS_URL`` that wakes the workers after each enqueue."""
-        client = redis_from_settings(settings)
-        notify = FlushNotifier(client, settings) if notify_workers else None
-        return cls(client, settings, notify=notify)
+        store = Store.from_settings(settings)
+        notify = FlushNotifier(store) if notify_workers else None
+        return cls(store, notify=notify)
+
+    @property
+    def store(self) -> Store:
+        """The store this producer writes to."""
+        return self._store
 
     def close(self) -> None:
         """Release the Redis connections (and the workers' wake-up channel)."""
         if isinstance(self._notify, FlushNotifier):
             self._notify.close()
-        self._redis.close()
+        self._store.close()
 
     def __enter__(self) -> Producer:
         return self
@@ -136,8 +164,8 @@ class Producer:
     def enqueue(
         self,
         paths: Iterable[str],
-        object_type: ObjectType = "File",
-        priority: Priority = "interactive",
+        object_type: ObjectType | str = ObjectType.FILE,
+        priority: Priority | str = Priority.INTERACTIVE,
         *,
         skip_invalid: bool = False,
         progress: Callable[[str, int], None] | None = None,
@@ -146,24 +174,23 @@ class Producer:
 
         Raises :class:`EnqueueRejectedError` (nothing enqueued) if a path is invalid, unless
         ``skip_invalid``: then the valid paths go in and the receipt lists the rest.
-        ``progress(phase, n)`` reports ``n`` more inputs handled in phase ``"validated"``
-        or ``"enqueued"``.
+        Raises :class:`EnqueueInterruptedError` if Redis fails part way (its receipt says
+        what went in). ``progress(phase, n)`` reports ``n`` more inputs handled in phase
+        ``"validated"`` or ``"enqueued"``.
         """
-        if object_type not in OBJECT_TYPES:
-            raise ValueError(f"object_type must be one of {OBJECT_TYPES}")
-        if priority not in PRIORITIES:
-            raise ValueError(f"priority must be one of {PRIORITIES}")
+        kind, rank_priority = _object_type(object_type), _priority(priority)
         receipt = Receipt(job_id="")
         with tempfile.SpooledTemporaryFile(
             max_size=SPOOL_MEMORY_BYTES, mode="w+", encoding="utf-8", newline="\n"
         ) as spool:
-            valid = self._validate(paths, object_type, receipt, spool, progress)
+            valid = self._validate(paths, kind, receipt, spool, progress)
             if receipt.rejected_count and not skip_invalid:
                 raise EnqueueRejectedError(receipt)
             if valid == 0:
                 return receipt
             spool.seek(0)
-            self._write(cast(IO[str], spool), object_type, priority, receipt, valid, progress)
+            self._write(cast(IO[str], spool), kind, rank_priority, receipt, valid, progress)
+        self._warn_of_backlog(kind, receipt)
         if self._notify is not None:
             self._notify()
         return receipt
@@ -207,201 +234,84 @@ class Producer:
         total: int,
         progress: Callable[[str, int], None] | None,
     ) -> None:
-        k, tk = self.keys, self.keys.of(object_type)
+        jobs = self._store.jobs
         now = self._clock()
-        job_id = str(self._redis.incr(k.job_seq))
-        receipt.job_id = job_id
-        rank = int(now * 1000) + (BULK_RANK_OFFSET if priority == "bulk" else 0)
-        header = {
-            "job_id": job_id,
-            "object_type": object_type,
-            "priority": priority,
-            "created_at": now,
-            "paths": total,
-            "rejected": receipt.rejected_count,
-            # Until the last chunk is in, status must not call the job done.
-            "complete": False,
-        }
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(k.jobs, job_id, json.dumps(header))
-            pipe.zadd(k.jobs_by_time, {job_id: now})
-            pipe.execute()
-        script_keys = [tk.pending, tk.waiters, k.job_counts, tk.dead]
+        header = JobHeader(
+            job_id=jobs.new_id(),
+            object_type=object_type,
+            priority=priority,
+            created_at=now,
+            paths=total,
+            rejected=receipt.rejected_count,
+        )
+        receipt.job_id = header.job_id
+        rank = JobStore.rank(now, priority)
+        jobs.open(header)
+        pool = self._store.redis
 
-        def send(group: list[list[str]]) -> list[Any]:
-            with self._redis.pipeline(transaction=False) as pipe:
-                for chunk in group:
-                    self._enqueue(keys=script_keys, args=[job_id, rank, *chunk], client=pipe)
-                return pipe.execute()
+        def send(group: list[list[str]]) -> list[tuple[int, int]]:
+            return jobs.enqueue_chunks(header, rank, group, client=pool)
 
-        def tally(group: list[list[str]], answers: list[Any]) -> None:
+        def tally(group: list[list[str]], answers: list[tuple[int, int]]) -> None:
             for accepted, duplicates in answers:
-                receipt.accepted += int(accepted)
-                receipt.duplicates += int(duplicates)
+                receipt.accepted += accepted
+                receipt.duplicates += duplicates
             if progress is not None:
                 progress("enqueued", sum(len(chunk) for chunk in group))
 
-        groups = _grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE)
-        first = next(groups)
-        second = next(groups, None)
-        if second is None:
-            tally(first, send(first))
-        else:
-            self._stream_overlapped(first, second, groups, send, tally)
-        header.update(complete=True, accepted=receipt.accepted, duplicates=receipt.duplicates)
-        self._redis.hset(k.jobs, job_id, json.dumps(header))
+        try:
+            _stream(_grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE), send, tally)
+        except redis.RedisError as exc:
+            header.accepted, header.duplicates = receipt.accepted, receipt.duplicates
+            header.error = f"{type(exc).__name__}: {exc}"[:500]
+            jobs.abandon(header)
+            receipt.incomplete, receipt.error = True, header.error
+            raise EnqueueInterruptedError(receipt, exc) from exc
+        header.accepted, header.duplicates = receipt.accepted, receipt.duplicates
+        jobs.close(header)
 
-    @staticmethod
-    def _stream_overlapped(
-        first: list[list[str]],
-        second: list[list[str]],
-        groups: Iterator[list[list[str]]],
-        send: Callable[[list[list[str]]], list[Any]],
-        tally: Callable[[list[list[str]], list[Any]], None],
-    ) -> None:
-        # Several pipelines in flight, each on its own connection: while Redis runs the
-        # scripts of one, this process packs the next, and neither side waits for the other.
-        window: deque[tuple[list[list[str]], Future[list[Any]]]] = deque()
-
-        def tally_oldest() -> None:
-            group, future = window.popleft()
-            tally(group, future.result())
-
-        with ThreadPoolExecutor(PIPELINES_IN_FLIGHT, thread_name_prefix="enqueue") as pool:
-            for group in itertools.chain((first, second), groups):
-                if len(window) >= PIPELINES_IN_FLIGHT:
-                    tally_oldest()
-                window.append((group, pool.submit(send, group)))
-            while window:
-                tally_oldest()
-
-    def status(self, job_id: str) -> dict[str, Any]:
-        """A job's state, counts by state and task IDs (the ``status --json`` shape)."""
-        k = self.keys
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(k.jobs, job_id)
-            pipe.hmget(
-                k.job_counts,
-                [f"{job_id}:{s}" for s in ("pending", "in_flight", "submitted", "failed")],
+    def _warn_of_backlog(self, object_type: ObjectType, receipt: Receipt) -> None:
+        days = self._store.jobs.backlog_days(object_type)
+        if days > BACKLOG_WARNING_DAYS:
+            receipt.backlog_days = days
+            receipt.warning = (
+                f"{object_type.label} paths pending need about {days:,.0f} days of quota "
+                f"({self._settings.daily_quota(object_type):,} per window): consider "
+                "directories, or a larger quota"
             )
-            pipe.hget(k.job_tasks, job_id)
-            pipe.get(k.auth_error)
-            header_raw, counts_raw, tasks_raw, auth_raw = pipe.execute()
-        if header_raw is None:
-            raise JobNotFoundError(job_id)
-        header = json.loads(header_raw)
-        pending, in_flight, submitted, failed = (max(0, int(v or 0)) for v in counts_raw)
-        if pending + in_flight == 0 and header.get("complete", True):
-            state = "failed" if failed else "done"
-        elif pending + in_flight == 0:
-            state = "pending"  # still being enqueued
-        elif in_flight or submitted or failed:
-            state = "in_progress"
-        else:
-            state = "pending"
-        result: dict[str, Any] = {
-            "job_id": job_id,
-            "state": state,
-            "counts": {
-                "pending": pending,
-                "in_flight": in_flight,
-                "submitted": submitted,
-                "failed": failed,
-            },
-            "task_ids": [t for t in (tasks_raw or "").split(",") if t],
-            "object_type": header["object_type"],
-            "priority": header["priority"],
-            "created_at": header["created_at"],
-            "last_error": None,
-        }
-        if auth_raw and pending + in_flight:
-            result["last_error"] = _auth_error(auth_raw)
-        return result
+            log.warning("%s", receipt.warning)
 
-    def lookup(self, path: str, object_type: ObjectType = "File") -> dict[str, Any]:
-        """Where one path stands: pending, in flight, submitted (with task IDs) or failed."""
-        normalized = normalize_path(path, object_type, self._allowed)
-        k, tk = self.keys, self.keys.of(object_type)
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zscore(tk.pending, normalized)
-            pipe.hget(tk.pathinfo, normalized)
-            pipe.hget(tk.records, normalized)
-            pipe.hget(tk.dead, normalized)
-            pipe.get(k.auth_error)
-            pending, info_raw, record_raw, dead_raw, auth_raw = pipe.execute()
-        info = json.loads(info_raw) if info_raw else {}
-        record = json.loads(record_raw) if record_raw else {}
-        dead = json.loads(dead_raw) if dead_raw else {}
-        if pending is not None:
-            state = "pending"
-        elif self._in_flight(normalized, object_type):
-            state = "in_flight"
-        elif dead and (not record or dead.get("at", 0) >= record.get("submitted_at", 0)):
-            # Both can exist for a path enqueued again: the newer outcome is its state.
-            state = "failed"
-        elif record:
-            state = "submitted"
-        else:
-            state = "unknown"
-        last_error = dead.get("code") or info.get("last_error") or None
-        if auth_raw and state in ("pending", "in_flight"):
-            last_error = _auth_error(auth_raw)
-        return {
-            "path": normalized,
-            "object_type": object_type,
-            "state": state,
-            "task_id": ",".join(record.get("task_ids", [])) or None,
-            "request_id": record.get("request_id") or None,
-            "submitted_at": record.get("submitted_at"),
-            "attempts": dead.get("attempts") or info.get("attempts") or record.get("attempts", 0),
-            "last_error": last_error,
-        }
+    def status(self, job_id: str) -> JobStatus:
+        """A job's state, counts by state and task IDs (``to_dict()``: ``status --json``)."""
+        return self._store.jobs.status(job_id)
 
-    def _in_flight(self, normalized: str, object_type: ObjectType) -> bool:
-        # Batches in flight are few (one per busy worker process): a scan is cheap.
-        for _, raw in self._redis.hscan_iter(self.keys.batches, count=100):
-            batch = json.loads(raw)
-            if batch["object_type"] == object_type and normalized in batch["paths"]:
-                return True
-        return False
+    def lookup(self, path: str, object_type: ObjectType | str = ObjectType.FILE) -> PathLookup:
+        """Where one path stands: pending, in flight, submitted (with task IDs) or failed.
 
-    def dead_letters(self) -> Iterator[dict[str, Any]]:
+        Any spelling finds it: the path is normalized first (InvalidPathError if it cannot be).
+        """
+        kind = _object_type(object_type)
+        return self._store.paths.lookup(normalize_path(path, kind, self._allowed), kind)
+
+    def dead_letters(self) -> Iterator[DeadLetter]:
         """Every dead-lettered path with its last error."""
-        for object_type in OBJECT_TYPES:
-            for path, raw in self._redis.hscan_iter(self.keys.of(object_type).dead, count=500):
-                entry = json.loads(raw)
-                yield {
-                    "path": path,
-                    "object_type": object_type,
-                    "code": entry.get("code", ""),
-                    "message": entry.get("message", ""),
-                    "attempts": entry.get("attempts", 0),
-                    "failed_at": entry.get("at"),
-                }
+        return self._store.paths.dead_letters(OBJECT_TYPES)
 
     def replay(
-        self, paths: Collection[str] | None = None, object_type: ObjectType | None = None
+        self, paths: Collection[str] | None = None, object_type: ObjectType | str | None = None
     ) -> int:
         """Return dead-lettered paths (all of them when ``paths`` is None) to pending, with
         the jobs that waited on them, and lift a credential hold: an operator acted."""
-        k = self.keys
-        rank = int(self._clock() * 1000)
+        rank = JobStore.rank(self._clock(), Priority.INTERACTIVE)
         replayed = 0
-        types = [object_type] if object_type else list(OBJECT_TYPES)
+        types = [_object_type(object_type)] if object_type else list(OBJECT_TYPES)
         for kind in types:
-            tk = k.of(kind)
             if paths is None:
-                chosen: list[str] = [p for p, _ in self._redis.hscan_iter(tk.dead, count=1000)]
+                chosen = self._store.paths.dead_paths(kind)
             else:
                 chosen = [normalize_path(p, kind, self._allowed) for p in paths]
-            for start in range(0, len(chosen), CHUNK_PATHS):
-                replayed += int(
-                    self._replay(
-                        keys=[tk.dead, tk.pending, tk.waiters, tk.pathinfo, k.job_counts],
-                        args=[rank, *chosen[start : start + CHUNK_PATHS]],
-                    )
-                )
-        self._redis.delete(k.auth_hold, k.auth_failures)
+            replayed += self._store.paths.replay(chosen, kind, rank)
+        self._store.quota.lift_auth_hold()
         if self._notify is not None:
             self._notify()
         return replayed
@@ -410,13 +320,12 @@ class Producer:
 class FlushNotifier:
     """Wakes the workers after an enqueue: at most one flush per debounce interval."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, store: Store) -> None:
         from celery import Celery
 
-        self._redis = client
-        self._settings = settings
-        self._key = Keys(settings.key_prefix).flush_requested
-        self._celery = Celery(broker=broker_url(settings), set_as_current=False)
+        self._store = store
+        self._debounce_s = store.settings.flush_debounce_s
+        self._celery = Celery(broker=broker_url(store.settings), set_as_current=False)
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
 
@@ -425,19 +334,65 @@ class FlushNotifier:
         self._celery.close()
 
     def __call__(self) -> None:
-        debounce_s = self._settings.flush_debounce_s
         try:
-            if self._redis.set(self._key, "1", nx=True, px=max(1, int(debounce_s * 1000))):
-                self._celery.send_task(TASK_FLUSH, countdown=debounce_s)
+            if self._store.quota.request_wake_up(self._debounce_s):
+                self._celery.send_task(TASK_FLUSH, countdown=self._debounce_s)
         except Exception as exc:
             # The enqueue succeeded: failing it now would make a caller retry what is already
             # queued. The workers' periodic tick finds the paths without this wake-up.
             log.warning("could not wake the workers (%s); the periodic tick will", exc)
 
 
-def _auth_error(raw: str) -> str:
-    data = json.loads(raw)
-    return f"{data.get('code', 'CredentialError')}: {data.get('message', '')}".rstrip(": ")
+def _object_type(value: ObjectType | str) -> ObjectType:
+    try:
+        return ObjectType.parse(str(value))
+    except ValueError:
+        raise ValueError(f"object_type must be one of {[t.value for t in OBJECT_TYPES]}") from None
+
+
+def _priority(value: Priority | str) -> Priority:
+    try:
+        return Priority(value)
+    except ValueError:
+        raise ValueError(f"priority must be one of {[p.value for p in Priority]}") from None
+
+
+def _stream(
+    groups: Iterator[list[list[str]]],
+    send: Callable[[list[list[str]]], list[tuple[int, int]]],
+    tally: Callable[[list[list[str]], list[tuple[int, int]]], None],
+) -> None:
+    """Send every group, several pipelines in flight at once when there is more than one.
+
+    Each in-flight pipeline runs on its own connection: while Redis runs the scripts of one,
+    this process packs the next, and neither side waits for the other.
+    """
+    first = next(groups)
+    second = next(groups, None)
+    if second is None:
+        tally(first, send(first))
+        return
+    window: deque[tuple[list[list[str]], Future[list[tuple[int, int]]]]] = deque()
+
+    def tally_oldest() -> None:
+        group, future = window.popleft()
+        tally(group, future.result())
+
+    with ThreadPoolExecutor(PIPELINES_IN_FLIGHT, thread_name_prefix="enqueue") as pool:
+        try:
+            for group in itertools.chain((first, second), groups):
+                if len(window) >= PIPELINES_IN_FLIGHT:
+                    tally_oldest()
+                window.append((group, pool.submit(send, group)))
+            while window:
+                tally_oldest()
+        except redis.RedisError:
+            # The other pipeline in flight may have gone in: count it, so that the receipt
+            # of a failed enqueue says exactly what was accepted.
+            while window:
+                with contextlib.suppress(redis.RedisError):
+                    tally_oldest()
+            raise
 
 
 def _spill(block: list[str], spool: IO[str]) -> int:

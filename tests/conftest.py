@@ -8,83 +8,38 @@ without proving the Redis behaviour.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from cdn_refresh import local
 from cdn_refresh.local import free_port
 from cdn_refresh.settings import Settings
+from cdn_refresh.store import Store
 
-__all__ = ["free_port", "make_settings"]
+__all__ = ["RedisServer", "free_port", "in_ci", "make_settings", "make_store"]
 
 
-class RedisServer:
-    """A ``redis-server`` child process on loopback."""
+def in_ci() -> bool:
+    """CI=true: a test that needs a binary fails instead of skipping."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, password: str | None = None):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = "redis-server is not installed (apt-get install redis-server)"
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail(message)
-            pytest.skip(message)
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.password = password
-        self.appendonly = appendonly
-        self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--appendfsync",
-            "always",
-        ]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
+def RedisServer(workdir: Path, **options: Any) -> local.RedisServer:
+    """A :class:`cdn_refresh.local.RedisServer`, or skip (fail in CI) without the binary."""
+    try:
+        return local.RedisServer(workdir, **options)
+    except FileNotFoundError as exc:
+        if in_ci():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.RedisServer]:
     """One real redis-server for the whole test session."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -93,7 +48,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: local.RedisServer) -> Iterator[str]:
     """The session's Redis, emptied before each test."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
@@ -120,3 +75,8 @@ def make_settings(**overrides: object) -> Settings:
     }
     defaults.update(overrides)
     return Settings(_env_file=None, **defaults)  # type: ignore[arg-type]
+
+
+def make_store(client: redis.Redis, **overrides: object) -> Store:
+    """A store on ``client`` with :func:`make_settings` (``overrides`` applied)."""
+    return Store(client, make_settings(**overrides))

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import redis
+from worker.batches import BatchStore
 
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
 from tests.conftest import make_settings
 from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
-from worker.batches import BatchStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 

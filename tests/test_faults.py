@@ -22,13 +22,13 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from worker.batches import BatchStore
 
 from cdn_refresh.paths import InvalidPathError, normalize_path
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import EnqueueRejectedError, Producer
 from tests.conftest import RedisServer, make_settings
 from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
-from worker.batches import BatchStore
 from worker.client import CdnClient
 from worker.pipeline import Flusher
 

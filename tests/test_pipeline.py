@@ -13,11 +13,11 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 import redis
+from worker.batches import BatchStore
 
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
 from tests.conftest import make_settings
-from worker.batches import BatchStore
 from worker.client import CdnClient
 from worker.pipeline import MAX_SPLIT_CALLS, Flusher, seconds_until_provider_reset
 

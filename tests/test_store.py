@@ -8,10 +8,10 @@ import time
 
 import pytest
 import redis
+from worker.batches import Batch, BatchStore, Wait
 
 from producer.producer import EnqueueRejectedError, Producer
 from tests.conftest import make_settings
-from worker.batches import Batch, BatchStore, Wait
 
 pytestmark = pytest.mark.redis
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from typing import cast
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
-from cdn_refresh.redis_conn import broker_url
 from cdn_refresh.settings import Settings
+from cdn_refresh.store import QuotaWindowMismatchError, Store, broker_url
 from worker import runtime
+
+log = logging.getLogger("cdn_refresh.worker")
 
 
 class _ReconnectSafeChannel(kombu_redis.Channel):
@@ -71,3 +74,24 @@ def create_app(settings: Settings) -> Celery:
 def _fresh_runtime_after_fork(**_: object) -> None:
     # Connections made in the parent must not be shared with the forked pool processes.
     runtime.reset()
+
+
+@worker_init.connect
+def _check_redis_at_start(**_: object) -> None:
+    """Refuse to start on a quota window other workers do not share; warn when Redis would
+    lose everything on a restart."""
+    store = Store.from_settings(runtime.settings())
+    try:
+        store.quota.check_window()
+        warning = store.persistence_warning()
+        if warning:
+            log.warning("redis: %s", warning)
+    except QuotaWindowMismatchError as exc:
+        log.critical("%s", exc)
+        # SystemExit, not an exception: Celery logs and ignores what a signal handler raises.
+        raise SystemExit(1) from None
+    except redis.RedisError as exc:
+        # Redis down at start: the worker waits for it like for its broker; checked no more.
+        log.warning("redis: could not check the quota window or persistence (%s)", exc)
+    finally:
+        store.close()

@@ -1,17 +1,16 @@
 """A signed client for the Alibaba Cloud CDN RPC API (version 2018-05-10).
 
 One long-lived :class:`CdnClient` per process: it holds one ``httpx.Client`` (connection pool,
-explicit timeouts) and signs every request with :meth:`RpcSignatureAuth.signed_form`. The client
-does not retry; the pipeline decides what to do with each error class (see :mod:`worker.errors`).
+explicit timeouts) and signs every request with :meth:`RpcSigner.signed_form`. The client
+does not retry; the pipeline decides what to do with each error class (see :mod:`worker.policy`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 from pydantic import SecretStr
@@ -19,21 +18,19 @@ from pydantic import SecretStr
 from cdn_refresh import constants as c
 from cdn_refresh.settings import Settings
 from cdn_refresh.signature import common_params, signed_query
-from worker.errors import CdnError, NetworkError, TransientError, error_for
+from worker.errors import CdnError, NetworkError, RetryableError, error_for
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _FORM_HEADERS = {"Content-Type": FORM_CONTENT_TYPE}
 
 
-class RpcSignatureAuth(httpx.Auth):
-    """Adds the common parameters and the V1 signature to a form-encoded POST (or a GET).
+class RpcSigner:
+    """Adds the common parameters and the V1 signature to a request's parameters.
 
-    :class:`CdnClient` does not go through the auth flow: it has its parameters in hand, so it
-    calls :meth:`signed_form` itself and posts the bytes, rather than have httpx encode a form
-    that the flow would parse back and encode again.
+    Not an ``httpx.Auth``: :class:`CdnClient` has its parameters in hand, so it signs them
+    and posts the bytes, rather than have httpx encode a form that an auth flow would parse
+    back and encode again (``bench/CHANGES.md``: 9.7 to 0.75 ms a 1,000-path call).
     """
-
-    requires_request_body = True
 
     def __init__(
         self,
@@ -48,7 +45,7 @@ class RpcSignatureAuth(httpx.Auth):
         self._version = version
 
     def __repr__(self) -> str:
-        return f"RpcSignatureAuth(access_key_id={self._access_key_id!r})"
+        return f"RpcSigner(access_key_id={self._access_key_id!r})"
 
     def signed_form(self, method: str, params: Mapping[str, str]) -> str:
         """``params`` with the common parameters and the signature, form-encoded."""
@@ -59,25 +56,6 @@ class RpcSignatureAuth(httpx.Auth):
             security_token=self._token.get_secret_value() if self._token else None,
         )
         return signed_query(method, {**params, **common}, self._secret.get_secret_value())
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        is_get = request.method == "GET"
-        source = request.url.query.decode() if is_get else request.content.decode()
-        params = dict(parse_qsl(source, keep_blank_values=True))
-        encoded = self.signed_form(request.method, params)
-        if is_get:
-            yield httpx.Request(
-                "GET", request.url.copy_with(query=encoded.encode()), headers=request.headers
-            )
-        else:
-            # Both are rewritten for the new body; keeping the old ones would send them twice.
-            headers = {
-                k: v
-                for k, v in request.headers.items()
-                if k.lower() not in ("content-length", "content-type")
-            }
-            headers["Content-Type"] = FORM_CONTENT_TYPE
-            yield httpx.Request(request.method, request.url, headers=headers, content=encoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +107,7 @@ class CdnClient:
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._auth = RpcSignatureAuth(
+        self._auth = RpcSigner(
             settings.access_key_id, settings.access_key_secret, settings.security_token
         )
         self._http = httpx.Client(
@@ -152,19 +130,23 @@ class CdnClient:
         self._http.close()
 
     def refresh_object_caches(
-        self, paths: Sequence[str], object_type: c.ObjectType = "File", *, force: bool = False
+        self,
+        paths: Sequence[str],
+        object_type: c.ObjectType = c.ObjectType.FILE,
+        *,
+        force: bool = False,
     ) -> RefreshResult:
         """Refresh ``paths`` (already validated: none holds a newline) in one call."""
         if not paths:
             raise ValueError("refresh_object_caches needs at least one path")
-        params = {"ObjectPath": "\n".join(paths), "ObjectType": object_type}
-        if force and object_type != "File":
+        params = {"ObjectPath": "\n".join(paths), "ObjectType": c.ObjectType(object_type).value}
+        if force and object_type != c.ObjectType.FILE:
             params["Force"] = "true"
         body = self._call("RefreshObjectCaches", params)
         task_ids = _split_ids(body.get("RefreshTaskId"))
         if not task_ids:
             # A 200 without a task ID: the provider may or may not have taken the paths.
-            raise TransientError(
+            raise RetryableError(
                 "InvalidResponse", "no RefreshTaskId in a 200 answer", outcome_unknown=True
             )
         return RefreshResult(task_ids, str(body.get("RequestId", "")))
@@ -208,7 +190,7 @@ class CdnClient:
         return PushResult(_split_ids(body.get("PushTaskId")), str(body.get("RequestId", "")))
 
     def _call(self, action: str, params: dict[str, str]) -> dict[str, Any]:
-        # Signed here, each value encoded once, and posted as bytes (see RpcSignatureAuth).
+        # Signed here, each value encoded once, and posted as bytes (see RpcSigner).
         body = self._auth.signed_form("POST", {"Action": action, **params}).encode("ascii")
         try:
             response = self._http.post("/", content=body, headers=_FORM_HEADERS)
@@ -235,7 +217,7 @@ def _parse(response: httpx.Response) -> dict[str, Any]:
         if response.is_success or response.status_code >= 500:
             # A 200 we cannot read, or a gateway's error page (502, 504): the provider may
             # have acted behind it, so never permanent, and the quota stays spent.
-            raise TransientError(
+            raise RetryableError(
                 "InvalidResponse",
                 f"HTTP {response.status_code} without a JSON object",
                 status_code=response.status_code,
@@ -272,5 +254,5 @@ __all__ = [
     "RefreshQuota",
     "RefreshResult",
     "RefreshTask",
-    "RpcSignatureAuth",
+    "RpcSigner",
 ]

@@ -1,18 +1,19 @@
-"""Errors from the CDN provider, split by what the pipeline must do about them.
+"""Errors from the CDN provider, one class for each thing the pipeline does about them.
 
 ::
 
     CdnError                      base: code, message, request id, HTTP status
-    ├── TransientError            retry with backoff (InternalError, Throttling, 5xx, network)
-    │   └── NetworkError          no answer; ``outcome_unknown`` when the request was sent
-    ├── QuotaExhaustedError       QuotaExceeded.Refresh: keep the paths, wait for the reset
-    └── PermanentError            retrying the same request cannot help
-        ├── InvalidPathError      a path or domain the provider refuses (per path)
-        ├── CredentialError       keys, permissions, clock: an operator must act
-        └── RequestShapeError     the call itself is malformed (limits, parameters)
+    ├── RetryableError            retried with backoff; dead-lettered at MAX_ATTEMPTS
+    │   ├── NetworkError          no answer; ``outcome_unknown`` when the request was sent
+    │   └── RequestShapeError     the call itself broke a rule (limits, parameters)
+    ├── HoldError                 the paths are fine: they wait, no attempt counted
+    │   ├── QuotaExhaustedError   QuotaExceeded.Refresh: this type holds until the reset
+    │   └── CredentialError       keys, permissions, clock: everything holds for an operator
+    └── RejectedPathError         a path or domain refused: split, then dead-letter it
 
-An unknown code falls back on its HTTP status (5xx transient, 4xx permanent) and keeps its
-code, so logs and ``lookup`` still show what the provider said.
+What each one costs (quota back or not, backoff) is the table in :mod:`worker.policy`. An
+unknown code falls back on its HTTP status (5xx and 429 retryable, other 4xx too, but as a
+call the provider refused) and keeps its code, so logs and ``lookup`` still show it.
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ class CdnError(Exception):
         self.status_code = status_code
         self.request_id = request_id
 
+    #: True when the provider may have acted on the request all the same (no answer after
+    #: sending, a 200 without a task ID, a gateway's page instead of JSON): the quota it may
+    #: have spent must stay counted.
+    outcome_unknown: bool = False
+    #: The provider's ``x-acs-retry-after`` hint, if any.
+    retry_after_s: float | None = None
 
-class TransientError(CdnError):
-    """The same request may succeed later. ``retry_after_s`` is the provider's hint, if any.
 
-    ``outcome_unknown`` is true when the provider may have acted on the request all the same
-    (no answer after sending, a 200 without a task ID, a gateway's page instead of JSON):
-    the quota it may have spent must stay counted.
-    """
+class RetryableError(CdnError):
+    """The same request may succeed later. ``retry_after_s`` is the provider's hint, if any."""
 
     def __init__(
         self,
@@ -61,7 +64,7 @@ class TransientError(CdnError):
         self.outcome_unknown = outcome_unknown
 
 
-class NetworkError(TransientError):
+class NetworkError(RetryableError):
     """No answer came. ``outcome_unknown`` is true when the request may have been processed
     (a timeout or dropped connection after sending), false when it surely was not sent."""
 
@@ -69,24 +72,25 @@ class NetworkError(TransientError):
         super().__init__(code, message, outcome_unknown=outcome_unknown)
 
 
-class QuotaExhaustedError(CdnError):
-    """The provider's daily quota is spent: the paths are fine and wait for the reset."""
+class RequestShapeError(RetryableError):
+    """The call itself breaks a rule (too many paths or domains, a missing parameter), or
+    a 4xx answer we do not know: retried, in case it passes, then dead-lettered."""
 
 
-class PermanentError(CdnError):
-    """Retrying the same request cannot succeed."""
+class HoldError(CdnError):
+    """Nothing is wrong with the paths: they wait while the work holds."""
 
 
-class InvalidPathError(PermanentError):
-    """A path or its domain is refused; the other paths of the call may be fine."""
+class QuotaExhaustedError(HoldError):
+    """The provider's daily quota is spent: the paths wait for the reset."""
 
 
-class CredentialError(PermanentError):
+class CredentialError(HoldError):
     """Credentials, permissions or the clock are wrong; paths wait until an operator acts."""
 
 
-class RequestShapeError(PermanentError):
-    """The call itself breaks a rule (too many paths or domains, a missing parameter)."""
+class RejectedPathError(CdnError):
+    """A path or its domain is refused; the other paths of the call may be fine."""
 
 
 TRANSIENT_CODES: Final = frozenset(
@@ -146,20 +150,20 @@ def error_for(
     """The exception for a provider error answer: by code first, then by status."""
     unknown = code not in _KNOWN_CODES
     if code in TRANSIENT_CODES or (unknown and (status_code >= 500 or status_code == 429)):
-        return TransientError(
+        return RetryableError(
             code,
             message,
             status_code=status_code,
             request_id=request_id,
             retry_after_s=retry_after_s,
         )
-    cls: type[CdnError] = _CLASS_BY_CODE.get(code, PermanentError)
+    cls: type[CdnError] = _CLASS_BY_CODE.get(code, RequestShapeError)
     return cls(code, message, status_code=status_code, request_id=request_id)
 
 
 _CLASS_BY_CODE: Final[dict[str, type[CdnError]]] = {
     **dict.fromkeys(QUOTA_CODES, QuotaExhaustedError),
-    **dict.fromkeys(INVALID_PATH_CODES, InvalidPathError),
+    **dict.fromkeys(INVALID_PATH_CODES, RejectedPathError),
     **dict.fromkeys(CREDENTIAL_CODES, CredentialError),
     **dict.fromkeys(REQUEST_SHAPE_CODES, RequestShapeError),
 }

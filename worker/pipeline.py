@@ -1,18 +1,6 @@
 """The flush loop: claim a batch, make the call, settle every path by the answer.
 
-What each answer does (the error classes are in :mod:`worker.errors`):
-
-- success: each path is recorded with its task IDs; the reservation is spent.
-- bad path or call shape: split the batch in halves until the bad paths stand alone; those
-  are dead-lettered with the provider's code, the rest go through.
-- transient (InternalError, throttling, 5xx, network): the paths go back to pending with one
-  more attempt counted, and the type backs off (exponential, full jitter, at least the
-  provider's ``x-acs-retry-after``). At ``MAX_ATTEMPTS`` a path is dead-lettered.
-  A definite answer returns the reservation; a call whose outcome is unknown keeps it.
-- ``QuotaExceeded.Refresh``: the paths go back to pending; the type holds until the
-  provider's reset at 00:00 UTC+8.
-- credentials or account: the paths go back to pending, not failed; everything holds with an
-  exponential backoff until an operator fixes it (``lookup`` and ``status`` show the error).
+What each answer does is the table in :mod:`worker.policy`; this module carries it out.
 """
 
 from __future__ import annotations
@@ -22,18 +10,22 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from cdn_refresh.constants import PROVIDER_RESET_UTC_OFFSET_H, ObjectType
+from cdn_refresh.constants import ObjectType
 from cdn_refresh.settings import Settings
-from worker.batches import Batch, BatchStore, Wait
+from cdn_refresh.store import Store
+from cdn_refresh.store.records import Batch, Release, Settled, Wait
 from worker.client import CdnClient
-from worker.errors import (
-    CdnError,
-    CredentialError,
-    InvalidPathError,
-    QuotaExhaustedError,
-    TransientError,
+from worker.errors import CdnError, RejectedPathError
+from worker.policy import (
+    MAX_SPLIT_CALLS,
+    ON_LEASE_EXPIRED,
+    ON_OUR_BUG,
+    Action,
+    Policy,
+    policy_for,
+    retry_delay_s,
+    seconds_until_provider_reset,
 )
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -41,9 +33,6 @@ log = logging.getLogger("cdn_refresh.worker")
 # One flush claims at most this many batches before it hands over to a fresh task, so that
 # one long drain does not starve the other types.
 MAX_BATCHES_PER_FLUSH = 50
-# Calls one batch may make while splitting to isolate bad paths (about 20 find one bad path
-# among 1,000); past this the rest is retried later, with a backoff.
-MAX_SPLIT_CALLS = 100
 
 
 @dataclass
@@ -62,27 +51,12 @@ class FlushReport:
     batch_first_call: int = 0
 
 
-def seconds_until_provider_reset(now: float) -> float:
-    """Seconds until the provider's next quota reset, 00:00 in UTC+8."""
-    zone_now = datetime.fromtimestamp(now, UTC) + timedelta(hours=PROVIDER_RESET_UTC_OFFSET_H)
-    next_midnight = (zone_now + timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    return (next_midnight - zone_now).total_seconds()
-
-
-def backoff_delay_s(attempt: int, settings: Settings, rng: random.Random) -> float:
-    """Exponential backoff with full jitter for the given attempt (1-based)."""
-    ceiling = min(settings.retry_max_delay_s, settings.retry_base_delay_s * 2 ** (attempt - 1))
-    return rng.uniform(0, ceiling)
-
-
 class Flusher:
     """Drains pending paths into provider calls. Safe to run in many processes at once."""
 
     def __init__(
         self,
-        store: BatchStore,
+        store: Store,
         client: CdnClient,
         settings: Settings,
         *,
@@ -101,7 +75,7 @@ class Flusher:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
         while report.batches < max_batches:
-            claimed = self._store.claim(object_type)
+            claimed = self._store.batches.claim(object_type)
             if claimed is None:
                 return report
             if isinstance(claimed, Wait):
@@ -131,9 +105,7 @@ class Flusher:
             error = exc
             outcome = self._settle_error(batch, exc, report)
         except Exception as exc:
-            # A bug of ours: keep the paths (back to pending, one attempt counted) and the
-            # reservation (we cannot know whether the call went out), then let Celery see it.
-            self._store.settle(batch.id, batch.object_type, "retry", code=type(exc).__name__)
+            self._release(batch, ON_OUR_BUG, code=type(exc).__name__)
             outcome = "error"
             raise
         finally:
@@ -157,47 +129,21 @@ class Flusher:
         report.calls += 1
         try:
             result = self._client.refresh_object_caches(list(paths), batch.object_type)
-        except InvalidPathError as exc:
-            if len(paths) == 1:
-                done = self._store.settle(
-                    batch.id,
-                    batch.object_type,
-                    "dead",
-                    paths=paths,
-                    code=exc.code,
-                    message=exc.message,
-                    return_quota=True,
-                )
-                report.dead_lettered += done.dead_lettered
-                report.top_attempt = max(report.top_attempt, done.top_attempts)
-                log.warning(
-                    "dead-lettered type=%s path=%s code=%s", batch.object_type, paths[0], exc.code
-                )
-                return
-            if report.calls - report.batch_first_call >= MAX_SPLIT_CALLS:
-                # Many bad paths (a whole domain gone offline, say): stop splitting now. The
-                # rest go back with an attempt counted and a backoff, not a call per path.
-                raise
-            # Split to isolate the bad paths: the good ones of the batch must go through.
-            self._store.extend_lease(batch.id)
-            middle = len(paths) // 2
-            self._submit(batch, paths[:middle], report)
-            self._submit(batch, paths[middle:], report)
+        except RejectedPathError as exc:
+            self._split(batch, paths, exc, report)
             return
-        done = self._store.settle(
-            batch.id,
-            batch.object_type,
-            "submitted",
+        done = self._store.batches.submit(
+            batch,
             # The whole batch (no split so far): no paths means every path still in the batch,
             # and spares Redis a copy of all of them.
-            paths=() if paths is batch.paths else paths,
-            task_ids=result.task_ids,
-            request_id=result.request_id,
+            () if paths is batch.paths else paths,
+            result.task_ids,
+            result.request_id,
         )
         if done.settled == 0:
             # The lease ran out before this answer (a stalled worker) and the paths went
             # back to pending: they may go out again, but this call's task IDs are kept.
-            self._store.record_late(batch, paths, result.task_ids, result.request_id)
+            self._store.batches.record_late(batch, paths, result.task_ids, result.request_id)
             log.warning(
                 "late answer batch=%s paths=%d task_ids=%s: its lease had run out",
                 batch.id,
@@ -215,24 +161,61 @@ class Flusher:
             result.request_id,
         )
 
-    def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
-        """Settle what is left of a batch after an error; returns the outcome for the log."""
-        kind = batch.object_type
-        if isinstance(exc, QuotaExhaustedError | CredentialError):
-            # Nothing is wrong with the paths: back to pending, no attempt counted, and the
-            # reservation returns (the provider answered, so it did not take them).
-            done = self._store.settle(
+    def _split(
+        self, batch: Batch, paths: tuple[str, ...], exc: RejectedPathError, report: FlushReport
+    ) -> None:
+        """Halve a refused call until the bad paths stand alone; dead-letter those."""
+        if len(paths) == 1:
+            done = self._store.batches.release(
                 batch.id,
-                kind,
-                "requeue",
-                return_quota=True,
+                batch.object_type,
+                Release.FAILED,
+                paths=paths,
                 code=exc.code,
                 message=exc.message,
+                return_quota=policy_for(exc).quota_back(exc),
             )
-            report.requeued += done.settled
-        if isinstance(exc, QuotaExhaustedError):
+            report.dead_lettered += done.dead_lettered
+            report.top_attempt = max(report.top_attempt, done.top_attempts)
+            log.warning(
+                "dead-lettered type=%s path=%s code=%s", batch.object_type, paths[0], exc.code
+            )
+            return
+        if report.calls - report.batch_first_call >= MAX_SPLIT_CALLS:
+            # Many bad paths (a whole domain gone offline, say): stop splitting now. The
+            # rest go back with an attempt counted and a backoff, not a call per path.
+            raise exc
+        self._store.batches.extend_lease(batch.id)
+        middle = len(paths) // 2
+        self._submit(batch, paths[:middle], report)
+        self._submit(batch, paths[middle:], report)
+
+    def _release(
+        self, batch: Batch, policy: Policy, *, code: str, message: str = "", back: bool = False
+    ) -> Settled:
+        """Send what is left of a batch back to pending by ``policy`` (an attempt counted
+        for a retry, which dead-letters the paths that reach MAX_ATTEMPTS)."""
+        release = Release.RETRY if policy.action is Action.RETRY else Release.REQUEUE
+        return self._store.batches.release(
+            batch.id, batch.object_type, release, code=code, message=message, return_quota=back
+        )
+
+    def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
+        """Settle what is left of a batch after an error; returns the outcome for the log."""
+        policy = policy_for(exc)
+        if policy.action is Action.SPLIT:
+            # Splitting gave up (MAX_SPLIT_CALLS): what is left is retried.
+            policy = policy_for(CdnError(exc.code))
+        done = self._release(
+            batch, policy, code=exc.code, message=exc.message, back=policy.quota_back(exc)
+        )
+        report.requeued += done.settled - done.dead_lettered
+        report.dead_lettered += done.dead_lettered
+        report.top_attempt = max(report.top_attempt, done.top_attempts)
+        kind = batch.object_type
+        if policy.action is Action.HOLD_TYPE:
             hold_s = seconds_until_provider_reset(self._store.now())
-            self._store.set_hold(kind, hold_s, exc.code)
+            self._store.quota.set_hold(kind, hold_s, exc.code)
             log.warning(
                 "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",
                 kind,
@@ -240,8 +223,8 @@ class Flusher:
                 hold_s,
             )
             return "provider_quota"
-        if isinstance(exc, CredentialError):
-            hold_s = self._store.set_auth_hold(
+        if policy.action is Action.HOLD_ALL:
+            hold_s = self._store.quota.set_auth_hold(
                 exc.code,
                 exc.message,
                 self._settings.retry_base_delay_s,
@@ -255,19 +238,6 @@ class Flusher:
                 hold_s,
             )
             return "credentials"
-        # Transient, or a permanent answer that is not about one path: count an attempt.
-        unknown = isinstance(exc, TransientError) and exc.outcome_unknown
-        done = self._store.settle(
-            batch.id,
-            kind,
-            "retry",
-            return_quota=not unknown,
-            code=exc.code,
-            message=exc.message,
-        )
-        report.requeued += done.settled - done.dead_lettered
-        report.dead_lettered += done.dead_lettered
-        report.top_attempt = max(report.top_attempt, done.top_attempts)
         if done.dead_lettered:
             log.warning(
                 "dead-lettered type=%s paths=%d code=%s after attempts=%d",
@@ -276,10 +246,8 @@ class Flusher:
                 exc.code,
                 done.top_attempts,
             )
-        delay = backoff_delay_s(max(1, done.top_attempts), self._settings, self._rng)
-        if isinstance(exc, TransientError) and exc.retry_after_s:
-            delay = max(delay, exc.retry_after_s)
-        self._store.set_backoff(kind, delay)
+        delay = retry_delay_s(exc, done.top_attempts, self._settings, self._rng)
+        self._store.quota.set_backoff(kind, delay)
         log.info("backing off type=%s for_s=%.2f after code=%s", kind, delay, exc.code)
         return "retry"
 
@@ -287,13 +255,14 @@ class Flusher:
         """Return the paths of batches whose worker died to pending; the reservation stays,
         since the call may have gone out. Returns how many paths came back."""
         back = 0
-        for batch_id, kind in self._store.expired_batches():
-            done = self._store.settle(
+        for batch_id, kind in self._store.batches.expired():
+            done = self._store.batches.release(
                 batch_id,
                 kind,
-                "retry",
+                Release.RETRY,
                 code="WorkerLost",
                 message="the batch's lease ran out before its answer was recorded",
+                return_quota=ON_LEASE_EXPIRED.returns_quota,
                 only_if_lease_expired=True,
             )
             if done.settled:

@@ -1,4 +1,5 @@
-"""What one worker process holds: settings, one Redis client, one CDN client, the flusher.
+"""What one worker process holds: settings, the store (one Redis client), one CDN client,
+the flusher.
 
 Built lazily in each process (after Celery forks its pool), never at import time: a socket
 or connection pool made before a fork would be shared by the children.
@@ -9,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.redis_conn import redis_from_settings
 from cdn_refresh.settings import Settings
-from worker.batches import BatchStore
+from cdn_refresh.store import Store
 from worker.client import CdnClient
 from worker.pipeline import Flusher
 
@@ -24,8 +22,7 @@ class Runtime:
     """The long-lived objects of one worker process."""
 
     settings: Settings
-    redis: redis.Redis
-    store: BatchStore
+    store: Store
     client: CdnClient
     flusher: Flusher
 
@@ -41,6 +38,13 @@ def configure(settings: Settings) -> None:
     reset()
 
 
+def settings() -> Settings:
+    """The settings given to :func:`configure`."""
+    if _settings is None:
+        raise RuntimeError("worker.runtime.configure(settings) was not called")
+    return _settings
+
+
 def reset() -> None:
     """Forget the runtime (after a fork); the next :func:`get_runtime` builds a fresh one."""
     global _runtime
@@ -53,9 +57,8 @@ def get_runtime(on_more_work: Callable[[ObjectType], object] | None = None) -> R
     if _runtime is None:
         if _settings is None:
             raise RuntimeError("worker.runtime.configure(settings) was not called")
-        client = redis_from_settings(_settings)
-        store = BatchStore(client, _settings)
+        store = Store.from_settings(_settings)
         cdn = CdnClient(_settings)
         flusher = Flusher(store, cdn, _settings, on_more_work=on_more_work)
-        _runtime = Runtime(_settings, client, store, cdn, flusher)
+        _runtime = Runtime(_settings, store, cdn, flusher)
     return _runtime

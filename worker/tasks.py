@@ -9,7 +9,7 @@ from typing import Any
 from celery import shared_task
 
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, TASK_TICK, ObjectType
-from worker.batches import Wait
+from cdn_refresh.store.records import Wait, WaitReason
 from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -26,25 +26,24 @@ def request_flush(object_type: ObjectType, delay_s: float = 0.0) -> bool:
     """Schedule one flush of ``object_type`` unless one is already scheduled."""
     rt = _runtime()
     delay_s = max(MIN_RESCHEDULE_S, delay_s)
-    key = rt.store.keys.of(object_type).flush_scheduled
-    if not rt.redis.set(key, "1", nx=True, px=int(delay_s * 1000)):
+    if not rt.store.quota.schedule_flush(object_type, delay_s):
         return False
-    flush.apply_async(args=[object_type], countdown=delay_s)
+    flush.apply_async(args=[object_type.value], countdown=delay_s)
     return True
 
 
 @shared_task(name=TASK_FLUSH, ignore_result=True)
-def flush(object_type: ObjectType | None = None) -> dict[str, Any]:
+def flush(object_type: str | None = None) -> dict[str, Any]:
     """Drain pending paths of one type (or both) into provider calls."""
     rt = _runtime()
     summary: dict[str, Any] = {}
-    for kind in [object_type] if object_type else list(OBJECT_TYPES):
+    for kind in [ObjectType(object_type)] if object_type else list(OBJECT_TYPES):
         report = rt.flusher.flush(kind)
-        summary[kind] = {"batches": report.batches, "submitted": report.submitted}
+        summary[kind.value] = {"batches": report.batches, "submitted": report.submitted}
         if report.more:
             request_flush(kind)
         elif report.wait is not None:
-            summary[kind]["wait"] = report.wait.reason
+            summary[kind.value]["wait"] = report.wait.reason.value
             _notice_wait(rt, kind, report.wait)
             # Far-off waits (quota refills hours away) are left to the periodic tick: a
             # countdown that long would outlive the broker's visibility timeout.
@@ -56,18 +55,17 @@ def flush(object_type: ObjectType | None = None) -> dict[str, Any]:
 
 def _notice_wait(rt: Runtime, kind: ObjectType, wait: Wait) -> None:
     """Log a quota wait once per wait, not at every flush and tick that meets it."""
-    if wait.reason not in ("quota", "reserve"):
+    if wait.reason not in (WaitReason.QUOTA, WaitReason.RESERVE):
         return  # holds and backoffs are logged where they start
-    key = rt.store.keys.of(kind).wait_noticed
-    if rt.redis.set(key, wait.reason, nx=True, px=max(1000, int(wait.seconds * 1000))):
-        usage = rt.store.quota_usage(kind)
+    if rt.store.quota.first_notice(kind, wait.reason, wait.seconds):
+        usage = rt.store.quota.usage(kind)
         log.warning(
             "quota window full type=%s reason=%s used=%d limit=%d pending=%d frees_in_s=%.0f",
             kind,
             wait.reason,
             usage.used,
             usage.limit,
-            rt.store.pending_count(kind),
+            rt.store.quota.pending_count(kind),
             wait.seconds,
         )
 
@@ -77,8 +75,8 @@ def tick() -> dict[str, Any]:
     """The periodic safety net: reclaim dead workers' batches, trim old records, flush."""
     rt = _runtime()
     reclaimed = rt.flusher.reclaim_expired()
-    trimmed = rt.store.trim_records()
-    pending = rt.store.has_pending()
+    trimmed = rt.store.retention.trim()
+    pending = rt.store.quota.types_pending()
     for kind in pending:
         request_flush(kind)
-    return {"reclaimed": reclaimed, "trimmed": trimmed, "pending_types": pending}
+    return {"reclaimed": reclaimed, "trimmed": trimmed, "pending_types": [k.value for k in pending]}

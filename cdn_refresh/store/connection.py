@@ -1,8 +1,9 @@
-"""One way to open Redis from settings: the URL carries password, TLS (``rediss://``), db."""
+"""One way to open Redis from settings: the URL carries password, TLS (``rediss://``), db.
+
+The store's own client and Celery's broker URL are both made here, from the same setting.
+"""
 
 from __future__ import annotations
-
-from importlib import resources
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -40,9 +41,3 @@ def broker_url(settings: Settings) -> str:
     if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
         url += ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
     return url
-
-
-def load_script(client: redis.Redis, package: str, name: str) -> redis.commands.core.Script:
-    """Register a ``.lua`` file shipped in ``package/lua``; redis-py reloads it on NOSCRIPT."""
-    source = resources.files(package).joinpath("lua", name).read_text(encoding="utf-8")
-    return client.register_script(source)

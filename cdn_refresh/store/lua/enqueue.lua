@@ -1,9 +1,8 @@
 -- Enqueue one chunk of a job's normalized paths, coalescing with what is already pending.
---
--- KEYS[1] pending ZSET   path -> rank (lower is sooner)
--- KEYS[2] waiters HASH   path -> comma-separated job ids waiting on the pending path
--- KEYS[3] job_counts HASH "job:state" -> count
--- KEYS[4] dead HASH      path -> JSON (a path enqueued again leaves the dead-letter set)
+local pending = KEYS[1]     -- ZSET path -> rank (lower is sooner)
+local waiters = KEYS[2]     -- HASH path -> comma-separated job ids waiting on the pending path
+local job_counts = KEYS[3]  -- HASH "job:state" -> count
+local dead = KEYS[4]        -- HASH path -> JSON (a path enqueued again leaves the dead-letter set)
 -- ARGV[1] job id
 -- ARGV[2] rank of this chunk (enqueue time in ms; bulk ranks are offset after interactive)
 -- ARGV[3..n] normalized paths
@@ -18,21 +17,11 @@ local rank = ARGV[2]
 local rank_number = tonumber(rank)
 local accepted, duplicates, joined = 0, 0, 0
 
--- Lua's unpack() and redis.call() take a few thousand values at most: go in slices.
-local SLICE = 1000
-local function in_slices(list, width, call)
-  local step = SLICE * width
-  for first = 1, #list, step do
-    call(first, math.min(first + step - 1, #list))
-  end
-end
-
 -- Counters instead of #t + 1: Lua 5.1 finds a table's length by a search each time.
 local scores, n_scores = {}, 0
-in_slices(ARGV, 1, function(first, last)
-  if last < 3 then return end
-  if first < 3 then first = 3 end
-  local part = redis.call('ZMSCORE', KEYS[1], unpack(ARGV, first, last))
+local n_argv = #ARGV
+in_slices(n_argv - 2, 1, function(first, last)
+  local part = redis.call('ZMSCORE', pending, unpack(ARGV, first + 2, last + 2))
   for i = 1, #part do scores[n_scores + i] = part[i] end
   n_scores = n_scores + #part
 end)
@@ -40,7 +29,7 @@ end)
 local seen = {}
 local new_members, new_waiters, new_paths, n_new = {}, {}, {}, 0
 local forward, n_forward, pending_paths, n_pending = {}, 0, {}, 0
-for i = 3, #ARGV do
+for i = 3, n_argv do
   local path = ARGV[i]
   if seen[path] then
     duplicates = duplicates + 1
@@ -68,33 +57,28 @@ for i = 3, #ARGV do
   end
 end
 
-in_slices(new_members, 2, function(first, last)
-  accepted = accepted + redis.call('ZADD', KEYS[1], 'NX', unpack(new_members, first, last))
+in_slices(2 * n_new, 2, function(first, last)
+  accepted = accepted + redis.call('ZADD', pending, 'NX', unpack(new_members, first, last))
 end)
-in_slices(new_waiters, 2, function(first, last)
-  redis.call('HSET', KEYS[2], unpack(new_waiters, first, last))
+in_slices(2 * n_new, 2, function(first, last)
+  redis.call('HSET', waiters, unpack(new_waiters, first, last))
 end)
-if n_new > 0 and redis.call('HLEN', KEYS[4]) > 0 then
-  in_slices(new_paths, 1, function(first, last)
-    redis.call('HDEL', KEYS[4], unpack(new_paths, first, last))
+if n_new > 0 and redis.call('HLEN', dead) > 0 then
+  in_slices(n_new, 1, function(first, last)
+    redis.call('HDEL', dead, unpack(new_paths, first, last))
   end)
 end
-in_slices(forward, 2, function(first, last)
-  redis.call('ZADD', KEYS[1], 'LT', unpack(forward, first, last))
+in_slices(n_forward, 2, function(first, last)
+  redis.call('ZADD', pending, 'LT', unpack(forward, first, last))
 end)
 
 local updates, n_updates = {}, 0
-in_slices(pending_paths, 1, function(first, last)
-  local waiting = redis.call('HMGET', KEYS[2], unpack(pending_paths, first, last))
+in_slices(n_pending, 1, function(first, last)
+  local waiting = redis.call('HMGET', waiters, unpack(pending_paths, first, last))
   for i = 1, #waiting do
     local path, known = pending_paths[first + i - 1], waiting[i]
-    local merged = nil
-    if not known then
-      merged = job
-    elseif not string.find(',' .. known .. ',', ',' .. job .. ',', 1, true) then
-      merged = known .. ',' .. job
-    end
-    if merged then
+    local merged = list_add(known or '', job)
+    if merged ~= known then
       updates[n_updates + 1] = path
       updates[n_updates + 2] = merged
       n_updates = n_updates + 2
@@ -102,11 +86,11 @@ in_slices(pending_paths, 1, function(first, last)
     end
   end
 end)
-in_slices(updates, 2, function(first, last)
-  redis.call('HSET', KEYS[2], unpack(updates, first, last))
+in_slices(n_updates, 2, function(first, last)
+  redis.call('HSET', waiters, unpack(updates, first, last))
 end)
 
 if accepted + joined > 0 then
-  redis.call('HINCRBY', KEYS[3], job .. ':pending', accepted + joined)
+  redis.call('HINCRBY', job_counts, job .. ':pending', accepted + joined)
 end
 return {accepted, duplicates}

@@ -1,11 +1,10 @@
 -- Set a key with a time to live, unless it already lives longer: a short backoff after one
 -- error must never cut short a longer one (say, the provider's x-acs-retry-after) set by
 -- another worker.
---
--- KEYS[1] the key
+local target = KEYS[1]  -- the hold or backoff key
 -- ARGV[1] value   ARGV[2] time to live (ms)
 -- Returns 1 if set, 0 if the key already lived longer.
-local ttl = redis.call('PTTL', KEYS[1])
+local ttl = redis.call('PTTL', target)
 if ttl >= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', target, ARGV[1], 'PX', ARGV[2])
 return 1

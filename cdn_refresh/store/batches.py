@@ -1,0 +1,164 @@
+"""Batches in flight: claim (with the quota reservation), submit, release, reclaim.
+
+The Redis side is ``lua/claim.lua``, ``lua/submit.lua`` and ``lua/release.lua``; this module
+passes them their arguments and turns their answers into records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, cast
+
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType
+from cdn_refresh.store import scripts
+from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.records import Batch, Release, Settled, Wait, WaitReason
+
+# How many pending paths one claim may look at to fill a batch within the domain limit.
+SCAN_LIMIT = 20_000
+# Submissions a path's record keeps (the latest and the ones before it), for ``lookup``.
+SUBMISSION_HISTORY = 10
+# Provider messages can be long; a record keeps what an operator needs.
+MAX_MESSAGE_CHARS = 500
+
+
+class BatchStore:
+    """Claims, settles and reclaims batches for every worker on every host."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self._ctx = ctx
+
+    def claim(self, object_type: ObjectType, now: float | None = None) -> Batch | Wait | None:
+        """Claim the next batch and reserve its quota; ``None`` when nothing is pending.
+
+        ``now`` defaults to Redis's clock, which every worker on every host shares.
+        """
+        s = self._ctx.settings
+        limit = s.daily_quota(object_type)
+        answer = self._ctx.scripts.run(
+            scripts.CLAIM,
+            [
+                time_arg(now),
+                repr(s.quota_window_s),
+                limit,
+                math.ceil(limit * s.interactive_reserve),
+                s.paths_per_call(object_type),
+                s.max_domains_per_call,
+                repr(s.batch_lease_s),
+                BULK_RANK_OFFSET,
+                object_type.value,
+                SCAN_LIMIT,
+            ],
+            object_type,
+        )
+        if answer[0] == "empty":
+            return None
+        if answer[0] == "wait":
+            return Wait(WaitReason(answer[1]), float(answer[2]))
+        return Batch.decode(answer[2])
+
+    def submit(
+        self,
+        batch: Batch,
+        paths: tuple[str, ...],
+        task_ids: tuple[str, ...],
+        request_id: str,
+        now: float | None = None,
+    ) -> Settled:
+        """Record ``paths`` of ``batch`` (all of them when empty) as submitted.
+
+        Settles nothing when the batch's lease ran out first and its paths went back to
+        pending (a stalled worker): then, see :meth:`record_late`.
+        """
+        answer = self._submit(batch, "batch", paths, task_ids, request_id, now)
+        return Settled(int(answer[0]), 0, int(answer[1]))
+
+    def record_late(
+        self, batch: Batch, paths: tuple[str, ...], task_ids: tuple[str, ...], request_id: str
+    ) -> None:
+        """Keep the task IDs of an answer that came after its batch was reclaimed (the
+        paths are pending again and may go out again)."""
+        self._submit(batch, "late", paths or batch.paths, task_ids, request_id, None)
+
+    def _submit(
+        self,
+        batch: Batch,
+        mode: str,
+        paths: tuple[str, ...],
+        task_ids: tuple[str, ...],
+        request_id: str,
+        now: float | None,
+    ) -> Any:
+        info = {
+            "task_ids": list(task_ids),
+            "request_id": request_id,
+            "history": SUBMISSION_HISTORY,
+        }
+        return self._ctx.scripts.run(
+            scripts.SUBMIT,
+            [batch.id, time_arg(now), json.dumps(info), mode, *paths],
+            batch.object_type,
+        )
+
+    def release(
+        self,
+        batch_id: str,
+        object_type: ObjectType,
+        release: Release,
+        now: float | None = None,
+        *,
+        paths: tuple[str, ...] = (),
+        code: str = "",
+        message: str = "",
+        return_quota: bool = False,
+        only_if_lease_expired: bool = False,
+    ) -> Settled:
+        """Send ``paths`` of a batch (all of it when empty) back to pending or into the
+        dead-letter set; see ``lua/release.lua``."""
+        info = {
+            "code": code,
+            "message": message[:MAX_MESSAGE_CHARS],
+            "return_quota": return_quota,
+            "max_attempts": self._ctx.settings.max_attempts,
+            "only_if_lease_expired": only_if_lease_expired,
+        }
+        answer = self._ctx.scripts.run(
+            scripts.RELEASE,
+            [batch_id, time_arg(now), release.value, json.dumps(info), *paths],
+            object_type,
+        )
+        return Settled(int(answer[0]), int(answer[1]), int(answer[2]))
+
+    def extend_lease(self, batch_id: str, now: float | None = None) -> None:
+        """Keep a batch ours while a long piece of work (a split) goes on."""
+        now = self._ctx.now() if now is None else now
+        lease = now + self._ctx.settings.batch_lease_s
+        self._ctx.redis.zadd(self._ctx.keys.shared.leases, {batch_id: lease}, xx=True)
+
+    def expired(self, now: float | None = None) -> list[tuple[str, ObjectType]]:
+        """Batches whose lease ran out: their worker died or hung mid-call."""
+        k = self._ctx.keys.shared
+        now = self._ctx.now() if now is None else now
+        ids = cast(list[str], self._ctx.redis.zrangebyscore(k.leases, "-inf", now))
+        if not ids:
+            return []
+        found: list[tuple[str, ObjectType]] = []
+        raws = cast(list[str | None], self._ctx.redis.hmget(k.batches, ids))
+        for batch_id, raw in zip(ids, raws, strict=True):
+            if raw is not None:  # else settled between the two reads
+                found.append((batch_id, Batch.decode(raw).object_type))
+        return found
+
+    def in_flight(self, path: str, object_type: ObjectType) -> bool:
+        """Whether ``path`` is in a batch in flight."""
+        # Batches in flight are few (one per busy worker process): a scan is cheap.
+        for _, raw in self._ctx.redis.hscan_iter(self._ctx.keys.shared.batches, count=100):
+            batch = Batch.decode(raw)
+            if batch.object_type == object_type and path in batch.paths:
+                return True
+        return False
+
+    def count(self) -> int:
+        """How many batches are in flight."""
+        return int(self._ctx.redis.hlen(self._ctx.keys.shared.batches))

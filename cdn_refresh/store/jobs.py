@@ -1,0 +1,162 @@
+"""Jobs: the header an enqueue writes, the chunks it streams in, and the status read back.
+
+A job is *open* while its enqueue streams: its id sits in ``jobs_open`` with a deadline that
+each chunk pushes on. ``status`` never calls an open job done (paths may still come), and a
+job whose enqueue died (the process killed, Redis refusing writes) stops being open when its
+deadline passes, so that it is never left pending forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.store import scripts
+from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.records import (
+    JOB_COUNT_STATES,
+    CredentialProblem,
+    JobCounts,
+    JobHeader,
+    JobState,
+    JobStatus,
+)
+
+# How long an open job may go without a chunk before it counts as abandoned.
+OPEN_JOB_LEASE_S = 120.0
+
+
+class JobNotFoundError(KeyError):
+    """No job with that id (never made, or older than the retention)."""
+
+
+class JobStore:
+    """Writes jobs and their paths, and reads their status."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self._ctx = ctx
+
+    def new_id(self) -> str:
+        """A fresh job id. Its write fails at once when Redis refuses writes (maxmemory,
+        a read-only replica), before any input is read."""
+        return str(self._ctx.redis.incr(self._ctx.keys.shared.job_seq))
+
+    def open(self, header: JobHeader) -> None:
+        """Write the header of a job about to stream in; the job is open until closed."""
+        k = self._ctx.keys.shared
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(k.jobs, header.job_id, header.encode())
+            pipe.zadd(k.jobs_by_time, {header.job_id: header.created_at})
+            pipe.zadd(k.jobs_open, {header.job_id: header.created_at + OPEN_JOB_LEASE_S})
+            pipe.execute()
+
+    @staticmethod
+    def rank(now: float, priority: Priority) -> int:
+        """The pending rank of paths enqueued at ``now``: sooner first, bulk after
+        interactive."""
+        return int(now * 1000) + (BULK_RANK_OFFSET if priority is Priority.BULK else 0)
+
+    def enqueue_chunks(
+        self,
+        header: JobHeader,
+        rank: int,
+        chunks: Sequence[Sequence[str]],
+        client: redis.Redis | None = None,
+    ) -> list[tuple[int, int]]:
+        """Enqueue chunks of normalized paths in one round trip; (accepted, duplicates) of
+        each. ``client`` is a connection of this store's pool (one per thread in flight)."""
+        conn = client or self._ctx.redis
+        k = self._ctx.keys.shared
+        with conn.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                self._ctx.scripts.run(
+                    scripts.ENQUEUE,
+                    [header.job_id, rank, *chunk],
+                    header.object_type,
+                    client=pipe,
+                )
+            # The job stays open while chunks keep coming.
+            deadline = self._ctx.now() + OPEN_JOB_LEASE_S
+            pipe.zadd(k.jobs_open, {header.job_id: deadline}, xx=True)
+            answers = pipe.execute()
+        return [(int(a), int(d)) for a, d in answers[: len(chunks)]]
+
+    def close(self, header: JobHeader) -> None:
+        """The enqueue ended (``header.incomplete`` when it gave up part way)."""
+        k = self._ctx.keys.shared
+        header.complete = True
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(k.jobs_open, header.job_id)
+            pipe.hset(k.jobs, header.job_id, header.encode())
+            pipe.execute()
+
+    def abandon(self, header: JobHeader) -> None:
+        """Close a job whose enqueue failed, as far as Redis lets us.
+
+        The header update may be refused too (Redis out of memory refuses every write that
+        grows it); removing the open mark is not (a removal is always allowed), and a job
+        that is neither open nor complete reads as incomplete.
+        """
+        k = self._ctx.keys.shared
+        header.incomplete = True
+        try:
+            self._ctx.redis.zrem(k.jobs_open, header.job_id)
+            self.close(header)
+        except redis.RedisError:
+            pass
+
+    def status(self, job_id: str) -> JobStatus:
+        """A job's state, counts by state and task IDs."""
+        k = self._ctx.keys.shared
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.jobs, job_id)
+            pipe.hmget(k.job_counts, [f"{job_id}:{s}" for s in JOB_COUNT_STATES])
+            pipe.hget(k.job_tasks, job_id)
+            pipe.get(k.auth_error)
+            pipe.zscore(k.jobs_open, job_id)
+            header_raw, counts_raw, tasks_raw, auth_raw, open_until = pipe.execute()
+        if header_raw is None:
+            raise JobNotFoundError(job_id)
+        header = JobHeader.decode(header_raw)
+        counts = JobCounts(*(max(0, int(v or 0)) for v in cast(list[Any], counts_raw)))
+        streaming = (
+            not header.complete and open_until is not None and (float(open_until) > self._ctx.now())
+        )
+        # Neither complete nor open: its enqueue died before it could say so.
+        incomplete = header.incomplete or (not header.complete and not streaming)
+        problem = CredentialProblem.decode(auth_raw)
+        return JobStatus(
+            job_id=job_id,
+            state=_job_state(counts, streaming),
+            counts=counts,
+            task_ids=tuple(t for t in (tasks_raw or "").split(",") if t),
+            object_type=header.object_type,
+            priority=header.priority,
+            created_at=header.created_at,
+            last_error=problem.describe() if problem and counts.waiting else None,
+            incomplete=incomplete,
+            error=header.error
+            or ("the enqueue ended before every path was in" if incomplete else ""),
+        )
+
+    def backlog_days(self, object_type: ObjectType) -> float:
+        """How many quota windows' worth of paths of this type wait, in days."""
+        s = self._ctx.settings
+        pending = int(self._ctx.redis.zcard(self._ctx.keys.of(object_type).pending))
+        limit = s.daily_quota(object_type)
+        if pending == 0:
+            return 0.0
+        if limit == 0:
+            return float("inf")
+        return pending / limit * s.quota_window_s / 86400
+
+
+def _job_state(counts: JobCounts, streaming: bool) -> JobState:
+    if counts.waiting == 0 and not streaming:
+        return JobState.FAILED if counts.failed else JobState.DONE
+    if counts.in_flight or counts.submitted or counts.failed:
+        return JobState.IN_PROGRESS
+    return JobState.PENDING

@@ -1,0 +1,89 @@
+"""The Redis key layout, built by one class with one prefix.
+
+Every key carries the same hash tag (``{prefix}``) so that the Lua scripts, which touch
+several keys at once, work on Redis Cluster too. Scripts receive every key in ``KEYS``, bound
+by name (:mod:`cdn_refresh.store.scripts`); none builds a key name itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+
+# The stored names of the per-type keys. They predate ObjectType.label ("directory") and stay
+# as they are: renaming a key would orphan the queue and the quota of a running deployment.
+_STORED_TYPE_NAME: dict[ObjectType, str] = {ObjectType.FILE: "file", ObjectType.DIRECTORY: "dir"}
+
+
+@dataclass(frozen=True, slots=True)
+class TypeKeys:
+    """Keys that hold one object type's paths and quota."""
+
+    pending: str  # ZSET path -> rank (enqueue time in ms; bulk ranks after interactive)
+    waiters: str  # HASH path -> comma-separated job ids waiting on the pending path
+    pathinfo: str  # HASH path -> JSON PathInfo of a path that failed before
+    records: str  # HASH path -> JSON SubmissionRecord (the latest, with earlier ones)
+    records_by_time: str  # ZSET path -> submitted_at, for retention
+    dead: str  # HASH path -> JSON DeadLetter
+    quota: str  # ZSET "batch:count" -> reserved_at (rolling window)
+    quota_total: str  # STRING sum of the counts in ``quota``
+    hold: str  # STRING with a TTL: the provider said its quota is spent
+    backoff: str  # STRING with a TTL: back off after a transient error
+    flush_scheduled: str  # STRING with a TTL: a flush is already scheduled
+    wait_noticed: str  # STRING with a TTL: this wait was logged already
+
+
+@dataclass(frozen=True, slots=True)
+class SharedKeys:
+    """Keys shared by both object types."""
+
+    batches: str  # HASH batch id -> JSON batch in flight
+    leases: str  # ZSET batch id -> lease expiry (s)
+    batch_seq: str  # STRING counter of batch ids
+    job_seq: str  # STRING counter of job ids
+    jobs: str  # HASH job id -> JSON JobHeader
+    jobs_by_time: str  # ZSET job id -> created_at
+    jobs_open: str  # ZSET job id -> when its enqueue must have ended (s), while it streams
+    job_counts: str  # HASH "job:state" -> count
+    job_tasks: str  # HASH job id -> comma-separated task ids
+    auth_hold: str  # STRING with a TTL: claims wait while it lives
+    auth_failures: str  # STRING consecutive credential errors
+    # The last credential error, kept until a call goes through, so that status and lookup
+    # show it between holds too.
+    auth_error: str
+    quota_window: str  # STRING the rolling window (s) every worker's quota runs on
+    flush_requested: str  # STRING with a TTL: the producers' wake-up debounce
+
+
+class Keys:
+    """Every key the project uses, under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        tag = "{" + prefix + "}"
+        self.shared = SharedKeys(*(f"{tag}:{f.name}" for f in fields(SharedKeys)))
+        self._types = {
+            kind: TypeKeys(*(f"{tag}:{_STORED_TYPE_NAME[kind]}:{f.name}" for f in fields(TypeKeys)))
+            for kind in OBJECT_TYPES
+        }
+
+    def of(self, object_type: ObjectType) -> TypeKeys:
+        """The keys of one object type."""
+        return self._types[object_type]
+
+    def bind(self, names: tuple[str, ...], object_type: ObjectType | None = None) -> list[str]:
+        """The key names for a script's ``KEYS``, in the order of ``names``.
+
+        A name is a field of :class:`TypeKeys` (of ``object_type``) or of :class:`SharedKeys`.
+        """
+        typed = self._types[object_type] if object_type is not None else None
+        bound = []
+        for name in names:
+            if typed is not None and hasattr(typed, name):
+                bound.append(getattr(typed, name))
+            elif hasattr(self.shared, name):
+                bound.append(getattr(self.shared, name))
+            else:
+                raise KeyError(f"no key named {name!r} for object type {object_type}")
+        return bound

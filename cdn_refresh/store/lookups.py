@@ -1,0 +1,99 @@
+"""One path's story (``lookup``), the dead-letter set, and replaying it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.store import scripts
+from cdn_refresh.store.batches import BatchStore
+from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.records import (
+    CredentialProblem,
+    DeadLetter,
+    PathInfo,
+    PathLookup,
+    PathState,
+    SubmissionRecord,
+)
+
+# Paths per replay script call.
+REPLAY_CHUNK = 2_000
+
+
+class PathStore:
+    """Reads a path's state and records; moves dead letters back to pending."""
+
+    def __init__(self, ctx: StoreContext, batches: BatchStore) -> None:
+        self._ctx = ctx
+        self._batches = batches
+
+    def lookup(self, path: str, object_type: ObjectType) -> PathLookup:
+        """Where one normalized path stands: pending, in flight, submitted or failed."""
+        k, tk = self._ctx.keys.shared, self._ctx.keys.of(object_type)
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(tk.pending, path)
+            pipe.hget(tk.pathinfo, path)
+            pipe.hget(tk.records, path)
+            pipe.hget(tk.dead, path)
+            pipe.get(k.auth_error)
+            pending, info_raw, record_raw, dead_raw, auth_raw = pipe.execute()
+        info = PathInfo.decode(info_raw)
+        record = SubmissionRecord.decode(record_raw)
+        dead = DeadLetter.decode(path, object_type, dead_raw)
+        if pending is not None:
+            state = PathState.PENDING
+        elif self._batches.in_flight(path, object_type):
+            state = PathState.IN_FLIGHT
+        elif dead and (record is None or (dead.failed_at or 0) >= record.submitted_at):
+            # Both can exist for a path enqueued again: the newer outcome is its state.
+            state = PathState.FAILED
+        elif record:
+            state = PathState.SUBMITTED
+        else:
+            state = PathState.UNKNOWN
+        last_error = (dead.code if dead else "") or (info.last_error if info else "") or None
+        problem = CredentialProblem.decode(auth_raw)
+        if problem and state in (PathState.PENDING, PathState.IN_FLIGHT):
+            last_error = problem.describe()
+        attempts = (
+            (dead.attempts if dead else 0)
+            or (info.attempts if info else 0)
+            or (record.attempts if record else 0)
+        )
+        return PathLookup(
+            path=path,
+            object_type=object_type,
+            state=state,
+            task_id=",".join(record.task_ids) or None if record else None,
+            request_id=(record.request_id or None) if record else None,
+            submitted_at=record.submitted_at if record else None,
+            attempts=attempts,
+            last_error=last_error,
+            submissions=record.submissions if record else (),
+        )
+
+    def dead_letters(self, object_types: Iterable[ObjectType]) -> Iterator[DeadLetter]:
+        """Every dead-lettered path with its last error."""
+        for kind in object_types:
+            for path, raw in self._ctx.redis.hscan_iter(self._ctx.keys.of(kind).dead, count=500):
+                entry = DeadLetter.decode(path, kind, raw)
+                if entry is not None:
+                    yield entry
+
+    def dead_paths(self, object_type: ObjectType) -> list[str]:
+        """The dead-lettered paths of one type."""
+        dead = self._ctx.keys.of(object_type).dead
+        return [p for p, _ in self._ctx.redis.hscan_iter(dead, count=1000)]
+
+    def replay(self, paths: list[str], object_type: ObjectType, rank: int) -> int:
+        """Move dead-lettered ``paths`` back to pending with the jobs that waited on them;
+        returns how many were dead-lettered."""
+        replayed = 0
+        for start in range(0, len(paths), REPLAY_CHUNK):
+            replayed += int(
+                self._ctx.scripts.run(
+                    scripts.REPLAY, [rank, *paths[start : start + REPLAY_CHUNK]], object_type
+                )
+            )
+        return replayed

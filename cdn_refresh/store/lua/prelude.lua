@@ -1,0 +1,111 @@
+-- prelude.lua: helpers every script shares, prepended to each one when it is registered
+-- (cdn_refresh/store/scripts.py). It reads no key and takes no argument itself.
+
+-- Lua's unpack() and redis.call() take a few thousand values at most: go in slices of SLICE
+-- entries of `width` values each. Lengths are passed in: Lua 5.1 finds #t by a search.
+local SLICE = 1000
+local function in_slices(n, width, call)
+  local step = SLICE * width
+  for first = 1, n, step do
+    call(first, math.min(first + step - 1, n))
+  end
+end
+
+-- Redis's clock, not the workers': hosts whose clocks disagree must share one window.
+-- An empty argument means "now"; tests pass a time of their own.
+local function clock(arg)
+  local now = tonumber(arg)
+  if now then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+-- Comma-separated lists (job ids, task ids): membership and union.
+local function list_has(list, item)
+  return string.find(',' .. list .. ',', ',' .. item .. ',', 1, true) ~= nil
+end
+
+local function list_add(list, item)
+  if list == '' then return item end
+  if list_has(list, item) then return list end
+  return list .. ',' .. item
+end
+
+-- A quota reservation is the member "batch:count" of the window's sorted set.
+local function reservation_count(member)
+  return tonumber(string.match(member, ':(%d+)$'))
+end
+
+-- The rolling window every worker's quota runs on: the first worker to claim stores its own;
+-- from then on it is the stored one, so that no mix of settings deletes a reservation
+-- younger than the window another worker counts on (CDN_REFRESH_QUOTA_WINDOW_S).
+local function quota_window(key, proposed)
+  local stored = tonumber(redis.call('GET', key))
+  if stored then return stored end
+  redis.call('SET', key, proposed)
+  return tonumber(proposed)
+end
+
+-- Job counters ("job:state" -> n) gathered in a table, written once per script.
+local function count_move(counts, jobs, from, to, n)
+  for job in string.gmatch(jobs, '[^,]+') do
+    if from then counts[job .. ':' .. from] = (counts[job .. ':' .. from] or 0) - n end
+    if to then counts[job .. ':' .. to] = (counts[job .. ':' .. to] or 0) + n end
+  end
+end
+
+local function write_counts(key, counts)
+  for field, n in pairs(counts) do
+    if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+  end
+end
+
+-- Take paths out of a batch in flight. `argv_from` is where the wanted paths start in ARGV
+-- (none: every path still in the batch). Returns nil when the batch is gone (settled
+-- already: a task that ran twice, an answer after a reclaim), else the batch and the taken
+-- paths, their ranks and their waiting jobs, and a function that saves what is left.
+local function take_from_batch(batches_key, leases_key, id, argv_from)
+  local raw = redis.call('HGET', batches_key, id)
+  if not raw then return nil end
+  local batch = cjson.decode(raw)
+  local wanted = nil
+  if #ARGV >= argv_from then
+    wanted = {}
+    for i = argv_from, #ARGV do wanted[ARGV[i]] = true end
+  end
+  local taken = {paths = {}, ranks = {}, jobs = {}, n = 0}
+  local keep = {paths = {}, ranks = {}, waiters = {}, n = 0}
+  for i, path in ipairs(batch.paths) do
+    local into = taken
+    if wanted and not wanted[path] then into = keep end
+    into.n = into.n + 1
+    into.paths[into.n] = path
+    into.ranks[into.n] = batch.ranks[i]
+    if into == taken then into.jobs[into.n] = batch.waiters[i] else into.waiters[into.n] = batch.waiters[i] end
+  end
+  local function save_rest()
+    if keep.n == 0 then
+      redis.call('HDEL', batches_key, id)
+      redis.call('ZREM', leases_key, id)
+    else
+      batch.paths, batch.ranks, batch.waiters = keep.paths, keep.ranks, keep.waiters
+      redis.call('HSET', batches_key, id, cjson.encode(batch))
+    end
+  end
+  return batch, taken, save_rest
+end
+
+-- Attempts so far of each path: only a path that failed before has pathinfo, so an empty
+-- hash (the usual case) needs no HMGET.
+local function prior_attempts(pathinfo_key, paths, n)
+  local prior = {}
+  if n > 0 and redis.call('HLEN', pathinfo_key) > 0 then
+    in_slices(n, 1, function(first, last)
+      local part = redis.call('HMGET', pathinfo_key, unpack(paths, first, last))
+      for i = 1, #part do
+        if part[i] then prior[first + i - 1] = cjson.decode(part[i]).attempts or 0 end
+      end
+    end)
+  end
+  return prior
+end

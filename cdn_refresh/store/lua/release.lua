@@ -1,0 +1,154 @@
+-- Release paths of a batch in flight that did not go through: back to pending, or into the
+-- dead-letter set (the one writer of dead letters). Idempotent like submit.lua.
+local batches = KEYS[1]      -- HASH batch id -> JSON batch in flight
+local leases = KEYS[2]       -- ZSET batch id -> lease expiry (s)
+local pending = KEYS[3]      -- ZSET path -> rank
+local waiters = KEYS[4]      -- HASH path -> job ids
+local pathinfo = KEYS[5]     -- HASH path -> JSON {attempts, last_error, message, at}
+local dead = KEYS[6]         -- HASH path -> JSON dead letter
+local quota = KEYS[7]        -- ZSET "batch:count" -> reserved at
+local quota_total = KEYS[8]
+local job_counts = KEYS[9]   -- HASH "job:state" -> count
+-- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
+-- ARGV[3] what happens to the paths:
+--   'retry'   back to pending with an attempt counted; dead-lettered at max_attempts
+--   'requeue' back to pending, no attempt counted (nothing was wrong with the paths)
+--   'failed'  dead-lettered now (the provider refused the path itself)
+-- ARGV[4] JSON {code, message, return_quota, max_attempts, only_if_lease_expired}
+-- ARGV[5..n] the paths; none means every path still in the batch
+-- Returns {released, dead_lettered, highest attempt count among the released paths}
+local id, now, mode = ARGV[1], clock(ARGV[2]), ARGV[3]
+local info = cjson.decode(ARGV[4])
+if info.only_if_lease_expired then
+  local lease = redis.call('ZSCORE', leases, id)
+  if lease and tonumber(lease) > now then return {0, 0, 0} end
+end
+local batch, taken, save_rest = take_from_batch(batches, leases, id, 5)
+if not batch then return {0, 0, 0} end
+local paths, n = taken.paths, taken.n
+local prior = prior_attempts(pathinfo, paths, n)
+local code, message = info.code or '', info.message or ''
+local max_attempts = tonumber(info.max_attempts)
+
+local counts = {}
+local top_attempts = 0
+local dead_paths, dead_jobs, dead_attempts, n_dead = {}, {}, {}, 0
+local retry_paths, retry_ranks, retry_jobs, n_retry = {}, {}, {}, 0
+local info_fields, n_info = {}, 0
+local forget, n_forget = {}, 0
+local encoded = {}  -- attempts -> JSON pathinfo
+for i = 1, n do
+  local attempts = prior[i] or 0
+  if mode ~= 'requeue' then attempts = attempts + 1 end
+  if attempts > top_attempts then top_attempts = attempts end
+  if mode == 'failed' or (mode == 'retry' and attempts >= max_attempts) then
+    n_dead = n_dead + 1
+    dead_paths[n_dead], dead_jobs[n_dead], dead_attempts[n_dead] = paths[i], taken.jobs[i], attempts
+    count_move(counts, taken.jobs[i], 'in_flight', 'failed', 1)
+    if prior[i] then
+      n_forget = n_forget + 1
+      forget[n_forget] = paths[i]
+    end
+  else
+    local json = encoded[attempts]
+    if not json then
+      json = cjson.encode({attempts = attempts, last_error = code, message = message, at = now})
+      encoded[attempts] = json
+    end
+    info_fields[n_info + 1] = paths[i]
+    info_fields[n_info + 2] = json
+    n_info = n_info + 2
+    n_retry = n_retry + 1
+    retry_paths[n_retry], retry_ranks[n_retry], retry_jobs[n_retry] = paths[i], taken.ranks[i], taken.jobs[i]
+  end
+end
+
+-- Dead letters. A path dead-lettered again keeps the jobs of its earlier entry, so that a
+-- replay brings them all back.
+local earlier = {}
+if n_dead > 0 and redis.call('HLEN', dead) > 0 then
+  in_slices(n_dead, 1, function(first, last)
+    local part = redis.call('HMGET', dead, unpack(dead_paths, first, last))
+    for k = 1, #part do earlier[first + k - 1] = part[k] end
+  end)
+end
+local dead_fields = {}
+for k = 1, n_dead do
+  local jobs = dead_jobs[k]
+  if earlier[k] then
+    for job in string.gmatch(cjson.decode(earlier[k]).jobs or '', '[^,]+') do
+      jobs = list_add(jobs, job)
+    end
+  end
+  local memo = dead_attempts[k] .. '|' .. jobs
+  local json = encoded[memo]
+  if not json then
+    json = cjson.encode({
+      code = code, message = message, attempts = dead_attempts[k], at = now,
+      jobs = jobs, batch = id, object_type = batch.object_type,
+    })
+    encoded[memo] = json
+  end
+  dead_fields[2 * k - 1] = dead_paths[k]
+  dead_fields[2 * k] = json
+end
+in_slices(2 * n_dead, 2, function(first, last)
+  redis.call('HSET', dead, unpack(dead_fields, first, last))
+end)
+in_slices(n_forget, 1, function(first, last)
+  redis.call('HDEL', pathinfo, unpack(forget, first, last))
+end)
+in_slices(n_info, 2, function(first, last)
+  redis.call('HSET', pathinfo, unpack(info_fields, first, last))
+end)
+
+-- Back to pending. The paths may be pending again already (enqueued while in flight): keep
+-- the sooner rank and merge the waiters.
+if n_retry > 0 then
+  local forward, merged_fields = {}, {}
+  for i = 1, n_retry do
+    forward[2 * i - 1] = retry_ranks[i]
+    forward[2 * i] = retry_paths[i]
+  end
+  in_slices(2 * n_retry, 2, function(first, last)
+    redis.call('ZADD', pending, 'LT', unpack(forward, first, last))
+  end)
+  in_slices(n_retry, 1, function(first, last)
+    local waiting = redis.call('HMGET', waiters, unpack(retry_paths, first, last))
+    for k = 1, #waiting do
+      local i = first + k - 1
+      local known = waiting[k] or ''
+      local merged = known
+      for job in string.gmatch(retry_jobs[i], '[^,]+') do
+        if list_has(known, job) then
+          count_move(counts, job, 'in_flight', nil, 1)
+        else
+          count_move(counts, job, 'in_flight', 'pending', 1)
+          merged = list_add(merged, job)
+        end
+      end
+      merged_fields[2 * i - 1] = retry_paths[i]
+      merged_fields[2 * i] = merged
+    end
+  end)
+  in_slices(2 * n_retry, 2, function(first, last)
+    redis.call('HSET', waiters, unpack(merged_fields, first, last))
+  end)
+end
+write_counts(job_counts, counts)
+
+-- A definite error answer gives the reservation back for the paths it covered.
+if info.return_quota and n > 0 then
+  local reserved_at = redis.call('ZSCORE', quota, batch.reservation)
+  if reserved_at then
+    local count = reservation_count(batch.reservation)
+    local back = math.min(n, count)
+    redis.call('ZREM', quota, batch.reservation)
+    batch.reservation = id .. ':' .. (count - back)
+    if count - back > 0 then redis.call('ZADD', quota, reserved_at, batch.reservation) end
+    redis.call('DECRBY', quota_total, back)
+  end
+end
+
+save_rest()
+return {n, n_dead, top_attempts}

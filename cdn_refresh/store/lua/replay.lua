@@ -1,0 +1,35 @@
+-- Move dead-lettered paths of one type back to pending, with the jobs that waited on them.
+local dead = KEYS[1]        -- HASH path -> JSON dead letter
+local pending = KEYS[2]     -- ZSET path -> rank
+local waiters = KEYS[3]     -- HASH path -> job ids
+local pathinfo = KEYS[4]    -- HASH path -> JSON attempts so far
+local job_counts = KEYS[5]  -- HASH "job:state" -> count
+-- ARGV[1] rank for the replayed paths; ARGV[2..n] paths (normalized)
+-- Returns the number of paths replayed.
+local rank = ARGV[1]
+local replayed = 0
+local counts = {}
+for i = 2, #ARGV do
+  local path = ARGV[i]
+  local raw = redis.call('HGET', dead, path)
+  if raw then
+    local entry = cjson.decode(raw)
+    redis.call('HDEL', dead, path)
+    redis.call('HDEL', pathinfo, path)
+    redis.call('ZADD', pending, 'NX', rank, path)
+    local waiting = redis.call('HGET', waiters, path) or ''
+    local merged = waiting
+    for job in string.gmatch(entry.jobs or '', '[^,]+') do
+      if list_has(waiting, job) then
+        count_move(counts, job, 'failed', nil, 1)
+      else
+        count_move(counts, job, 'failed', 'pending', 1)
+        merged = list_add(merged, job)
+      end
+    end
+    if merged ~= '' then redis.call('HSET', waiters, path, merged) end
+    replayed = replayed + 1
+  end
+end
+write_counts(job_counts, counts)
+return replayed

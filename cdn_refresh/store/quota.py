@@ -1,0 +1,128 @@
+"""The quota window as our own count, and the holds and backoffs that stop claims.
+
+Reservations themselves are made and returned by the batch scripts, in the same step as
+the claim or settle they belong to (:mod:`cdn_refresh.store.batches`).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.store import scripts
+from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.records import CredentialProblem, QuotaUsage
+
+MAX_MESSAGE_CHARS = 500
+
+
+class QuotaWindowMismatchError(RuntimeError):
+    """This process's ``QUOTA_WINDOW_S`` is not the window the stored quota runs on."""
+
+
+class QuotaStore:
+    """Our count of the rolling window, and every hold on claiming."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self._ctx = ctx
+
+    def usage(self, object_type: ObjectType, now: float | None = None) -> QuotaUsage:
+        """Our count of the rolling window (reservations older than the window excluded)."""
+        used, window, frees_in = self._ctx.scripts.run(
+            scripts.QUOTA_USED,
+            [time_arg(now), repr(self._ctx.settings.quota_window_s)],
+            object_type,
+        )
+        return QuotaUsage(
+            self._ctx.settings.daily_quota(object_type), int(used), float(window), float(frees_in)
+        )
+
+    def stored_window_s(self) -> float | None:
+        """The window the first worker stored, if any worker ever claimed."""
+        raw = self._ctx.redis.get(self._ctx.keys.shared.quota_window)
+        return float(raw) if raw is not None else None
+
+    def check_window(self) -> None:
+        """Raise :class:`QuotaWindowMismatchError` when our window is not the stored one.
+
+        Every worker must count the same window: a shorter one would forget reservations
+        that a longer one still counts, and the two together would spend more than either
+        allows.
+        """
+        stored = self.stored_window_s()
+        mine = self._ctx.settings.quota_window_s
+        if stored is not None and stored != mine:
+            raise QuotaWindowMismatchError(
+                f"CDN_REFRESH_QUOTA_WINDOW_S is {mine:g} but the quota in Redis runs on a "
+                f"window of {stored:g} s (stored by the first worker). Use {stored:g}, or "
+                f"change it for every worker with `cdn-refresh quota --set-window {mine:g}`."
+            )
+
+    def set_window(self, window_s: float) -> float | None:
+        """Store a new window for every worker; returns the one it replaces."""
+        previous = self.stored_window_s()
+        self._ctx.redis.set(self._ctx.keys.shared.quota_window, repr(float(window_s)))
+        return previous
+
+    def set_hold(self, object_type: ObjectType, seconds: float, reason: str) -> None:
+        """Stop claiming one type for ``seconds`` (the provider's quota is spent)."""
+        self._extend_ttl(self._ctx.keys.of(object_type).hold, reason, seconds)
+
+    def set_backoff(self, object_type: ObjectType, seconds: float) -> None:
+        """Stop claiming one type for ``seconds`` after a transient error."""
+        if seconds > 0:
+            self._extend_ttl(self._ctx.keys.of(object_type).backoff, "1", seconds)
+
+    def _extend_ttl(self, key: str, value: str, seconds: float) -> None:
+        self._ctx.scripts.run(
+            scripts.EXTEND_TTL,
+            [value, max(1, int(seconds * 1000))],
+            extra_keys={"target": key},
+        )
+
+    def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> float:
+        """Stop claiming anything after a credential error, backing off exponentially."""
+        k = self._ctx.keys.shared
+        failures = int(self._ctx.redis.incr(k.auth_failures))
+        seconds = min(max_s, base_s * 2 ** min(failures - 1, 30))
+        value = CredentialProblem(code, message[:MAX_MESSAGE_CHARS], failures).encode()
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.set(k.auth_hold, value, px=max(1, int(seconds * 1000)))
+            pipe.set(k.auth_error, value)
+            pipe.execute()
+        return float(seconds)
+
+    def lift_auth_hold(self) -> None:
+        """An operator acted: claims may try the credentials again at once."""
+        k = self._ctx.keys.shared
+        self._ctx.redis.delete(k.auth_hold, k.auth_failures)
+
+    def credential_problem(self) -> CredentialProblem | None:
+        """The last credential error, until a call goes through."""
+        raw = self._ctx.redis.get(self._ctx.keys.shared.auth_error)
+        return CredentialProblem.decode(cast(str | None, raw))
+
+    def pending_count(self, object_type: ObjectType) -> int:
+        """How many paths of one type wait."""
+        return int(self._ctx.redis.zcard(self._ctx.keys.of(object_type).pending))
+
+    def types_pending(self) -> list[ObjectType]:
+        """The types that have pending paths."""
+        return [t for t in OBJECT_TYPES if self.pending_count(t)]
+
+    def first_notice(self, object_type: ObjectType, reason: str, seconds: float) -> bool:
+        """True once per wait: so that a full window is logged once, not at every flush."""
+        key = self._ctx.keys.of(object_type).wait_noticed
+        ttl_ms = max(1000, int(seconds * 1000))
+        return bool(self._ctx.redis.set(key, reason, nx=True, px=ttl_ms))
+
+    def schedule_flush(self, object_type: ObjectType, delay_s: float) -> bool:
+        """True when no flush of this type is scheduled yet (and now one is, for
+        ``delay_s``)."""
+        key = self._ctx.keys.of(object_type).flush_scheduled
+        return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(delay_s * 1000))))
+
+    def request_wake_up(self, debounce_s: float) -> bool:
+        """True at most once per ``debounce_s``: the producers' wake-up of the workers."""
+        key = self._ctx.keys.shared.flush_requested
+        return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(debounce_s * 1000))))

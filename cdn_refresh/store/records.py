@@ -1,0 +1,387 @@
+"""The states a path and a job go through, and the typed records the store keeps.
+
+A path's life (one object type)::
+
+    enqueue ──► PENDING ──claim──► IN_FLIGHT ──submit──► SUBMITTED (task IDs recorded)
+                  ▲                    │
+                  └──retry / requeue───┤
+                                       └──release 'failed' (or attempts spent)──► FAILED
+    FAILED ──replay──► PENDING
+
+A job is the set of paths one enqueue asked for: PENDING until one of them moves,
+IN_PROGRESS while some are settled and some are not, then DONE (all submitted) or FAILED
+(nothing waits and some were dead-lettered). A job's state is computed from its counts,
+never stored.
+
+Each record's JSON shape is written by one script (``lua/submit.lua`` writes
+:class:`SubmissionRecord`, ``lua/release.lua`` :class:`DeadLetter` and :class:`PathInfo`,
+``lua/claim.lua`` :class:`Batch`; :class:`JobHeader` by :mod:`cdn_refresh.store.jobs`) and
+decoded here, next to its dataclass. Callers get these values, never raw hashes or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cdn_refresh.constants import ObjectType, Priority
+
+
+class PathState(StrEnum):
+    """Where one path stands (``lookup``)."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SUBMITTED = "submitted"
+    FAILED = "failed"  # dead-lettered, with its last error
+    UNKNOWN = "unknown"  # never enqueued, or its record is older than the retention
+
+
+class JobState(StrEnum):
+    """Where one job stands (``status``)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Release(StrEnum):
+    """What ``release.lua`` does with paths that did not go through."""
+
+    RETRY = "retry"  # back to pending, an attempt counted; dead-lettered at MAX_ATTEMPTS
+    REQUEUE = "requeue"  # back to pending, no attempt counted
+    FAILED = "failed"  # dead-lettered now
+
+
+class WaitReason(StrEnum):
+    """Why nothing of a type may be claimed now."""
+
+    QUOTA = "quota"  # our rolling window is full
+    RESERVE = "reserve"  # only the interactive reserve is left, and bulk work waits
+    PROVIDER_QUOTA = "provider_quota"  # the provider said its quota is spent
+    CREDENTIALS = "credentials"  # credential errors hold every claim
+    BACKOFF = "backoff"  # backing off after a transient error
+
+
+def _dict(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    # cjson writes an empty Lua table as {}, not [].
+    return value if isinstance(value, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Paths claimed together for one call, with the quota reserved for them."""
+
+    id: str
+    object_type: ObjectType
+    paths: tuple[str, ...]
+
+    @classmethod
+    def decode(cls, raw: str) -> Batch:
+        """From the JSON ``claim.lua`` writes."""
+        data = json.loads(raw)
+        return cls(data["id"], ObjectType(data["object_type"]), tuple(_list(data["paths"])))
+
+    @property
+    def domains(self) -> list[str]:
+        """The distinct domains of the batch, in first-seen order."""
+        seen: dict[str, None] = {}
+        for path in self.paths:
+            seen.setdefault(path.split("/", 3)[2].split(":", 1)[0], None)
+        return list(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing may be claimed now; ``seconds`` until that may change (0: unknown)."""
+
+    reason: WaitReason
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What a submit or release did to a batch's paths."""
+
+    settled: int
+    dead_lettered: int
+    top_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """Our own count of one type's rolling window."""
+
+    limit: int
+    used: int
+    window_s: float = 0.0
+    frees_in_s: float = 0.0  # until the oldest reservation leaves the window
+
+    @property
+    def remaining(self) -> int:
+        """What may still be reserved."""
+        return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One call that carried a path: when, and under which task IDs."""
+
+    submitted_at: float
+    task_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``lookup --json`` shape of one entry of ``submissions``."""
+        return {"submitted_at": self.submitted_at, "task_id": ",".join(self.task_ids)}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionRecord:
+    """A path's latest submission, and the ones before it (newest first)."""
+
+    task_ids: tuple[str, ...]
+    request_id: str
+    submitted_at: float
+    batch: str
+    attempts: int
+    late: bool
+    earlier: tuple[Submission, ...]
+
+    @classmethod
+    def decode(cls, raw: str | None) -> SubmissionRecord | None:
+        """From the JSON ``submit.lua`` writes."""
+        data = _dict(raw)
+        if not data:
+            return None
+        return cls(
+            task_ids=tuple(_list(data.get("task_ids"))),
+            request_id=str(data.get("request_id") or ""),
+            submitted_at=float(data.get("submitted_at") or 0),
+            batch=str(data.get("batch") or ""),
+            attempts=int(data.get("attempts") or 0),
+            late=bool(data.get("late")),
+            earlier=tuple(
+                Submission(float(e.get("submitted_at") or 0), tuple(_list(e.get("task_ids"))))
+                for e in _list(data.get("earlier"))
+            ),
+        )
+
+    @property
+    def submissions(self) -> tuple[Submission, ...]:
+        """Every submission kept, newest first."""
+        return (Submission(self.submitted_at, self.task_ids), *self.earlier)
+
+
+@dataclass(frozen=True, slots=True)
+class PathInfo:
+    """Attempts so far of a path that failed before, and its last error."""
+
+    attempts: int
+    last_error: str
+
+    @classmethod
+    def decode(cls, raw: str | None) -> PathInfo | None:
+        """From the JSON ``release.lua`` writes."""
+        data = _dict(raw)
+        if not data:
+            return None
+        return cls(int(data.get("attempts") or 0), str(data.get("last_error") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A path the provider refused, or that ran out of attempts, with its last error."""
+
+    path: str
+    object_type: ObjectType
+    code: str
+    message: str
+    attempts: int
+    failed_at: float | None
+    jobs: tuple[str, ...] = ()
+
+    @classmethod
+    def decode(cls, path: str, object_type: ObjectType, raw: str | None) -> DeadLetter | None:
+        """From the JSON ``release.lua`` writes."""
+        data = _dict(raw)
+        if not data:
+            return None
+        return cls(
+            path=path,
+            object_type=object_type,
+            code=str(data.get("code") or ""),
+            message=str(data.get("message") or ""),
+            attempts=int(data.get("attempts") or 0),
+            failed_at=data.get("at"),
+            jobs=tuple(j for j in str(data.get("jobs") or "").split(",") if j),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``dead-letter list --json`` shape."""
+        return {
+            "path": self.path,
+            "object_type": self.object_type.value,
+            "code": self.code,
+            "message": self.message,
+            "attempts": self.attempts,
+            "failed_at": self.failed_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialProblem:
+    """The last credential error, kept until a call goes through."""
+
+    code: str
+    message: str
+    failures: int
+
+    def encode(self) -> str:
+        """The JSON kept in the ``auth_hold`` and ``auth_error`` keys."""
+        return json.dumps({"code": self.code, "message": self.message, "failures": self.failures})
+
+    @classmethod
+    def decode(cls, raw: str | None) -> CredentialProblem | None:
+        """From :meth:`encode`'s JSON."""
+        data = _dict(raw)
+        if not data:
+            return None
+        return cls(
+            str(data.get("code") or "CredentialError"),
+            str(data.get("message") or ""),
+            int(data.get("failures") or 0),
+        )
+
+    def describe(self) -> str:
+        """``code: message``, as ``status`` and ``lookup`` show it."""
+        return f"{self.code}: {self.message}".rstrip(": ")
+
+
+@dataclass(slots=True)
+class JobHeader:
+    """What an enqueue asked for; written by :mod:`cdn_refresh.store.jobs` only."""
+
+    job_id: str
+    object_type: ObjectType
+    priority: Priority
+    created_at: float
+    paths: int  # valid paths handed to the enqueue
+    rejected: int
+    complete: bool = False  # every chunk is in (or the enqueue gave up: see ``incomplete``)
+    incomplete: bool = False  # the enqueue failed part way: only ``accepted`` went in
+    accepted: int = 0
+    duplicates: int = 0
+    error: str = ""
+
+    def encode(self) -> str:
+        """The JSON kept in the ``jobs`` hash."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: str) -> JobHeader:
+        """From :meth:`encode`'s JSON; headers written before a field existed get its
+        default."""
+        data = json.loads(raw)
+        return cls(
+            job_id=str(data["job_id"]),
+            object_type=ObjectType(data["object_type"]),
+            priority=Priority(data["priority"]),
+            created_at=float(data["created_at"]),
+            paths=int(data.get("paths") or 0),
+            rejected=int(data.get("rejected") or 0),
+            complete=bool(data.get("complete", True)),
+            incomplete=bool(data.get("incomplete", False)),
+            accepted=int(data.get("accepted") or 0),
+            duplicates=int(data.get("duplicates") or 0),
+            error=str(data.get("error") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """How many of a job's paths are in each state."""
+
+    pending: int = 0
+    in_flight: int = 0
+    submitted: int = 0
+    failed: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Paths not settled yet."""
+        return self.pending + self.in_flight
+
+
+JOB_COUNT_STATES: tuple[str, ...] = ("pending", "in_flight", "submitted", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A job's state, counts and task IDs (``status --json``)."""
+
+    job_id: str
+    state: JobState
+    counts: JobCounts
+    task_ids: tuple[str, ...]
+    object_type: ObjectType
+    priority: Priority
+    created_at: float
+    last_error: str | None = None
+    incomplete: bool = False
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``status --json`` shape."""
+        data: dict[str, Any] = {
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "counts": asdict(self.counts),
+            "task_ids": list(self.task_ids),
+            "object_type": self.object_type.value,
+            "priority": self.priority.value,
+            "created_at": self.created_at,
+            "last_error": self.last_error,
+        }
+        if self.incomplete:
+            data["incomplete"] = True
+            data["error"] = self.error
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class PathLookup:
+    """Where one path stands (``lookup --json``)."""
+
+    path: str
+    object_type: ObjectType
+    state: PathState
+    task_id: str | None
+    request_id: str | None
+    submitted_at: float | None
+    attempts: int
+    last_error: str | None
+    submissions: tuple[Submission, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``lookup --json`` shape."""
+        return {
+            "path": self.path,
+            "object_type": self.object_type.value,
+            "state": self.state.value,
+            "task_id": self.task_id,
+            "request_id": self.request_id,
+            "submitted_at": self.submitted_at,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "submissions": [s.to_dict() for s in self.submissions],
+        }

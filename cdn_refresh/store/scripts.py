@@ -1,0 +1,125 @@
+"""The Lua scripts and the order of their keys, written once.
+
+Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key;
+its :class:`ScriptSpec` here lists the same names in the same order (a test holds the two
+together), and :meth:`Scripts.run` binds them to this prefix's key names. ``prelude.lua``,
+the helpers every script shares (Redis's clock, slicing for ``unpack``, comma-separated
+lists, a batch's paths), is prepended to each script when it is registered. redis-py's
+``register_script`` reloads a script by itself after a NOSCRIPT (a Redis restart, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.store.keys import Keys
+
+PRELUDE = "prelude.lua"
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    """A script file and the names of its ``KEYS``, in order."""
+
+    file: str
+    keys: tuple[str, ...]
+
+
+ENQUEUE = ScriptSpec("enqueue.lua", ("pending", "waiters", "job_counts", "dead"))
+REPLAY = ScriptSpec("replay.lua", ("dead", "pending", "waiters", "pathinfo", "job_counts"))
+CLAIM = ScriptSpec(
+    "claim.lua",
+    (
+        "pending",
+        "waiters",
+        "batches",
+        "leases",
+        "quota",
+        "quota_total",
+        "quota_window",
+        "hold",
+        "auth_hold",
+        "backoff",
+        "job_counts",
+        "batch_seq",
+    ),
+)
+SUBMIT = ScriptSpec(
+    "submit.lua",
+    (
+        "batches",
+        "leases",
+        "pathinfo",
+        "records",
+        "records_by_time",
+        "dead",
+        "job_counts",
+        "job_tasks",
+        "auth_failures",
+        "auth_error",
+    ),
+)
+RELEASE = ScriptSpec(
+    "release.lua",
+    (
+        "batches",
+        "leases",
+        "pending",
+        "waiters",
+        "pathinfo",
+        "dead",
+        "quota",
+        "quota_total",
+        "job_counts",
+    ),
+)
+EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
+QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
+ALL: tuple[ScriptSpec, ...] = (ENQUEUE, REPLAY, CLAIM, SUBMIT, RELEASE, EXTEND_TTL, QUOTA_USED)
+
+
+def source(spec: ScriptSpec) -> str:
+    """The script's own text, without the prelude."""
+    return resources.files(__package__).joinpath("lua", spec.file).read_text(encoding="utf-8")
+
+
+def prelude() -> str:
+    """The helpers prepended to every script."""
+    return resources.files(__package__).joinpath("lua", PRELUDE).read_text(encoding="utf-8")
+
+
+class Scripts:
+    """Every script registered on one client, run with its keys bound by name."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._keys = keys
+        shared = prelude()
+        self._registered: dict[str, Script] = {
+            spec.file: client.register_script(shared + "\n" + source(spec)) for spec in ALL
+        }
+
+    def run(
+        self,
+        spec: ScriptSpec,
+        args: Sequence[Any],
+        object_type: ObjectType | None = None,
+        *,
+        extra_keys: dict[str, str] | None = None,
+        client: redis.client.Pipeline | None = None,
+    ) -> Any:
+        """Run ``spec`` with its keys for ``object_type``; ``client`` queues it on a pipeline.
+
+        ``extra_keys`` names keys that are no field of the layout (``target`` of extend_ttl).
+        """
+        if extra_keys:
+            keys = [extra_keys.get(n) or self._keys.bind((n,), object_type)[0] for n in spec.keys]
+        else:
+            keys = self._keys.bind(spec.keys, object_type)
+        return self._registered[spec.file](keys=keys, args=list(args), client=client)
