@@ -12,7 +12,9 @@ Rules, applied to the raw input first and then to the result:
   ``ObjectPath`` is newline-separated, so a newline inside a path would smuggle in a second one.
 * Surrounding plain spaces (U+0020) are stripped, nothing else; an empty result is refused.
 * No scheme means ``http``; ``//host/...`` means ``http``; ``http`` and ``https`` in any case
-  are accepted; any other scheme is refused. ``host:port/...`` without a scheme is a host.
+  are accepted; any other scheme is refused. ``host:port/...`` without a scheme is a host;
+  ``name:`` without ``//`` is a scheme (refused) unless digits of a port follow or ``name``
+  has a dot: ``https:/x`` is "no host", never a host named ``https``.
 * Host: required; user info refused; IPv6 literals refused; ``*`` refused; lowercased; one
   trailing dot removed; Unicode converted to punycode (the standard library's IDNA 2003 codec);
   then only ``a-z 0-9 - _ .`` with DNS label lengths are accepted.
@@ -44,8 +46,9 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPE = re.compile("%([0-9a-fA-F]{2})")
 # A scheme by RFC 3986 syntax, followed by its colon.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-# What may follow "name:" for "name" to be a host with a port rather than a scheme.
-_PORT_THEN_PATH = re.compile(r"[0-9]*(?:[/?#]|\Z)")
+# What may follow "name:" for "name" to be a host with a port rather than a scheme. The port
+# must have digits: "ftp:/x" or "file:/etc/passwd" is a scheme short of its "//", not a host.
+_PORT_THEN_PATH = re.compile(r"[0-9]+(?:[/?#]|\Z)")
 _HOST = re.compile(r"[a-z0-9.\-]+")
 # Everything printable in ASCII but the space: quote() leaves these alone, so existing escapes
 # and reserved characters survive while spaces and non-ASCII are encoded.
@@ -192,15 +195,17 @@ def _split_scheme(text: str) -> tuple[str, str]:
         if name not in _DEFAULT_PORTS:
             raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
         return name, after[2:]
+    if name in _DEFAULT_PORTS:
+        # "http:example.com", "https:/www.example.com" (a slash short) or "https:": no
+        # authority. Read as a host named "https" it would refresh the wrong host; browsers
+        # guess, we do not.
+        raise InvalidPathError("no host")
     # "example.com:8080/a" and "localhost:80" have no scheme: the colon starts a port. A dot
     # also marks a host ("example.com:x" is a bad port, not a scheme), since real schemes
     # with dots are vanishingly rare. "user:password@host" is user info: parse it as an
     # authority so that it is refused for what it is.
     if _PORT_THEN_PATH.match(after) or "." in name or "@" in _authority_part(after):
         return "http", text
-    if name in _DEFAULT_PORTS:
-        # "http:example.com" or "http:/example.com": no authority. Browsers guess; we do not.
-        raise InvalidPathError("no host")
     raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
 
 

@@ -42,6 +42,11 @@ BAD_INPUTS = [
     ("http:///nohost", "no host"),
     ("*.example.com/x", "wildcard host"),
     ("ftp://a.com/x", "scheme ftp not allowed"),
+    # A scheme a slash short must not become a host named "https".
+    ("https:/www.example.com/typo.png", "no host"),
+    ("http:/x", "no host"),
+    ("https:?x", "no host"),
+    ("https:", "no host"),
 ]
 
 

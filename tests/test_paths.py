@@ -158,6 +158,51 @@ def test_missing_host_is_refused(raw: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
+        "https:/www.example.com/typo.png",
+        "http:/x",
+        "https:?x",
+        "https:",
+        "HTTPS:/www.example.com/a",
+        "Http:#x",
+        "http:80/a",
+        "https:443",
+    ],
+)
+def test_http_or_https_without_its_slashes_is_no_host_not_a_host_named_http(raw: str) -> None:
+    assert reason_of(raw) == "no host"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ftp:/example.com/a", "scheme ftp not allowed"),
+        ("file:/etc/passwd", "scheme file not allowed"),
+        ("mailto:?to=x", "scheme mailto not allowed"),
+        ("ws:", "scheme ws not allowed"),
+        ("host:/a", "scheme host not allowed"),
+    ],
+)
+def test_a_dotless_name_and_a_colon_without_a_port_is_a_scheme(raw: str, reason: str) -> None:
+    assert reason_of(raw) == reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("localhost:80", "http://localhost/"),
+        ("localhost:8080/a", "http://localhost:8080/a"),
+        ("ftp:21/a", "http://ftp:21/a"),
+        ("example.com:/a", "http://example.com/a"),
+        ("example.com:", "http://example.com/"),
+    ],
+)
+def test_a_name_with_a_port_or_a_dot_before_the_colon_is_a_host(raw: str, expected: str) -> None:
+    assert normalize_path(raw, "File") == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
         "http://user@example.com/a",
         "http://user:secret@example.com/a",
         "user:secret@example.com/a",
