@@ -16,8 +16,9 @@ Rules, applied to the raw input first and then to the result:
   ``name:`` without ``//`` is a scheme (refused) unless digits of a port follow or ``name``
   has a dot: ``https:/x`` is "no host", never a host named ``https``.
 * Host: required; user info refused; IPv6 literals refused; ``*`` refused; lowercased; one
-  trailing dot removed; Unicode converted to punycode (the standard library's IDNA 2003 codec);
-  then only ``a-z 0-9 - _ .`` with DNS label lengths are accepted.
+  trailing dot removed; Unicode converted to punycode by UTS #46 non-transitional processing
+  (the ``idna`` package), as browsers and the provider resolve it: ``faß`` is ``xn--fa-hia``,
+  not IDNA 2003's ``fass``; then only ``a-z 0-9 - .`` with DNS label lengths are accepted.
 * Port: digits in 1..65535; the scheme's default port is dropped; an empty port is the default.
 * Fragment dropped; empty path becomes ``/``; an empty query (a bare ``?``) is dropped; a query
   is otherwise kept. In path and query, spaces and non-ASCII become UTF-8 ``%XX``; existing
@@ -32,6 +33,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from urllib.parse import quote
+
+import idna
 
 from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
 
@@ -266,15 +269,26 @@ def _canonical_host(host: str) -> str:
         host = host.lower()
     else:
         try:
-            host = host.encode("idna").decode("ascii").lower()
+            # Non-transitional, the package's default: "ß", final "ς" and the joiners stay.
+            # STD3 rules off, so that "*" and "_" reach the checks below with their reasons.
+            host = idna.uts46_remap(host, std3_rules=False)
         except UnicodeError:
             raise InvalidPathError("invalid host") from None
-        # IDNA maps ideographic full stops to "." and may leave a trailing one.
+        # The mapping turns ideographic full stops into "." and may leave a trailing one.
         if host.endswith("."):
             host = host[:-1]
-        # IDNA's NFKC mapping turns a full-width asterisk into "*".
+        # It also turns a full-width asterisk into "*".
         if "*" in host:
             raise InvalidPathError("wildcard host")
+        try:
+            # ASCII labels as in an ASCII host (browsers skip the hyphen checks too); the
+            # rest validated (CONTEXTJ for ZWJ/ZWNJ, bidi) and punycoded.
+            host = ".".join(
+                label if label.isascii() else idna.alabel(label).decode("ascii")
+                for label in host.split(".")
+            )
+        except UnicodeError:
+            raise InvalidPathError("invalid host") from None
     if len(host) > _MAX_HOST_LENGTH or not _HOST.fullmatch(host):
         raise InvalidPathError("invalid host")
     for label in host.split("."):

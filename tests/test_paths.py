@@ -97,6 +97,39 @@ def test_unicode_full_stop_in_host_is_a_dot() -> None:
     assert normalize_path("example.com。/a", "File") == "http://example.com/a"
 
 
+# Expected A-labels decode back (stdlib punycode) to the input, deviation characters kept:
+# IDNA 2003 would give fass, xn--nxasmq6b (final sigma as plain sigma) and drop the joiners.
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("faß.ok.com/a", "http://xn--fa-hia.ok.com/a"),
+        ("FAß.ok.com/a", "http://xn--fa-hia.ok.com/a"),
+        ("βόλος.com/", "http://xn--nxasmm1c.com/"),
+        # ZWNJ between a dual- and a right-joining Arabic letter (Persian "nameh-i").
+        ("\u0646\u0627\u0645\u0647\u200c\u0627\u06cc.com/", "http://xn--mgba3gch31f060k.com/"),
+        # ZWNJ and ZWJ after a virama (Devanagari ka, virama, joiner, ssa).
+        ("\u0915\u094d\u200c\u0937.com/", "http://xn--11b2ezcs70k.com/"),
+        ("\u0915\u094d\u200d\u0937.com/", "http://xn--11b2ezcw70k.com/"),
+    ],
+)
+def test_idn_hosts_follow_uts46_non_transitional_as_browsers_do(raw: str, expected: str) -> None:
+    assert normalize_path(raw, "File") == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a\u200cb.com/",  # ZWNJ between Latin letters: no joining context, no virama
+        "b\u00fccher\u200c.com/",
+        "a\u200db.com/",  # ZWJ is only valid after a virama
+        "a_b.b\u00fccher.de/",
+        "-b\u00fccher.de/",
+    ],
+)
+def test_idn_hosts_that_uts46_refuses_are_invalid(raw: str) -> None:
+    assert reason_of(raw) == "invalid host"
+
+
 # --- refusals, each with its reason ------------------------------------------------------
 
 
