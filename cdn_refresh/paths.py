@@ -38,7 +38,7 @@ import idna
 
 from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
 
-__all__ = ["InvalidPathError", "domain_of", "normalize_path"]
+__all__ = ["InvalidPathError", "OverlongInput", "domain_of", "normalize_path", "shown_path"]
 
 # A cheap guard so that a hostile multi-megabyte line costs nothing to refuse.
 MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
@@ -60,6 +60,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_HOST_LENGTH = 253
 _MAX_LABEL_LENGTH = 63
 _MAX_SCHEME_IN_REASON = 20
+# A rejection shows this much of its input: enough to find the line, never megabytes.
+SHOWN_PATH_CHARS = 100
 # The common case, already canonical: "http[s]://host/path[?query]" or "host/path" (http) in
 # printable ASCII without space, "#" or "%", with a lower-case host and no port. The general
 # rules give such input back unchanged (or behind "http://"): it skips them. Anything else,
@@ -78,6 +80,35 @@ class InvalidPathError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class OverlongInput(str):
+    """The start of an input too long to hold whole (a line read in bounded memory), and the
+    length in characters of the whole input.
+
+    The start is longer than ``MAX_RAW_LENGTH``, so :func:`normalize_path` refuses it as too
+    long, as it would the whole; :func:`shown_path` reports ``length``, not the start's.
+    """
+
+    length: int
+
+    def __new__(cls, start: str, length: int) -> OverlongInput:
+        if len(start) <= MAX_RAW_LENGTH:
+            # Shorter, it might be valid, and a cut-off input must never be enqueued.
+            raise ValueError(f"the start of an over-long input needs > {MAX_RAW_LENGTH} chars")
+        self = super().__new__(cls, start)
+        self.length = length
+        return self
+
+
+def shown_path(raw: str) -> str:
+    """``raw`` as a rejection shows it: whole when short, else its first ``SHOWN_PATH_CHARS``
+    characters, ``...`` and its length, e.g. ``https://x.com/aaa... (104857600 characters)``.
+    """
+    length = raw.length if isinstance(raw, OverlongInput) else len(raw)
+    if length <= SHOWN_PATH_CHARS:
+        return str(raw)
+    return f"{raw[:SHOWN_PATH_CHARS]}... ({length} characters)"
 
 
 def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collection[str] = ()) -> str:

@@ -30,7 +30,7 @@ from cdn_refresh.constants import (
     Priority,
 )
 from cdn_refresh.keys import Keys
-from cdn_refresh.paths import InvalidPathError, normalize_path
+from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
 from cdn_refresh.redis_conn import broker_url, load_script, redis_from_settings
 from cdn_refresh.settings import Settings
 
@@ -188,7 +188,7 @@ class Producer:
             except InvalidPathError as exc:
                 receipt.rejected_count += 1
                 if len(receipt.rejected) < MAX_LISTED_REJECTIONS:
-                    receipt.rejected.append(Rejection(line, raw, exc.reason))
+                    receipt.rejected.append(Rejection(line, shown_path(raw), exc.reason))
             if line % PROGRESS_EVERY == 0:
                 valid += _spill(block, spool)
                 if progress is not None:

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdn_refresh.constants import MAX_PATH_LENGTH
-from cdn_refresh.paths import InvalidPathError, domain_of, normalize_path
+from cdn_refresh.paths import (
+    MAX_RAW_LENGTH,
+    InvalidPathError,
+    OverlongInput,
+    domain_of,
+    normalize_path,
+    shown_path,
+)
 
 
 def reason_of(raw: str, object_type: str = "File", allowed: frozenset[str] = frozenset()) -> str:
@@ -328,6 +335,30 @@ def test_length_limit_applies_to_the_normalized_form() -> None:
 def test_huge_raw_input_is_refused_before_parsing() -> None:
     assert reason_of("example.com/" + "a" * 5000) == "longer than 1024 characters"
     assert reason_of("\n" * 5000) == "longer than 1024 characters"
+
+
+def test_an_overlong_input_is_refused_as_too_long_whatever_its_start() -> None:
+    start = "example.com/" + "a" * MAX_RAW_LENGTH
+    assert reason_of(OverlongInput(start, 100 * 1024 * 1024)) == "longer than 1024 characters"
+    with pytest.raises(ValueError):
+        OverlongInput("example.com/a", 100 * 1024 * 1024)  # a cut that might pass as valid
+
+
+def test_a_rejection_shows_a_short_path_whole() -> None:
+    path = "ftp://example.com/" + "a" * 82
+    assert shown_path(path) == path
+
+
+def test_a_rejection_shows_a_long_path_cut_with_its_length() -> None:
+    path = "https://example.com/" + "a" * 5000
+    assert shown_path(path) == "https://example.com/" + "a" * 80 + "... (5020 characters)"
+
+
+def test_a_rejection_shows_an_overlong_inputs_whole_length() -> None:
+    start = "https://example.com/" + "a" * MAX_RAW_LENGTH
+    shown = shown_path(OverlongInput(start, 104857600))
+    assert shown == "https://example.com/" + "a" * 80 + "... (104857600 characters)"
+    assert type(shown) is str
 
 
 def test_reason_is_the_exception_message() -> None:
