@@ -70,18 +70,16 @@ def _read_lines(source: str) -> Iterator[str]:
 
     Text mode would also end a line at a lone \r, turning one line into two paths; here a
     stray \r stays in its line and validation rejects it, with the right line number. Bytes
-    that are not UTF-8 survive as surrogates and are rejected the same way.
+    that are not UTF-8 survive as surrogates and are rejected the same way. A line too long
+    to be valid is never held whole (see cdn_refresh.lines).
     """
+    from cdn_refresh.lines import read_lines
+
     binary: IO[bytes] = (
         sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     )
     with binary:
-        for raw in binary:  # binary files split on b"\n" only
-            if raw.endswith(b"\r\n"):
-                raw = raw[:-2]
-            elif raw.endswith(b"\n"):
-                raw = raw[:-1]
-            yield raw.decode("utf-8", errors="surrogateescape")
+        yield from read_lines(binary)
 
 
 @main.command()

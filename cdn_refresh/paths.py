@@ -1,8 +1,8 @@
 """The path model: one canonical spelling per refreshable object.
 
 The producer calls :func:`normalize_path` on every input path and records the ones it refuses,
-with a short, stable reason (:class:`InvalidPathError`). The worker calls :func:`domain_of` on
-normalized paths to respect the provider's "at most 10 domains per call" rule.
+with a short, stable reason (:class:`InvalidPathError`). A normalized path's host is what
+the claim script counts against the provider's "at most 10 domains per call" rule.
 
 Rules, applied to the raw input first and then to the result:
 
@@ -12,10 +12,13 @@ Rules, applied to the raw input first and then to the result:
   ``ObjectPath`` is newline-separated, so a newline inside a path would smuggle in a second one.
 * Surrounding plain spaces (U+0020) are stripped, nothing else; an empty result is refused.
 * No scheme means ``http``; ``//host/...`` means ``http``; ``http`` and ``https`` in any case
-  are accepted; any other scheme is refused. ``host:port/...`` without a scheme is a host.
+  are accepted; any other scheme is refused. ``host:port/...`` without a scheme is a host;
+  ``name:`` without ``//`` is a scheme (refused) unless digits of a port follow or ``name``
+  has a dot: ``https:/x`` is "no host", never a host named ``https``.
 * Host: required; user info refused; IPv6 literals refused; ``*`` refused; lowercased; one
-  trailing dot removed; Unicode converted to punycode (the standard library's IDNA 2003 codec);
-  then only ``a-z 0-9 - _ .`` with DNS label lengths are accepted.
+  trailing dot removed; Unicode converted to punycode by UTS #46 non-transitional processing
+  (the ``idna`` package), as browsers and the provider resolve it: ``faß`` is ``xn--fa-hia``,
+  not IDNA 2003's ``fass``; then only ``a-z 0-9 - .`` with DNS label lengths are accepted.
 * Port: digits in 1..65535; the scheme's default port is dropped; an empty port is the default.
 * Fragment dropped; empty path becomes ``/``; an empty query (a bare ``?``) is dropped; a query
   is otherwise kept. In path and query, spaces and non-ASCII become UTF-8 ``%XX``; existing
@@ -31,9 +34,11 @@ import re
 from collections.abc import Collection
 from urllib.parse import quote
 
+import idna
+
 from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
 
-__all__ = ["InvalidPathError", "domain_of", "normalize_path"]
+__all__ = ["InvalidPathError", "OverlongInput", "normalize_path", "shown_path"]
 
 # A cheap guard so that a hostile multi-megabyte line costs nothing to refuse.
 MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
@@ -44,8 +49,9 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPE = re.compile("%([0-9a-fA-F]{2})")
 # A scheme by RFC 3986 syntax, followed by its colon.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-# What may follow "name:" for "name" to be a host with a port rather than a scheme.
-_PORT_THEN_PATH = re.compile(r"[0-9]*(?:[/?#]|\Z)")
+# What may follow "name:" for "name" to be a host with a port rather than a scheme. The port
+# must have digits: "ftp:/x" or "file:/etc/passwd" is a scheme short of its "//", not a host.
+_PORT_THEN_PATH = re.compile(r"[0-9]+(?:[/?#]|\Z)")
 _HOST = re.compile(r"[a-z0-9.\-]+")
 # Everything printable in ASCII but the space: quote() leaves these alone, so existing escapes
 # and reserved characters survive while spaces and non-ASCII are encoded.
@@ -54,6 +60,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_HOST_LENGTH = 253
 _MAX_LABEL_LENGTH = 63
 _MAX_SCHEME_IN_REASON = 20
+# A rejection shows this much of its input: enough to find the line, never megabytes.
+SHOWN_PATH_CHARS = 100
 # The common case, already canonical: "http[s]://host/path[?query]" or "host/path" (http) in
 # printable ASCII without space, "#" or "%", with a lower-case host and no port. The general
 # rules give such input back unchanged (or behind "http://"): it skips them. Anything else,
@@ -72,6 +80,35 @@ class InvalidPathError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class OverlongInput(str):
+    """The start of an input too long to hold whole (a line read in bounded memory), and the
+    length in characters of the whole input.
+
+    The start is longer than ``MAX_RAW_LENGTH``, so :func:`normalize_path` refuses it as too
+    long, as it would the whole; :func:`shown_path` reports ``length``, not the start's.
+    """
+
+    length: int
+
+    def __new__(cls, start: str, length: int) -> OverlongInput:
+        if len(start) <= MAX_RAW_LENGTH:
+            # Shorter, it might be valid, and a cut-off input must never be enqueued.
+            raise ValueError(f"the start of an over-long input needs > {MAX_RAW_LENGTH} chars")
+        self = super().__new__(cls, start)
+        self.length = length
+        return self
+
+
+def shown_path(raw: str) -> str:
+    """``raw`` as a rejection shows it: whole when short, else its first ``SHOWN_PATH_CHARS``
+    characters, ``...`` and its length, e.g. ``https://x.com/aaa... (104857600 characters)``.
+    """
+    length = raw.length if isinstance(raw, OverlongInput) else len(raw)
+    if length <= SHOWN_PATH_CHARS:
+        return str(raw)
+    return f"{raw[:SHOWN_PATH_CHARS]}... ({length} characters)"
 
 
 def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collection[str] = ()) -> str:
@@ -158,27 +195,6 @@ def _fast_result(
     return result
 
 
-def domain_of(normalized: str) -> str:
-    """The host (without port) of a path returned by :func:`normalize_path`.
-
-    Only string slicing, since the worker calls it for every path it batches; it trusts the
-    shape ``scheme://host[:port]/...`` and raises InvalidPathError on anything else.
-    """
-    if normalized.startswith("https://"):
-        start = 8
-    elif normalized.startswith("http://"):
-        start = 7
-    else:
-        raise InvalidPathError("not a normalized path")
-    end = normalized.find("/", start)
-    authority = normalized[start:] if end < 0 else normalized[start:end]
-    colon = authority.find(":")
-    host = authority if colon < 0 else authority[:colon]
-    if not host:
-        raise InvalidPathError("no host")
-    return host
-
-
 def _split_scheme(text: str) -> tuple[str, str]:
     """The lowercase scheme and what follows its ``//``; ``http`` when none is given."""
     if text.startswith("//"):
@@ -192,15 +208,17 @@ def _split_scheme(text: str) -> tuple[str, str]:
         if name not in _DEFAULT_PORTS:
             raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
         return name, after[2:]
+    if name in _DEFAULT_PORTS:
+        # "http:example.com", "https:/www.example.com" (a slash short) or "https:": no
+        # authority. Read as a host named "https" it would refresh the wrong host; browsers
+        # guess, we do not.
+        raise InvalidPathError("no host")
     # "example.com:8080/a" and "localhost:80" have no scheme: the colon starts a port. A dot
     # also marks a host ("example.com:x" is a bad port, not a scheme), since real schemes
     # with dots are vanishingly rare. "user:password@host" is user info: parse it as an
     # authority so that it is refused for what it is.
     if _PORT_THEN_PATH.match(after) or "." in name or "@" in _authority_part(after):
         return "http", text
-    if name in _DEFAULT_PORTS:
-        # "http:example.com" or "http:/example.com": no authority. Browsers guess; we do not.
-        raise InvalidPathError("no host")
     raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
 
 
@@ -226,7 +244,7 @@ def _parse_authority(authority: str, scheme: str) -> tuple[str, str]:
         raise InvalidPathError("credentials in URL")
     if authority.startswith("["):
         # IPv6 literals: no CDN domain is one, and supporting them would complicate the
-        # port split and domain_of for nothing.
+        # port split and the domain count of a batch for nothing.
         raise InvalidPathError("invalid host")
     if ":" in authority:
         host, _, port_text = authority.rpartition(":")
@@ -261,15 +279,26 @@ def _canonical_host(host: str) -> str:
         host = host.lower()
     else:
         try:
-            host = host.encode("idna").decode("ascii").lower()
+            # Non-transitional, the package's default: "ß", final "ς" and the joiners stay.
+            # STD3 rules off, so that "*" and "_" reach the checks below with their reasons.
+            host = idna.uts46_remap(host, std3_rules=False)
         except UnicodeError:
             raise InvalidPathError("invalid host") from None
-        # IDNA maps ideographic full stops to "." and may leave a trailing one.
+        # The mapping turns ideographic full stops into "." and may leave a trailing one.
         if host.endswith("."):
             host = host[:-1]
-        # IDNA's NFKC mapping turns a full-width asterisk into "*".
+        # It also turns a full-width asterisk into "*".
         if "*" in host:
             raise InvalidPathError("wildcard host")
+        try:
+            # ASCII labels as in an ASCII host (browsers skip the hyphen checks too); the
+            # rest validated (CONTEXTJ for ZWJ/ZWNJ, bidi) and punycoded.
+            host = ".".join(
+                label if label.isascii() else idna.alabel(label).decode("ascii")
+                for label in host.split(".")
+            )
+        except UnicodeError:
+            raise InvalidPathError("invalid host") from None
     if len(host) > _MAX_HOST_LENGTH or not _HOST.fullmatch(host):
         raise InvalidPathError("invalid host")
     for label in host.split("."):

@@ -22,7 +22,7 @@ from typing import IO, Any, cast
 import redis
 
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
-from cdn_refresh.paths import InvalidPathError, normalize_path
+from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import JobNotFoundError, Store, broker_url
 from cdn_refresh.store.jobs import JobStore
@@ -215,7 +215,7 @@ class Producer:
             except InvalidPathError as exc:
                 receipt.rejected_count += 1
                 if len(receipt.rejected) < MAX_LISTED_REJECTIONS:
-                    receipt.rejected.append(Rejection(line, raw, exc.reason))
+                    receipt.rejected.append(Rejection(line, shown_path(raw), exc.reason))
             if line % PROGRESS_EVERY == 0:
                 valid += _spill(block, spool)
                 if progress is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import redis
 from click.testing import CliRunner
 
 from cdn_refresh.cli import main
+from cdn_refresh.lines import MAX_LINE_BYTES, read_lines
+from cdn_refresh.paths import InvalidPathError, OverlongInput, normalize_path
 
 pytestmark = pytest.mark.redis
 
@@ -42,6 +45,11 @@ BAD_INPUTS = [
     ("http:///nohost", "no host"),
     ("*.example.com/x", "wildcard host"),
     ("ftp://a.com/x", "scheme ftp not allowed"),
+    # A scheme a slash short must not become a host named "https".
+    ("https:/www.example.com/typo.png", "no host"),
+    ("http:/x", "no host"),
+    ("https:?x", "no host"),
+    ("https:", "no host"),
 ]
 
 
@@ -116,6 +124,85 @@ def test_bytes_that_are_not_utf8_are_rejected_with_their_line(run, tmp_path: Pat
     result = run("enqueue", "--from-file", str(listing), "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["rejected"][0]["line"] == 2
+
+
+LONG_LINE = b"https://x.example.com/" + b"a" * (20 * 1024 * 1024)
+
+
+def test_a_20_mb_line_is_refused_with_its_line_number_and_a_short_output(
+    run,
+    redis_client: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    stdin = b"a.com/1\n" + LONG_LINE + b"\nftp://a.com/3\n"
+    result = run("enqueue", "--from-file", "-", "--json", input=stdin)
+    assert result.exit_code == 2
+    assert len(result.output) < 10_000
+    rejected = json.loads(result.stdout)["rejected"]
+    assert [(r["line"], r["reason"]) for r in rejected] == [
+        (2, "longer than 1024 characters"),
+        (3, "scheme ftp not allowed"),
+    ]
+    assert rejected[0]["path"] == f"{LONG_LINE[:100].decode()}... ({len(LONG_LINE)} characters)"
+    assert redis_client.dbsize() == 0
+
+
+def test_long_lines_are_listed_short_as_text_and_the_other_lines_enqueued(run) -> None:  # type: ignore[no-untyped-def]
+    stdin = LONG_LINE + b"\r\na.com/2\n" + LONG_LINE + b"\na.com/4\n" + LONG_LINE
+    refused = run("enqueue", "--from-file", "-", input=stdin)
+    assert refused.exit_code == 2
+    assert len(refused.output) < 10_000
+    assert "line 3: longer than 1024 characters: " in refused.stderr
+    skipped = run("enqueue", "--from-file", "-", "--skip-invalid", input=stdin)
+    assert skipped.exit_code == 0, skipped.output[:1000]
+    assert len(skipped.output) < 10_000
+    assert "2 accepted" in skipped.output
+    for line in (1, 3, 5):
+        assert f"rejected line {line}: longer than 1024 characters: " in skipped.output
+    assert f"... ({len(LONG_LINE)} characters)'" in skipped.output
+
+
+def _lines(data: bytes) -> list[str]:
+    return list(read_lines(io.BytesIO(data)))
+
+
+def test_lines_up_to_the_bound_are_read_whole_and_keep_their_endings_rules() -> None:
+    longest = b"a" * MAX_LINE_BYTES
+    assert _lines(longest + b"\r\nb\rc\n\xff\nlast") == [
+        longest.decode(),
+        "b\rc",
+        "\udcff",
+        "last",
+    ]
+    assert not any(isinstance(line, OverlongInput) for line in _lines(longest + b"\r\n"))
+    # One byte more fills the read without a "\n" left out: whole still, and too long.
+    assert type(_lines(longest + b"a\n")[0]) is str
+
+
+@pytest.mark.parametrize(
+    ("line", "length"),
+    [
+        (b"a" * (MAX_LINE_BYTES + 2) + b"\n", MAX_LINE_BYTES + 2),
+        # The "\r" of a "\r\n" ending falls at the end of the first piece read.
+        (b"a" * (MAX_LINE_BYTES + 1) + b"\r\n", MAX_LINE_BYTES + 1),
+        (b"a" * 100_000 + b"\r\n", 100_000),
+        (b"a" * 100_000 + b"\r", 100_001),  # at the end of the stream, no newline
+        ("\U0001f600".encode() * 5000 + b"\n", 5000),  # 4-byte characters
+        (b"\xff" * 20_000 + b"\n", 20_000),  # not UTF-8: one character a byte
+        (b"\xc3" + "\u00e9".encode() * 10_000, 10_001),
+    ],
+)
+def test_a_longer_line_is_read_in_pieces_and_counted_as_one(line: bytes, length: int) -> None:
+    ended = line.endswith(b"\n")
+    lines = _lines(b"a.com/1\n" + line + (b"a.com/3" if ended else b""))
+    assert lines[0] == "a.com/1"
+    assert lines[2:] == (["a.com/3"] if ended else [])
+    overlong = lines[1]
+    assert isinstance(overlong, OverlongInput)
+    # The length len() of the whole line would have (read whole, as before) is the one shown.
+    whole = line[:-2] if line.endswith(b"\r\n") else line[:-1] if ended else line
+    assert overlong.length == length == len(whole.decode("utf-8", errors="surrogateescape"))
+    with pytest.raises(InvalidPathError, match="longer than 1024 characters"):
+        normalize_path(overlong, "File")
 
 
 def test_skip_invalid_enqueues_the_rest_and_lists_the_rejects(run) -> None:  # type: ignore[no-untyped-def]

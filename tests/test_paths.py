@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdn_refresh.constants import MAX_PATH_LENGTH
-from cdn_refresh.paths import InvalidPathError, domain_of, normalize_path
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.store.records import Batch
+from cdn_refresh.paths import (
+    MAX_RAW_LENGTH,
+    InvalidPathError,
+    OverlongInput,
+    normalize_path,
+    shown_path,
+)
 
 
 def reason_of(raw: str, object_type: str = "File", allowed: frozenset[str] = frozenset()) -> str:
@@ -97,6 +105,39 @@ def test_unicode_full_stop_in_host_is_a_dot() -> None:
     assert normalize_path("example.com。/a", "File") == "http://example.com/a"
 
 
+# Expected A-labels decode back (stdlib punycode) to the input, deviation characters kept:
+# IDNA 2003 would give fass, xn--nxasmq6b (final sigma as plain sigma) and drop the joiners.
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("faß.ok.com/a", "http://xn--fa-hia.ok.com/a"),
+        ("FAß.ok.com/a", "http://xn--fa-hia.ok.com/a"),
+        ("βόλος.com/", "http://xn--nxasmm1c.com/"),
+        # ZWNJ between a dual- and a right-joining Arabic letter (Persian "nameh-i").
+        ("\u0646\u0627\u0645\u0647\u200c\u0627\u06cc.com/", "http://xn--mgba3gch31f060k.com/"),
+        # ZWNJ and ZWJ after a virama (Devanagari ka, virama, joiner, ssa).
+        ("\u0915\u094d\u200c\u0937.com/", "http://xn--11b2ezcs70k.com/"),
+        ("\u0915\u094d\u200d\u0937.com/", "http://xn--11b2ezcw70k.com/"),
+    ],
+)
+def test_idn_hosts_follow_uts46_non_transitional_as_browsers_do(raw: str, expected: str) -> None:
+    assert normalize_path(raw, "File") == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a\u200cb.com/",  # ZWNJ between Latin letters: no joining context, no virama
+        "b\u00fccher\u200c.com/",
+        "a\u200db.com/",  # ZWJ is only valid after a virama
+        "a_b.b\u00fccher.de/",
+        "-b\u00fccher.de/",
+    ],
+)
+def test_idn_hosts_that_uts46_refuses_are_invalid(raw: str) -> None:
+    assert reason_of(raw) == "invalid host"
+
+
 # --- refusals, each with its reason ------------------------------------------------------
 
 
@@ -153,6 +194,51 @@ def test_other_schemes_are_refused(raw: str, reason: str) -> None:
 )
 def test_missing_host_is_refused(raw: str) -> None:
     assert reason_of(raw) == "no host"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https:/www.example.com/typo.png",
+        "http:/x",
+        "https:?x",
+        "https:",
+        "HTTPS:/www.example.com/a",
+        "Http:#x",
+        "http:80/a",
+        "https:443",
+    ],
+)
+def test_http_or_https_without_its_slashes_is_no_host_not_a_host_named_http(raw: str) -> None:
+    assert reason_of(raw) == "no host"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ftp:/example.com/a", "scheme ftp not allowed"),
+        ("file:/etc/passwd", "scheme file not allowed"),
+        ("mailto:?to=x", "scheme mailto not allowed"),
+        ("ws:", "scheme ws not allowed"),
+        ("host:/a", "scheme host not allowed"),
+    ],
+)
+def test_a_dotless_name_and_a_colon_without_a_port_is_a_scheme(raw: str, reason: str) -> None:
+    assert reason_of(raw) == reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("localhost:80", "http://localhost/"),
+        ("localhost:8080/a", "http://localhost:8080/a"),
+        ("ftp:21/a", "http://ftp:21/a"),
+        ("example.com:/a", "http://example.com/a"),
+        ("example.com:", "http://example.com/"),
+    ],
+)
+def test_a_name_with_a_port_or_a_dot_before_the_colon_is_a_host(raw: str, expected: str) -> None:
+    assert normalize_path(raw, "File") == expected
 
 
 @pytest.mark.parametrize(
@@ -252,6 +338,30 @@ def test_huge_raw_input_is_refused_before_parsing() -> None:
     assert reason_of("\n" * 5000) == "longer than 1024 characters"
 
 
+def test_an_overlong_input_is_refused_as_too_long_whatever_its_start() -> None:
+    start = "example.com/" + "a" * MAX_RAW_LENGTH
+    assert reason_of(OverlongInput(start, 100 * 1024 * 1024)) == "longer than 1024 characters"
+    with pytest.raises(ValueError):
+        OverlongInput("example.com/a", 100 * 1024 * 1024)  # a cut that might pass as valid
+
+
+def test_a_rejection_shows_a_short_path_whole() -> None:
+    path = "ftp://example.com/" + "a" * 82
+    assert shown_path(path) == path
+
+
+def test_a_rejection_shows_a_long_path_cut_with_its_length() -> None:
+    path = "https://example.com/" + "a" * 5000
+    assert shown_path(path) == "https://example.com/" + "a" * 80 + "... (5020 characters)"
+
+
+def test_a_rejection_shows_an_overlong_inputs_whole_length() -> None:
+    start = "https://example.com/" + "a" * MAX_RAW_LENGTH
+    shown = shown_path(OverlongInput(start, 104857600))
+    assert shown == "https://example.com/" + "a" * 80 + "... (104857600 characters)"
+    assert type(shown) is str
+
+
 def test_reason_is_the_exception_message() -> None:
     error = InvalidPathError("empty")
     assert error.reason == "empty"
@@ -309,7 +419,11 @@ def test_empty_allowed_domains_allow_any_host() -> None:
     assert normalize_path("anything.test/a", "File", ()) == "http://anything.test/a"
 
 
-# --- domain_of ---------------------------------------------------------------------------
+# --- the domain of a normalized path (what a batch counts against the 10-domain limit) ---
+
+
+def _domain(normalized: str) -> str:
+    return Batch("1", ObjectType.FILE, (normalized,)).domains[0]
 
 
 @pytest.mark.parametrize(
@@ -321,14 +435,8 @@ def test_empty_allowed_domains_allow_any_host() -> None:
         ("http://example.com", "example.com"),
     ],
 )
-def test_domain_of_returns_the_host_without_port(normalized: str, host: str) -> None:
-    assert domain_of(normalized) == host
-
-
-@pytest.mark.parametrize("value", ["example.com/a", "ftp://example.com/", "http:///a", ""])
-def test_domain_of_refuses_what_is_not_normalized(value: str) -> None:
-    with pytest.raises(InvalidPathError):
-        domain_of(value)
+def test_a_batch_counts_the_host_without_port_as_the_domain(normalized: str, host: str) -> None:
+    assert _domain(normalized) == host
 
 
 # --- properties --------------------------------------------------------------------------
@@ -380,7 +488,7 @@ def test_property_refused_with_a_reason_or_safe_canonical_output(
     assert "\r" not in result and "\n" not in result and " " not in result
     assert len(result) <= MAX_PATH_LENGTH
     assert result.startswith(("http://", "https://"))
-    host = domain_of(result)
+    host = _domain(result)
     assert host and host == host.lower() and host.isascii()
 
 
