@@ -113,7 +113,11 @@ def enqueue(
     Without --skip-invalid, one invalid path rejects the request: exit code 2, nothing
     enqueued.
     """
-    from producer.producer import EnqueueInterruptedError, EnqueueRejectedError
+    from producer.producer import (
+        EnqueueInterruptedError,
+        EnqueueRejectedError,
+        RedisRefusesWritesError,
+    )
 
     if not paths and from_file is None:
         raise click.UsageError("give PATHS or --from-file")
@@ -155,6 +159,8 @@ def enqueue(
             err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
+    except RedisRefusesWritesError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         producer.close()
     text = (

@@ -97,6 +97,7 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10) -> None:
         """Start it (again, on the same port and directory) and wait until it answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)),

@@ -25,7 +25,7 @@ from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
 from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import JobNotFoundError, Store, broker_url
-from cdn_refresh.store.jobs import JobStore
+from cdn_refresh.store.jobs import ChunksRefusedError, JobStore
 from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "JobNotFoundError",
     "Producer",
     "Receipt",
+    "RedisRefusesWritesError",
     "Rejection",
 ]
 
@@ -104,6 +105,17 @@ class EnqueueRejectedError(ValueError):
             f"first at line {first.line}: {first.reason}"
         )
         self.receipt = receipt
+
+
+class RedisRefusesWritesError(RuntimeError):
+    """Redis refused the first write of an enqueue (out of memory, a read-only replica):
+    nothing was enqueued."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(
+            f"Redis refuses writes, nothing enqueued: {cause} (free memory or raise "
+            "maxmemory; point CDN_REFRESH_REDIS_URL at the primary)"
+        )
 
 
 class EnqueueInterruptedError(RuntimeError):
@@ -179,6 +191,7 @@ class Producer:
         ``"validated"`` or ``"enqueued"``.
         """
         kind, rank_priority = _object_type(object_type), _priority(priority)
+        job_id = self._new_job_id()
         receipt = Receipt(job_id="")
         with tempfile.SpooledTemporaryFile(
             max_size=SPOOL_MEMORY_BYTES, mode="w+", encoding="utf-8", newline="\n"
@@ -189,7 +202,15 @@ class Producer:
             if valid == 0:
                 return receipt
             spool.seek(0)
-            self._write(cast(IO[str], spool), kind, rank_priority, receipt, valid, progress)
+            header = JobHeader(
+                job_id=job_id,
+                object_type=kind,
+                priority=rank_priority,
+                created_at=self._clock(),
+                paths=valid,
+                rejected=receipt.rejected_count,
+            )
+            self._write(cast(IO[str], spool), header, receipt, progress)
         self._warn_of_backlog(kind, receipt)
         if self._notify is not None:
             self._notify()
@@ -225,32 +246,35 @@ class Producer:
             progress("validated", line % PROGRESS_EVERY)
         return valid
 
+    def _new_job_id(self) -> str:
+        # The first write of an enqueue, made before any input is read: a Redis that refuses
+        # writes says so at once, not after a million lines were validated.
+        try:
+            return self._store.jobs.new_id()
+        except (redis.ResponseError, redis.ReadOnlyError) as exc:
+            raise RedisRefusesWritesError(exc) from exc
+
     def _write(
         self,
         spool: IO[str],
-        object_type: ObjectType,
-        priority: Priority,
+        header: JobHeader,
         receipt: Receipt,
-        total: int,
         progress: Callable[[str, int], None] | None,
     ) -> None:
         jobs = self._store.jobs
-        now = self._clock()
-        header = JobHeader(
-            job_id=jobs.new_id(),
-            object_type=object_type,
-            priority=priority,
-            created_at=now,
-            paths=total,
-            rejected=receipt.rejected_count,
-        )
         receipt.job_id = header.job_id
-        rank = JobStore.rank(now, priority)
+        rank = JobStore.rank(header.created_at, header.priority)
         jobs.open(header)
         pool = self._store.redis
 
+        refused: list[list[tuple[int, int]]] = []
+
         def send(group: list[list[str]]) -> list[tuple[int, int]]:
-            return jobs.enqueue_chunks(header, rank, group, client=pool)
+            try:
+                return jobs.enqueue_chunks(header, rank, group, client=pool)
+            except ChunksRefusedError as exc:
+                refused.append(exc.done)  # what the refused pipeline took still counts
+                raise
 
         def tally(group: list[list[str]], answers: list[tuple[int, int]]) -> None:
             for accepted, duplicates in answers:
@@ -262,6 +286,9 @@ class Producer:
         try:
             _stream(_grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE), send, tally)
         except redis.RedisError as exc:
+            for done in refused:
+                receipt.accepted += sum(a for a, _ in done)
+                receipt.duplicates += sum(d for _, d in done)
             header.accepted, header.duplicates = receipt.accepted, receipt.duplicates
             header.error = f"{type(exc).__name__}: {exc}"[:500]
             jobs.abandon(header)

@@ -14,16 +14,15 @@ import pytest
 from cdn_refresh.settings import Settings
 from cdn_refresh.signature import verify
 from tests.conftest import make_settings
-from worker.client import CdnClient, RefreshTask, RpcSignatureAuth
+from worker.client import CdnClient, RefreshTask, RpcSigner
 from worker.errors import (
     CdnError,
     CredentialError,
-    InvalidPathError,
     NetworkError,
-    PermanentError,
     QuotaExhaustedError,
+    RejectedPathError,
     RequestShapeError,
-    TransientError,
+    RetryableError,
 )
 
 SECRET = "testsecret"
@@ -204,22 +203,15 @@ def test_refresh_without_paths_is_refused_before_sending() -> None:
     assert recorder.requests == []
 
 
-def test_get_requests_are_signed_in_the_query() -> None:
-    recorder = Recorder()
-    auth = RpcSignatureAuth("testid", make_settings().access_key_secret)
-    with httpx.Client(transport=httpx.MockTransport(recorder), auth=auth) as http:
-        http.get(
-            "http://cdn.test/",
-            params={"Action": "DescribeRefreshQuota", "X": "a b+c"},
-            headers={"User-Agent": "cdn-refresh"},
-        )
-    request = recorder.requests[0]
-    assert request.method == "GET"
-    assert request.headers["user-agent"] == "cdn-refresh"
-    params = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+def test_the_signer_signs_get_queries_too() -> None:
+    signer = RpcSigner("testid", make_settings().access_key_secret)
+    query = signer.signed_form("GET", {"Action": "DescribeRefreshQuota", "X": "a b+c"})
+    params = dict(parse_qsl(query, keep_blank_values=True))
     assert params["Action"] == "DescribeRefreshQuota"
     assert params["X"] == "a b+c"
+    assert params["AccessKeyId"] == "testid"
     assert verify("GET", params, SECRET)
+    assert not verify("POST", params, SECRET)
 
 
 # --- parsing answers ---------------------------------------------------------------------
@@ -339,17 +331,17 @@ def test_push_object_cache_omits_area_when_not_given() -> None:
 @pytest.mark.parametrize(
     ("status", "code", "expected"),
     [
-        (500, "InternalError", TransientError),
-        (503, "Throttling", TransientError),
-        (400, "Throttling", TransientError),
-        (403, "ServiceBusy", TransientError),
+        (500, "InternalError", RetryableError),
+        (503, "Throttling", RetryableError),
+        (400, "Throttling", RetryableError),
+        (403, "ServiceBusy", RetryableError),
         (400, "QuotaExceeded.Refresh", QuotaExhaustedError),
-        (404, "InvalidDomain.NotFound", InvalidPathError),
+        (404, "InvalidDomain.NotFound", RejectedPathError),
         (403, "SignatureDoesNotMatch", CredentialError),
         (400, "InvalidTimeStamp.Expired", CredentialError),
         (400, "InvalidObjectPath.Size.Malformed", RequestShapeError),
-        (400, "Unheard.Of", PermanentError),
-        (502, "Unheard.Of", TransientError),
+        (400, "Unheard.Of", RequestShapeError),
+        (502, "Unheard.Of", RetryableError),
     ],
 )
 def test_error_answer_maps_to_its_class(status: int, code: str, expected: type[CdnError]) -> None:
@@ -365,7 +357,7 @@ def test_error_answer_maps_to_its_class(status: int, code: str, expected: type[C
 def test_retry_after_header_is_read_in_milliseconds() -> None:
     body = {"Code": "Throttling", "Message": "slow", "RequestId": "r"}
     answer = Answer(503, body, {"x-acs-retry-after": "1500"})
-    with client_for(answer) as client, pytest.raises(TransientError) as caught:
+    with client_for(answer) as client, pytest.raises(RetryableError) as caught:
         client.refresh_object_caches(["example.com/a.png"])
     assert caught.value.retry_after_s == 1.5
 
@@ -374,41 +366,41 @@ def test_retry_after_header_is_read_in_milliseconds() -> None:
 def test_missing_or_garbled_retry_after_gives_no_hint(header: str | None) -> None:
     body = {"Code": "Throttling", "Message": "slow", "RequestId": "r"}
     answer = Answer(503, body, {"x-acs-retry-after": header} if header else None)
-    with client_for(answer) as client, pytest.raises(TransientError) as caught:
+    with client_for(answer) as client, pytest.raises(RetryableError) as caught:
         client.refresh_object_caches(["example.com/a.png"])
     assert caught.value.retry_after_s is None
 
 
 def test_error_answer_without_request_id_has_none() -> None:
-    caught = refresh_raises(Answer(500, {"Code": "InternalError"}), TransientError)
+    caught = refresh_raises(Answer(500, {"Code": "InternalError"}), RetryableError)
     assert caught.value.request_id is None
 
 
 def test_error_answer_without_code_is_named_after_status() -> None:
-    caught = refresh_raises(Answer(503, {"Message": "down"}), TransientError)
+    caught = refresh_raises(Answer(503, {"Message": "down"}), RetryableError)
     assert caught.value.code == "HTTP503"
 
 
 def test_non_json_502_is_transient() -> None:
-    caught = refresh_raises(Answer(502, "<html>Bad Gateway</html>"), TransientError)
+    caught = refresh_raises(Answer(502, "<html>Bad Gateway</html>"), RetryableError)
     assert caught.value.code == "InvalidResponse"
     assert caught.value.status_code == 502
 
 
 def test_non_json_200_is_transient_not_permanent() -> None:
     # The provider may have taken the paths: never drop them as permanently failed.
-    caught = refresh_raises(Answer(200, "<html>proxy page</html>"), TransientError)
+    caught = refresh_raises(Answer(200, "<html>proxy page</html>"), RetryableError)
     assert caught.value.code == "InvalidResponse"
 
 
 def test_json_array_answer_is_an_invalid_response() -> None:
-    caught = refresh_raises(Answer(500, "[1, 2]"), TransientError)
+    caught = refresh_raises(Answer(500, "[1, 2]"), RetryableError)
     assert caught.value.code == "InvalidResponse"
 
 
 @pytest.mark.parametrize("body", [{"RequestId": "r"}, {"RefreshTaskId": "", "RequestId": "r"}])
 def test_200_without_refresh_task_id_is_transient(body: dict[str, str]) -> None:
-    with client_for(Recorder(body)) as client, pytest.raises(TransientError) as caught:
+    with client_for(Recorder(body)) as client, pytest.raises(RetryableError) as caught:
         client.refresh_object_caches(["example.com/a.png"])
     assert caught.value.code == "InvalidResponse"
 
@@ -424,7 +416,7 @@ def test_error_before_sending_is_network_error_with_known_outcome(
         client.refresh_object_caches(["example.com/a.png"])
     assert caught.value.outcome_unknown is False
     assert caught.value.code == exc_type.__name__
-    assert isinstance(caught.value, TransientError)
+    assert isinstance(caught.value, RetryableError)
 
 
 @pytest.mark.parametrize(
@@ -460,7 +452,7 @@ def test_secret_never_appears_in_reprs_errors_logs_or_on_the_wire(
     settings = make_settings(access_key_secret=LEAKY_SECRET, security_token=LEAKY_TOKEN)
     recorder = Recorder({"RefreshTaskId": "1", "RequestId": "r"})
     client = client_for(recorder, settings)
-    auth = RpcSignatureAuth("testid", settings.access_key_secret, settings.security_token)
+    auth = RpcSigner("testid", settings.access_key_secret, settings.security_token)
     texts = [repr(client), repr(auth), str(auth), repr(vars(auth))]
 
     client.refresh_object_caches(["example.com/a.png"])
@@ -506,5 +498,5 @@ def test_secret_never_appears_in_reprs_errors_logs_or_on_the_wire(
 def test_answers_the_provider_may_have_acted_on_are_marked_outcome_unknown(
     answer: Answer, unknown: bool
 ) -> None:
-    info = refresh_raises(answer, TransientError)
+    info = refresh_raises(answer, RetryableError)
     assert info.value.outcome_unknown is unknown

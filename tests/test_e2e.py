@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-from worker.batches import BatchStore
 
+from cdn_refresh.store import Store
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
 from tests.conftest import make_settings
@@ -45,7 +45,7 @@ class Cluster:
         self.settings_values = base
         self.settings = make_settings(**base)
         self.producer = Producer.from_settings(self.settings)
-        self.store = BatchStore(self.redis, self.settings)
+        self.store = Store(self.redis, self.settings)
 
     def start_workers(self, count: int, concurrency: int = 2, **overrides: Any) -> None:
         env = worker_env(**{**self.settings_values, **overrides})
@@ -74,9 +74,11 @@ class Cluster:
 
     def wait_done(self, job_ids: list[str], timeout_s: float = 60) -> None:
         wait_for(
-            lambda: all(self.producer.status(j)["state"] in ("done", "failed") for j in job_ids),
+            lambda: all(
+                self.producer.status(j).to_dict()["state"] in ("done", "failed") for j in job_ids
+            ),
             timeout_s,
-            lambda: json.dumps([self.producer.status(j) for j in job_ids]) + self.logs(),
+            lambda: json.dumps([self.producer.status(j).to_dict() for j in job_ids]) + self.logs(),
         )
 
 
@@ -125,7 +127,7 @@ def test_three_workers_never_spend_more_than_the_quota(cluster: Cluster) -> None
     wait_for(lambda: len(cluster.accepted()) >= 1_500, 60, cluster.logs)
     time.sleep(2)  # several ticks and flushes later, still nothing more goes out
     assert len(cluster.accepted()) == 1_500
-    status = cluster.producer.status(job)
+    status = cluster.producer.status(job).to_dict()
     assert status["counts"]["pending"] == 3_500
     assert status["state"] == "in_progress"
     out = subprocess.run(
@@ -157,8 +159,8 @@ def test_bulk_work_leaves_the_interactive_reserve_to_interactive_work(cluster: C
     accepted = cluster.accepted()
     assert len(accepted) == 100
     assert sum(p.startswith("http://live.") for p in accepted) == 20
-    assert cluster.producer.status(live)["counts"]["submitted"] == 20
-    assert cluster.producer.status(bulk)["counts"]["submitted"] == 80
+    assert cluster.producer.status(live).to_dict()["counts"]["submitted"] == 20
+    assert cluster.producer.status(bulk).to_dict()["counts"]["submitted"] == 80
 
 
 def test_provider_faults_lose_nothing(cluster: Cluster) -> None:
@@ -171,8 +173,8 @@ def test_provider_faults_lose_nothing(cluster: Cluster) -> None:
     cluster.start_workers(3)
     cluster.wait_done([job], timeout_s=120)
     assert set(cluster.accepted()) == {f"http://{p}" for p in paths}
-    assert cluster.producer.status(job)["state"] == "done"
-    assert list(cluster.producer.dead_letters()) == []
+    assert cluster.producer.status(job).to_dict()["state"] == "done"
+    assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
     outcomes = cluster.emulator.state.stats()["by_outcome"]
     assert outcomes.get("InternalError", 0) > 0 and outcomes.get("Throttling", 0) > 0
 
@@ -185,14 +187,14 @@ def test_a_worker_killed_mid_call_loses_nothing(cluster: Cluster) -> None:
     cluster.start_workers(1, concurrency=2)
     wait_for(lambda: cluster.emulator.state.stats()["requests"] >= 2, 30, cluster.logs)
     cluster.workers[0].kill()
-    in_flight = cluster.redis.hlen(cluster.store.keys.batches)
+    in_flight = cluster.redis.hlen(cluster.store.keys.shared.batches)
     assert in_flight > 0  # the kill did land mid-call
     cluster.start_workers(1, concurrency=2)
     cluster.wait_done([job], timeout_s=120)
     accepted = Counter(cluster.accepted())
     assert set(accepted) == {f"http://{p}" for p in paths}
-    assert cluster.producer.status(job)["counts"]["submitted"] == 1_500
-    assert cluster.redis.hlen(cluster.store.keys.batches) == 0
+    assert cluster.producer.status(job).to_dict()["counts"]["submitted"] == 1_500
+    assert cluster.redis.hlen(cluster.store.keys.shared.batches) == 0
 
 
 def test_wrong_credentials_hold_without_hammering_and_resume_after_the_fix(
@@ -209,10 +211,10 @@ def test_wrong_credentials_hold_without_hammering_and_resume_after_the_fix(
     time.sleep(3)
     requests = cluster.emulator.state.stats()["requests"]
     assert 1 <= requests <= 5, requests  # backs off: 0.5 s, 1 s, 2 s ...
-    status = cluster.producer.status(job)
+    status = cluster.producer.status(job).to_dict()
     assert status["counts"]["pending"] == 50
     assert "SignatureDoesNotMatch" in status["last_error"]
-    assert list(cluster.producer.dead_letters()) == []
+    assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
     assert "wrong-secret" not in cluster.logs()
     cluster.stop_workers()
     cluster.start_workers(2, access_key_secret="testsecret")
@@ -233,14 +235,14 @@ def test_one_malformed_path_in_a_batch_of_1000_is_the_only_one_dead_lettered(
     cluster.start_workers(2)
     cluster.wait_done([job])
     assert sorted(cluster.accepted()) == sorted(f"http://{p}" for p in good)
-    assert cluster.producer.status(job)["counts"] == {
+    assert cluster.producer.status(job).to_dict()["counts"] == {
         "pending": 0,
         "in_flight": 0,
         "submitted": 999,
         "failed": 1,
     }
-    dead = list(cluster.producer.dead_letters())
+    dead = [e.to_dict() for e in cluster.producer.dead_letters()]
     assert [(d["path"], d["code"]) for d in dead] == [
         (f"http://{bad}", "InvalidObjectPath.Malformed")
     ]
-    assert cluster.producer.lookup(bad)["last_error"] == "InvalidObjectPath.Malformed"
+    assert cluster.producer.lookup(bad).to_dict()["last_error"] == "InvalidObjectPath.Malformed"

@@ -22,9 +22,9 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from worker.batches import BatchStore
 
 from cdn_refresh.paths import InvalidPathError, normalize_path
+from cdn_refresh.store import Store
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import EnqueueRejectedError, Producer
 from tests.conftest import RedisServer, make_settings
@@ -61,7 +61,7 @@ class Cluster:
         self.settings = make_settings(**base)
         self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
         self.producer = Producer.from_settings(self.settings)
-        self.keys = BatchStore(self.redis, self.settings).keys
+        self.keys = Store(self.redis, self.settings).keys
 
     def start_worker(self, concurrency: int = 2) -> WorkerProcess:
         n = len(self.workers)
@@ -94,9 +94,11 @@ class Cluster:
 
     def wait_done(self, job_ids: list[str], timeout_s: float) -> None:
         wait_for(
-            lambda: all(self.producer.status(j)["state"] == "done" for j in job_ids),
+            lambda: all(self.producer.status(j).to_dict()["state"] == "done" for j in job_ids),
             timeout_s,
-            lambda: json.dumps([self.producer.status(j) for j in job_ids[:5]]) + self.logs(),
+            lambda: (
+                json.dumps([self.producer.status(j).to_dict() for j in job_ids[:5]]) + self.logs()
+            ),
         )
 
     def records(self) -> dict[str, dict[str, Any]]:
@@ -158,18 +160,20 @@ def test_five_sigkills_mid_drain_lose_nothing_and_resend_only_the_killed_batches
         time.sleep(rng.uniform(0.2, 1.5))
         victim = rng.choice(cluster.live())
         victim.kill()
-        batches = cluster.redis.hgetall(cluster.keys.batches)
+        batches = cluster.redis.hgetall(cluster.keys.shared.batches)
         in_flight_at_kill.append({bid: json.loads(raw)["paths"] for bid, raw in batches.items()})
-        assert cluster.producer.status(job)["counts"]["pending"] > 0, "the drain ended early"
+        assert cluster.producer.status(job).to_dict()["counts"]["pending"] > 0, (
+            "the drain ended early"
+        )
         cluster.start_worker(concurrency=1).wait_ready()
 
     cluster.wait_done([job], timeout_s=120)
     sent = Counter(cluster.accepted())
     assert set(sent) == expected
-    status = cluster.producer.status(job)
+    status = cluster.producer.status(job).to_dict()
     assert status["counts"] == {"pending": 0, "in_flight": 0, "submitted": 20_000, "failed": 0}
-    assert cluster.redis.hlen(cluster.keys.batches) == 0
-    assert list(cluster.producer.dead_letters()) == []
+    assert cluster.redis.hlen(cluster.keys.shared.batches) == 0
+    assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
 
     # A batch was the victim's if its paths were finally recorded under another batch: the
     # lease ran out and the tick put them back. Only those may have gone out twice.
@@ -241,7 +245,7 @@ def test_a_redis_restart_mid_drain_loses_no_acknowledged_path_and_workers_reconn
         producer_thread = threading.Thread(target=produce, daemon=True)
         producer_thread.start()
         wait_for(lambda: len(cluster.accepted()) >= 1_000, 30, cluster.logs)
-        assert cluster.producer.status(first_job)["counts"]["pending"] > 0
+        assert cluster.producer.status(first_job).to_dict()["counts"]["pending"] > 0
         server.stop()  # SIGTERM: redis-server shuts down cleanly, the AOF fsynced
         time.sleep(1.5)
         server.start()  # same port, same directory: the AOF brings everything back
@@ -270,7 +274,7 @@ def test_a_redis_restart_mid_drain_loses_no_acknowledged_path_and_workers_reconn
             lambda: all(n > m for n, m in zip(tasks_run(), before, strict=True)), 15, cluster.logs
         )
         assert "Unrecoverable error" not in cluster.logs()
-        assert list(cluster.producer.dead_letters()) == []
+        assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
         print(f"\nredis restart: {len(acknowledged)} jobs acknowledged, {len(refused)} refused")
     finally:
         server.stop()
@@ -301,14 +305,14 @@ def test_provider_errors_throttling_and_dropped_connections_lose_and_dead_letter
     sent = Counter(p for call in calls for p in call["paths"])
     assert set(sent) == expected
     assert max(sent.values()) == 1  # every failure was definite: nothing went out twice
-    assert cluster.producer.status(job)["counts"] == {
+    assert cluster.producer.status(job).to_dict()["counts"] == {
         "pending": 0,
         "in_flight": 0,
         "submitted": 5_000,
         "failed": 0,
     }
-    assert list(cluster.producer.dead_letters()) == []
-    assert cluster.redis.hlen(cluster.keys.batches) == 0
+    assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
+    assert cluster.redis.hlen(cluster.keys.shared.batches) == 0
     outcomes = cluster.emulator.state.stats()["by_outcome"]
     assert outcomes.get("InternalError", 0) > 0, outcomes
     assert outcomes.get("Throttling", 0) > 0, outcomes
@@ -319,8 +323,8 @@ def test_provider_errors_throttling_and_dropped_connections_lose_and_dead_letter
     assert {p: r["task_ids"] for p, r in records.items()} == tasks_of
     # A dropped connection is an unknown outcome: its reservation stays spent, so our count
     # is never below the provider's.
-    store = BatchStore(cluster.redis, cluster.settings)
-    used = store.quota_usage("File", time.time()).used
+    store = Store(cluster.redis, cluster.settings)
+    used = store.quota.usage("File", time.time()).used
     assert 5_000 <= used <= 5_000 + 100 * outcomes["Dropped"]
 
 
@@ -373,8 +377,8 @@ def test_any_text_is_rejected_with_a_reason_or_reaches_the_provider_as_one_norma
     redis_client.flushall()
     emulator.state.reset()
     settings_ = make_settings(endpoint=emulator.url, url_daily_quota=1_000_000)
-    producer = Producer(redis_client, settings_)
-    store = BatchStore(redis_client, settings_)
+    producer = Producer(Store(redis_client, settings_))
+    store = Store(redis_client, settings_)
     try:
         expected = normalize_path(text, "File")
     except InvalidPathError as exc:
@@ -385,16 +389,18 @@ def test_any_text_is_rejected_with_a_reason_or_reaches_the_provider_as_one_norma
         assert expected is None, f"{text!r} was refused, though it normalizes to {expected!r}"
         event(f"rejected: {reason.split(' ')[0]}")
         assert exc.receipt.rejected[0].reason == reason != ""
-        assert store.pending_count("File") == 0
+        assert store.quota.pending_count("File") == 0
         return
     assert expected is not None, f"{text!r} was enqueued, though invalid: {reason}"
     event("sent")
     assert (receipt.accepted, receipt.rejected_count) == (1, 0)
     with CdnClient(settings_) as client:
         report = Flusher(store, client, settings_).flush("File")
-    assert (report.submitted, report.dead_lettered) == (1, 0), list(producer.dead_letters())
+    assert (report.submitted, report.dead_lettered) == (1, 0), [
+        e.to_dict() for e in producer.dead_letters()
+    ]
     assert [call["paths"] for call in emulator.state.calls()] == [[expected]]
-    assert producer.lookup(text)["state"] == "submitted"
+    assert producer.lookup(text).to_dict()["state"] == "submitted"
 
 
 # -- 5. No secret in DEBUG logs or CLI output -------------------------------------------------

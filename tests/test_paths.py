@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdn_refresh.constants import MAX_PATH_LENGTH
-from cdn_refresh.constants import ObjectType
-from cdn_refresh.store.records import Batch
+from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
 from cdn_refresh.paths import (
     MAX_RAW_LENGTH,
     InvalidPathError,
@@ -18,6 +16,7 @@ from cdn_refresh.paths import (
     normalize_path,
     shown_path,
 )
+from cdn_refresh.store.records import Batch
 
 
 def reason_of(raw: str, object_type: str = "File", allowed: frozenset[str] = frozenset()) -> str:

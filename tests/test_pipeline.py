@@ -13,13 +13,15 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 import redis
-from worker.batches import BatchStore
 
+from cdn_refresh.store import Store
+from cdn_refresh.store.records import Release
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
 from tests.conftest import make_settings
 from worker.client import CdnClient
-from worker.pipeline import MAX_SPLIT_CALLS, Flusher, seconds_until_provider_reset
+from worker.pipeline import Flusher
+from worker.policy import MAX_SPLIT_CALLS, seconds_until_provider_reset
 
 pytestmark = pytest.mark.redis
 
@@ -35,8 +37,8 @@ class Rig:
 
     def __init__(self, redis_client: redis.Redis, emulator: EmulatorServer, **overrides: object):
         self.settings = make_settings(endpoint=emulator.url, **overrides)
-        self.producer = Producer(redis_client, self.settings)
-        self.store = BatchStore(redis_client, self.settings)
+        self.producer = Producer(Store(redis_client, self.settings))
+        self.store = Store(redis_client, self.settings)
         self.client = CdnClient(self.settings)
         self.flusher = Flusher(self.store, self.client, self.settings, rng=random.Random(1))
         self.emulator = emulator
@@ -45,7 +47,7 @@ class Rig:
         """Flush until nothing is pending or in flight (waiting out short backoffs)."""
         for _ in range(rounds):
             report = self.flusher.flush(kind)  # type: ignore[arg-type]
-            if report.wait is None and not report.more and not self.store.pending_count(kind):  # type: ignore[arg-type]
+            if report.wait is None and not report.more and not self.store.quota.pending_count(kind):  # type: ignore[arg-type]
                 return
             if report.wait is not None:
                 if report.wait.reason not in ("backoff",):
@@ -83,11 +85,11 @@ def test_each_unique_path_reaches_the_provider_once_in_the_fewest_calls(rig_fact
     assert len(calls) == 3  # ceil(2500 / 1000)
     accepted = rig.accepted_paths()
     assert len(accepted) == len(set(accepted)) == 2_500
-    status = rig.producer.status(job)
+    status = rig.producer.status(job).to_dict()
     assert status["state"] == "done"
     assert status["counts"]["submitted"] == 2_500
     assert set(status["task_ids"]) == {t for call in calls for t in call["task_ids"]}
-    found = rig.producer.lookup(paths[0])
+    found = rig.producer.lookup(paths[0]).to_dict()
     assert found["state"] == "submitted"
     assert found["task_id"] in {",".join(call["task_ids"]) for call in calls}
 
@@ -102,18 +104,18 @@ def test_one_bad_path_in_a_batch_of_1000_is_isolated_and_dead_lettered(rig_facto
     rig.drain()
     accepted = rig.accepted_paths()
     assert sorted(accepted) == sorted(f"http://{p}" for p in good)
-    dead = list(rig.producer.dead_letters())
+    dead = [e.to_dict() for e in rig.producer.dead_letters()]
     assert [(d["path"], d["code"]) for d in dead] == [
         (f"http://{bad}", "InvalidObjectPath.Malformed")
     ]
-    assert rig.producer.status(job)["counts"] == {
+    assert rig.producer.status(job).to_dict()["counts"] == {
         "pending": 0,
         "in_flight": 0,
         "submitted": 999,
         "failed": 1,
     }
     # The bad path's share of the reservation came back; the good ones' did not.
-    assert rig.store.quota_usage("File", time.time()).used == 999
+    assert rig.store.quota.usage("File", time.time()).used == 999
     # Bisection: log2(1000) rounds at most, not one call per path.
     assert len(rig.emulator.state.calls()) <= 20
 
@@ -127,14 +129,14 @@ def test_transient_faults_and_dropped_connections_lose_nothing(rig_factory) -> N
     job = rig.producer.enqueue(paths).job_id
     rig.drain(rounds=2_000)
     assert sorted(set(rig.accepted_paths())) == sorted(f"http://{p}" for p in paths)
-    assert rig.producer.status(job)["state"] == "done"
-    assert list(rig.producer.dead_letters()) == []
+    assert rig.producer.status(job).to_dict()["state"] == "done"
+    assert [e.to_dict() for e in rig.producer.dead_letters()] == []
     outcomes = rig.emulator.state.stats()["by_outcome"]
     assert outcomes["InternalError"] > 0 and outcomes["Throttling"] > 0
     # A dropped connection is an unknown outcome: its reservation stays spent.
     dropped = sum(n for code, n in outcomes.items() if "drop" in code.lower())
     assert dropped > 0, outcomes
-    assert rig.store.quota_usage("File", time.time()).used == 1_000 + 50 * dropped
+    assert rig.store.quota.usage("File", time.time()).used == 1_000 + 50 * dropped
 
 
 def test_an_unknown_outcome_keeps_the_reservation_and_retries(rig_factory) -> None:  # type: ignore[no-untyped-def]
@@ -148,7 +150,7 @@ def test_an_unknown_outcome_keeps_the_reservation_and_retries(rig_factory) -> No
     twice = sum(1 for n in accepted.values() if n > 1)
     assert twice > 0  # some answers were lost after the provider acted ...
     # ... and our count includes them: we never spend less than the provider counted.
-    assert rig.store.quota_usage("File", time.time()).used == sum(accepted.values())
+    assert rig.store.quota.usage("File", time.time()).used == sum(accepted.values())
 
 
 def test_our_quota_caps_what_the_provider_receives(rig_factory) -> None:  # type: ignore[no-untyped-def]
@@ -156,7 +158,7 @@ def test_our_quota_caps_what_the_provider_receives(rig_factory) -> None:  # type
     rig.producer.enqueue([f"a.example.com/{i}" for i in range(4_000)])
     rig.drain()
     assert len(rig.accepted_paths()) == 1_500
-    assert rig.store.pending_count("File") == 2_500
+    assert rig.store.quota.pending_count("File") == 2_500
 
 
 def test_provider_quota_exhausted_holds_the_type_and_keeps_the_paths(rig_factory) -> None:  # type: ignore[no-untyped-def]
@@ -165,15 +167,15 @@ def test_provider_quota_exhausted_holds_the_type_and_keeps_the_paths(rig_factory
     job = rig.producer.enqueue([f"a.example.com/{i}" for i in range(2_000)]).job_id
     rig.drain()
     assert len(rig.accepted_paths()) == 1_000
-    assert rig.store.pending_count("File") == 1_000
-    wait = rig.store.claim("File", time.time())
+    assert rig.store.quota.pending_count("File") == 1_000
+    wait = rig.store.batches.claim("File", time.time())
     assert wait is not None and not hasattr(wait, "paths")
     assert wait.reason == "provider_quota"  # type: ignore[union-attr]
     assert abs(wait.seconds - seconds_until_provider_reset(time.time())) < 5  # type: ignore[union-attr]
-    assert rig.producer.status(job)["counts"]["pending"] == 1_000
-    assert list(rig.producer.dead_letters()) == []
+    assert rig.producer.status(job).to_dict()["counts"]["pending"] == 1_000
+    assert [e.to_dict() for e in rig.producer.dead_letters()] == []
     # The failed call's reservation came back: only what the provider took is counted.
-    assert rig.store.quota_usage("File", time.time()).used == 1_000
+    assert rig.store.quota.usage("File", time.time()).used == 1_000
 
 
 def test_wrong_credentials_keep_the_paths_show_the_error_and_back_off(rig_factory) -> None:  # type: ignore[no-untyped-def]
@@ -187,17 +189,17 @@ def test_wrong_credentials_keep_the_paths_show_the_error_and_back_off(rig_factor
     assert rig.accepted_paths() == []
     # One call, then the hold: no tight retry loop.
     assert stats["requests"] == 1, stats
-    status = rig.producer.status(job)
+    status = rig.producer.status(job).to_dict()
     assert status["counts"]["pending"] == 2
     assert "SignatureDoesNotMatch" in status["last_error"]
-    assert "SignatureDoesNotMatch" in rig.producer.lookup("a.example.com/1")["last_error"]
-    assert list(rig.producer.dead_letters()) == []
+    assert "SignatureDoesNotMatch" in rig.producer.lookup("a.example.com/1").to_dict()["last_error"]
+    assert [e.to_dict() for e in rig.producer.dead_letters()] == []
     # The operator fixes the key and replays: everything goes through.
     fixed = rig_factory(access_key_secret="testsecret")
     fixed.producer.replay()
     fixed.drain()
     assert sorted(rig.accepted_paths()) == ["http://a.example.com/1", "http://a.example.com/2"]
-    assert fixed.producer.status(job)["state"] == "done"
+    assert fixed.producer.status(job).to_dict()["state"] == "done"
 
 
 def test_directories_are_sent_as_directory_calls(rig_factory) -> None:  # type: ignore[no-untyped-def]
@@ -252,9 +254,9 @@ class _Scripted:
 
 def _mock_flusher(redis_client: redis.Redis, provider: _Scripted, **overrides: object):  # type: ignore[no-untyped-def]
     settings = make_settings(**overrides)
-    store = BatchStore(redis_client, settings)
+    store = Store(redis_client, settings)
     client = CdnClient(settings, transport=httpx.MockTransport(provider))
-    return Producer(redis_client, settings), store, Flusher(store, client, settings)
+    return Producer(Store(redis_client, settings)), store, Flusher(store, client, settings)
 
 
 def test_a_malformed_call_is_retried_with_backoff_not_split_path_by_path(
@@ -268,8 +270,8 @@ def test_a_malformed_call_is_retried_with_backoff_not_split_path_by_path(
     report = flusher.flush("File")
     assert len(provider.calls) == 1
     assert report.requeued == 1_000 and report.dead_lettered == 0
-    assert store.pending_count("File") == 1_000
-    assert producer.lookup("a.example.com/1")["attempts"] == 1
+    assert store.quota.pending_count("File") == 1_000
+    assert producer.lookup("a.example.com/1").to_dict()["attempts"] == 1
 
 
 def test_splitting_stops_after_its_budget_when_many_paths_are_bad(
@@ -285,8 +287,8 @@ def test_splitting_stops_after_its_budget_when_many_paths_are_bad(
     assert len(provider.calls) == MAX_SPLIT_CALLS
     # What the budget isolated is dead-lettered; the rest waits, with an attempt counted.
     assert report.dead_lettered > 0
-    assert report.dead_lettered + store.pending_count("File") == 1_000
-    wait = store.claim("File", time.time())
+    assert report.dead_lettered + store.quota.pending_count("File") == 1_000
+    wait = store.batches.claim("File", time.time())
     assert wait is not None and getattr(wait, "reason", None) == "backoff"
 
 
@@ -295,11 +297,11 @@ def test_an_answer_that_comes_after_the_lease_ran_out_keeps_its_task_ids(
 ) -> None:
     def late(paths: list[str]) -> tuple[int, dict[str, str]]:
         # The worker stalls past its lease: the tick reclaims the batch meanwhile.
-        for batch_id in redis_client.hkeys(store.keys.batches):
-            store.settle(
+        for batch_id in redis_client.hkeys(store.keys.shared.batches):
+            store.batches.release(
                 batch_id,
                 "File",
-                "retry",
+                Release.RETRY,
                 time.time() + 10_000,
                 only_if_lease_expired=True,
                 code="WorkerLost",
@@ -310,6 +312,6 @@ def test_an_answer_that_comes_after_the_lease_ran_out_keeps_its_task_ids(
     producer, store, flusher = _mock_flusher(redis_client, provider)
     producer.enqueue(["a.example.com/1"])
     flusher.flush("File", max_batches=1)
-    found = producer.lookup("a.example.com/1")
+    found = producer.lookup("a.example.com/1").to_dict()
     assert found["state"] == "pending"  # it goes out again: the lease said so
     assert (found["task_id"], found["request_id"]) == ("777", "R7")

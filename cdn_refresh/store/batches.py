@@ -47,7 +47,7 @@ class BatchStore:
                 s.max_domains_per_call,
                 repr(s.batch_lease_s),
                 BULK_RANK_OFFSET,
-                object_type.value,
+                str(object_type),
                 SCAN_LIMIT,
             ],
             object_type,

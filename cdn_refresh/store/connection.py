@@ -5,6 +5,8 @@ The store's own client and Celery's broker URL are both made here, from the same
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
 import redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
@@ -35,9 +37,28 @@ def broker_url(settings: Settings) -> str:
     """The Redis URL as Celery's broker wants it.
 
     Kombu refuses a ``rediss://`` URL that does not say how to check the server's
-    certificate; without one we ask for verification, as redis-py does by default.
+    certificate; without one we ask for verification, as redis-py does by default. A
+    ``?password=`` (and ``?username=``) in the query, which redis-py honours, crashes kombu
+    (it passes the password twice): they move into the URL's user info, where both read them.
     """
-    url = settings.redis_url.get_secret_value()
+    url = _credentials_in_userinfo(settings.redis_url.get_secret_value())
     if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
         url += ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
     return url
+
+
+def _credentials_in_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.query:
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    found = {k.lower(): v for k, v in query if k.lower() in ("password", "username")}
+    if not found:
+        return url
+    rest = [(k, v) for k, v in query if k.lower() not in ("password", "username")]
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    user = quote(found["username"], safe="") if "username" in found else user
+    password = quote(found["password"], safe="") if "password" in found else password
+    netloc = f"{user}:{password}@{hostport}" if password else f"{user}@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(rest), parts.fragment))

@@ -33,6 +33,16 @@ class JobNotFoundError(KeyError):
     """No job with that id (never made, or older than the retention)."""
 
 
+class ChunksRefusedError(redis.RedisError):
+    """Redis refused a chunk of a pipeline; ``done`` holds the answers of the chunks it took
+    before, so that the enqueue can say exactly what went in."""
+
+    def __init__(self, done: list[tuple[int, int]], cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.done = done
+        self.cause = cause
+
+
 class JobStore:
     """Writes jobs and their paths, and reads their status."""
 
@@ -81,8 +91,13 @@ class JobStore:
             # The job stays open while chunks keep coming.
             deadline = self._ctx.now() + OPEN_JOB_LEASE_S
             pipe.zadd(k.jobs_open, {header.job_id: deadline}, xx=True)
-            answers = pipe.execute()
-        return [(int(a), int(d)) for a, d in answers[: len(chunks)]]
+            answers = pipe.execute(raise_on_error=False)
+        done: list[tuple[int, int]] = []
+        for answer in answers[: len(chunks)]:
+            if isinstance(answer, Exception):
+                raise ChunksRefusedError(done, answer)
+            done.append((int(answer[0]), int(answer[1])))
+        return done
 
     def close(self, header: JobHeader) -> None:
         """The enqueue ended (``header.incomplete`` when it gave up part way)."""

@@ -1,0 +1,270 @@
+"""Defects found by trying to break what had landed (issue 14), each against real Redis, and
+real workers where a worker is involved."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from cdn_refresh.cli import main
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.local import RedisServer as LocalRedis
+from cdn_refresh.store import JobNotFoundError, QuotaWindowMismatchError, Store, broker_url
+from cdn_refresh.store.records import Batch, Wait, WaitReason
+from emulator import EmulatorConfig, EmulatorServer
+from producer.producer import (
+    EnqueueInterruptedError,
+    Producer,
+    RedisRefusesWritesError,
+)
+from tests.conftest import RedisServer, make_settings
+from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
+
+pytestmark = pytest.mark.redis
+
+
+def _drain(store: Store, kind: ObjectType = ObjectType.FILE) -> list[str]:
+    """Claim and submit everything pending (as a worker would after a 200); task ids used."""
+    tasks = []
+    while isinstance(batch := store.batches.claim(kind), Batch):
+        task = f"t{batch.id}"
+        store.batches.submit(batch, (), (task,), f"r{batch.id}")
+        tasks.append(task)
+    return tasks
+
+
+@pytest.fixture
+def full_redis(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A redis-server of its own: the tests below set its maxmemory."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.close()
+    yield server
+    server.stop()
+
+
+def _limit_memory(url: str, extra_bytes: int) -> None:
+    """maxmemory at what Redis holds now plus ``extra_bytes`` (minus: below it)."""
+    client = redis.Redis.from_url(url)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", max(1, used + extra_bytes))
+    client.close()
+
+
+# --- 3. a half-failed enqueue ends, it does not stay pending forever -------------------------
+
+
+def test_an_enqueue_that_redis_stops_half_way_says_what_went_in_and_the_job_ends(
+    full_redis: LocalRedis,
+) -> None:
+    settings = make_settings(redis_url=full_redis.url, url_daily_quota=10**9)
+    client = redis.Redis.from_url(full_redis.url, decode_responses=True)
+    store = Store(client, settings)
+    producer = Producer(store)
+    producer.enqueue(["warm.example.com/a"])  # scripts loaded before the limit
+    _drain(store)
+    _limit_memory(full_redis.url, 3 * 1024 * 1024)
+    paths = [f"https://big.example.com/assets/{i:07d}/image.png" for i in range(200_000)]
+    with pytest.raises(EnqueueInterruptedError) as caught:
+        producer.enqueue(paths)
+    receipt = caught.value.receipt
+    assert receipt.job_id and receipt.incomplete
+    assert 0 < receipt.accepted < len(paths)
+    assert "maxmemory" in receipt.error
+    client.config_set("maxmemory", 0)
+    status = producer.status(receipt.job_id)
+    # Exactly what the receipt says went in is what waits.
+    assert status.counts.pending == receipt.accepted
+    assert status.incomplete and status.to_dict()["incomplete"] is True
+    _drain(store)
+    after = producer.status(receipt.job_id)
+    assert after.state == "done"
+    assert after.counts.submitted == receipt.accepted
+    client.close()
+
+
+def test_a_redis_that_refuses_writes_fails_the_enqueue_before_any_input_is_read(
+    full_redis: LocalRedis,
+) -> None:
+    settings = make_settings(redis_url=full_redis.url)
+    producer = Producer.from_settings(settings, notify_workers=False)
+    _limit_memory(full_redis.url, -(1 << 30))  # below what it holds: every write refused
+    consumed = []
+
+    def inputs() -> Iterator[str]:
+        consumed.append(1)
+        yield "example.com/a"
+
+    with pytest.raises(RedisRefusesWritesError, match="refuses writes, nothing enqueued"):
+        producer.enqueue(inputs())
+    assert consumed == []
+    producer.close()
+
+
+def test_the_cli_prints_the_job_and_its_accepted_count_when_redis_fails_half_way(
+    full_redis: LocalRedis, tmp_path: Path
+) -> None:
+    source = tmp_path / "purge.txt"
+    source.write_text(
+        "\n".join(f"https://big.example.com/assets/{i:07d}/image.png" for i in range(200_000))
+    )
+    env = {"CDN_REFRESH_REDIS_URL": full_redis.url, "CDN_REFRESH_KEY_PREFIX": "hard"}
+    runner = CliRunner()
+    warm = runner.invoke(main, ["enqueue", "warm.example.com/a", "--json"], env=env)
+    assert warm.exit_code == 0, warm.output
+    _limit_memory(full_redis.url, 8 * 1024 * 1024)
+    result = runner.invoke(main, ["enqueue", "--from-file", str(source), "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout.strip().splitlines()[0])
+    assert data["job_id"] and data["incomplete"] is True and data["accepted"] > 0
+    assert f"job {data['job_id']}: {data['accepted']} path(s) accepted" in result.stderr
+    redis.Redis.from_url(full_redis.url).config_set("maxmemory", 0)
+    status = runner.invoke(main, ["status", data["job_id"], "--json"], env=env)
+    assert json.loads(status.stdout)["incomplete"] is True
+
+
+# --- 4. retention keeps a job whose paths still wait ---------------------------------------
+
+
+def test_retention_keeps_an_old_job_whose_paths_still_wait(redis_client: redis.Redis) -> None:
+    store = Store(redis_client, make_settings(record_retention_days=1))
+    producer = Producer(store)
+    job = producer.enqueue(["a.example.com/1", "a.example.com/2"]).job_id
+    later = time.time() + 60 * 86400
+    store.retention.trim(later)
+    assert producer.status(job).counts.pending == 2  # still there, 60 days on
+    _drain(store)
+    assert store.retention.trim(later) >= 1
+    with pytest.raises(JobNotFoundError):
+        producer.status(job)
+
+
+def test_an_enqueue_warns_when_the_pending_work_needs_more_than_30_days_of_quota(
+    redis_client: redis.Redis,
+) -> None:
+    producer = Producer(Store(redis_client, make_settings(url_daily_quota=10)))
+    small = producer.enqueue([f"a.example.com/{i}" for i in range(200)])
+    assert small.warning == "" and "warning" not in small.to_dict()
+    big = producer.enqueue([f"b.example.com/{i}" for i in range(200)])
+    assert big.backlog_days == pytest.approx(40)
+    assert "40 days of quota" in big.warning
+    assert big.to_dict()["backlog_days"] == 40
+
+
+# --- 5. a Redis URL with ?password= works for the broker too -------------------------------
+
+
+def test_a_password_in_the_query_moves_into_the_brokers_user_info() -> None:
+    settings = make_settings(redis_url="redis://127.0.0.1:6379/0?password=p%40ss&db=0")
+    assert broker_url(settings) == "redis://:p%40ss@127.0.0.1:6379/0?db=0"
+    tls = make_settings(redis_url="rediss://h:6380/0?username=al&password=pw")
+    assert broker_url(tls) == "rediss://al:pw@h:6380/0?ssl_cert_reqs=required"
+
+
+@pytest.mark.e2e
+def test_a_worker_runs_on_a_redis_url_with_its_password_in_the_query(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", password="query-pw-71")
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0?password=query-pw-71"
+    worker = None
+    try:
+        with EmulatorServer(EmulatorConfig(url_quota=1000)) as emulator:
+            values = cluster_values(url, emulator.url)
+            worker = WorkerProcess(
+                worker_env(**values), tmp_path / "worker.log", name="qpw", beat=True
+            )
+            producer = Producer.from_settings(make_settings(**values))
+            job = producer.enqueue([f"q.example.com/{i}" for i in range(5)]).job_id
+            wait_for(lambda: producer.status(job).state == "done", 30, worker.log)
+            producer.close()
+            assert "TypeError" not in worker.log()
+            # 7. This Redis keeps nothing on disk: the worker said so at start.
+            assert "neither append-only (AOF) nor RDB" in worker.log()
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+
+
+# --- 6. workers with different windows share the stored one --------------------------------
+
+
+def test_a_worker_with_a_shorter_window_cannot_free_another_workers_reservations(
+    redis_client: redis.Redis,
+) -> None:
+    long = Store(redis_client, make_settings(url_daily_quota=5, quota_window_s=86400))
+    short = Store(redis_client, make_settings(url_daily_quota=5, quota_window_s=1))
+    Producer(long).enqueue([f"a.example.com/{i}" for i in range(10)])
+    t0 = time.time()
+    first = long.batches.claim(ObjectType.FILE, t0)
+    assert isinstance(first, Batch) and len(first.paths) == 5
+    wait = short.batches.claim(ObjectType.FILE, t0 + 2)
+    assert isinstance(wait, Wait) and wait.reason is WaitReason.QUOTA
+    assert short.quota.usage(ObjectType.FILE, t0 + 2).used == 5
+    with pytest.raises(QuotaWindowMismatchError, match="QUOTA_WINDOW_S is 1"):
+        short.quota.check_window()
+    long.quota.check_window()
+
+
+@pytest.mark.e2e
+def test_a_worker_whose_window_differs_from_the_stored_one_refuses_to_start(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    Store(client, make_settings(redis_url=redis_url)).quota.set_window(86400)
+    values = cluster_values(redis_url, "http://127.0.0.1:9", quota_window_s=60)
+    worker = WorkerProcess(worker_env(**values), tmp_path / "worker.log", name="win")
+    try:
+        worker.process.wait(60)
+        assert worker.process.returncode != 0
+        assert "the quota in Redis runs on a window of 86400 s" in worker.log()
+    finally:
+        worker.stop()
+        client.close()
+
+
+# --- 7. a Redis without persistence is named at start --------------------------------------
+
+
+def test_persistence_warning_names_a_redis_that_keeps_nothing(tmp_path: Path) -> None:
+    bare = RedisServer(tmp_path / "bare")
+    durable = RedisServer(tmp_path / "aof", appendonly=True)
+    bare.start()
+    durable.start()
+    try:
+        settings = make_settings()
+        with redis.Redis.from_url(bare.url, decode_responses=True) as client:
+            assert "neither append-only" in (Store(client, settings).persistence_warning() or "")
+        with redis.Redis.from_url(durable.url, decode_responses=True) as client:
+            assert Store(client, settings).persistence_warning() is None
+    finally:
+        bare.stop()
+        durable.stop()
+
+
+# --- 9. a path sent again lists each of its submissions ------------------------------------
+
+
+def test_lookup_lists_every_recent_submission_of_a_path_newest_first(
+    redis_client: redis.Redis,
+) -> None:
+    store = Store(redis_client, make_settings())
+    producer = Producer(store)
+    producer.enqueue(["a.example.com/page"])
+    assert _drain(store) == ["t1"]
+    producer.enqueue(["a.example.com/page"])  # requested again after it was submitted
+    assert _drain(store) == ["t2"]
+    found = producer.lookup("a.example.com/page")
+    assert found.state == "submitted" and found.task_id == "t2"
+    assert [s.task_ids for s in found.submissions] == [("t2",), ("t1",)]
+    data = found.to_dict()
+    assert [s["task_id"] for s in data["submissions"]] == ["t2", "t1"]
+    assert data["submissions"][0]["submitted_at"] >= data["submissions"][1]["submitted_at"]
