@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -18,7 +18,12 @@ from cdn_refresh.constants import OBJECT_TYPES, ObjectType
 from cdn_refresh.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from producer.producer import Producer
+    from producer.producer import (
+        EnqueueInterruptedError,
+        EnqueueRejectedError,
+        Producer,
+        Receipt,
+    )
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 1
@@ -140,29 +145,17 @@ def enqueue(
             progress=_ProgressLine() if show_progress else None,
         )
     except EnqueueRejectedError as exc:
-        data = exc.receipt.to_dict()
-        if as_json:
-            click.echo(json.dumps(data))
-        else:
-            click.echo(f"error: {exc}", err=True)
-            for r in exc.receipt.rejected[:20]:
-                click.echo(f"  line {r.line}: {r.reason}: {r.path!r}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _exit_rejected(exc, as_json)
     except EnqueueInterruptedError as exc:
-        # Say what went in: those paths go out, and the job ends as incomplete.
-        if as_json:
-            click.echo(json.dumps(exc.receipt.to_dict()))
-        click.echo(f"error: {exc}", err=True)
-        click.echo(
-            f"job {exc.receipt.job_id}: {exc.receipt.accepted} path(s) accepted before the "
-            "failure; the job is closed as incomplete (enqueue the rest again)",
-            err=True,
-        )
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_interrupted(exc, as_json)
     except RedisRefusesWritesError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         producer.close()
+    _emit(receipt.to_dict(), as_json, _receipt_text(receipt))
+
+
+def _receipt_text(receipt: Receipt) -> str:
     text = (
         f"job {receipt.job_id or '-'}: {receipt.accepted} accepted, "
         f"{receipt.duplicates} duplicate(s), {receipt.rejected_count} rejected"
@@ -171,7 +164,30 @@ def enqueue(
         text += f"\n  rejected line {r.line}: {r.reason}: {r.path!r}"
     if receipt.warning:
         text += f"\nwarning: {receipt.warning}"
-    _emit(receipt.to_dict(), as_json, text)
+    return text
+
+
+def _exit_rejected(exc: EnqueueRejectedError, as_json: bool) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps(exc.receipt.to_dict()))
+    else:
+        click.echo(f"error: {exc}", err=True)
+        for r in exc.receipt.rejected[:20]:
+            click.echo(f"  line {r.line}: {r.reason}: {r.path!r}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _exit_interrupted(exc: EnqueueInterruptedError, as_json: bool) -> NoReturn:
+    # Say what went in: those paths go out, and the job ends as incomplete.
+    if as_json:
+        click.echo(json.dumps(exc.receipt.to_dict()))
+    click.echo(f"error: {exc}", err=True)
+    click.echo(
+        f"job {exc.receipt.job_id}: {exc.receipt.accepted} path(s) accepted before the "
+        "failure; the job is closed as incomplete (enqueue the rest again)",
+        err=True,
+    )
+    sys.exit(EXIT_INTERRUPTED)
 
 
 class _ProgressLine:

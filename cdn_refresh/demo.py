@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from cdn_refresh.local import RedisServer, celery_worker_argv, free_port, stop_group
+from cdn_refresh.local import RedisServer, celery_worker_argv, free_port, stop_group, worker_env
 
 DEMO_URL_QUOTA = 25
 DEMO_QUOTA_WINDOW_S = 5.0
@@ -142,31 +142,9 @@ def run_demo(as_json: bool = False, timeout_s: float = 180) -> int:
                 say(f"redis:    {embedded.kind} on {embedded.url}")
             emulator.start()
             say(f"provider: the emulator on {emulator.url}")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CDN_REFRESH_")}
-            values = {
-                "REDIS_URL": redis_url,
-                "KEY_PREFIX": prefix,
-                "ENDPOINT": emulator.url,
-                "ACCESS_KEY_ID": "testid",
-                "ACCESS_KEY_SECRET": "testsecret",
-                "URL_DAILY_QUOTA": str(DEMO_URL_QUOTA),
-                "QUOTA_WINDOW_S": str(DEMO_QUOTA_WINDOW_S),
-                "URLS_PER_CALL": str(DEMO_URLS_PER_CALL),
-                "FLUSH_INTERVAL_S": "0.5",
-                "FLUSH_DEBOUNCE_S": "0.1",
-            }
-            env.update({f"CDN_REFRESH_{k}": v for k, v in values.items()})
+            values = _demo_values(redis_url, prefix, emulator.url)
             log_path = workdir / "worker.log"
-            with log_path.open("wb") as log:
-                worker = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    celery_worker_argv(
-                        name="demo", concurrency=2, beat_schedule=workdir / "beat-schedule"
-                    ),
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            worker = _start_worker(values, workdir, log_path)
             say(f"worker:   pid {worker.pid}, scheduler embedded, keys {prefix} (log: {log_path})")
             say(
                 f"quota:    {DEMO_URL_QUOTA} URLs per {DEMO_QUOTA_WINDOW_S:g} s rolling window "
@@ -194,7 +172,6 @@ def _drive(
     timeout_s: float,
     log_path: Path,
 ) -> int:
-    from cdn_refresh.constants import ObjectType
     from cdn_refresh.settings import Settings
     from producer.producer import Producer
 
@@ -211,6 +188,93 @@ def _drive(
     for r in file_receipt.rejected:
         say(f"rejected: line {r.line}: {r.reason}: {r.path!r}")
     jobs = [file_receipt.job_id, dir_receipt.job_id]
+    _watch(producer, jobs, as_json, say, worker, timeout_s, log_path)
+    rows = _table_rows(producer, files, dirs)
+    summary.update(
+        jobs=[producer.status(j).to_dict() for j in jobs],
+        rejected=[
+            {"line": r.line, "path": r.path, "reason": r.reason} for r in file_receipt.rejected
+        ],
+        rows=rows,
+    )
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        _print_table(rows, say)
+    return 0
+
+
+def _demo_values(redis_url: str, prefix: str, endpoint: str) -> dict[str, str]:
+    """The demo's settings (names without the CDN_REFRESH_ prefix)."""
+    return {
+        "REDIS_URL": redis_url,
+        "KEY_PREFIX": prefix,
+        "ENDPOINT": endpoint,
+        "ACCESS_KEY_ID": "testid",
+        "ACCESS_KEY_SECRET": "testsecret",
+        "URL_DAILY_QUOTA": str(DEMO_URL_QUOTA),
+        "QUOTA_WINDOW_S": str(DEMO_QUOTA_WINDOW_S),
+        "URLS_PER_CALL": str(DEMO_URLS_PER_CALL),
+        "FLUSH_INTERVAL_S": "0.5",
+        "FLUSH_DEBOUNCE_S": "0.1",
+    }
+
+
+def _start_worker(values: dict[str, str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """One worker with the scheduler embedded, on exactly ``values`` (nothing inherited)."""
+    env = worker_env(**values)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            celery_worker_argv(name="demo", concurrency=2, beat_schedule=workdir / "beat-schedule"),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _table_rows(producer: Any, files: list[str], dirs: list[str]) -> list[dict[str, Any]]:
+    """One row per distinct normalized path: its type, state and task ID."""
+    rows: list[dict[str, Any]] = []
+    for kind, inputs in (("File", files), ("Directory", dirs)):
+        seen: set[str] = set()
+        for raw in inputs:
+            with contextlib.suppress(ValueError):
+                found = producer.lookup(raw, kind)
+                if found.path in seen:
+                    continue
+                seen.add(found.path)
+                rows.append(
+                    {
+                        "path": found.path,
+                        "type": kind,
+                        "state": found.state.value,
+                        "task_id": found.task_id,
+                    }
+                )
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]], say: Any) -> None:
+    width = max(len(row["path"]) for row in rows)
+    say(f"\n{'path':<{width}}  {'type':<9}  {'state':<9}  task id")
+    for row in rows:
+        say(f"{row['path']:<{width}}  {row['type']:<9}  {row['state']:<9}  {row['task_id'] or '-'}")
+    say(f"\n{len(rows)} paths refreshed, each with its task ID. Done.")
+
+
+def _watch(
+    producer: Any,
+    jobs: list[str],
+    as_json: bool,
+    say: Any,
+    worker: subprocess.Popen[bytes],
+    timeout_s: float,
+    log_path: Path,
+) -> None:
+    """Show progress until every job ends; fail if the worker dies or time runs out."""
+    from cdn_refresh.constants import ObjectType
+
     deadline = time.monotonic() + timeout_s
     tty = sys.stdout.isatty() and not as_json
     while True:
@@ -238,39 +302,3 @@ def _drive(
         time.sleep(POLL_S)
     if tty:
         click.echo()
-    rows: list[dict[str, Any]] = []
-    for kind, inputs in (("File", files), ("Directory", dirs)):
-        seen: set[str] = set()
-        for raw in inputs:
-            with contextlib.suppress(ValueError):
-                found = producer.lookup(raw, kind)
-                if found.path in seen:
-                    continue
-                seen.add(found.path)
-                rows.append(
-                    {
-                        "path": found.path,
-                        "type": kind,
-                        "state": found.state.value,
-                        "task_id": found.task_id,
-                    }
-                )
-    summary.update(
-        jobs=[producer.status(j).to_dict() for j in jobs],
-        rejected=[
-            {"line": r.line, "path": r.path, "reason": r.reason} for r in file_receipt.rejected
-        ],
-        rows=rows,
-    )
-    if as_json:
-        click.echo(json.dumps(summary))
-    else:
-        width = max(len(row["path"]) for row in rows)
-        say(f"\n{'path':<{width}}  {'type':<9}  {'state':<9}  task id")
-        for row in rows:
-            say(
-                f"{row['path']:<{width}}  {row['type']:<9}  {row['state']:<9}  "
-                f"{row['task_id'] or '-'}"
-            )
-        say(f"\n{len(rows)} paths refreshed, each with its task ID. Done.")
-    return 0

@@ -384,7 +384,10 @@ def test_installed_package_ships_every_lua_script() -> None:
     must be declared as package data, or the installed package lacks it."""
     config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     package_data = config["tool"]["setuptools"]["package-data"]
-    for script in sorted(ROOT.glob("*/lua/*.lua")):
-        package, relative = script.relative_to(ROOT).parts[0], "/".join(script.parts[-2:])
+    scripts = sorted(ROOT.glob("*/**/lua/*.lua"))
+    assert scripts, "no Lua script found: the glob is out of date"
+    for script in scripts:
+        parts = script.relative_to(ROOT).parts
+        package, relative = parts[0], "/".join(parts[1:])
         globs = package_data.get(package, []) + package_data.get("*", [])
         assert any(fnmatch(relative, g) for g in globs), f"{package}/{relative} not package data"

@@ -1,0 +1,112 @@
+"""The shape of the code that keeps it readable: one owner of Redis state, Lua scripts that
+name their keys in the order Python binds them, a front door that loads no wing, short
+functions."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cdn_refresh.store import scripts
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_PACKAGES = ("cdn_refresh", "worker", "producer", "emulator")
+MAX_FUNCTION_LINES = 60
+_KEY_LINE = re.compile(r"^local (\w+) = KEYS\[(\d+)\]", re.MULTILINE)
+
+
+def _source_files() -> list[Path]:
+    return [p for pkg in SOURCE_PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+
+
+@pytest.mark.parametrize("spec", scripts.ALL, ids=lambda s: s.file)
+def test_each_script_names_its_keys_in_the_order_python_binds_them(
+    spec: scripts.ScriptSpec,
+) -> None:
+    text = scripts.source(spec)
+    named = _KEY_LINE.findall(text)
+    assert [int(n) for _, n in named] == list(range(1, len(spec.keys) + 1))
+    # The Lua name is the Python name, or says which key it is (``quota_window_key``).
+    for (lua_name, _), py_name in zip(named, spec.keys, strict=True):
+        assert lua_name in (py_name, f"{py_name}_key", "target"), (lua_name, py_name)
+    # Past the header, no script indexes KEYS by number.
+    body = _KEY_LINE.sub("", text)
+    assert "KEYS[" not in body
+
+
+def test_the_prelude_reads_no_key_and_every_script_file_has_a_spec() -> None:
+    assert "KEYS[" not in scripts.prelude()
+    files = {p.name for p in (ROOT / "cdn_refresh" / "store" / "lua").glob("*.lua")}
+    assert files == {s.file for s in scripts.ALL} | {scripts.PRELUDE}
+
+
+def test_only_the_store_builds_keys_or_runs_scripts() -> None:
+    offenders = []
+    for path in _source_files():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("cdn_refresh/store/"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in (
+            "register_script",
+            "cdn_refresh.store.keys",
+            "cdn_refresh.store.scripts",
+            "cdn_refresh.store.context",
+            ".keys.of(",
+            "hgetall(",
+            "zrangebyscore(",
+        ):
+            if needle in text:
+                offenders.append(f"{rel}: {needle}")
+    assert offenders == []
+
+
+def test_no_function_outside_tests_and_bench_is_longer_than_60_lines() -> None:
+    long = []
+    for path in _source_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
+    assert long == []
+
+
+def test_importing_the_cli_loads_no_wing() -> None:
+    code = (
+        "import sys, cdn_refresh.cli\n"
+        "wings = ('emulator', 'worker', 'producer', 'celery')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in wings))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_emulator_command_still_answers_through_the_front_door() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cdn_refresh", "emulator", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--url-quota" in out.stdout
+
+
+def test_the_license_is_an_spdx_string() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert config["project"]["license"] == "MIT"
+
+
+def test_bench_does_not_import_the_tests() -> None:
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        assert "from tests" not in path.read_text(encoding="utf-8"), path.name
