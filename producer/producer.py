@@ -191,7 +191,7 @@ class Producer:
         ``"validated"`` or ``"enqueued"``.
         """
         kind, rank_priority = _object_type(object_type), _priority(priority)
-        job_id = self._new_job_id()
+        self._check_writable()
         receipt = Receipt(job_id="")
         with tempfile.SpooledTemporaryFile(
             max_size=SPOOL_MEMORY_BYTES, mode="w+", encoding="utf-8", newline="\n"
@@ -203,7 +203,7 @@ class Producer:
                 return receipt
             spool.seek(0)
             header = JobHeader(
-                job_id=job_id,
+                job_id=self._store.jobs.new_id(),
                 object_type=kind,
                 priority=rank_priority,
                 created_at=self._clock(),
@@ -246,11 +246,11 @@ class Producer:
             progress("validated", line % PROGRESS_EVERY)
         return valid
 
-    def _new_job_id(self) -> str:
-        # The first write of an enqueue, made before any input is read: a Redis that refuses
-        # writes says so at once, not after a million lines were validated.
+    def _check_writable(self) -> None:
+        # Before any input is read: a Redis that refuses writes says so at once, not after a
+        # million lines were validated.
         try:
-            return self._store.jobs.new_id()
+            self._store.jobs.check_writable()
         except (redis.ResponseError, redis.ReadOnlyError) as exc:
             raise RedisRefusesWritesError(exc) from exc
 

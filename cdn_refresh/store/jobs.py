@@ -50,9 +50,17 @@ class JobStore:
         self._ctx = ctx
 
     def new_id(self) -> str:
-        """A fresh job id. Its write fails at once when Redis refuses writes (maxmemory,
-        a read-only replica), before any input is read."""
+        """A fresh job id."""
         return str(self._ctx.redis.incr(self._ctx.keys.shared.job_seq))
+
+    def check_writable(self) -> None:
+        """Raise the error Redis gives a write when it refuses writes (maxmemory, a read-only
+        replica), leaving nothing behind: a write and its removal in one transaction."""
+        probe = self._ctx.keys.shared.write_probe
+        with self._ctx.redis.pipeline(transaction=True) as pipe:
+            pipe.set(probe, "1")
+            pipe.delete(probe)
+            pipe.execute()
 
     def open(self, header: JobHeader) -> None:
         """Write the header of a job about to stream in; the job is open until closed."""

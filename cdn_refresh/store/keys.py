@@ -54,6 +54,7 @@ class SharedKeys:
     auth_error: str
     quota_window: str  # STRING the rolling window (s) every worker's quota runs on
     flush_requested: str  # STRING with a TTL: the producers' wake-up debounce
+    write_probe: str  # set and deleted in one transaction: does Redis take writes?
 
 
 class Keys:
