@@ -84,7 +84,7 @@ def run(
         redis_server.flush()
         client = redis_from_settings(settings)
         Producer(Store(client, settings)).enqueue(paths)
-        notify = FlushNotifier(client, settings)
+        notify = FlushNotifier(Store(client, settings))
         (workdir / "drain").mkdir(exist_ok=True)
         with Workers(values, workdir / "drain") as pool:
             pool.start(workers, concurrency)

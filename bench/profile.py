@@ -97,9 +97,7 @@ def _drain(server: RedisServer, count: int, profiler_class: Any) -> tuple[Any, f
                     pass
             elapsed = time.perf_counter() - started
         stats = server.client.info("commandstats")
-        _script_times(
-            server, count, {"claim.lua": store._claim.sha, "settle.lua": store._settle.sha}
-        )
+        _script_times(server, count, store.script_shas())
         client.close()
     return profiler, elapsed, stats
 

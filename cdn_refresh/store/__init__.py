@@ -74,6 +74,10 @@ class Store:
         """The client (its pool serves the producer's threads in flight)."""
         return self._ctx.redis
 
+    def script_shas(self) -> dict[str, str]:
+        """Each Lua script file's SHA1 (for profiling: the slow log names scripts by it)."""
+        return self._ctx.scripts.shas()
+
     def now(self) -> float:
         """Redis's clock."""
         return self._ctx.now()

@@ -105,6 +105,10 @@ class Scripts:
             spec.file: client.register_script(shared + "\n" + source(spec)) for spec in ALL
         }
 
+    def shas(self) -> dict[str, str]:
+        """Each script file's SHA1 as Redis knows it (the slow log names scripts by it)."""
+        return {name: script.sha for name, script in self._registered.items()}
+
     def run(
         self,
         spec: ScriptSpec,
