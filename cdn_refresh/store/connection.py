@@ -59,6 +59,8 @@ def _credentials_in_userinfo(url: str) -> str:
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     user = quote(found["username"], safe="") if "username" in found else user
-    password = quote(found["password"], safe="") if "password" in found else password
+    # As redis-py reads it: a password in the user info wins over one in the query.
+    if not password and "password" in found:
+        password = quote(found["password"], safe="")
     netloc = f"{user}:{password}@{hostport}" if password else f"{user}@{hostport}"
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(rest), parts.fragment))

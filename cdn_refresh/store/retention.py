@@ -25,7 +25,7 @@ class Retention:
         """Forget records and finished jobs older than the retention; returns how many."""
         now = time.time() if now is None else now
         cutoff = now - self._ctx.settings.record_retention_days * 86400
-        return self._trim_records(cutoff, limit) + self._trim_jobs(cutoff, limit)
+        return self._trim_records(cutoff, limit) + self._trim_jobs(cutoff, now, limit)
 
     def _trim_records(self, cutoff: float, limit: int) -> int:
         r, trimmed = self._ctx.redis, 0
@@ -40,7 +40,7 @@ class Retention:
                 trimmed += len(old)
         return trimmed
 
-    def _trim_jobs(self, cutoff: float, limit: int) -> int:
+    def _trim_jobs(self, cutoff: float, now: float, limit: int) -> int:
         r, k = self._ctx.redis, self._ctx.keys.shared
         old = cast(list[str], r.zrangebyscore(k.jobs_by_time, "-inf", cutoff, 0, limit))
         if not old:
@@ -53,7 +53,8 @@ class Retention:
         ended = [
             job
             for i, job in enumerate(old)
-            if open_marks[i] is None
+            # An open mark past its deadline is an enqueue that died: the job has ended.
+            if (open_marks[i] is None or float(open_marks[i]) <= now)
             and int(waiting_raw[2 * i] or 0) <= 0
             and int(waiting_raw[2 * i + 1] or 0) <= 0
         ]
