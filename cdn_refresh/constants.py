@@ -45,6 +45,8 @@ URLS_PER_CALL: Final = 1000
 DIRECTORIES_PER_CALL: Final = 100
 MAX_DOMAINS_PER_CALL: Final = 10
 MAX_PATH_LENGTH: Final = 1024
+# Provider messages can be long; a record keeps what an operator needs.
+MAX_MESSAGE_CHARS: Final = 500
 
 # The seed document's daily quota (today's accounts often have 10,000 URLs: configurable).
 URL_DAILY_QUOTA: Final = 2000

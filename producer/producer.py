@@ -265,13 +265,12 @@ class Producer:
         receipt.job_id = header.job_id
         rank = JobStore.rank(header.created_at, header.priority)
         jobs.open(header)
-        pool = self._store.redis
 
         refused: list[list[tuple[int, int]]] = []
 
         def send(group: list[list[str]]) -> list[tuple[int, int]]:
             try:
-                return jobs.enqueue_chunks(header, rank, group, client=pool)
+                return jobs.enqueue_chunks(header, rank, group)
             except ChunksRefusedError as exc:
                 refused.append(exc.done)  # what the refused pipeline took still counts
                 raise

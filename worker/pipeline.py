@@ -21,6 +21,7 @@ from worker.policy import (
     MAX_SPLIT_CALLS,
     ON_LEASE_EXPIRED,
     ON_OUR_BUG,
+    ON_SPLIT_BUDGET_SPENT,
     Action,
     Policy,
     policy_for,
@@ -205,7 +206,7 @@ class Flusher:
         policy = policy_for(exc)
         if policy.action is Action.SPLIT:
             # Splitting gave up (MAX_SPLIT_CALLS): what is left is retried.
-            policy = policy_for(CdnError(exc.code))
+            policy = ON_SPLIT_BUDGET_SPENT
         done = self._release(
             batch, policy, code=exc.code, message=exc.message, back=policy.quota_back(exc)
         )

@@ -76,6 +76,8 @@ ON_OUR_BUG = Policy(Action.RETRY, returns_quota=False, wait=Wait.NONE)
 # A batch whose lease ran out (its worker died): back to pending with an attempt counted;
 # the reservation stays, since the call may have gone out.
 ON_LEASE_EXPIRED = Policy(Action.RETRY, returns_quota=False, wait=Wait.NONE)
+# Splitting spent its budget (MAX_SPLIT_CALLS): what is left of the batch is retried.
+ON_SPLIT_BUDGET_SPENT = Policy(Action.RETRY, returns_quota=True, wait=Wait.JITTERED_BACKOFF)
 # Calls one batch may make while splitting to isolate bad paths (about 20 find one bad path
 # among 1,000); past this the rest is retried, with a backoff.
 MAX_SPLIT_CALLS = 100

@@ -16,8 +16,6 @@ runs a script itself. The map:
 
 from __future__ import annotations
 
-import logging
-
 import redis
 
 from cdn_refresh.settings import Settings
@@ -30,8 +28,6 @@ from cdn_refresh.store.lookups import PathStore
 from cdn_refresh.store.quota import QuotaStore, QuotaWindowMismatchError
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
-
-log = logging.getLogger("cdn_refresh.store")
 
 __all__ = [
     "JobNotFoundError",

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any, cast
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType
+from cdn_refresh.constants import BULK_RANK_OFFSET, MAX_MESSAGE_CHARS, ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.records import Batch, Release, Settled, Wait, WaitReason
@@ -19,8 +19,6 @@ from cdn_refresh.store.records import Batch, Release, Settled, Wait, WaitReason
 SCAN_LIMIT = 20_000
 # Submissions a path's record keeps (the latest and the ones before it), for ``lookup``.
 SUBMISSION_HISTORY = 10
-# Provider messages can be long; a record keeps what an operator needs.
-MAX_MESSAGE_CHARS = 500
 
 
 class BatchStore:

@@ -8,6 +8,7 @@ deadline passes, so that it is never left pending forever.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -68,8 +69,13 @@ class JobStore:
         with self._ctx.redis.pipeline(transaction=False) as pipe:
             pipe.hset(k.jobs, header.job_id, header.encode())
             pipe.zadd(k.jobs_by_time, {header.job_id: header.created_at})
-            pipe.zadd(k.jobs_open, {header.job_id: header.created_at + OPEN_JOB_LEASE_S})
+            self._touch(header, "new", pipe)
             pipe.execute()
+
+    def _touch(self, header: JobHeader, mode: str, pipe: redis.client.Pipeline) -> None:
+        self._ctx.scripts.run(
+            scripts.TOUCH_JOB, [header.job_id, repr(OPEN_JOB_LEASE_S), mode], client=pipe
+        )
 
     @staticmethod
     def rank(now: float, priority: Priority) -> int:
@@ -82,13 +88,10 @@ class JobStore:
         header: JobHeader,
         rank: int,
         chunks: Sequence[Sequence[str]],
-        client: redis.Redis | None = None,
     ) -> list[tuple[int, int]]:
         """Enqueue chunks of normalized paths in one round trip; (accepted, duplicates) of
-        each. ``client`` is a connection of this store's pool (one per thread in flight)."""
-        conn = client or self._ctx.redis
-        k = self._ctx.keys.shared
-        with conn.pipeline(transaction=False) as pipe:
+        each. Safe from several threads at once: each pipeline takes its own connection."""
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
             for chunk in chunks:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
@@ -97,8 +100,7 @@ class JobStore:
                     client=pipe,
                 )
             # The job stays open while chunks keep coming.
-            deadline = self._ctx.now() + OPEN_JOB_LEASE_S
-            pipe.zadd(k.jobs_open, {header.job_id: deadline}, xx=True)
+            self._touch(header, "renew", pipe)
             answers = pipe.execute(raise_on_error=False)
         done: list[tuple[int, int]] = []
         for answer in answers[: len(chunks)]:
@@ -123,13 +125,10 @@ class JobStore:
         grows it); removing the open mark is not (a removal is always allowed), and a job
         that is neither open nor complete reads as incomplete.
         """
-        k = self._ctx.keys.shared
         header.incomplete = True
-        try:
-            self._ctx.redis.zrem(k.jobs_open, header.job_id)
+        # close's pipeline is not a transaction: its removal runs even when its HSET is refused.
+        with contextlib.suppress(redis.RedisError):
             self.close(header)
-        except redis.RedisError:
-            pass
 
     def status(self, job_id: str) -> JobStatus:
         """A job's state, counts by state and task IDs."""
@@ -140,14 +139,16 @@ class JobStore:
             pipe.hget(k.job_tasks, job_id)
             pipe.get(k.auth_error)
             pipe.zscore(k.jobs_open, job_id)
-            header_raw, counts_raw, tasks_raw, auth_raw, open_until = pipe.execute()
+            pipe.time()  # Redis's clock, the one the open mark runs on: no round trip of its own
+            header_raw, counts_raw, tasks_raw, auth_raw, open_until, (seconds, micros) = (
+                pipe.execute()
+            )
         if header_raw is None:
             raise JobNotFoundError(job_id)
         header = JobHeader.decode(header_raw)
         counts = JobCounts(*(max(0, int(v or 0)) for v in cast(list[Any], counts_raw)))
-        streaming = (
-            not header.complete and open_until is not None and (float(open_until) > self._ctx.now())
-        )
+        now = seconds + micros / 1e6
+        streaming = not header.complete and open_until is not None and float(open_until) > now
         # Neither complete nor open: its enqueue died before it could say so.
         incomplete = header.incomplete or (not header.complete and not streaming)
         problem = CredentialProblem.decode(auth_raw)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import cast
 
-from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.constants import MAX_MESSAGE_CHARS, OBJECT_TYPES, ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.records import CredentialProblem, QuotaUsage
-
-MAX_MESSAGE_CHARS = 500
 
 
 class QuotaWindowMismatchError(RuntimeError):

@@ -22,7 +22,7 @@ decoded here, next to its dataclass. Callers get these values, never raw hashes 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -322,7 +322,8 @@ class JobCounts:
         return self.pending + self.in_flight
 
 
-JOB_COUNT_STATES: tuple[str, ...] = ("pending", "in_flight", "submitted", "failed")
+# The job_counts fields of a job, "job:<state>", one per field of JobCounts.
+JOB_COUNT_STATES: tuple[str, ...] = tuple(f.name for f in fields(JobCounts))
 
 
 @dataclass(frozen=True, slots=True)

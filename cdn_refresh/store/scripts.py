@@ -82,7 +82,17 @@ RELEASE = ScriptSpec(
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
 QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
-ALL: tuple[ScriptSpec, ...] = (ENQUEUE, REPLAY, CLAIM, SUBMIT, RELEASE, EXTEND_TTL, QUOTA_USED)
+TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
+ALL: tuple[ScriptSpec, ...] = (
+    ENQUEUE,
+    REPLAY,
+    CLAIM,
+    SUBMIT,
+    RELEASE,
+    EXTEND_TTL,
+    QUOTA_USED,
+    TOUCH_JOB,
+)
 
 
 def source(spec: ScriptSpec) -> str:

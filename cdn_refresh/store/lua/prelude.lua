@@ -54,6 +54,22 @@ local function count_move(counts, jobs, from, to, n)
   end
 end
 
+-- A path back to pending with the jobs that waited on it: each job leaves state `from`;
+-- one already waiting on the pending path (it asked again meanwhile) is counted there once.
+-- Returns the merged waiters.
+local function rejoin_waiters(counts, known, jobs, from)
+  local merged = known
+  for job in string.gmatch(jobs, '[^,]+') do
+    if list_has(known, job) then
+      count_move(counts, job, from, nil, 1)
+    else
+      count_move(counts, job, from, 'pending', 1)
+      merged = list_add(merged, job)
+    end
+  end
+  return merged
+end
+
 local function write_counts(key, counts)
   for field, n in pairs(counts) do
     if n ~= 0 then redis.call('HINCRBY', key, field, n) end

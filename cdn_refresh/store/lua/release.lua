@@ -117,18 +117,8 @@ if n_retry > 0 then
     local waiting = redis.call('HMGET', waiters, unpack(retry_paths, first, last))
     for k = 1, #waiting do
       local i = first + k - 1
-      local known = waiting[k] or ''
-      local merged = known
-      for job in string.gmatch(retry_jobs[i], '[^,]+') do
-        if list_has(known, job) then
-          count_move(counts, job, 'in_flight', nil, 1)
-        else
-          count_move(counts, job, 'in_flight', 'pending', 1)
-          merged = list_add(merged, job)
-        end
-      end
       merged_fields[2 * i - 1] = retry_paths[i]
-      merged_fields[2 * i] = merged
+      merged_fields[2 * i] = rejoin_waiters(counts, waiting[k] or '', retry_jobs[i], 'in_flight')
     end
   end)
   in_slices(2 * n_retry, 2, function(first, last)

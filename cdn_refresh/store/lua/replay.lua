@@ -18,15 +18,7 @@ for i = 2, #ARGV do
     redis.call('HDEL', pathinfo, path)
     redis.call('ZADD', pending, 'NX', rank, path)
     local waiting = redis.call('HGET', waiters, path) or ''
-    local merged = waiting
-    for job in string.gmatch(entry.jobs or '', '[^,]+') do
-      if list_has(waiting, job) then
-        count_move(counts, job, 'failed', nil, 1)
-      else
-        count_move(counts, job, 'failed', 'pending', 1)
-        merged = list_add(merged, job)
-      end
-    end
+    local merged = rejoin_waiters(counts, waiting, entry.jobs or '', 'failed')
     if merged ~= '' then redis.call('HSET', waiters, path, merged) end
     replayed = replayed + 1
   end
