@@ -21,6 +21,11 @@ class ObjectType(StrEnum):
         """Lower case: ``file`` or ``directory``."""
         return self.value.lower()
 
+    @property
+    def other(self) -> ObjectType:
+        """The other object type (a Directory's covered Files, a File's covering Directory)."""
+        return ObjectType.DIRECTORY if self is ObjectType.FILE else ObjectType.FILE
+
     @classmethod
     def parse(cls, text: str) -> ObjectType:
         """``file``/``File``/``directory``/``Directory`` (any case); ValueError otherwise."""
@@ -35,6 +40,13 @@ class Priority(StrEnum):
 
     INTERACTIVE = "interactive"
     BULK = "bulk"
+
+
+class Promotion(StrEnum):
+    """Whether workers send a Directory for many pending Files when the File quota is short."""
+
+    OFF = "off"
+    AUTO = "auto"
 
 
 OBJECT_TYPES: Final = tuple(ObjectType)
@@ -70,6 +82,12 @@ FLUSH_INTERVAL_S: Final = 5.0
 INTERACTIVE_RESERVE: Final = 0.1
 RECORD_RETENTION_DAYS: Final = 30
 AUTH_HOLD_MAX_S: Final = 300.0
+# Getting more out of the quota (README). 0: no cooldown; 60 is a good start for a CMS.
+REFRESH_COOLDOWN_S: Final = 0.0
+PROMOTE_MIN_PATHS: Final = 20
+PROMOTE_MIN_DEPTH: Final = 1
+# The shortest gap between two promotion plans, deployment-wide.
+PROMOTE_INTERVAL_S: Final = 10.0
 
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 KEY_PREFIX: Final = "cdnr"

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     quota_window_s: float = Field(default=c.QUOTA_WINDOW_S, gt=0)
     interactive_reserve: float = Field(default=c.INTERACTIVE_RESERVE, ge=0, le=1)
 
+    # Getting more out of the quota (README "Getting more out of the quota")
+    refresh_cooldown_s: float = Field(default=c.REFRESH_COOLDOWN_S, ge=0)
+    promote: c.Promotion = c.Promotion.OFF
+    promote_min_paths: int = Field(default=c.PROMOTE_MIN_PATHS, ge=2)
+    promote_min_depth: int = Field(default=c.PROMOTE_MIN_DEPTH, ge=1)
+
     # Retries and scheduling
     retry_base_delay_s: float = Field(default=c.RETRY_BASE_DELAY_S, ge=0)
     retry_max_delay_s: float = Field(default=c.RETRY_MAX_DELAY_S, ge=0)

@@ -32,9 +32,16 @@ def test_each_script_names_its_keys_in_the_order_python_binds_them(
     text = scripts.source(spec)
     named = _KEY_LINE.findall(text)
     assert [int(n) for _, n in named] == list(range(1, len(spec.keys) + 1))
-    # The Lua name is the Python name, or says which key it is (``quota_window_key``).
+    # The Lua name is the Python name, or says which key it is (``quota_window_key``); a key
+    # of the other object type says which type it reads (``file_records``, ``dir_pending``).
     for (lua_name, _), py_name in zip(named, spec.keys, strict=True):
-        assert lua_name in (py_name, f"{py_name}_key", "target"), (lua_name, py_name)
+        field = py_name.removeprefix("other.")
+        allowed = (
+            (f"file_{field}", f"dir_{field}")
+            if py_name.startswith("other.")
+            else (py_name, f"{py_name}_key", "target")
+        )
+        assert lua_name in allowed, (lua_name, py_name)
     # Past the header, no script indexes KEYS by number.
     body = _KEY_LINE.sub("", text)
     assert "KEYS[" not in body

@@ -86,6 +86,9 @@ def _check_redis_at_start(**_: object) -> None:
         warning = store.persistence_warning()
         if warning:
             log.warning("redis: %s", warning)
+        indexed = store.batches.repair_coverage_index()
+        if indexed:
+            log.info("coverage index: added %d pending paths queued before it existed", indexed)
     except QuotaWindowMismatchError as exc:
         log.critical("%s", exc)
         # SystemExit, not an exception: Celery logs and ignores what a signal handler raises.

@@ -28,6 +28,7 @@ from worker.policy import (
     retry_delay_s,
     seconds_until_provider_reset,
 )
+from worker.promotion import Promoter
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -44,6 +45,7 @@ class FlushReport:
     submitted: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    covered: int = 0  # paths settled with a Directory above them, for no unit of their own
     wait: Wait | None = None
     more: bool = False
     calls: int = 0
@@ -69,12 +71,19 @@ class Flusher:
         self._settings = settings
         self._rng = rng or random.Random()
         self._on_more_work = on_more_work
+        self.promoter = Promoter(
+            store,
+            settings,
+            on_promoted=(lambda: on_more_work(ObjectType.DIRECTORY)) if on_more_work else None,
+        )
 
     def flush(
         self, object_type: ObjectType, max_batches: int = MAX_BATCHES_PER_FLUSH
     ) -> FlushReport:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
+        if object_type == ObjectType.FILE:
+            self.promoter.maybe_promote()
         while report.batches < max_batches:
             claimed = self._store.batches.claim(object_type)
             if claimed is None:
@@ -82,6 +91,8 @@ class Flusher:
             if isinstance(claimed, Wait):
                 report.wait = claimed
                 return report
+            if claimed.object_type is ObjectType.DIRECTORY:
+                claimed = self._cover(claimed)
             report.batches += 1
             if len(claimed.paths) >= self._settings.paths_per_call(object_type) and (
                 self._on_more_work is not None
@@ -92,10 +103,26 @@ class Flusher:
         report.more = True
         return report
 
+    def _cover(self, batch: Batch) -> Batch:
+        """Let a Directory batch carry the pending paths under it (they go back with it if
+        the call fails)."""
+        coverage = self._store.batches.cover(batch)
+        if coverage.paths:
+            log.info(
+                "covering batch id=%s directories=%d files=%d subdirectories=%d nested=%d",
+                batch.id,
+                len(coverage.batch.paths),
+                coverage.files,
+                coverage.directories,
+                coverage.nested,
+            )
+        return coverage.batch
+
     def send(self, batch: Batch, report: FlushReport) -> None:
         """Make the call for a claimed batch and settle every one of its paths."""
         started = time.monotonic()
         calls_before, tasks_before = report.calls, len(report.task_ids)
+        covered_before = report.covered
         report.batch_first_call = calls_before
         report.top_attempt = 0
         outcome = "submitted"
@@ -112,11 +139,12 @@ class Flusher:
         finally:
             # The one line per batch an operator reads: what went, where, how, how long.
             log.info(
-                "batch id=%s type=%s paths=%d domains=%d attempt=%d calls=%d outcome=%s "
-                "code=%s task_ids=%s duration_ms=%d",
+                "batch id=%s type=%s paths=%d covered=%d domains=%d attempt=%d calls=%d "
+                "outcome=%s code=%s task_ids=%s duration_ms=%d",
                 batch.id,
                 batch.object_type,
                 len(batch.paths),
+                report.covered - covered_before,
                 len(batch.domains),
                 report.top_attempt,
                 report.calls - calls_before,
@@ -152,6 +180,7 @@ class Flusher:
                 ",".join(result.task_ids),
             )
         report.submitted += done.settled
+        report.covered += done.covered
         report.task_ids.extend(result.task_ids)
         report.top_attempt = max(report.top_attempt, done.top_attempts)
         log.debug(

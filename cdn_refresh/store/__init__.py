@@ -11,6 +11,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.batches`: claim, submit, release, reclaim.
 - :mod:`~cdn_refresh.store.quota`: our window count, holds, backoffs.
 - :mod:`~cdn_refresh.store.lookups`: a path's story, dead letters, replay.
+- :mod:`~cdn_refresh.store.promotion`: what promotion and ``plan`` read; promoted Directories.
 - :mod:`~cdn_refresh.store.retention`: forgetting old records and finished jobs.
 """
 
@@ -25,6 +26,7 @@ from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
 from cdn_refresh.store.keys import Keys
 from cdn_refresh.store.lookups import PathStore
+from cdn_refresh.store.promotion import PromotionStore
 from cdn_refresh.store.quota import QuotaStore, QuotaWindowMismatchError
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
@@ -49,6 +51,7 @@ class Store:
         self.quota = QuotaStore(self._ctx)
         self.paths = PathStore(self._ctx, self.batches)
         self.retention = Retention(self._ctx)
+        self.promotion = PromotionStore(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

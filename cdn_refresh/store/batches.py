@@ -13,12 +13,15 @@ from typing import Any, cast
 from cdn_refresh.constants import BULK_RANK_OFFSET, MAX_MESSAGE_CHARS, ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
-from cdn_refresh.store.records import Batch, Release, Settled, Wait, WaitReason
+from cdn_refresh.store.records import Batch, Coverage, Release, Settled, Wait, WaitReason
 
 # How many pending paths one claim may look at to fill a batch within the domain limit.
 SCAN_LIMIT = 20_000
 # Submissions a path's record keeps (the latest and the ones before it), for ``lookup``.
 SUBMISSION_HISTORY = 10
+# Paths one run of ``cover.lua`` moves under a batch's Directories: each run is short, so
+# that other clients never wait long on Redis; runs repeat until everything is covered.
+COVER_STEP = 5_000
 
 
 class BatchStore:
@@ -27,13 +30,18 @@ class BatchStore:
     def __init__(self, ctx: StoreContext) -> None:
         self._ctx = ctx
 
-    def claim(self, object_type: ObjectType, now: float | None = None) -> Batch | Wait | None:
+    def claim(
+        self, object_type: ObjectType, now: float | None = None, *, coverage: bool = True
+    ) -> Batch | Wait | None:
         """Claim the next batch and reserve its quota; ``None`` when nothing is pending.
 
-        ``now`` defaults to Redis's clock, which every worker on every host shares.
+        ``now`` defaults to Redis's clock, which every worker on every host shares. A File
+        under a pending Directory that can go now is left for that Directory to cover;
+        ``coverage=False`` skips that check (the benchmark's baseline, nothing else).
         """
         s = self._ctx.settings
         limit = s.daily_quota(object_type)
+        dir_limit = s.daily_quota(ObjectType.DIRECTORY)
         answer = self._ctx.scripts.run(
             scripts.CLAIM,
             [
@@ -47,6 +55,10 @@ class BatchStore:
                 BULK_RANK_OFFSET,
                 str(object_type),
                 SCAN_LIMIT,
+                repr(s.refresh_cooldown_s),
+                "1" if coverage and object_type == ObjectType.FILE else "0",
+                dir_limit,
+                math.ceil(dir_limit * s.interactive_reserve),
             ],
             object_type,
         )
@@ -55,6 +67,25 @@ class BatchStore:
         if answer[0] == "wait":
             return Wait(WaitReason(answer[1]), float(answer[2]))
         return Batch.decode(answer[2])
+
+    def cover(self, batch: Batch) -> Coverage:
+        """Move the pending paths under a claimed Directory batch into it (settled with it,
+        or sent back with it). Returns the batch as it now stands."""
+        files = directories = nested = 0
+        more = True
+        while more:
+            answer = self._ctx.scripts.run(
+                scripts.COVER, [batch.id, COVER_STEP], ObjectType.DIRECTORY
+            )
+            files += int(answer[0])
+            directories += int(answer[1])
+            nested += int(answer[2])
+            more = int(answer[3]) == 1
+            if answer[4]:
+                batch = Batch.decode(answer[4])
+            if more:
+                self.extend_lease(batch.id)
+        return Coverage(batch, files, directories, nested)
 
     def submit(
         self,
@@ -70,7 +101,7 @@ class BatchStore:
         pending (a stalled worker): then, see :meth:`record_late`.
         """
         answer = self._submit(batch, "batch", paths, task_ids, request_id, now)
-        return Settled(int(answer[0]), 0, int(answer[1]))
+        return Settled(int(answer[0]), 0, int(answer[1]), int(answer[2]))
 
     def record_late(
         self, batch: Batch, paths: tuple[str, ...], task_ids: tuple[str, ...], request_id: str
@@ -149,13 +180,42 @@ class BatchStore:
         return found
 
     def in_flight(self, path: str, object_type: ObjectType) -> bool:
-        """Whether ``path`` is in a batch in flight."""
+        """Whether ``path`` is in a batch in flight, or covered by a Directory in flight."""
         # Batches in flight are few (one per busy worker process): a scan is cheap.
-        for _, raw in self._ctx.redis.hscan_iter(self._ctx.keys.shared.batches, count=100):
+        k = self._ctx.keys.shared
+        for _, raw in self._ctx.redis.hscan_iter(k.batches, count=100):
             batch = Batch.decode(raw)
             if batch.object_type == object_type and path in batch.paths:
                 return True
+        group = "files" if object_type is ObjectType.FILE else "dirs"
+        for field, raw in self._ctx.redis.hscan_iter(k.covered, count=10):
+            directory = field.split("|", 1)[1]
+            if path.startswith(directory) and path in json.loads(raw)[group]["paths"]:
+                return True
         return False
+
+    def repair_coverage_index(self) -> int:
+        """Put every pending path into the coverage index (``pending_lex``) when the two
+        disagree in size, as after an upgrade from a version without the index. Returns
+        how many paths were added."""
+        added = 0
+        for kind in (ObjectType.FILE, ObjectType.DIRECTORY):
+            tk = self._ctx.keys.of(kind)
+            if self._ctx.redis.zcard(tk.pending) == self._ctx.redis.zcard(tk.pending_lex):
+                continue
+            batch: list[str] = []
+            for path, _ in self._ctx.redis.zscan_iter(tk.pending, count=1000):
+                batch.append(path)
+                if len(batch) >= 1000:
+                    added += self._index(tk.pending_lex, batch)
+                    batch = []
+            added += self._index(tk.pending_lex, batch)
+        return added
+
+    def _index(self, key: str, paths: list[str]) -> int:
+        if not paths:
+            return 0
+        return cast(int, self._ctx.redis.zadd(key, dict.fromkeys(paths, 0)))
 
     def count(self) -> int:
         """How many batches are in flight."""

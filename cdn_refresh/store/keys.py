@@ -13,6 +13,9 @@ from cdn_refresh.constants import OBJECT_TYPES, ObjectType
 
 # The stored names of the per-type keys. They predate ObjectType.label ("directory") and stay
 # as they are: renaming a key would orphan the queue and the quota of a running deployment.
+# Prefix of a script key name that means "this field of the other object type".
+OTHER = "other."
+
 _STORED_TYPE_NAME: dict[ObjectType, str] = {ObjectType.FILE: "file", ObjectType.DIRECTORY: "dir"}
 
 
@@ -21,6 +24,11 @@ class TypeKeys:
     """Keys that hold one object type's paths and quota."""
 
     pending: str  # ZSET path -> rank (enqueue time in ms; bulk ranks after interactive)
+    # ZSET path -> 0: the pending paths again, in byte order, so that "what lies under this
+    # directory" is one ZRANGEBYLEX (coverage, README "Getting more out of the quota").
+    pending_lex: str
+    cooling: str  # ZSET path -> when its cooldown ends (s): requested again too soon
+    cooling_rank: str  # HASH path -> the rank it goes back to pending with
     waiters: str  # HASH path -> comma-separated job ids waiting on the pending path
     pathinfo: str  # HASH path -> JSON PathInfo of a path that failed before
     records: str  # HASH path -> JSON SubmissionRecord (the latest, with earlier ones)
@@ -39,6 +47,8 @@ class SharedKeys:
     """Keys shared by both object types."""
 
     batches: str  # HASH batch id -> JSON batch in flight
+    # HASH "batch id|directory" -> JSON of the paths that directory covers while in flight.
+    covered: str
     leases: str  # ZSET batch id -> lease expiry (s)
     batch_seq: str  # STRING counter of batch ids
     job_seq: str  # STRING counter of job ids
@@ -55,6 +65,7 @@ class SharedKeys:
     quota_window: str  # STRING the rolling window (s) every worker's quota runs on
     flush_requested: str  # STRING with a TTL: the producers' wake-up debounce
     write_probe: str  # set and deleted in one transaction: does Redis take writes?
+    promotion_lock: str  # STRING with a TTL: one worker plans promotions at a time
 
 
 class Keys:
@@ -76,12 +87,17 @@ class Keys:
     def bind(self, names: tuple[str, ...], object_type: ObjectType | None = None) -> list[str]:
         """The key names for a script's ``KEYS``, in the order of ``names``.
 
-        A name is a field of :class:`TypeKeys` (of ``object_type``) or of :class:`SharedKeys`.
+        A name is a field of :class:`TypeKeys` (of ``object_type``) or of :class:`SharedKeys`;
+        ``other.<field>`` is a field of the other object type's keys (coverage reads both).
         """
         typed = self._types[object_type] if object_type is not None else None
         bound = []
         for name in names:
-            if typed is not None and hasattr(typed, name):
+            if name.startswith(OTHER) and object_type is not None:
+                bound.append(
+                    getattr(self._types[ObjectType(object_type).other], name[len(OTHER) :])
+                )
+            elif typed is not None and hasattr(typed, name):
                 bound.append(getattr(typed, name))
             elif hasattr(self.shared, name):
                 bound.append(getattr(self.shared, name))

@@ -33,15 +33,16 @@ class PathStore:
         k, tk = self._ctx.keys.shared, self._ctx.keys.of(object_type)
         with self._ctx.redis.pipeline(transaction=False) as pipe:
             pipe.zscore(tk.pending, path)
+            pipe.zscore(tk.cooling, path)
             pipe.hget(tk.pathinfo, path)
             pipe.hget(tk.records, path)
             pipe.hget(tk.dead, path)
             pipe.get(k.auth_error)
-            pending, info_raw, record_raw, dead_raw, auth_raw = pipe.execute()
+            pending, cooling, info_raw, record_raw, dead_raw, auth_raw = pipe.execute()
         info = PathInfo.decode(info_raw)
         record = SubmissionRecord.decode(record_raw)
         dead = DeadLetter.decode(path, object_type, dead_raw)
-        if pending is not None:
+        if pending is not None or cooling is not None:
             state = PathState.PENDING
         elif self._batches.in_flight(path, object_type):
             state = PathState.IN_FLIGHT
@@ -71,6 +72,8 @@ class PathStore:
             attempts=attempts,
             last_error=last_error,
             submissions=record.submissions if record else (),
+            covered_by=record.covered_by if record else None,
+            cooling_until=float(cooling) if cooling is not None and pending is None else None,
         )
 
     def dead_letters(self, object_types: Iterable[ObjectType]) -> Iterator[DeadLetter]:

@@ -104,9 +104,13 @@ class QuotaStore:
         """How many paths of one type wait."""
         return int(self._ctx.redis.zcard(self._ctx.keys.of(object_type).pending))
 
+    def cooling_count(self, object_type: ObjectType) -> int:
+        """How many paths of one type wait for their cooldown to end."""
+        return int(self._ctx.redis.zcard(self._ctx.keys.of(object_type).cooling))
+
     def types_pending(self) -> list[ObjectType]:
-        """The types that have pending paths."""
-        return [t for t in OBJECT_TYPES if self.pending_count(t)]
+        """The types that have pending (or cooling) paths."""
+        return [t for t in OBJECT_TYPES if self.pending_count(t) or self.cooling_count(t)]
 
     def first_notice(self, object_type: ObjectType, reason: str, seconds: float) -> bool:
         """True once per wait: so that a full window is logged once, not at every flush."""

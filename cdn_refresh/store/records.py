@@ -64,6 +64,7 @@ class WaitReason(StrEnum):
     PROVIDER_QUOTA = "provider_quota"  # the provider said its quota is spent
     CREDENTIALS = "credentials"  # credential errors hold every claim
     BACKOFF = "backoff"  # backing off after a transient error
+    COOLDOWN = "cooldown"  # what waits was submitted too recently (REFRESH_COOLDOWN_S)
 
 
 def _dict(raw: str | None) -> dict[str, Any]:
@@ -116,6 +117,23 @@ class Settled:
     settled: int
     dead_lettered: int
     top_attempts: int
+    covered: int = 0  # paths settled with the Directories they lie under
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What the Directories of a claimed batch cover (README "Getting more out of the
+    quota"): pending paths under them, which ride along for no unit of their own."""
+
+    batch: Batch  # the batch as it now stands (a Directory under another one taken out)
+    files: int
+    directories: int
+    nested: int  # Directories of the batch under another of it: their unit given back
+
+    @property
+    def paths(self) -> int:
+        """Every path covered."""
+        return self.files + self.directories + self.nested
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +174,7 @@ class SubmissionRecord:
     attempts: int
     late: bool
     earlier: tuple[Submission, ...]
+    covered_by: str | None = None  # the Directory whose task settled this path
 
     @classmethod
     def decode(cls, raw: str | None) -> SubmissionRecord | None:
@@ -174,6 +193,7 @@ class SubmissionRecord:
                 Submission(float(e.get("submitted_at") or 0), tuple(_list(e.get("task_ids"))))
                 for e in _list(data.get("earlier"))
             ),
+            covered_by=str(data["covered_by"]) if data.get("covered_by") else None,
         )
 
     @property
@@ -372,6 +392,8 @@ class PathLookup:
     attempts: int
     last_error: str | None
     submissions: tuple[Submission, ...] = field(default=())
+    covered_by: str | None = None  # its latest submission was a Directory's that covers it
+    cooling_until: float | None = None  # held by the cooldown until then (state pending)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``lookup --json`` shape."""
@@ -385,4 +407,6 @@ class PathLookup:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "submissions": [s.to_dict() for s in self.submissions],
+            "covered_by": self.covered_by,
+            "cooling_until": self.cooling_until,
         }

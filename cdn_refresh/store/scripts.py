@@ -32,13 +32,32 @@ class ScriptSpec:
     keys: tuple[str, ...]
 
 
-ENQUEUE = ScriptSpec("enqueue.lua", ("pending", "waiters", "job_counts", "dead"))
-REPLAY = ScriptSpec("replay.lua", ("dead", "pending", "waiters", "pathinfo", "job_counts"))
+ENQUEUE = ScriptSpec(
+    "enqueue.lua",
+    ("pending", "pending_lex", "waiters", "cooling", "cooling_rank", "job_counts", "dead"),
+)
+REPLAY = ScriptSpec(
+    "replay.lua",
+    (
+        "dead",
+        "pending",
+        "waiters",
+        "pathinfo",
+        "job_counts",
+        "pending_lex",
+        "cooling",
+        "cooling_rank",
+    ),
+)
 CLAIM = ScriptSpec(
     "claim.lua",
     (
         "pending",
+        "pending_lex",
         "waiters",
+        "cooling",
+        "cooling_rank",
+        "records_by_time",
         "batches",
         "leases",
         "quota",
@@ -49,6 +68,28 @@ CLAIM = ScriptSpec(
         "backoff",
         "job_counts",
         "batch_seq",
+        "other.pending",
+        "other.pending_lex",
+        "other.quota_total",
+        "other.hold",
+        "other.backoff",
+    ),
+)
+COVER = ScriptSpec(
+    "cover.lua",
+    (
+        "batches",
+        "leases",
+        "covered",
+        "quota",
+        "quota_total",
+        "pending",
+        "pending_lex",
+        "waiters",
+        "job_counts",
+        "other.pending",
+        "other.pending_lex",
+        "other.waiters",
     ),
 )
 SUBMIT = ScriptSpec(
@@ -64,6 +105,11 @@ SUBMIT = ScriptSpec(
         "job_tasks",
         "auth_failures",
         "auth_error",
+        "covered",
+        "other.pathinfo",
+        "other.records",
+        "other.records_by_time",
+        "other.dead",
     ),
 )
 RELEASE = ScriptSpec(
@@ -78,6 +124,13 @@ RELEASE = ScriptSpec(
         "quota",
         "quota_total",
         "job_counts",
+        "pending_lex",
+        "cooling",
+        "cooling_rank",
+        "covered",
+        "other.pending",
+        "other.pending_lex",
+        "other.waiters",
     ),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
@@ -87,6 +140,7 @@ ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
     CLAIM,
+    COVER,
     SUBMIT,
     RELEASE,
     EXTEND_TTL,

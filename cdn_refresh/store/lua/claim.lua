@@ -1,22 +1,34 @@
 -- Claim the next batch of one object type and reserve its quota, in one atomic step, so
 -- that no interleaving of workers on any host can spend more than the window allows.
 local pending = KEYS[1]        -- ZSET path -> rank
-local waiters = KEYS[2]        -- HASH path -> job ids
-local batches = KEYS[3]        -- HASH batch id -> JSON
-local leases = KEYS[4]         -- ZSET batch id -> lease expiry (s)
-local quota = KEYS[5]          -- ZSET "batch:count" -> reserved at (s)
-local quota_total = KEYS[6]    -- sum of the counts in `quota`
-local quota_window_key = KEYS[7]  -- the window every worker runs on (see the prelude)
-local hold = KEYS[8]           -- set while the provider says its own quota is spent
-local auth_hold = KEYS[9]      -- set while credentials are failing
-local backoff = KEYS[10]       -- set while backing off after a transient error
-local job_counts = KEYS[11]    -- HASH "job:state" -> count
-local batch_seq = KEYS[12]
+local pending_lex = KEYS[2]    -- ZSET path -> 0 (the same paths in byte order)
+local waiters = KEYS[3]        -- HASH path -> job ids
+local cooling = KEYS[4]        -- ZSET path -> when its cooldown ends (s)
+local cooling_rank = KEYS[5]   -- HASH path -> rank it goes back to pending with
+local records_by_time = KEYS[6]  -- ZSET path -> last submitted at (s)
+local batches = KEYS[7]        -- HASH batch id -> JSON
+local leases = KEYS[8]         -- ZSET batch id -> lease expiry (s)
+local quota = KEYS[9]          -- ZSET "batch:count" -> reserved at (s)
+local quota_total = KEYS[10]   -- sum of the counts in `quota`
+local quota_window_key = KEYS[11]  -- the window every worker runs on (see the prelude)
+local hold = KEYS[12]          -- set while the provider says its own quota is spent
+local auth_hold = KEYS[13]     -- set while credentials are failing
+local backoff = KEYS[14]       -- set while backing off after a transient error
+local job_counts = KEYS[15]    -- HASH "job:state" -> count
+local batch_seq = KEYS[16]
+local dir_pending = KEYS[17]   -- the other type's keys: for a File claim, the Directories
+local dir_pending_lex = KEYS[18]       -- that may cover its paths
+local dir_quota_total = KEYS[19]
+local dir_hold = KEYS[20]
+local dir_backoff = KEYS[21]
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
 -- ARGV[7] lease (s)                       ARGV[8] lowest bulk rank
 -- ARGV[9] object type                     ARGV[10] most pending paths to scan for a batch
+-- ARGV[11] cooldown (s; 0: none)          ARGV[12] '1': a File waits for a pending
+--                                          Directory that covers it and can go now
+-- ARGV[13] Directory limit                ARGV[14] Directory reserve
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[3])
@@ -48,10 +60,69 @@ local function frees_in()
   return tostring(math.max(0, tonumber(oldest[2]) + window - now))
 end
 
+-- Paths whose cooldown ended go back to pending, at the rank they were requested with.
+local cooled = redis.call('ZRANGEBYSCORE', cooling, '-inf', now, 'LIMIT', 0, 1000)
+if #cooled > 0 then
+  local ranks = redis.call('HMGET', cooling_rank, unpack(cooled))
+  for i = 1, #cooled do ranks[i] = ranks[i] or tostring(bulk_floor) end
+  to_pending(pending, pending_lex, cooled, ranks, #cooled)
+  redis.call('ZREM', cooling, unpack(cooled))
+  redis.call('HDEL', cooling_rank, unpack(cooled))
+end
+
+local function cooling_wait()
+  local first = redis.call('ZRANGE', cooling, 0, 0, 'WITHSCORES')
+  if #first == 0 then return nil end
+  return {'wait', 'cooldown', tostring(math.max(0.05, tonumber(first[2]) - now))}
+end
+
 local used = tonumber(redis.call('GET', quota_total) or '0')
 local remaining = limit - used
-if redis.call('ZCARD', pending) == 0 then return {'empty'} end
+if redis.call('ZCARD', pending) == 0 then return cooling_wait() or {'empty'} end
 if remaining <= 0 then return {'wait', 'quota', frees_in()} end
+
+-- Coverage: a File waits when a pending Directory above it can go now (it is settled with
+-- that Directory's task, for no unit of its own). An interactive File waits only for an
+-- interactive Directory: bulk work never holds it back.
+local dir_room = -1
+if ARGV[12] == '1' and redis.call('ZCARD', dir_pending) > 0
+    and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
+  dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
+end
+local dir_reserve = tonumber(ARGV[14])
+local host_has_dirs, covering = {}, {}
+-- The soonest rank among the pending Directories above `path`, or false.
+local function covering_rank(path)
+  local anc, n = ancestors(path)
+  if n == 0 then return false end
+  local host = anc[1]
+  if host_has_dirs[host] == nil then
+    local lo, hi = under(host)
+    host_has_dirs[host] = #redis.call('ZRANGEBYLEX', dir_pending_lex, lo, hi, 'LIMIT', 0, 1) > 0
+  end
+  if not host_has_dirs[host] then return false end
+  local parent = anc[n]
+  if covering[parent] == nil then
+    local best = false
+    local scores = redis.call('ZMSCORE', dir_pending, unpack(anc, 1, n))
+    for i = 1, n do
+      local rank = tonumber(scores[i])
+      if rank and (not best or rank < best) then best = rank end
+    end
+    covering[parent] = best
+  end
+  return covering[parent]
+end
+local function waits_for_directory(path, rank)
+  local dir_rank = covering_rank(path)
+  if not dir_rank then return false end
+  local dir_bulk = dir_rank >= bulk_floor
+  if dir_bulk and rank < bulk_floor then return false end
+  return dir_room > (dir_bulk and dir_reserve or 0)
+end
+
+local cooldown = tonumber(ARGV[11])
+local cool_paths, cool_due, cool_ranks, ncool = {}, {}, {}, 0
 
 local cap = math.min(max_paths, remaining)
 local bulk_cap = remaining - reserve
@@ -61,6 +132,7 @@ local blocked_by_reserve = false
 -- Redis formats as a string: not free); larger reads follow only when the domain limit
 -- skipped some members. The scan ends where reads of `wide` members from 0 would end, the
 -- first multiple of `wide` at or past scan_limit, as it did when every read was that wide.
+-- Nothing leaves pending during the scan, so that the reads' offsets stay true.
 local wide = math.max(cap * 2, 64)
 local scan_end = math.ceil(scan_limit / wide) * wide
 local chunk = cap
@@ -70,26 +142,42 @@ while not done and start < scan_end do
   local last = math.min(start + chunk, scan_end) - 1
   local items = redis.call('ZRANGE', pending, start, last, 'WITHSCORES')
   if #items == 0 then break end
+  local sent_at = {}
+  if cooldown > 0 then
+    local paths = {}
+    for i = 1, #items, 2 do paths[(i + 1) / 2] = items[i] end
+    sent_at = redis.call('ZMSCORE', records_by_time, unpack(paths))
+  end
   for i = 1, #items, 2 do
     local path, rank = items[i], items[i + 1]
-    if ntaken >= bulk_cap and tonumber(rank) >= bulk_floor then
+    local rank_number = tonumber(rank)
+    if ntaken >= bulk_cap and rank_number >= bulk_floor then
       -- Ranks are ordered, so everything after this is bulk too.
       blocked_by_reserve = ntaken == 0
       done = true
       break
     end
-    local domain = string.match(path, '^%a+://([^/:]+)') or ''
-    if not domains[domain] and ndomains < max_domains then
-      domains[domain] = true
-      ndomains = ndomains + 1
-    end
-    if domains[domain] then
-      ntaken = ntaken + 1
-      taken[ntaken] = path
-      ranks[ntaken] = rank
-      if ntaken >= cap then
-        done = true
-        break
+    local last_sent = tonumber(sent_at[(i + 1) / 2])
+    if last_sent and now - last_sent < cooldown then
+      -- Submitted too recently: it cools, and goes out once when the cooldown ends.
+      ncool = ncool + 1
+      cool_paths[ncool], cool_due[ncool], cool_ranks[ncool] = path, last_sent + cooldown, rank
+    elseif dir_room > 0 and waits_for_directory(path, rank_number) then
+      -- Left pending for the Directory claim to cover.
+    else
+      local domain = string.match(path, '^%a+://([^/:]+)') or ''
+      if not domains[domain] and ndomains < max_domains then
+        domains[domain] = true
+        ndomains = ndomains + 1
+      end
+      if domains[domain] then
+        ntaken = ntaken + 1
+        taken[ntaken] = path
+        ranks[ntaken] = rank
+        if ntaken >= cap then
+          done = true
+          break
+        end
       end
     end
   end
@@ -97,12 +185,25 @@ while not done and start < scan_end do
   chunk = wide
 end
 
-if ntaken == 0 then
-  if blocked_by_reserve then return {'wait', 'reserve', frees_in()} end
-  return {'empty'}
+if ncool > 0 then
+  from_pending(pending, pending_lex, cool_paths, ncool)
+  local due, rank_fields = {}, {}
+  for i = 1, ncool do
+    due[2 * i - 1], due[2 * i] = cool_due[i], cool_paths[i]
+    rank_fields[2 * i - 1], rank_fields[2 * i] = cool_paths[i], cool_ranks[i]
+  end
+  in_slices(2 * ncool, 2, function(first, last)
+    redis.call('ZADD', cooling, unpack(due, first, last))
+    redis.call('HSET', cooling_rank, unpack(rank_fields, first, last))
+  end)
 end
 
-redis.call('ZREM', pending, unpack(taken))
+if ntaken == 0 then
+  if blocked_by_reserve then return {'wait', 'reserve', frees_in()} end
+  return cooling_wait() or {'empty'}
+end
+
+from_pending(pending, pending_lex, taken, ntaken)
 local waiting = redis.call('HMGET', waiters, unpack(taken))
 redis.call('HDEL', waiters, unpack(taken))
 local counts, jobs_of = {}, {}

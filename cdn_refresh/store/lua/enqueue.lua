@@ -1,13 +1,16 @@
 -- Enqueue one chunk of a job's normalized paths, coalescing with what is already pending.
-local pending = KEYS[1]     -- ZSET path -> rank (lower is sooner)
-local waiters = KEYS[2]     -- HASH path -> comma-separated job ids waiting on the pending path
-local job_counts = KEYS[3]  -- HASH "job:state" -> count
-local dead = KEYS[4]        -- HASH path -> JSON (a path enqueued again leaves the dead-letter set)
--- ARGV[1] job id
+local pending = KEYS[1]      -- ZSET path -> rank (lower is sooner)
+local pending_lex = KEYS[2]  -- ZSET path -> 0 (the same paths in byte order)
+local waiters = KEYS[3]      -- HASH path -> comma-separated job ids waiting on the path
+local cooling = KEYS[4]      -- ZSET path -> cooldown end (a cooling path coalesces too)
+local cooling_rank = KEYS[5] -- HASH path -> rank it goes back to pending with
+local job_counts = KEYS[6]   -- HASH "job:state" -> count
+local dead = KEYS[7]         -- HASH path -> JSON (a path enqueued again leaves the dead-letter set)
+-- ARGV[1] job id (empty: no job waits, as for a Directory the workers promote)
 -- ARGV[2] rank of this chunk (enqueue time in ms; bulk ranks are offset after interactive)
 -- ARGV[3..n] normalized paths
--- Returns {accepted, duplicates}: new pending paths, and paths that were pending already
--- (or came earlier in the chunk).
+-- Returns {accepted, duplicates}: new pending paths, and paths that were pending (or cooling)
+-- already, or came earlier in the chunk.
 --
 -- A handful of commands per chunk, not a few per path: one ZMSCORE sorts the chunk into new
 -- and pending paths, then one ZADD NX and one HSET take every new path, one HMGET reads the
@@ -26,7 +29,27 @@ in_slices(n_argv - 2, 1, function(first, last)
   n_scores = n_scores + #part
 end)
 
+-- A path that cools (submitted too recently, README "Getting more out of the quota") waits
+-- too: a request for it joins it, as one for a pending path does.
+local cool_rank = {}
+if redis.call('ZCARD', cooling) > 0 then
+  local absent, n_absent = {}, 0
+  for i = 1, n_scores do
+    if not scores[i] then
+      n_absent = n_absent + 1
+      absent[n_absent] = ARGV[i + 2]
+    end
+  end
+  in_slices(n_absent, 1, function(first, last)
+    local part = redis.call('HMGET', cooling_rank, unpack(absent, first, last))
+    for i = 1, #part do
+      if part[i] then cool_rank[absent[first + i - 1]] = part[i] end
+    end
+  end)
+end
+
 local seen = {}
+local cool_forward, n_cool_forward = {}, 0
 local new_members, new_waiters, new_paths, n_new = {}, {}, {}, 0
 local forward, n_forward, pending_paths, n_pending = {}, 0, {}, 0
 for i = 3, n_argv do
@@ -36,7 +59,17 @@ for i = 3, n_argv do
   else
     seen[path] = true
     local score = scores[i - 2]
-    if score then
+    local cooling_at = cool_rank[path]
+    if cooling_at then
+      duplicates = duplicates + 1
+      n_pending = n_pending + 1
+      pending_paths[n_pending] = path
+      if tonumber(cooling_at) > rank_number then
+        cool_forward[n_cool_forward + 1] = path
+        cool_forward[n_cool_forward + 2] = rank
+        n_cool_forward = n_cool_forward + 2
+      end
+    elseif score then
       duplicates = duplicates + 1
       n_pending = n_pending + 1
       pending_paths[n_pending] = path
@@ -59,10 +92,15 @@ end
 
 in_slices(2 * n_new, 2, function(first, last)
   accepted = accepted + redis.call('ZADD', pending, 'NX', unpack(new_members, first, last))
+  -- The index needs no rank: it has one score, so its members sort by their bytes.
+  for k = first, last, 2 do new_members[k] = 0 end
+  redis.call('ZADD', pending_lex, unpack(new_members, first, last))
 end)
-in_slices(2 * n_new, 2, function(first, last)
-  redis.call('HSET', waiters, unpack(new_waiters, first, last))
-end)
+if job ~= '' then
+  in_slices(2 * n_new, 2, function(first, last)
+    redis.call('HSET', waiters, unpack(new_waiters, first, last))
+  end)
+end
 if n_new > 0 and redis.call('HLEN', dead) > 0 then
   in_slices(n_new, 1, function(first, last)
     redis.call('HDEL', dead, unpack(new_paths, first, last))
@@ -71,6 +109,10 @@ end
 in_slices(n_forward, 2, function(first, last)
   redis.call('ZADD', pending, 'LT', unpack(forward, first, last))
 end)
+in_slices(n_cool_forward, 2, function(first, last)
+  redis.call('HSET', cooling_rank, unpack(cool_forward, first, last))
+end)
+if job == '' then return {accepted, duplicates} end
 
 local updates, n_updates = {}, 0
 in_slices(n_pending, 1, function(first, last)

@@ -125,3 +125,63 @@ local function prior_attempts(pathinfo_key, paths, n)
   end
   return prior
 end
+
+-- Coverage: a Directory covers every path that starts with it (same scheme and host; the
+-- directory ends with "/"). The directories above a path, shallowest first and without the
+-- path itself, from "scheme://host/" down to the path's own directory; a query is no part of
+-- where a path lies ("/a/b?x=/c/" lies in "/a/").
+local function ancestors(path)
+  local found, n = {}, 0
+  local query = string.find(path, '?', 1, true)
+  local body = query and string.sub(path, 1, query - 1) or path
+  local host_end = string.find(body, '/', (string.find(body, '://', 1, true) or 0) + 3, true)
+  local at = host_end
+  while at do
+    local prefix = string.sub(body, 1, at)
+    if prefix ~= path then
+      n = n + 1
+      found[n] = prefix
+    end
+    at = string.find(body, '/', at + 1, true)
+  end
+  return found, n
+end
+
+-- The ZRANGEBYLEX bounds of every member that starts with `prefix` (paths are ASCII).
+local function under(prefix)
+  return '[' .. prefix, '[' .. prefix .. '\255'
+end
+
+-- Put paths (with their ranks) back into pending and its lexicographic index; a path that is
+-- pending already keeps the sooner rank.
+local function to_pending(pending_key, lex_key, paths, ranks, n)
+  if n == 0 then return end
+  local members, lex = {}, {}
+  for i = 1, n do
+    members[2 * i - 1], members[2 * i] = ranks[i], paths[i]
+    lex[2 * i - 1], lex[2 * i] = 0, paths[i]
+  end
+  in_slices(2 * n, 2, function(first, last)
+    redis.call('ZADD', pending_key, 'LT', unpack(members, first, last))
+  end)
+  in_slices(2 * n, 2, function(first, last)
+    redis.call('ZADD', lex_key, unpack(lex, first, last))
+  end)
+end
+
+-- Paths leave pending: the rank set and the lexicographic index alike.
+local function from_pending(pending_key, lex_key, paths, n)
+  in_slices(n, 1, function(first, last)
+    redis.call('ZREM', pending_key, unpack(paths, first, last))
+    redis.call('ZREM', lex_key, unpack(paths, first, last))
+  end)
+end
+
+-- A path that goes back to pending is no longer cooling: one waiting entry per path.
+local function stop_cooling(cooling_key, rank_key, paths, n)
+  if n == 0 or redis.call('ZCARD', cooling_key) == 0 then return end
+  in_slices(n, 1, function(first, last)
+    redis.call('ZREM', cooling_key, unpack(paths, first, last))
+    redis.call('HDEL', rank_key, unpack(paths, first, last))
+  end)
+end

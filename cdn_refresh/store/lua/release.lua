@@ -9,6 +9,13 @@ local dead = KEYS[6]         -- HASH path -> JSON dead letter
 local quota = KEYS[7]        -- ZSET "batch:count" -> reserved at
 local quota_total = KEYS[8]
 local job_counts = KEYS[9]   -- HASH "job:state" -> count
+local pending_lex = KEYS[10] -- ZSET path -> 0 (pending in byte order)
+local cooling = KEYS[11]     -- ZSET path -> cooldown end (a retried path no longer cools)
+local cooling_rank = KEYS[12]
+local covered = KEYS[13]     -- HASH "batch|directory" -> JSON paths it covers
+local file_pending = KEYS[14]  -- the other type's keys: the Files a Directory covers
+local file_pending_lex = KEYS[15]
+local file_waiters = KEYS[16]
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] what happens to the paths:
 --   'retry'   back to pending with an attempt counted; dead-lettered at max_attempts
@@ -17,6 +24,8 @@ local job_counts = KEYS[9]   -- HASH "job:state" -> count
 -- ARGV[4] JSON {code, message, return_quota, max_attempts, only_if_lease_expired}
 -- ARGV[5..n] the paths; none means every path still in the batch
 -- Returns {released, dead_lettered, highest attempt count among the released paths}
+-- The paths a released Directory covered go back to pending as they were: nothing was wrong
+-- with them.
 local id, now, mode = ARGV[1], clock(ARGV[2]), ARGV[3]
 local info = cjson.decode(ARGV[4])
 if info.only_if_lease_expired then
@@ -104,26 +113,37 @@ end)
 
 -- Back to pending. The paths may be pending again already (enqueued while in flight): keep
 -- the sooner rank and merge the waiters.
-if n_retry > 0 then
-  local forward, merged_fields = {}, {}
-  for i = 1, n_retry do
-    forward[2 * i - 1] = retry_ranks[i]
-    forward[2 * i] = retry_paths[i]
-  end
-  in_slices(2 * n_retry, 2, function(first, last)
-    redis.call('ZADD', pending, 'LT', unpack(forward, first, last))
-  end)
-  in_slices(n_retry, 1, function(first, last)
-    local waiting = redis.call('HMGET', waiters, unpack(retry_paths, first, last))
+local function requeue(paths, ranks, jobs_of, n, pending_key, lex_key, waiters_key)
+  if n == 0 then return end
+  to_pending(pending_key, lex_key, paths, ranks, n)
+  local merged_fields = {}
+  in_slices(n, 1, function(first, last)
+    local waiting = redis.call('HMGET', waiters_key, unpack(paths, first, last))
     for k = 1, #waiting do
       local i = first + k - 1
-      merged_fields[2 * i - 1] = retry_paths[i]
-      merged_fields[2 * i] = rejoin_waiters(counts, waiting[k] or '', retry_jobs[i], 'in_flight')
+      merged_fields[2 * i - 1] = paths[i]
+      merged_fields[2 * i] = rejoin_waiters(counts, waiting[k] or '', jobs_of[i], 'in_flight')
     end
   end)
-  in_slices(2 * n_retry, 2, function(first, last)
-    redis.call('HSET', waiters, unpack(merged_fields, first, last))
+  in_slices(2 * n, 2, function(first, last)
+    redis.call('HSET', waiters_key, unpack(merged_fields, first, last))
   end)
+end
+requeue(retry_paths, retry_ranks, retry_jobs, n_retry, pending, pending_lex, waiters)
+stop_cooling(cooling, cooling_rank, retry_paths, n_retry)
+
+if redis.call('HLEN', covered) > 0 then
+  for _, directory in ipairs(paths) do
+    local field = id .. '|' .. directory
+    local raw = redis.call('HGET', covered, field)
+    if raw then
+      local entry = cjson.decode(raw)
+      local f, d = entry.files, entry.dirs
+      requeue(f.paths, f.ranks, f.jobs, f.n, file_pending, file_pending_lex, file_waiters)
+      requeue(d.paths, d.ranks, d.jobs, d.n, pending, pending_lex, waiters)
+      redis.call('HDEL', covered, field)
+    end
+  end
 end
 write_counts(job_counts, counts)
 

@@ -11,17 +11,23 @@ local job_counts = KEYS[7]       -- HASH "job:state" -> count
 local job_tasks = KEYS[8]        -- HASH job id -> task ids
 local auth_failures = KEYS[9]    -- both cleared by a submission: the credentials work again
 local auth_error = KEYS[10]
+local covered = KEYS[11]         -- HASH "batch|directory" -> JSON paths it covers
+local file_pathinfo = KEYS[12]   -- the other type's keys: the Files a Directory covers
+local file_records = KEYS[13]
+local file_records_by_time = KEYS[14]
+local file_dead = KEYS[15]
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps)}
 -- ARGV[4] 'batch': settle paths of the batch in flight;
 --         'late': the batch's lease ran out before this answer and its paths went back to
 --         pending: only record the task IDs of ARGV[5..n], which may go out again
 -- ARGV[5..n] the paths; none means every path still in the batch
--- Returns {settled, highest attempt count among the settled paths}
+-- Returns {settled, highest attempt count among the settled paths, paths covered}
 --
 -- A handful of commands per call, not a few per path: each kind of write is one command
 -- over all of its paths, and a record's JSON is encoded once per distinct (attempts, jobs)
--- for paths submitted for the first time (the usual case).
+-- for paths submitted for the first time (the usual case). The paths a settled Directory
+-- covers are settled with it, in this same step, under its task IDs.
 local id, now = ARGV[1], clock(ARGV[2])
 local info = cjson.decode(ARGV[3])
 local late = ARGV[4] == 'late'
@@ -39,27 +45,13 @@ if late then
 else
   local batch
   batch, taken, save_rest = take_from_batch(batches, leases, id, 5)
-  if not batch then return {0, 0} end
-end
-local paths, n = taken.paths, taken.n
-
-local prior = {}
-if not late then prior = prior_attempts(pathinfo, paths, n) end
--- Earlier submissions of these paths, kept in their records (newest first).
-local earlier = {}
-if n > 0 and redis.call('HLEN', records) > 0 then
-  in_slices(n, 1, function(first, last)
-    local part = redis.call('HMGET', records, unpack(paths, first, last))
-    for i = 1, #part do
-      if part[i] then earlier[first + i - 1] = cjson.decode(part[i]) end
-    end
-  end)
+  if not batch then return {0, 0, 0} end
 end
 
-local function record_json(attempts, jobs, before)
+local function record_json(attempts, jobs, before, covered_by)
   local record = {
     task_ids = task_ids, request_id = info.request_id or '', submitted_at = now,
-    batch = id, attempts = attempts, jobs = jobs,
+    batch = id, attempts = attempts, jobs = jobs, covered_by = covered_by,
   }
   if late then record.late = true end
   if before then
@@ -73,57 +65,90 @@ local function record_json(attempts, jobs, before)
   return cjson.encode(record)
 end
 
-local top_attempts = 0
-local fields, times, n_fields = {}, {}, 0
-local forget, n_forget = {}, 0
-local encoded = {}  -- attempts .. '|' .. jobs -> JSON of a first submission
-local counts, jobs_seen = {}, {}
 local moved = {}  -- jobs -> paths moved from in_flight to submitted
-for i = 1, n do
-  local path, jobs = paths[i], taken.jobs[i]
-  local attempts = (prior[i] or 0) + (late and 0 or 1)
-  if attempts > top_attempts then top_attempts = attempts end
-  local json
-  if earlier[i] and history > 1 then
-    json = record_json(attempts, jobs, earlier[i])
-  else
-    local memo = attempts .. '|' .. jobs
-    json = encoded[memo]
-    if not json then
-      json = record_json(attempts, jobs, nil)
-      encoded[memo] = json
+-- Write the records of `paths` (each with the jobs in `jobs`) into one type's keys `k`;
+-- returns the highest attempt count.
+local function settle(paths, jobs_of, n, k, covered_by)
+  local prior = {}
+  if not late then prior = prior_attempts(k.pathinfo, paths, n) end
+  -- Earlier submissions of these paths, kept in their records (newest first).
+  local earlier = {}
+  if n > 0 and redis.call('HLEN', k.records) > 0 then
+    in_slices(n, 1, function(first, last)
+      local part = redis.call('HMGET', k.records, unpack(paths, first, last))
+      for i = 1, #part do
+        if part[i] then earlier[first + i - 1] = cjson.decode(part[i]) end
+      end
+    end)
+  end
+  local top_attempts = 0
+  local fields, times, n_fields = {}, {}, 0
+  local forget, n_forget = {}, 0
+  local encoded = {}  -- attempts .. '|' .. jobs -> JSON of a first submission
+  for i = 1, n do
+    local path, jobs = paths[i], jobs_of[i]
+    local attempts = (prior[i] or 0) + (late and 0 or 1)
+    if attempts > top_attempts then top_attempts = attempts end
+    local json
+    if earlier[i] and history > 1 then
+      json = record_json(attempts, jobs, earlier[i], covered_by)
+    else
+      local memo = attempts .. '|' .. jobs
+      json = encoded[memo]
+      if not json then
+        json = record_json(attempts, jobs, nil, covered_by)
+        encoded[memo] = json
+      end
+    end
+    fields[n_fields + 1], fields[n_fields + 2] = path, json
+    times[n_fields + 1], times[n_fields + 2] = now, path
+    n_fields = n_fields + 2
+    if prior[i] then
+      n_forget = n_forget + 1
+      forget[n_forget] = path
+    end
+    moved[jobs] = (moved[jobs] or 0) + 1
+  end
+  in_slices(n_fields, 2, function(first, last)
+    redis.call('HSET', k.records, unpack(fields, first, last))
+    redis.call('ZADD', k.times, unpack(times, first, last))
+  end)
+  if late then return top_attempts end
+  in_slices(n_forget, 1, function(first, last)
+    redis.call('HDEL', k.pathinfo, unpack(forget, first, last))
+  end)
+  -- A path submitted now leaves the dead-letter set: it went through after all.
+  if n > 0 and redis.call('HLEN', k.dead) > 0 then
+    in_slices(n, 1, function(first, last)
+      redis.call('HDEL', k.dead, unpack(paths, first, last))
+    end)
+  end
+  return top_attempts
+end
+
+local own = {pathinfo = pathinfo, records = records, times = records_by_time, dead = dead}
+local files = {
+  pathinfo = file_pathinfo, records = file_records, times = file_records_by_time, dead = file_dead,
+}
+local top_attempts = settle(taken.paths, taken.jobs, taken.n, own, nil)
+if late then return {taken.n, top_attempts, 0} end
+
+local n_covered = 0
+if redis.call('HLEN', covered) > 0 then
+  for _, directory in ipairs(taken.paths) do
+    local field = id .. '|' .. directory
+    local raw = redis.call('HGET', covered, field)
+    if raw then
+      local entry = cjson.decode(raw)
+      settle(entry.files.paths, entry.files.jobs, entry.files.n, files, directory)
+      settle(entry.dirs.paths, entry.dirs.jobs, entry.dirs.n, own, directory)
+      n_covered = n_covered + entry.files.n + entry.dirs.n
+      redis.call('HDEL', covered, field)
     end
   end
-  fields[n_fields + 1] = path
-  fields[n_fields + 2] = json
-  times[n_fields + 1] = now
-  times[n_fields + 2] = path
-  n_fields = n_fields + 2
-  if prior[i] then
-    n_forget = n_forget + 1
-    forget[n_forget] = path
-  end
-  moved[jobs] = (moved[jobs] or 0) + 1
 end
 
-in_slices(n_fields, 2, function(first, last)
-  redis.call('HSET', records, unpack(fields, first, last))
-end)
-in_slices(n_fields, 2, function(first, last)
-  redis.call('ZADD', records_by_time, unpack(times, first, last))
-end)
-if late then return {n, top_attempts} end
-
-in_slices(n_forget, 1, function(first, last)
-  redis.call('HDEL', pathinfo, unpack(forget, first, last))
-end)
--- A path submitted now leaves the dead-letter set: it went through after all.
-if n > 0 and redis.call('HLEN', dead) > 0 then
-  in_slices(n, 1, function(first, last)
-    redis.call('HDEL', dead, unpack(paths, first, last))
-  end)
-end
-
+local counts, jobs_seen = {}, {}
 for jobs, count in pairs(moved) do
   count_move(counts, jobs, 'in_flight', 'submitted', count)
   for job in string.gmatch(jobs, '[^,]+') do jobs_seen[job] = true end
@@ -135,7 +160,7 @@ for job in pairs(jobs_seen) do
   for _, task in ipairs(task_ids) do merged = list_add(merged, task) end
   if merged ~= known then redis.call('HSET', job_tasks, job, merged) end
 end
-if n > 0 then redis.call('DEL', auth_failures, auth_error) end
+if taken.n > 0 then redis.call('DEL', auth_failures, auth_error) end
 
 save_rest()
-return {n, top_attempts}
+return {taken.n, top_attempts, n_covered}

@@ -1,0 +1,166 @@
+"""Promotion planning and the drain plan: which Directories would cover most pending Files,
+and how long the queue takes to drain. Pure functions over paths and numbers; the store
+reads the paths, the worker sends what is chosen, ``cdn-refresh plan`` prints it.
+
+Where a path lies: ``https://host/a/b/c.png?x`` lies under ``https://host/``,
+``https://host/a/`` and ``https://host/a/b/``; a directory's depth is its number of path
+segments (``https://host/`` is 0, ``https://host/a/`` is 1). A query is no part of where a
+path lies. The same rule is in the store's Lua prelude (``ancestors``), which covers paths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.paths import InvalidPathError, normalize_path
+
+
+def directories_above(path: str) -> list[str]:
+    """The directories ``path`` lies under, shallowest first, without ``path`` itself."""
+    body = path.split("?", 1)[0]
+    host_end = body.find("/", body.find("://") + 3)
+    if host_end < 0:
+        return []
+    found = []
+    at = host_end
+    while at >= 0:
+        prefix = body[: at + 1]
+        if prefix != path:
+            found.append(prefix)
+        at = body.find("/", at + 1)
+    return found
+
+
+def depth(directory: str) -> int:
+    """Path segments below the host: 0 for ``https://host/``."""
+    return directory.count("/") - 3
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """One Directory to send for the pending Files under it."""
+
+    directory: str
+    paths: int  # pending File paths it covers (each a URL unit saved)
+
+
+def plan_promotions(
+    files: Iterable[str],
+    *,
+    budget: int,
+    room: int,
+    min_paths: int,
+    min_depth: int,
+    allowed_domains: Collection[str] = (),
+    covering: Collection[str] = (),
+) -> list[Promotion]:
+    """The Directories that cover the most ``files`` per Directory unit, greedily, until the
+    Files left to send fit in ``room`` or ``budget`` Directories are chosen.
+
+    Of directories that cover the same Files, the deepest is chosen (it invalidates least).
+    None is shallower than ``min_depth`` or covers fewer than ``min_paths`` Files. A File
+    under one of ``covering`` (Directories pending already) counts for nothing: it is covered.
+    """
+    if budget <= 0:
+        return []
+    pending_dirs = set(covering)
+    counts: dict[str, int] = {}
+    uncovered = 0
+    for path in files:
+        above = directories_above(path)
+        if pending_dirs and any(d in pending_dirs for d in above):
+            continue
+        uncovered += 1
+        for directory in above[min_depth:]:
+            counts[directory] = counts.get(directory, 0) + 1
+    excess = uncovered - room
+    chosen: list[Promotion] = []
+    while counts and len(chosen) < budget and excess > 0:
+        best = max(counts, key=lambda d: (counts[d], depth(d)))
+        covered = counts[best]
+        if covered < min_paths:
+            break
+        if _allowed(best, allowed_domains):
+            chosen.append(Promotion(best, covered))
+            excess -= covered
+            for parent in directories_above(best)[min_depth:]:
+                counts[parent] -= covered
+        # What lies under the chosen one is covered; a refused one is not tried again.
+        for directory in [d for d in counts if d.startswith(best)]:
+            del counts[directory]
+    return chosen
+
+
+def _allowed(directory: str, allowed_domains: Collection[str]) -> bool:
+    try:
+        return normalize_path(directory, ObjectType.DIRECTORY, allowed_domains) == directory
+    except InvalidPathError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class TypePlan:
+    """What one type's pending paths take to send."""
+
+    pending: int
+    calls: int
+    days_to_drain: float | None  # None: the quota is 0, it never drains
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``plan --json`` shape of one type."""
+        return {"pending": self.pending, "calls": self.calls, "days_to_drain": self.days_to_drain}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """``cdn-refresh plan``: the drain without and with promotion."""
+
+    file: TypePlan
+    directory: TypePlan
+    promotions: tuple[Promotion, ...]
+    promoted_days_to_drain: float | None
+    promotion_enabled: bool
+    file_domains: int = field(default=0)
+
+    @property
+    def file_paths_covered(self) -> int:
+        """File paths the promotions would cover."""
+        return sum(p.paths for p in self.promotions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``plan --json`` shape."""
+        return {
+            "file": self.file.to_dict(),
+            "directory": self.directory.to_dict(),
+            "promotion": {
+                "enabled": self.promotion_enabled,
+                "directories": [p.directory for p in self.promotions],
+                "file_paths_covered": self.file_paths_covered,
+                "days_to_drain": self.promoted_days_to_drain,
+            },
+        }
+
+
+def calls_for(paths: int, domains: int, per_call: int, domains_per_call: int) -> int:
+    """The fewest calls that carry ``paths`` over ``domains`` domains."""
+    if paths == 0:
+        return 0
+    return max(math.ceil(paths / per_call), math.ceil(domains / domains_per_call))
+
+
+def days_to_drain(paths: int, daily_quota: int) -> float | None:
+    """Days of quota that ``paths`` need (None when the quota is 0 and paths wait)."""
+    if paths == 0:
+        return 0.0
+    if daily_quota <= 0:
+        return None
+    return round(paths / daily_quota, 2)
+
+
+def domain_of(path: str) -> str:
+    """The host (and port) of a normalized path."""
+    return path.split("/", 3)[2]
