@@ -137,6 +137,41 @@ class Provider:
             for call in self._calls
         ]
 
+    def refreshed(self, paths: list[str]) -> list[dict[str, Any]]:
+        """For each path, whether an accepted call refreshed it: as itself (a File call
+        naming it, or a Directory call naming that directory), or under an accepted
+        Directory that it lies in. The latest such call is the one shown."""
+        own: dict[str, dict[str, Any]] = {}
+        directories: dict[str, dict[str, Any]] = {}
+        for call in self._calls:
+            for path in call["paths"]:
+                own[path] = call
+                if call["object_type"] == "Directory":
+                    directories[path] = call
+        answers = []
+        for path in paths:
+            body = path.split("?", 1)[0]
+            above = [d for d in directories if d != path and body.startswith(d)]
+            # The latest refresh of either kind is what the CDN serves from.
+            candidates = [("itself", path, own[path])] if path in own else []
+            candidates += [("directory", d, directories[d]) for d in above]
+            if not candidates:
+                answers.append({"path": path, "refreshed": False, "how": None})
+                continue
+            how, by, call = max(candidates, key=lambda c: (c[2]["call"], c[0] == "itself"))
+            answers.append(
+                {
+                    "path": path,
+                    "refreshed": True,
+                    "how": how,
+                    "directory": by if how == "directory" else None,
+                    "at": call["time"],
+                    "call": call["call"],
+                    "task_ids": list(call["task_ids"]),
+                }
+            )
+        return answers
+
     def stats(self) -> dict[str, Any]:
         """Counters of requests by outcome code, overall and per action, and quota use."""
         day = provider_day(self._clock(), self.config.reset_utc_offset_h)

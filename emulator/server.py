@@ -167,6 +167,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_error(ApiError(400, "InvalidParameter", str(exc)))
             else:
                 self._send_json(200, config.public_view())
+        elif (method, name) == ("POST", "refreshed"):
+            try:
+                asked = json.loads(body or b"{}").get("paths")
+                if not isinstance(asked, list) or not all(isinstance(p, str) for p in asked):
+                    raise ValueError('expected {"paths": [...]}')
+            except (ValueError, AttributeError) as exc:
+                self._send_error(ApiError(400, "InvalidParameter", str(exc)))
+            else:
+                self._send_json(200, {"paths": state.refreshed(asked)})
         elif (method, name) == ("POST", "reset"):
             state.reset()
             self._send_json(200, {"reset": True})

@@ -36,6 +36,11 @@ class EmulatorState:
         with self._lock:
             return self._provider.calls()
 
+    def refreshed(self, paths: list[str]) -> list[dict[str, Any]]:
+        """Whether each path was refreshed, as itself or under a Directory (tests, bench)."""
+        with self._lock:
+            return self._provider.refreshed(paths)
+
     def stats(self) -> dict[str, Any]:
         """Request counters by outcome code, and quota use."""
         with self._lock:

@@ -1,0 +1,314 @@
+"""Getting more out of the quota, against a real redis-server: coverage by a Directory, the
+per-path cooldown, promotion planning and what it enqueues (issue 10)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from cdn_refresh.constants import ObjectType, Priority
+from cdn_refresh.planning import directories_above, plan_promotions
+from cdn_refresh.store import Store
+from cdn_refresh.store.records import Batch, PathState, Release, Wait, WaitReason
+from producer.producer import Producer
+from tests.conftest import make_settings
+from worker.promotion import Promoter
+
+pytestmark = pytest.mark.redis
+
+FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
+
+
+def _setup(redis_client: redis.Redis, **overrides: object) -> tuple[Producer, Store]:
+    store = Store(redis_client, make_settings(**overrides))
+    return Producer(store), store
+
+
+def _claim(store: Store, kind: ObjectType, now: float | None = None) -> Batch:
+    claimed = store.batches.claim(kind, time.time() if now is None else now)
+    assert isinstance(claimed, Batch), claimed
+    return claimed
+
+
+def _counts(producer: Producer, job_id: str) -> dict[str, int]:
+    counts: dict[str, int] = producer.status(job_id).to_dict()["counts"]
+    return {state: n for state, n in counts.items() if n}
+
+
+def _all_pending_indexed(redis_client: redis.Redis, store: Store) -> None:
+    for kind in (FILE, DIRECTORY):
+        tk = store.keys.of(kind)
+        assert set(redis_client.zrange(tk.pending, 0, -1)) == set(
+            redis_client.zrange(tk.pending_lex, 0, -1)
+        )
+
+
+def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    files = producer.enqueue(
+        ["a.com/news/1.png", "a.com/news/deep/2.css?v=3", "a.com/other/x.png", "b.com/news/y"]
+    )
+    directory = producer.enqueue(["a.com/news/"], DIRECTORY)
+    # The File claim leaves the covered Files for the Directory.
+    batch = _claim(store, FILE)
+    assert set(batch.paths) == {"http://a.com/other/x.png", "http://b.com/news/y"}
+    store.batches.submit(batch, (), ("F1",), "R1")
+    dirs = _claim(store, DIRECTORY)
+    coverage = store.batches.cover(dirs)
+    assert (coverage.files, coverage.directories, coverage.nested) == (2, 0, 0)
+    assert store.paths.lookup("http://a.com/news/1.png", FILE).state is PathState.IN_FLIGHT
+    done = store.batches.submit(coverage.batch, (), ("T9",), "R9")
+    assert (done.settled, done.covered) == (1, 2)
+    for path in ("http://a.com/news/1.png", "http://a.com/news/deep/2.css?v=3"):
+        found = store.paths.lookup(path, FILE).to_dict()
+        assert (found["state"], found["covered_by"], found["task_id"]) == (
+            "submitted",
+            "http://a.com/news/",
+            "T9",
+        )
+        assert found["request_id"] == "R9"
+    assert store.paths.lookup("http://a.com/other/x.png", FILE).covered_by is None
+    # Two URL units (x.png and y), one Directory unit; every path of both jobs is settled.
+    assert store.quota.usage(FILE).used == 2
+    assert store.quota.usage(DIRECTORY).used == 1
+    assert _counts(producer, files.job_id) == {"submitted": 4}
+    assert producer.status(files.job_id).to_dict()["state"] == "done"
+    assert _counts(producer, directory.job_id) == {"submitted": 1}
+    _all_pending_indexed(redis_client, store)
+
+
+def test_a_directory_first_then_files_under_it_covers_them_too(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    producer.enqueue([f"a.com/img/{i}.png" for i in range(30)])
+    # Nothing for the File claim: every File waits for the pending Directory.
+    assert store.batches.claim(FILE, time.time()) is None
+    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    assert coverage.files == 30
+    assert store.quota.pending_count(FILE) == 0
+    store.batches.submit(coverage.batch, (), ("T1",), "R1")
+    assert store.paths.lookup("http://a.com/img/7.png", FILE).covered_by == "http://a.com/img/"
+    assert store.quota.usage(FILE).used == 0
+
+
+def test_a_file_enqueued_after_its_directory_went_out_goes_on_its_own(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/img/old.png"])
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    assert coverage.files == 1
+    # The Directory is in flight: a File asked for now may have changed since it was sent.
+    late = producer.enqueue(["a.com/img/new.png"])
+    batch = _claim(store, FILE)
+    assert batch.paths == ("http://a.com/img/new.png",)
+    store.batches.submit(coverage.batch, (), ("T1",), "R1")
+    store.batches.submit(batch, (), ("T2",), "R2")
+    found = store.paths.lookup("http://a.com/img/new.png", FILE)
+    assert (found.covered_by, found.task_id) == (None, "T2")
+    assert _counts(producer, late.job_id) == {"submitted": 1}
+
+
+def test_a_directory_under_another_of_its_batch_costs_no_unit(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    job = producer.enqueue(["a.com/x/", "a.com/x/y/", "a.com/x/y/z/", "a.com/q/"], DIRECTORY)
+    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    assert coverage.nested == 2
+    assert set(coverage.batch.paths) == {"http://a.com/x/", "http://a.com/q/"}
+    assert store.quota.usage(DIRECTORY).used == 2
+    store.batches.submit(coverage.batch, (), ("T1", "T2"), "R")
+    assert store.paths.lookup("http://a.com/x/y/z/", DIRECTORY).covered_by == "http://a.com/x/"
+    assert _counts(producer, job.job_id) == {"submitted": 4}
+
+
+def test_an_interactive_file_never_waits_for_a_bulk_directory(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/img/"], DIRECTORY, Priority.BULK)
+    producer.enqueue(["a.com/img/now.png"], FILE, Priority.INTERACTIVE)
+    producer.enqueue(["a.com/img/later.png"], FILE, Priority.BULK)
+    assert _claim(store, FILE).paths == ("http://a.com/img/now.png",)
+
+
+def test_files_do_not_wait_for_a_directory_that_cannot_go(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, directory_daily_quota=1)
+    producer.enqueue(["a.com/spent/"], DIRECTORY)
+    store.batches.submit(_claim(store, DIRECTORY), (), ("T1",), "R")
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    producer.enqueue(["a.com/img/1.png"])
+    # The Directory window is full: the File goes on its own rather than wait a day.
+    assert _claim(store, FILE).paths == ("http://a.com/img/1.png",)
+
+
+@pytest.mark.parametrize("how", ["retry", "lease_expired"])
+def test_a_directory_that_fails_or_whose_worker_dies_gives_back_what_it_covered(
+    redis_client: redis.Redis, how: str
+) -> None:
+    producer, store = _setup(redis_client, batch_lease_s=30)
+    files = producer.enqueue([f"a.com/img/{i}.png" for i in range(12_000)])
+    again = producer.enqueue(["a.com/img/3.png"])
+    directory = producer.enqueue(["a.com/img/", "a.com/img/sub/"], DIRECTORY)
+    now = time.time()
+    batch = _claim(store, DIRECTORY, now)
+    coverage = store.batches.cover(batch)
+    # More than one step of cover.lua: it went on until everything was covered.
+    assert (coverage.files, coverage.nested) == (12_000, 1)
+    assert _counts(producer, files.job_id) == {"in_flight": 12_000}
+    if how == "retry":
+        store.batches.release(batch.id, DIRECTORY, Release.RETRY, code="InternalError")
+    else:
+        # The worker died between the claim and the settle: the tick reclaims its batch.
+        assert store.batches.expired(now + 31) == [(batch.id, DIRECTORY)]
+        store.batches.release(
+            batch.id, DIRECTORY, Release.RETRY, now + 31, only_if_lease_expired=True
+        )
+    assert store.quota.pending_count(FILE) == 12_000
+    assert store.quota.pending_count(DIRECTORY) == 2
+    assert redis_client.hlen(store.keys.shared.covered) == 0
+    assert _counts(producer, files.job_id) == {"pending": 12_000}
+    assert _counts(producer, again.job_id) == {"pending": 1}
+    assert _counts(producer, directory.job_id) == {"pending": 2}
+    _all_pending_indexed(redis_client, store)
+    # And the next claim covers them again, with every waiting job.
+    coverage = store.batches.cover(_claim(store, DIRECTORY, now + 40))
+    assert coverage.files == 12_000
+    store.batches.submit(coverage.batch, (), ("T",), "R", now + 41)
+    assert _counts(producer, again.job_id) == {"submitted": 1}
+    assert _counts(producer, files.job_id) == {"submitted": 12_000}
+
+
+def test_a_path_requested_again_within_the_cooldown_goes_out_once_when_it_ends(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    path = "http://cms.example.com/page.html"
+    first = producer.enqueue([path])
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R1", t0)
+    # A CMS saves the page 30 more times inside the cooldown.
+    jobs = [producer.enqueue([path]).job_id for _ in range(30)]
+    claimed = store.batches.claim(FILE, t0 + 1)
+    assert isinstance(claimed, Wait)
+    assert claimed.reason is WaitReason.COOLDOWN
+    assert 58 < claimed.seconds <= 59.5
+    found = store.paths.lookup(path, FILE)
+    assert found.state is PathState.PENDING
+    assert found.cooling_until == pytest.approx(t0 + 60)
+    # More requests while it cools join it; none goes out before the cooldown ends.
+    jobs.append(producer.enqueue([path], FILE, Priority.BULK).job_id)
+    assert isinstance(store.batches.claim(FILE, t0 + 59), Wait)
+    batch = _claim(store, FILE, t0 + 61)
+    assert batch.paths == (path,)
+    store.batches.submit(batch, (), ("T2",), "R2", t0 + 61)
+    assert store.paths.lookup(path, FILE).task_id == "T2"
+    assert all(_counts(producer, job) == {"submitted": 1} for job in [first.job_id, *jobs])
+    assert store.quota.usage(FILE, t0 + 62).used == 2
+    _all_pending_indexed(redis_client, store)
+
+
+def test_without_a_cooldown_a_repeat_goes_out_at_once(redis_client: redis.Redis) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/p"])
+    store.batches.submit(_claim(store, FILE), (), ("T1",), "R1")
+    producer.enqueue(["a.com/p"])
+    assert _claim(store, FILE).paths == ("http://a.com/p",)
+
+
+def test_directories_above_a_path_ignore_its_query() -> None:
+    assert directories_above("https://h.com/a/b.png?x=/c/d/") == [
+        "https://h.com/",
+        "https://h.com/a/",
+    ]
+    assert directories_above("https://h.com:8443/a/") == ["https://h.com:8443/"]
+
+
+def _tree(host: str, days: int, assets: int) -> list[str]:
+    return [f"https://{host}/2026/12/{d:02d}/{a}.jpg" for d in range(days) for a in range(assets)]
+
+
+def test_promotion_covers_most_per_unit_choosing_the_deepest_of_equals() -> None:
+    files = _tree("a.com", 3, 25) + _tree("b.com", 1, 30) + ["https://c.com/x/1.js"] * 19
+    chosen = plan_promotions(files, budget=10, room=0, min_paths=20, min_depth=1)
+    # a.com's 75 Files lie under /2026/ and /2026/12/ alike: the deeper one is chosen.
+    assert [(p.directory, p.paths) for p in chosen] == [
+        ("https://a.com/2026/12/", 75),
+        ("https://b.com/2026/12/00/", 30),
+    ]
+
+
+def test_promotion_respects_depth_paths_budget_room_domains_and_pending_directories() -> None:
+    flat = [f"https://a.com/{i}.png" for i in range(100)]
+    # Never the host's root, whatever it would cover.
+    assert plan_promotions(flat, budget=5, room=0, min_paths=2, min_depth=1) == []
+    tree = _tree("a.com", 4, 30)
+    deep = plan_promotions(tree, budget=5, room=0, min_paths=2, min_depth=3)
+    assert all(p.directory.count("/") - 3 == 3 for p in deep) and len(deep) == 4
+    assert len(plan_promotions(tree, budget=2, room=0, min_paths=2, min_depth=3)) == 2
+    # Enough room for what is left after one promotion: one is enough.
+    assert len(plan_promotions(tree, budget=5, room=90, min_paths=2, min_depth=3)) == 1
+    assert plan_promotions(tree, budget=5, room=120, min_paths=2, min_depth=1) == []
+    assert plan_promotions(tree, budget=5, room=0, min_paths=31, min_depth=3) == []
+    assert (
+        plan_promotions(tree, budget=5, room=0, min_paths=2, min_depth=1, allowed_domains=["b.com"])
+        == []
+    )
+    covered = plan_promotions(
+        tree, budget=5, room=0, min_paths=2, min_depth=1, covering=["https://a.com/2026/"]
+    )
+    assert covered == []
+
+
+def test_the_promoter_enqueues_bulk_directories_within_the_budget_and_never_the_reserve(
+    redis_client: redis.Redis,
+) -> None:
+    overrides = {
+        "promote": "auto",
+        "url_daily_quota": 10,
+        "directory_daily_quota": 4,
+        "interactive_reserve": 0.5,
+        "promote_min_paths": 5,
+    }
+    producer, store = _setup(redis_client, **overrides)
+    producer.enqueue(
+        _tree("a.com", 3, 6) + _tree("b.com", 1, 8) + _tree("c.com", 1, 7), FILE, Priority.BULK
+    )
+    promoter = Promoter(store, store.settings, interval_s=0.001)
+    chosen = promoter.maybe_promote()
+    # Budget: 4 Directories, 2 of them the interactive reserve.
+    assert [p.directory for p in chosen] == ["https://a.com/2026/12/", "https://b.com/2026/12/00/"]
+    assert redis_client.zrange(store.keys.of(DIRECTORY).pending, 0, -1, withscores=True)
+    assert store.quota.pending_count(DIRECTORY) == 2
+    # Bulk, so the claim keeps the reserve; and no job waits on a promoted Directory.
+    for directory in ("https://a.com/2026/12/", "https://b.com/2026/12/00/"):
+        rank = redis_client.zscore(store.keys.of(DIRECTORY).pending, directory)
+        assert rank is not None and rank >= 10**13
+        assert redis_client.hget(store.keys.of(DIRECTORY).waiters, directory) is None
+    time.sleep(0.01)
+    # Those two use up the budget: nothing more is promoted while they wait.
+    assert promoter.maybe_promote() == []
+    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    assert coverage.files == 26
+    assert isinstance(store.batches.claim(DIRECTORY, time.time()), type(None))
+
+
+def test_the_promoter_does_nothing_while_every_pending_file_fits(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, promote="auto", url_daily_quota=100)
+    producer.enqueue(_tree("a.com", 2, 40), FILE, Priority.BULK)
+    assert Promoter(store, store.settings, interval_s=0.001).maybe_promote() == []
+    _, off = _setup(redis_client, url_daily_quota=10)
+    assert Promoter(off, off.settings, interval_s=0.001).maybe_promote() == []
+    assert store.quota.pending_count(DIRECTORY) == 0
