@@ -291,6 +291,86 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
     _emit(data, as_json, text)
 
 
+@main.command()
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.Path(allow_dash=True, dir_okay=False),
+    help="Plan these paths too, one per line ('-' for standard input); nothing is enqueued.",
+)
+@click.option("--type", "type_", type=TYPE_CHOICE, default="file", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def plan(from_file: str | None, type_: str, as_json: bool) -> None:
+    """What draining the queue takes: calls and days at the configured quota, without and
+    with promotion. Sends nothing and writes nothing."""
+    from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
+    from cdn_refresh.planning import Limits, make_plan
+    from cdn_refresh.store import Store
+
+    settings = _settings()
+    extra_type = _object_type(type_)
+    paths: dict[ObjectType, set[str]] = {kind: set() for kind in OBJECT_TYPES}
+    if from_file is not None:
+        refused = []
+        for line, raw in enumerate(_read_lines(from_file), start=1):
+            try:
+                paths[extra_type].add(normalize_path(raw, extra_type, settings.allowed_domains))
+            except InvalidPathError as exc:
+                refused.append(f"line {line}: {exc.reason}: {shown_path(raw)}")
+        if refused:
+            click.echo(f"{len(refused)} invalid paths, nothing planned:", err=True)
+            click.echo("\n".join(refused[:20]), err=True)
+            sys.exit(2)
+    store = Store.from_settings(settings)
+    try:
+        for kind in OBJECT_TYPES:
+            paths[kind].update(store.promotion.pending_paths(kind))
+    finally:
+        store.close()
+    limits = Limits(
+        url_daily_quota=settings.url_daily_quota,
+        directory_daily_quota=settings.directory_daily_quota,
+        urls_per_call=settings.urls_per_call,
+        directories_per_call=settings.directories_per_call,
+        domains_per_call=settings.max_domains_per_call,
+        interactive_reserve=settings.interactive_reserve,
+        promote_min_paths=settings.promote_min_paths,
+        promote_min_depth=settings.promote_min_depth,
+        allowed_domains=tuple(settings.allowed_domains),
+    )
+    result = make_plan(
+        paths[ObjectType.FILE],
+        paths[ObjectType.DIRECTORY],
+        limits,
+        enabled=settings.promote == "auto",
+    )
+    _emit(result.to_dict(), as_json, _plan_text(result.to_dict()))
+
+
+def _plan_text(data: dict[str, Any]) -> str:
+    def days(value: float | None) -> str:
+        return "never (quota 0)" if value is None else f"{value:g} days"
+
+    lines = [
+        f"{kind:<10} pending={data[kind]['pending']} calls={data[kind]['calls']} "
+        f"drains in {days(data[kind]['days_to_drain'])}"
+        for kind in ("file", "directory")
+    ]
+    if data["file"]["covered_by_pending_directories"]:
+        lines.append(
+            f"           {data['file']['covered_by_pending_directories']} files lie under "
+            "pending directories and go with them"
+        )
+    promo = data["promotion"]
+    state = "on" if promo["enabled"] else "off (CDN_REFRESH_PROMOTE=auto turns it on)"
+    lines.append(
+        f"promotion  {state}: {len(promo['directories'])} directories would cover "
+        f"{promo['file_paths_covered']} files; drains in {days(promo['days_to_drain'])}"
+    )
+    lines += [f"           {d}" for d in promo["directories"][:20]]
+    return "\n".join(lines)
+
+
 @main.group("dead-letter")
 def dead_letter() -> None:
     """Paths the provider refused, or that ran out of attempts."""

@@ -124,7 +124,7 @@ class Plan:
     promotions: tuple[Promotion, ...]
     promoted_days_to_drain: float | None
     promotion_enabled: bool
-    file_domains: int = field(default=0)
+    covered_by_pending_directories: int = field(default=0)
 
     @property
     def file_paths_covered(self) -> int:
@@ -134,7 +134,10 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """The ``plan --json`` shape."""
         return {
-            "file": self.file.to_dict(),
+            "file": {
+                **self.file.to_dict(),
+                "covered_by_pending_directories": self.covered_by_pending_directories,
+            },
             "directory": self.directory.to_dict(),
             "promotion": {
                 "enabled": self.promotion_enabled,
@@ -143,6 +146,70 @@ class Plan:
                 "days_to_drain": self.promoted_days_to_drain,
             },
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The quota and per-call limits a plan is made for."""
+
+    url_daily_quota: int
+    directory_daily_quota: int
+    urls_per_call: int
+    directories_per_call: int
+    domains_per_call: int
+    interactive_reserve: float
+    promote_min_paths: int
+    promote_min_depth: int
+    allowed_domains: tuple[str, ...] = ()
+
+
+def make_plan(files: set[str], directories: set[str], limits: Limits, *, enabled: bool) -> Plan:
+    """The drain of ``files`` and ``directories`` at the daily quota, without and with a
+    day's promotions. Files under a pending Directory are counted as covered by it (coverage
+    is always on), not as Files to send."""
+    under_pending = {f for f in files if any(d in directories for d in directories_above(f))}
+    to_send = files - under_pending
+    reserve = math.ceil(limits.directory_daily_quota * limits.interactive_reserve)
+    chosen = plan_promotions(
+        to_send,
+        budget=limits.directory_daily_quota - reserve - len(directories),
+        room=limits.url_daily_quota,
+        min_paths=limits.promote_min_paths,
+        min_depth=limits.promote_min_depth,
+        allowed_domains=limits.allowed_domains,
+    )
+    covered = sum(p.paths for p in chosen)
+    file_days = days_to_drain(len(to_send), limits.url_daily_quota)
+    promoted = [
+        days_to_drain(len(to_send) - covered, limits.url_daily_quota),
+        days_to_drain(len(directories) + len(chosen), limits.directory_daily_quota),
+    ]
+    return Plan(
+        file=TypePlan(
+            len(files),
+            calls_for(
+                len(to_send),
+                len({domain_of(f) for f in to_send}),
+                limits.urls_per_call,
+                limits.domains_per_call,
+            ),
+            file_days,
+        ),
+        directory=TypePlan(
+            len(directories),
+            calls_for(
+                len(directories),
+                len({domain_of(d) for d in directories}),
+                limits.directories_per_call,
+                limits.domains_per_call,
+            ),
+            days_to_drain(len(directories), limits.directory_daily_quota),
+        ),
+        promotions=tuple(chosen),
+        promoted_days_to_drain=None if None in promoted else max(d or 0.0 for d in promoted),
+        promotion_enabled=enabled,
+        covered_by_pending_directories=len(under_pending),
+    )
 
 
 def calls_for(paths: int, domains: int, per_call: int, domains_per_call: int) -> int:

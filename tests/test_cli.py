@@ -253,3 +253,58 @@ def test_an_unreachable_redis_is_a_one_line_error_without_the_password(run) -> N
     assert "Redis: ConnectionError" in result.output
     assert "Traceback" not in result.output
     assert "hidden-pw-1" not in result.output
+
+
+def _snapshot(client: redis.Redis) -> dict[str, object]:
+    """Every key with its value, to prove a command wrote nothing."""
+    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+
+
+def test_plan_counts_calls_and_days_with_and_without_promotion_and_writes_nothing(
+    run,  # type: ignore[no-untyped-def]
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    pending = [f"a.com/2026/12/{d:02d}/{i}.jpg" for d in range(10) for i in range(15)]
+    assert run("enqueue", "--priority", "bulk", *pending, "--json").exit_code == 0
+    assert run("enqueue", "--type", "directory", "b.com/static/", "--json").exit_code == 0
+    more = tmp_path / "nightly.txt"
+    more.write_text("\n".join([f"c.com/news/{i}.html" for i in range(50)] + ["b.com/static/x.css"]))
+    before = _snapshot(client)
+    result = run(
+        "plan",
+        "--json",
+        "--from-file",
+        str(more),
+        CDN_REFRESH_URL_DAILY_QUOTA="100",
+        CDN_REFRESH_DIRECTORY_DAILY_QUOTA="10",
+    )
+    assert result.exit_code == 0, result.output
+    assert _snapshot(client) == before
+    plan = json.loads(result.output)
+    assert plan["file"] == {
+        "pending": 201,
+        "calls": 1,
+        "days_to_drain": 2.0,
+        "covered_by_pending_directories": 1,
+    }
+    assert plan["directory"] == {"pending": 1, "calls": 1, "days_to_drain": 0.1}
+    # 200 Files to send, 100 a day: one Directory over a.com's tree covers 150 of them.
+    assert plan["promotion"] == {
+        "enabled": False,
+        "directories": ["http://a.com/2026/12/"],
+        "file_paths_covered": 150,
+        "days_to_drain": 0.5,
+    }
+    text = run("plan", CDN_REFRESH_URL_DAILY_QUOTA="100").output
+    assert "file       pending=150 calls=1 drains in 1.5 days" in text
+    assert "promotion  off" in text
+
+
+def test_plan_refuses_invalid_input_and_names_the_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.com/ok\nftp://a.com/x\n")
+    result = run("plan", "--from-file", str(bad))
+    assert result.exit_code == 2
+    assert "line 2: scheme ftp not allowed" in result.output
