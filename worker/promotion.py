@@ -40,31 +40,32 @@ class Promoter:
         self._on_promoted = on_promoted
         self._interval_s = interval_s
 
-    def file_room(self) -> int | None:
+    def file_room(self, now: float | None = None) -> int | None:
         """How many more Files the window takes now, or None when every pending File fits
         (nothing to promote)."""
         files = self._store.quota.pending_count(ObjectType.FILE)
-        usage = self._store.quota.usage(ObjectType.FILE)
+        usage = self._store.quota.usage(ObjectType.FILE, now)
         room = max(0, usage.limit - usage.used)
         return None if files <= room else room
 
-    def directory_budget(self, pending_dirs: int) -> int:
+    def directory_budget(self, pending_dirs: int, now: float | None = None) -> int:
         """Directories promotion may add: what the window has left, less the interactive
         reserve and the Directories already waiting."""
-        usage = self._store.quota.usage(ObjectType.DIRECTORY)
+        usage = self._store.quota.usage(ObjectType.DIRECTORY, now)
         reserve = math.ceil(usage.limit * self._settings.interactive_reserve)
         return usage.limit - usage.used - reserve - pending_dirs
 
-    def maybe_promote(self) -> list[Promoted]:
-        """Promote when the File window is short and it is this worker's turn."""
+    def maybe_promote(self, now: float | None = None) -> list[Promoted]:
+        """Promote when the File window is short and it is this worker's turn (``now``:
+        Redis's clock unless given, as the claims have it)."""
         s = self._settings
         if s.promote is not Promotion.AUTO:
             return []
-        room = self.file_room()
+        room = self.file_room(now)
         if room is None or not self._store.promotion.take_turn(self._interval_s):
             return []
         pending_dirs = list(self._store.promotion.pending_paths(ObjectType.DIRECTORY))
-        budget = self.directory_budget(len(pending_dirs))
+        budget = self.directory_budget(len(pending_dirs), now)
         if budget <= 0:
             return []
         interactive = self._store.promotion.interactive_count(ObjectType.FILE)

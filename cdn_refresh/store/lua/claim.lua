@@ -90,28 +90,56 @@ if ARGV[12] == '1' and redis.call('ZCARD', dir_pending) > 0
   dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
 end
 local dir_reserve = tonumber(ARGV[14])
-local host_has_dirs, covering = {}, {}
--- The soonest rank among the pending Directories above `path`, or false.
-local function covering_rank(path)
-  local anc, n = ancestors(path)
-  if n == 0 then return false end
-  local host = anc[1]
-  if host_has_dirs[host] == nil then
-    local lo, hi = under(host)
-    host_has_dirs[host] = #redis.call('ZRANGEBYLEX', dir_pending_lex, lo, hi, 'LIMIT', 0, 1) > 0
+-- The pending Directories of each host met, read once per claim: host -> {path -> rank},
+-- or false for a host without any. A host with very many is asked per directory instead.
+local HOST_DIRS_READ = 1000
+local host_dirs, covering = {}, {}
+local function dirs_of(host)
+  local known = host_dirs[host]
+  if known ~= nil then return known end
+  local lo, hi = under(host)
+  local found = redis.call('ZRANGEBYLEX', dir_pending_lex, lo, hi, 'LIMIT', 0, HOST_DIRS_READ + 1)
+  local dirs = false
+  if #found > HOST_DIRS_READ then
+    dirs = 'many'
+  elseif #found > 0 then
+    dirs = {}
+    local ranks = redis.call('ZMSCORE', dir_pending, unpack(found))
+    for i = 1, #found do
+      if ranks[i] then dirs[found[i]] = tonumber(ranks[i]) end
+    end
   end
-  if not host_has_dirs[host] then return false end
-  local parent = anc[n]
-  if covering[parent] == nil then
-    local best = false
+  host_dirs[host] = dirs
+  return dirs
+end
+-- The soonest rank among the pending Directories above `path` (or equal to it: a Directory
+-- refresh of /a/ refreshes the File /a/ too), or false. Files of one directory share the
+-- answer, so most Files cost one match here.
+local function covering_rank(path)
+  local query = string.find(path, '?', 1, true)
+  local parent = string.match(query and string.sub(path, 1, query - 1) or path, '^(.*/)')
+  if not parent then return false end
+  local known = covering[parent]
+  if known ~= nil then return known end
+  local anc, n = ancestors(parent)
+  n = n + 1
+  anc[n] = parent
+  local dirs = dirs_of(anc[1])
+  local best = false
+  if dirs == 'many' then
     local scores = redis.call('ZMSCORE', dir_pending, unpack(anc, 1, n))
     for i = 1, n do
       local rank = tonumber(scores[i])
       if rank and (not best or rank < best) then best = rank end
     end
-    covering[parent] = best
+  elseif dirs then
+    for i = 1, n do
+      local rank = dirs[anc[i]]
+      if rank and (not best or rank < best) then best = rank end
+    end
   end
-  return covering[parent]
+  covering[parent] = best
+  return best
 end
 local function waits_for_directory(path, rank)
   local dir_rank = covering_rank(path)

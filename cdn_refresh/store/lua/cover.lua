@@ -69,17 +69,20 @@ end
 
 -- Pending paths under each Directory: Files, then Directories below it.
 local n_files, n_dirs, more = 0, 0, 0
-local function take_under(directory, group, pending_key, lex_key, waiters_key)
+-- A File spelled like the Directory itself (its index) is covered too; the Directory is not.
+local function take_under(directory, group, pending_key, lex_key, waiters_key, with_itself)
   if budget <= 0 then more = 1 return 0 end
   local lo, hi = under(directory)
   local found = redis.call('ZRANGEBYLEX', lex_key, lo, hi, 'LIMIT', 0, budget + 1)
   local paths, n = {}, 0
   for _, path in ipairs(found) do
-    if path ~= directory and n < budget then
-      n = n + 1
-      paths[n] = path
-    elseif path ~= directory then
-      more = 1
+    if with_itself or path ~= directory then
+      if n < budget then
+        n = n + 1
+        paths[n] = path
+      else
+        more = 1
+      end
     end
   end
   if n == 0 then return 0 end
@@ -109,8 +112,8 @@ local function take_under(directory, group, pending_key, lex_key, waiters_key)
 end
 for _, directory in ipairs(batch.paths) do
   local entry = entries[directory] or entry_of(directory)
-  local files = take_under(directory, entry.files, file_pending, file_pending_lex, file_waiters)
-  local dirs = take_under(directory, entry.dirs, pending, pending_lex, waiters)
+  local files = take_under(directory, entry.files, file_pending, file_pending_lex, file_waiters, true)
+  local dirs = take_under(directory, entry.dirs, pending, pending_lex, waiters, false)
   n_files, n_dirs = n_files + files, n_dirs + dirs
   if files + dirs > 0 or entries[directory] then
     redis.call('HSET', covered, id .. '|' .. directory, cjson.encode(entry))
