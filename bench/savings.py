@@ -33,6 +33,7 @@ from bench.infra import (
 )
 from bench.report import Result
 from cdn_refresh.constants import ObjectType, Priority
+from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch, Wait
 from producer.producer import Producer
@@ -165,31 +166,7 @@ def _repeats(redis_server: RedisServer, workdir: Path, result: Result, unique: i
     distinct = [f"https://www.cms.example/page/{i}.html" for i in range(unique)]
     per_path: dict[float, float] = {}
     for cooldown in (0.0, 60.0):
-        redis_server.flush()
-        with EmulatorProcess(100_000_000) as emulator:
-            values = bench_settings(
-                redis_server.url,
-                emulator.url,
-                refresh_cooldown_s=cooldown,
-                url_daily_quota=1_000_000,
-                flush_interval_s=0.5,
-                flush_debounce_s=0.2,
-            )
-            logdir = workdir / f"repeats-{cooldown:g}"
-            logdir.mkdir(exist_ok=True)
-            with Workers(values, logdir) as pool:
-                pool.start(1, 4)
-                _burst(make_settings(values), distinct)
-                store = Store(redis_server.client, make_settings(values))
-                wait_until(
-                    lambda: store.quota.pending_count(FILE) == 0 and store.batches.count() == 0,
-                    60,
-                    "burst drained",
-                    0.1,
-                )
-                time.sleep(1.0)
-                sent = sum(len(call["paths"]) for call in emulator.calls())
-                cooling = store.quota.cooling_count(FILE)
+        sent, cooling = _repeat_round(redis_server, workdir, distinct, cooldown)
         per_path[cooldown] = sent / unique
         if cooldown:
             result.notes.append(
@@ -214,14 +191,46 @@ def _repeats(redis_server: RedisServer, workdir: Path, result: Result, unique: i
     )
 
 
-def _burst(settings: object, distinct: list[str]) -> None:
+def _repeat_round(
+    redis_server: RedisServer, workdir: Path, distinct: list[str], cooldown: float
+) -> tuple[int, int]:
+    """One burst with a real worker: (URL units sent once it drained, paths cooling)."""
+    redis_server.flush()
+    with EmulatorProcess(100_000_000) as emulator:
+        values = bench_settings(
+            redis_server.url,
+            emulator.url,
+            refresh_cooldown_s=cooldown,
+            url_daily_quota=1_000_000,
+            flush_interval_s=0.5,
+            flush_debounce_s=0.2,
+        )
+        settings = make_settings(values)
+        logdir = workdir / f"repeats-{cooldown:g}"
+        logdir.mkdir(exist_ok=True)
+        with Workers(values, logdir) as pool:
+            pool.start(1, 4)
+            _burst(settings, distinct)
+            store = Store(redis_server.client, settings)
+            wait_until(
+                lambda: store.quota.pending_count(FILE) == 0 and store.batches.count() == 0,
+                60,
+                "burst drained",
+                0.1,
+            )
+            time.sleep(1.0)
+            sent = sum(len(call["paths"]) for call in emulator.calls())
+            return sent, store.quota.cooling_count(FILE)
+
+
+def _burst(settings: Settings, distinct: list[str]) -> None:
     """4 producers, every path twice, in 10-path jobs spread over about 7 s."""
     requests = distinct * 2
     random.Random(3).shuffle(requests)
     streams = [requests[i::4] for i in range(4)]
 
     def produce(stream: list[str]) -> None:
-        producer = Producer.from_settings(settings)  # type: ignore[arg-type]
+        producer = Producer.from_settings(settings)
         jobs = [stream[i : i + 10] for i in range(0, len(stream), 10)]
         gap = 7.0 / len(jobs)
         for job in jobs:

@@ -281,11 +281,12 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
             "used": usage.used,
             "remaining": usage.remaining,
             "pending": store.quota.pending_count(kind),
+            "cooling": store.quota.cooling_count(kind),
         }
     store.close()
     text = "\n".join(
         f"{name:<10} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
-        f"pending={d['pending']}"
+        f"pending={d['pending']} cooling={d['cooling']}"
         for name, d in data.items()
     )
     _emit(data, as_json, text)

@@ -57,6 +57,7 @@ def plan_promotions(
     min_depth: int,
     allowed_domains: Collection[str] = (),
     covering: Collection[str] = (),
+    refused: Collection[str] = (),
 ) -> list[Promotion]:
     """The Directories that cover the most ``files`` per Directory unit, greedily, until the
     Files left to send fit in ``room`` or ``budget`` Directories are chosen.
@@ -64,10 +65,12 @@ def plan_promotions(
     Of directories that cover the same Files, the deepest is chosen (it invalidates least).
     None is shallower than ``min_depth`` or covers fewer than ``min_paths`` Files. A File
     under one of ``covering`` (Directories pending already) counts for nothing: it is covered.
+    None of ``refused`` (dead-lettered Directories) is chosen.
     """
     if budget <= 0:
         return []
     pending_dirs = set(covering)
+    refused_dirs = set(refused)
     counts: dict[str, int] = {}
     uncovered = 0
     for path in files:
@@ -84,12 +87,15 @@ def plan_promotions(
         covered = counts[best]
         if covered < min_paths:
             break
-        if _allowed(best, allowed_domains):
-            chosen.append(Promotion(best, covered))
-            excess -= covered
-            for parent in directories_above(best)[min_depth:]:
+        if best in refused_dirs or not _allowed(best, allowed_domains):
+            del counts[best]  # not tried again; what lies under it still may be
+            continue
+        chosen.append(Promotion(best, covered))
+        excess -= covered
+        for parent in directories_above(best)[min_depth:]:
+            if parent in counts:
                 counts[parent] -= covered
-        # What lies under the chosen one is covered; a refused one is not tried again.
+        # What lies under the chosen one is covered.
         for directory in [d for d in counts if d.startswith(best)]:
             del counts[directory]
     return chosen

@@ -312,3 +312,30 @@ def test_the_promoter_does_nothing_while_every_pending_file_fits(
     _, off = _setup(redis_client, url_daily_quota=10)
     assert Promoter(off, off.settings, interval_s=0.001).maybe_promote() == []
     assert store.quota.pending_count(DIRECTORY) == 0
+
+
+def test_files_do_not_wait_for_a_directory_far_back_in_the_queue(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, directory_daily_quota=3)
+    producer.enqueue(["a.com/x/", "a.com/y/", "a.com/z/"], DIRECTORY)
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    producer.enqueue(["a.com/img/1.png", "a.com/x/1.png"])
+    # /x/ goes in the next Directory claim; /img/ is fourth of three units left.
+    assert _claim(store, FILE).paths == ("http://a.com/img/1.png",)
+
+
+def test_promotion_never_chooses_a_refused_directory() -> None:
+    tree = _tree("a.com", 2, 30)
+    chosen = plan_promotions(
+        tree,
+        budget=5,
+        room=0,
+        min_paths=2,
+        min_depth=1,
+        refused=["https://a.com/2026/12/", "https://a.com/2026/"],
+    )
+    assert [p.directory for p in chosen] == [
+        "https://a.com/2026/12/00/",
+        "https://a.com/2026/12/01/",
+    ]

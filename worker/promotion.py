@@ -79,6 +79,8 @@ class Promoter:
             min_depth=s.promote_min_depth,
             allowed_domains=s.allowed_domains,
             covering=pending_dirs,
+            # A Directory the provider refused would be refused again, every interval.
+            refused=self._store.paths.dead_paths(ObjectType.DIRECTORY),
         )
         if not chosen:
             return []

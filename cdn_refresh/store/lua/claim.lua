@@ -141,12 +141,20 @@ local function covering_rank(path)
   covering[parent] = best
   return best
 end
+-- A File waits only for a Directory that the next Directory claims will take within what
+-- is left of the Directory window: one far back in a long queue could keep it for days.
+local dir_place = {}
 local function waits_for_directory(path, rank)
   local dir_rank = covering_rank(path)
   if not dir_rank then return false end
   local dir_bulk = dir_rank >= bulk_floor
   if dir_bulk and rank < bulk_floor then return false end
-  return dir_room > (dir_bulk and dir_reserve or 0)
+  local room = dir_room - (dir_bulk and dir_reserve or 0)
+  if room <= 0 then return false end
+  if dir_place[dir_rank] == nil then
+    dir_place[dir_rank] = redis.call('ZCOUNT', dir_pending, '-inf', dir_rank)
+  end
+  return dir_place[dir_rank] <= room
 end
 
 local cooldown = tonumber(ARGV[11])
