@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -343,11 +344,17 @@ class Producer:
         return replayed
 
 
+_CELERY_IMPORT = threading.Lock()
+
+
 class FlushNotifier:
     """Wakes the workers after an enqueue: at most one flush per debounce interval."""
 
     def __init__(self, store: Store) -> None:
-        from celery import Celery
+        # Celery's package builds its names on first access, and two threads doing so at
+        # once can see it half-built ("cannot import name 'Celery'"): one at a time.
+        with _CELERY_IMPORT:
+            from celery import Celery
 
         self._store = store
         self._debounce_s = store.settings.flush_debounce_s

@@ -339,3 +339,23 @@ def test_promotion_never_chooses_a_refused_directory() -> None:
         "https://a.com/2026/12/00/",
         "https://a.com/2026/12/01/",
     ]
+
+
+def test_a_repeat_while_the_call_is_in_flight_cools_and_a_retry_does_not(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    producer.enqueue(["a.com/p", "a.com/q"])
+    t0 = time.time()
+    batch = _claim(store, FILE, t0)
+    # Asked again while the first call is in flight, before its answer is recorded.
+    producer.enqueue(["a.com/p"])
+    claimed = store.batches.claim(FILE, t0 + 1)
+    assert isinstance(claimed, Wait) and claimed.reason is WaitReason.COOLDOWN
+    store.batches.submit(batch, ("http://a.com/p",), ("T1",), "R", t0 + 2)
+    # q's call failed: it goes again at once, no cooldown for a refresh that did not happen.
+    store.batches.release(batch.id, FILE, Release.RETRY, t0 + 2, code="InternalError")
+    assert _claim(store, FILE, t0 + 3).paths == ("http://a.com/q",)
+    # The cooldown runs from its submission (t0 + 2), the later of the two.
+    assert isinstance(store.batches.claim(FILE, t0 + 61), Wait)
+    assert _claim(store, FILE, t0 + 63).paths == ("http://a.com/p",)

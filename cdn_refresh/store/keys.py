@@ -29,6 +29,7 @@ class TypeKeys:
     pending_lex: str
     cooling: str  # ZSET path -> when its cooldown ends (s): requested again too soon
     cooling_rank: str  # HASH path -> the rank it goes back to pending with
+    last_sent: str  # ZSET path -> when it was last claimed for a call (only with a cooldown)
     waiters: str  # HASH path -> comma-separated job ids waiting on the pending path
     pathinfo: str  # HASH path -> JSON PathInfo of a path that failed before
     records: str  # HASH path -> JSON SubmissionRecord (the latest, with earlier ones)

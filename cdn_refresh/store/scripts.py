@@ -58,6 +58,7 @@ CLAIM = ScriptSpec(
         "cooling",
         "cooling_rank",
         "records_by_time",
+        "last_sent",
         "batches",
         "leases",
         "quota",
@@ -131,6 +132,7 @@ RELEASE = ScriptSpec(
         "other.pending",
         "other.pending_lex",
         "other.waiters",
+        "last_sent",
     ),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))

@@ -6,21 +6,22 @@ local waiters = KEYS[3]        -- HASH path -> job ids
 local cooling = KEYS[4]        -- ZSET path -> when its cooldown ends (s)
 local cooling_rank = KEYS[5]   -- HASH path -> rank it goes back to pending with
 local records_by_time = KEYS[6]  -- ZSET path -> last submitted at (s)
-local batches = KEYS[7]        -- HASH batch id -> JSON
-local leases = KEYS[8]         -- ZSET batch id -> lease expiry (s)
-local quota = KEYS[9]          -- ZSET "batch:count" -> reserved at (s)
-local quota_total = KEYS[10]   -- sum of the counts in `quota`
-local quota_window_key = KEYS[11]  -- the window every worker runs on (see the prelude)
-local hold = KEYS[12]          -- set while the provider says its own quota is spent
-local auth_hold = KEYS[13]     -- set while credentials are failing
-local backoff = KEYS[14]       -- set while backing off after a transient error
-local job_counts = KEYS[15]    -- HASH "job:state" -> count
-local batch_seq = KEYS[16]
-local dir_pending = KEYS[17]   -- the other type's keys: for a File claim, the Directories
-local dir_pending_lex = KEYS[18]       -- that may cover its paths
-local dir_quota_total = KEYS[19]
-local dir_hold = KEYS[20]
-local dir_backoff = KEYS[21]
+local last_sent = KEYS[7]      -- ZSET path -> last claimed for a call (s), with a cooldown
+local batches = KEYS[8]        -- HASH batch id -> JSON
+local leases = KEYS[9]         -- ZSET batch id -> lease expiry (s)
+local quota = KEYS[10]          -- ZSET "batch:count" -> reserved at (s)
+local quota_total = KEYS[11]   -- sum of the counts in `quota`
+local quota_window_key = KEYS[12]  -- the window every worker runs on (see the prelude)
+local hold = KEYS[13]          -- set while the provider says its own quota is spent
+local auth_hold = KEYS[14]     -- set while credentials are failing
+local backoff = KEYS[15]       -- set while backing off after a transient error
+local job_counts = KEYS[16]    -- HASH "job:state" -> count
+local batch_seq = KEYS[17]
+local dir_pending = KEYS[18]   -- the other type's keys: for a File claim, the Directories
+local dir_pending_lex = KEYS[19]       -- that may cover its paths
+local dir_quota_total = KEYS[20]
+local dir_hold = KEYS[21]
+local dir_backoff = KEYS[22]
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
@@ -178,11 +179,14 @@ while not done and start < scan_end do
   local last = math.min(start + chunk, scan_end) - 1
   local items = redis.call('ZRANGE', pending, start, last, 'WITHSCORES')
   if #items == 0 then break end
-  local sent_at = {}
+  local sent_at, claimed_at = {}, {}
   if cooldown > 0 then
+    -- The later of its last submission and its last claim: a path whose call is still in
+    -- flight was sent just as recently.
     local paths = {}
     for i = 1, #items, 2 do paths[(i + 1) / 2] = items[i] end
     sent_at = redis.call('ZMSCORE', records_by_time, unpack(paths))
+    claimed_at = redis.call('ZMSCORE', last_sent, unpack(paths))
   end
   for i = 1, #items, 2 do
     local path, rank = items[i], items[i + 1]
@@ -193,11 +197,11 @@ while not done and start < scan_end do
       done = true
       break
     end
-    local last_sent = tonumber(sent_at[(i + 1) / 2])
-    if last_sent and now - last_sent < cooldown then
+    local sent = math.max(tonumber(sent_at[(i + 1) / 2]) or 0, tonumber(claimed_at[(i + 1) / 2]) or 0)
+    if sent > 0 and now - sent < cooldown then
       -- Submitted too recently: it cools, and goes out once when the cooldown ends.
       ncool = ncool + 1
-      cool_paths[ncool], cool_due[ncool], cool_ranks[ncool] = path, last_sent + cooldown, rank
+      cool_paths[ncool], cool_due[ncool], cool_ranks[ncool] = path, sent + cooldown, rank
     elseif dir_room > 0 and waits_for_directory(path, rank_number) then
       -- Left pending for the Directory claim to cover.
     else
@@ -240,6 +244,13 @@ if ntaken == 0 then
 end
 
 from_pending(pending, pending_lex, taken, ntaken)
+if cooldown > 0 then
+  local claimed = {}
+  for i = 1, ntaken do claimed[2 * i - 1], claimed[2 * i] = now, taken[i] end
+  redis.call('ZADD', last_sent, unpack(claimed))
+  -- Entries older than the cooldown say nothing any more.
+  redis.call('ZREMRANGEBYSCORE', last_sent, '-inf', now - cooldown)
+end
 local waiting = redis.call('HMGET', waiters, unpack(taken))
 redis.call('HDEL', waiters, unpack(taken))
 local counts, jobs_of = {}, {}

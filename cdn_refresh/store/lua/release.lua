@@ -16,6 +16,8 @@ local covered = KEYS[13]     -- HASH "batch|directory" -> JSON paths it covers
 local file_pending = KEYS[14]  -- the other type's keys: the Files a Directory covers
 local file_pending_lex = KEYS[15]
 local file_waiters = KEYS[16]
+local last_sent = KEYS[17]   -- ZSET path -> last claimed (s): a path that did not go through
+                             -- is no reason for a cooldown
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] what happens to the paths:
 --   'retry'   back to pending with an attempt counted; dead-lettered at max_attempts
@@ -131,6 +133,11 @@ local function requeue(paths, ranks, jobs_of, n, pending_key, lex_key, waiters_k
 end
 requeue(retry_paths, retry_ranks, retry_jobs, n_retry, pending, pending_lex, waiters)
 stop_cooling(cooling, cooling_rank, retry_paths, n_retry)
+if n > 0 and redis.call('ZCARD', last_sent) > 0 then
+  in_slices(n, 1, function(first, last)
+    redis.call('ZREM', last_sent, unpack(paths, first, last))
+  end)
+end
 
 if redis.call('HLEN', covered) > 0 then
   for _, directory in ipairs(paths) do
