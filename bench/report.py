@@ -53,6 +53,8 @@ class Result:
 def fmt(value: float, unit: str) -> str:
     if unit in ("paths/s", "B", "KiB", "calls", "paths", "B/path", "MiB"):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+    if unit in ("days", "units"):
+        return f"{value:,.2f}"
     if unit in ("s", "ms"):
         return f"{value:,.3f}" if unit == "s" else f"{value:,.0f}"
     return f"{value:,.3g}"
