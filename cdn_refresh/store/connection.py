@@ -21,14 +21,17 @@ RETRY_ATTEMPTS = 10
 RETRY_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
 
 
-def redis_from_settings(settings: Settings) -> redis.Redis:
-    """A client for ``CDN_REFRESH_REDIS_URL`` (``decode_responses`` on: keys are text)."""
+def redis_from_settings(settings: Settings, *, retries: int = RETRY_ATTEMPTS) -> redis.Redis:
+    """A client for ``CDN_REFRESH_REDIS_URL`` (``decode_responses`` on: keys are text).
+
+    ``retries``: fewer for a client that must answer fast (the HTTP API says 503 at once).
+    """
     return redis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         decode_responses=True,
         health_check_interval=30,
         socket_keepalive=True,
-        retry=Retry(RETRY_BACKOFF, RETRY_ATTEMPTS),
+        retry=Retry(RETRY_BACKOFF, retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 

@@ -64,6 +64,7 @@ SUBMIT = ScriptSpec(
         "job_tasks",
         "auth_failures",
         "auth_error",
+        "metrics",
     ),
 )
 RELEASE = ScriptSpec(
@@ -78,11 +79,15 @@ RELEASE = ScriptSpec(
         "quota",
         "quota_total",
         "job_counts",
+        "metrics",
     ),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
 QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
 TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
+WEBHOOK_FIRE = ScriptSpec("webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries"))
+WEBHOOK_LEASE = ScriptSpec("webhook_lease.lua", ("webhook_outbox", "webhook_deliveries"))
+WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
@@ -92,6 +97,9 @@ ALL: tuple[ScriptSpec, ...] = (
     EXTEND_TTL,
     QUOTA_USED,
     TOUCH_JOB,
+    WEBHOOK_FIRE,
+    WEBHOOK_LEASE,
+    WEBHOOK_RETRY,
 )
 
 

@@ -125,3 +125,11 @@ local function prior_attempts(pathinfo_key, paths, n)
   end
   return prior
 end
+
+-- Metrics counters (HASH field -> number; cdn_refresh/store/metrics.py names the fields),
+-- added by the script that settles the call they describe: counting costs no round trip.
+local function add_metrics(metrics_key, increments)
+  for field, by in pairs(increments or {}) do
+    redis.call('HINCRBYFLOAT', metrics_key, field, by)
+  end
+end

@@ -11,8 +11,10 @@ local job_counts = KEYS[7]       -- HASH "job:state" -> count
 local job_tasks = KEYS[8]        -- HASH job id -> task ids
 local auth_failures = KEYS[9]    -- both cleared by a submission: the credentials work again
 local auth_error = KEYS[10]
+local metrics = KEYS[11]         -- HASH counters every worker adds to (store/metrics.py)
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
--- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps)}
+-- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps),
+--         metrics (field -> increment: the calls this answer ends), submitted_field}
 -- ARGV[4] 'batch': settle paths of the batch in flight;
 --         'late': the batch's lease ran out before this answer and its paths went back to
 --         pending: only record the task IDs of ARGV[5..n], which may go out again
@@ -24,6 +26,8 @@ local auth_error = KEYS[10]
 -- for paths submitted for the first time (the usual case).
 local id, now = ARGV[1], clock(ARGV[2])
 local info = cjson.decode(ARGV[3])
+-- Before any early return: the calls happened even when their batch is settled already.
+add_metrics(metrics, info.metrics)
 local late = ARGV[4] == 'late'
 local task_ids = info.task_ids
 local history = tonumber(info.history)
@@ -136,6 +140,7 @@ for job in pairs(jobs_seen) do
   if merged ~= known then redis.call('HSET', job_tasks, job, merged) end
 end
 if n > 0 then redis.call('DEL', auth_failures, auth_error) end
+if n > 0 and info.submitted_field then add_metrics(metrics, {[info.submitted_field] = n}) end
 
 save_rest()
 return {n, top_attempts}
