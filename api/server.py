@@ -52,8 +52,5 @@ def serve(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_config=log_config(level),
         server_header=False,
-        # A body larger than this is refused by the app (413); uvicorn must let it through
-        # to be refused cleanly.
-        h11_max_incomplete_event_size=None,
     )
     uvicorn.Server(config).run()
