@@ -260,3 +260,12 @@ class ApiProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def local_redis_flush(url: str) -> None:
+    """Empty the Redis at ``url`` (tests and benchmarks between runs)."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
