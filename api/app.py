@@ -81,32 +81,7 @@ def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
     ) -> JSONResponse:
         """Enqueue ``paths`` as one job: the ``enqueue --json`` document (202); 400 with
         ``rejected`` and nothing enqueued when a path is invalid (unless ``skip_invalid``)."""
-        if len(body.paths) > settings.api_max_paths:
-            raise ApiError(
-                413,
-                "too_many_paths",
-                f"{len(body.paths)} paths, at most {settings.api_max_paths} per request: "
-                "nothing was enqueued",
-            )
-        if body.callback_url is not None:
-            _check_callback(body.callback_url, settings)
-        if idempotency_key is None:
-            return _answer(_enqueue(producer, body))
-        digest = fingerprint(body.model_dump_json().encode("utf-8"))
-        try:
-            stored = store.idempotency.begin(idempotency_key, digest)
-        except IdempotencyConflictError as exc:
-            raise ApiError(409, "idempotency_conflict", exc.reason) from None
-        if stored is not None:
-            return _answer(stored, replayed=True)
-        try:
-            answer = _enqueue(producer, body)
-        except BaseException:
-            with contextlib.suppress(redis.RedisError):
-                store.idempotency.abandon(idempotency_key)
-            raise
-        store.idempotency.finish(idempotency_key, digest, answer)
-        return _answer(answer)
+        return _refresh(producer, settings, body, idempotency_key)
 
     @router.get("/jobs/{job_id}")
     def job(job_id: str) -> dict[str, Any]:
@@ -158,6 +133,41 @@ def _open(store: Store) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _refresh(
+    producer: Producer, settings: Settings, body: RefreshRequest, idempotency_key: str | None
+) -> JSONResponse:
+    """POST /v1/refresh: check the edge limits, then enqueue once per Idempotency-Key."""
+    if len(body.paths) > settings.api_max_paths:
+        raise ApiError(
+            413,
+            "too_many_paths",
+            f"{len(body.paths)} paths, at most {settings.api_max_paths} per request: "
+            "nothing was enqueued",
+        )
+    if body.callback_url is not None:
+        _check_callback(body.callback_url, settings)
+    if idempotency_key is None:
+        return _answer(_enqueue(producer, body))
+    idempotency = producer.store.idempotency
+    # The parsed body, not its bytes: the same request spelled with other spacing is the same.
+    digest = fingerprint(body.model_dump_json().encode("utf-8"))
+    try:
+        stored = idempotency.begin(idempotency_key, digest)
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, "idempotency_conflict", exc.reason) from None
+    if stored is not None:
+        return _answer(stored, replayed=True)
+    try:
+        answer = _enqueue(producer, body)
+    except BaseException:
+        # Nothing (or, interrupted, part) went in: a retry must be free to run afresh.
+        with contextlib.suppress(redis.RedisError):
+            idempotency.abandon(idempotency_key)
+        raise
+    idempotency.finish(idempotency_key, digest, answer)
+    return _answer(answer)
 
 
 def _check_callback(url: str, settings: Settings) -> None:

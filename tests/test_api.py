@@ -248,14 +248,15 @@ def test_a_callback_to_a_host_not_allowed_is_a_400_and_enqueues_nothing(
 def test_redis_down_is_a_503_with_a_clear_message(tmp_path: Path) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with ApiProcess(api_env(down), tmp_path / "api.log") as server:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            answers = [
-                client.post("/v1/refresh", json={"paths": ["a.example.com/x"]}, headers=AUTH),
-                client.get("/v1/jobs/1", headers=AUTH),
-                client.get("/v1/quota", headers=AUTH),
-                client.get("/metrics"),
-                client.get("/healthz"),
-            ]
+        client = httpx.Client(base_url=server.url, timeout=10)
+        answers = [
+            client.post("/v1/refresh", json={"paths": ["a.example.com/x"]}, headers=AUTH),
+            client.get("/v1/jobs/1", headers=AUTH),
+            client.get("/v1/quota", headers=AUTH),
+            client.get("/metrics"),
+            client.get("/healthz"),
+        ]
+        client.close()
     for answer in answers:
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"] == "redis_unavailable"

@@ -87,8 +87,9 @@ class WebhookSender:
             delivery = Delivery(delivery_id, reg.job_id, reg.url, body, created_at=now)
             if webhooks.fire(delivery):
                 fired += 1
-                log.info("webhook due job=%s state=%s delivery=%s", reg.job_id, status.state,
-                         delivery_id)
+                log.info(
+                    "webhook due job=%s state=%s delivery=%s", reg.job_id, status.state, delivery_id
+                )
         return fired
 
     def deliver_due(self) -> int:
