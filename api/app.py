@@ -40,13 +40,18 @@ from producer.producer import (
 log = logging.getLogger("cdn_refresh.api")
 
 # Redis retries of the API's client: a blip is ridden out, a Redis that is down is a 503 in
-# well under a second, not after the workers' 4 to 8 s of retries.
+# well under a second, not after the workers' 4 to 8 s of retries; a host that does not
+# answer at all (no refusal) is given up on after the connect timeout.
 API_REDIS_RETRIES = 2
+API_REDIS_CONNECT_TIMEOUT_S = 2.0
 
 
 def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
     """The application for ``settings`` (no connection is made until a request needs one)."""
-    store = Store(redis_from_settings(settings, retries=API_REDIS_RETRIES), settings)
+    client = redis_from_settings(
+        settings, retries=API_REDIS_RETRIES, connect_timeout_s=API_REDIS_CONNECT_TIMEOUT_S
+    )
+    store = Store(client, settings)
     producer = Producer(store, notify=FlushNotifier(store) if notify_workers else None)
     tokens = [t.get_secret_value() for t in settings.api_tokens]
     if not tokens:

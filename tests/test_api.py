@@ -274,3 +274,17 @@ def test_the_token_is_in_no_log_line(api: ApiProcess, http: httpx.Client) -> Non
     assert "POST /v1/refresh" in log and "GET /v1/quota" in log
     for secret in (TOKEN, OTHER_TOKEN, "hook-secret"):
         assert secret not in log
+
+
+def test_tokens_and_the_webhook_secret_never_show_in_settings_or_their_errors() -> None:
+    from cdn_refresh.settings import SettingsError, load_settings
+
+    settings = load_settings(
+        _env_file=None, api_tokens=f"{TOKEN}, {OTHER_TOKEN}", webhook_secret="hook-secret"
+    )
+    assert [t.get_secret_value() for t in settings.api_tokens] == [TOKEN, OTHER_TOKEN]
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert TOKEN not in shown and "hook-secret" not in shown
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, api_tokens=TOKEN, api_max_paths="many")
+    assert "CDN_REFRESH_API_MAX_PATHS" in str(caught.value) and TOKEN not in str(caught.value)

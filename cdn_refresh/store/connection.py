@@ -21,14 +21,21 @@ RETRY_ATTEMPTS = 10
 RETRY_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
 
 
-def redis_from_settings(settings: Settings, *, retries: int = RETRY_ATTEMPTS) -> redis.Redis:
+def redis_from_settings(
+    settings: Settings,
+    *,
+    retries: int = RETRY_ATTEMPTS,
+    connect_timeout_s: float | None = None,
+) -> redis.Redis:
     """A client for ``CDN_REFRESH_REDIS_URL`` (``decode_responses`` on: keys are text).
 
-    ``retries``: fewer for a client that must answer fast (the HTTP API says 503 at once).
+    ``retries`` and ``connect_timeout_s``: less patience for a client that must answer fast
+    (the HTTP API says 503 instead of keeping its caller waiting on an unreachable host).
     """
     return redis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         decode_responses=True,
+        socket_connect_timeout=connect_timeout_s,
         health_check_interval=30,
         socket_keepalive=True,
         retry=Retry(RETRY_BACKOFF, retries),
