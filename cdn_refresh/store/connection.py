@@ -32,10 +32,12 @@ def redis_from_settings(
     ``retries`` and ``connect_timeout_s``: less patience for a client that must answer fast
     (the HTTP API says 503 instead of keeping its caller waiting on an unreachable host).
     """
+    # Only when given: redis-py has a default of its own, which the workers keep.
+    timeouts = {} if connect_timeout_s is None else {"socket_connect_timeout": connect_timeout_s}
     return redis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         decode_responses=True,
-        socket_connect_timeout=connect_timeout_s,
+        **timeouts,
         health_check_interval=30,
         socket_keepalive=True,
         retry=Retry(RETRY_BACKOFF, retries),
