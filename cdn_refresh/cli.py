@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.constants import API_HOST, API_PORT, OBJECT_TYPES, ObjectType
 from cdn_refresh.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -267,22 +267,14 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
 )
 def quota(as_json: bool, set_window_s: float | None) -> None:
     """Show the rolling-window quota: limit, used and remaining per type."""
+    from cdn_refresh.documents import quota_document
     from cdn_refresh.store import Store
 
     store = Store.from_settings(_settings())
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
-    data: dict[str, Any] = {}
-    for kind in OBJECT_TYPES:
-        usage = store.quota.usage(kind)
-        data[kind.label] = {
-            "limit": usage.limit,
-            "used": usage.used,
-            "remaining": usage.remaining,
-            "pending": store.quota.pending_count(kind),
-            "cooling": store.quota.cooling_count(kind),
-        }
+    data = quota_document(store)  # the API's GET /v1/quota answers the same document
     store.close()
     text = "\n".join(
         f"{name:<10} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
@@ -445,3 +437,14 @@ def emulator(emulator_args: tuple[str, ...]) -> None:
     from emulator.cli import emulator_command
 
     emulator_command.main(list(emulator_args), prog_name="cdn-refresh emulator")
+
+
+@main.command()
+@click.option("--host", default=API_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=API_PORT, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API (bearer tokens in CDN_REFRESH_API_TOKENS; schema at /openapi.json)."""
+    # Loaded only when asked for, like the other wings: FastAPI and uvicorn are not small.
+    from api.server import serve
+
+    serve(_settings(), host, port)

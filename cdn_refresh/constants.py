@@ -97,3 +97,17 @@ BULK_RANK_OFFSET: Final = 10**13
 # Celery task names, shared so the producer can send a flush without importing the worker.
 TASK_FLUSH: Final = "cdn_refresh.flush"
 TASK_TICK: Final = "cdn_refresh.tick"
+
+# The HTTP API (``cdn-refresh api``) and its job-end webhooks.
+API_HOST: Final = "127.0.0.1"
+API_PORT: Final = 8080
+API_MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+# Paths one POST may carry: a 10 MB body holds about this many typical URLs.
+API_MAX_PATHS: Final = 100_000
+# How long a POST's Idempotency-Key returns the job it made.
+IDEMPOTENCY_TTL_S: Final = 24 * 60 * 60
+WEBHOOK_TIMEOUT_S: Final = 10.0
+WEBHOOK_RETRY_BASE_DELAY_S: Final = 5.0
+WEBHOOK_RETRY_MAX_DELAY_S: Final = 3600.0
+# Upper bounds (s) of the provider call duration histogram; +Inf is implied.
+CALL_DURATION_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -207,3 +207,65 @@ class WorkerProcess:
         """A warm shutdown; a kill if it hangs, and no pool child left behind."""
         stop_group(self.process, grace_s=grace_s)
         self._log.close()
+
+
+class ApiProcess:
+    """``cdn-refresh api`` as a child on a free loopback port, its output in ``log_path``.
+
+    A real uvicorn serving the real application: what tests and benchmarks talk HTTP to.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        argv = [sys.executable, "-m", "cdn_refresh", "api", "--host", "127.0.0.1"]
+        self.process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+            [*argv, "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        """Wait until it answers HTTP (``/healthz`` may say 503: Redis is another matter)."""
+        import httpx
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"cdn-refresh api exited: {self.log()[-2000:]}")
+            try:
+                httpx.get(self.url + "/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+            return True
+
+        wait_for(answers, timeout_s, self.log)
+
+    def log(self) -> str:
+        """Everything the server wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn shuts down gracefully), then the group."""
+        stop_group(self.process)
+        self._log.close()
+
+    def __enter__(self) -> ApiProcess:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def local_redis_flush(url: str) -> None:
+    """Empty the Redis at ``url`` (tests and benchmarks between runs)."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()

@@ -78,7 +78,34 @@ class Settings(BaseSettings):
     # Input policy: empty means any domain.
     allowed_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # The HTTP API (`cdn-refresh api`) and the webhooks it registers. No token: no access.
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_max_body_bytes: int = Field(default=c.API_MAX_BODY_BYTES, ge=1024)
+    api_max_paths: int = Field(default=c.API_MAX_PATHS, ge=1)
+    webhook_secret: SecretStr = SecretStr("")
+    # Hosts a callback_url may name; empty: callbacks are refused.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=c.WEBHOOK_TIMEOUT_S, gt=0)
+    webhook_retry_base_delay_s: float = Field(default=c.WEBHOOK_RETRY_BASE_DELAY_S, gt=0)
+    webhook_retry_max_delay_s: float = Field(default=c.WEBHOOK_RETRY_MAX_DELAY_S, gt=0)
+
     log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return [SecretStr(t.strip()) for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip().lower().rstrip(".") for h in value.split(",") if h.strip()]
+        return value
 
     @field_validator("allowed_domains", mode="before")
     @classmethod

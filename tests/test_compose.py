@@ -28,9 +28,9 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
 
-APP_SERVICES = ("worker", "scheduler", "emulator")
+APP_SERVICES = ("worker", "scheduler", "emulator", "api")
 FIELDS = set(Settings.model_fields)
-SECRET_FIELDS = {"access_key_secret", "security_token"}
+SECRET_FIELDS = {"access_key_secret", "security_token", "api_tokens", "webhook_secret"}
 ENV_LINE = re.compile(r"^(#\s*)?(CDN_REFRESH_[A-Z0-9_]+)=(.*)$")
 ENV_NAME = re.compile(r"CDN_REFRESH_[A-Z0-9_]+")
 # A dummy environment for subprocesses: a Redis URL that is never connected to, nothing else.
@@ -136,13 +136,13 @@ def seconds(duration: str) -> float:
 def test_compose_parses_with_the_expected_services() -> None:
     data = load_compose()
     assert "version" not in data  # the Compose specification has no version key
-    assert {"redis", "worker", "scheduler", "emulator"} <= set(data["services"])
+    assert {"redis", "worker", "scheduler", "emulator", "api"} <= set(data["services"])
 
 
 def test_only_the_emulator_is_behind_a_profile() -> None:
     svcs = services()
     assert "emulator" in svcs["emulator"].get("profiles", [])
-    for name in ("redis", "worker", "scheduler"):
+    for name in ("redis", "worker", "scheduler", "api"):
         assert not svcs[name].get("profiles"), f"{name} must start by default"
 
 
@@ -180,7 +180,7 @@ def test_worker_restarts_and_stops_gracefully() -> None:
     assert grace >= call_s, "long enough for a call in flight to finish"
 
 
-@pytest.mark.parametrize("name", ["worker", "scheduler"])
+@pytest.mark.parametrize("name", ["worker", "scheduler", "api"])
 def test_app_services_wait_for_redis_and_read_the_env_file(name: str) -> None:
     svc = services()[name]
     assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -227,6 +227,25 @@ def test_emulator_command_and_port() -> None:
     assert port in [str(p) for p in svc.get("expose", [])]
     assert "env_file" not in svc, "real credentials stay away from the emulator"
     assert f"CDN_REFRESH_ENDPOINT=http://emulator:{port}" in COMPOSE.read_text(encoding="utf-8")
+
+
+def test_api_listens_on_its_exposed_port_and_checks_its_health() -> None:
+    svc = services()["api"]
+    argv = argv_of(svc["command"])
+    assert argv[:2] == ["cdn-refresh", "api"]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    port = argv[argv.index("--port") + 1]
+    assert port in [str(p) for p in svc.get("expose", [])]
+    test = " ".join(svc["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in test
+
+
+def test_the_prometheus_example_scrapes_the_api_service() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "cdn-refresh"]
+    assert job["metrics_path"] == "/metrics"
+    port = argv_of(services()["api"]["command"])[-1]
+    assert job["static_configs"][0]["targets"] == [f"api:{port}"]
 
 
 # --- every command names something that exists ------------------------------------------------

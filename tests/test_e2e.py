@@ -138,7 +138,13 @@ def test_three_workers_never_spend_more_than_the_quota(cluster: Cluster) -> None
         check=True,
     )
     quota = json.loads(out.stdout)
-    assert quota["file"] == {"limit": 1_500, "used": 1_500, "remaining": 0, "pending": 3_500}
+    assert quota["file"] == {
+        "limit": 1_500,
+        "used": 1_500,
+        "remaining": 0,
+        "pending": 3_500,
+        "cooling": 0,
+    }
     # The operator hears of it once, not at every flush and tick of every worker.
     full_logs = "".join(w.log() for w in cluster.workers)
     assert full_logs.count("quota window full type=File") == 1, full_logs[-3000:]

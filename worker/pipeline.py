@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
+from cdn_refresh.store.metrics import CallSample
 from cdn_refresh.store.records import Batch, Release, Settled, Wait
 from worker.client import CdnClient
 from worker.errors import CdnError, RejectedPathError
@@ -52,6 +53,27 @@ class FlushReport:
     task_ids: list[str] = field(default_factory=list)
     top_attempt: int = 0
     batch_first_call: int = 0
+    # Calls made whose answer is not settled yet: the next submit or release counts them.
+    unsettled_calls: list[CallSample] = field(default_factory=list)
+
+    def note_call(self, outcome: str, started: float) -> None:
+        """A provider call ended (``started``: its time.monotonic() at the start)."""
+        self.unsettled_calls.append(CallSample(outcome, time.monotonic() - started))
+
+    def take_calls(self) -> list[CallSample]:
+        """The calls the settle about to run ends, handed over once."""
+        calls, self.unsettled_calls = self.unsettled_calls, []
+        return calls
+
+
+# The ``outcome`` label of a call that raised, by what the policy does with it (as in the
+# batch log line).
+CALL_OUTCOMES = {
+    Action.RETRY: "retry",
+    Action.HOLD_TYPE: "provider_quota",
+    Action.HOLD_ALL: "credentials",
+    Action.SPLIT: "rejected_path",
+}
 
 
 class Flusher:
@@ -133,7 +155,7 @@ class Flusher:
             error = exc
             outcome = self._settle_error(batch, exc, report)
         except Exception as exc:
-            self._release(batch, ON_OUR_BUG, code=type(exc).__name__)
+            self._release(batch, ON_OUR_BUG, code=type(exc).__name__, calls=report.take_calls())
             outcome = "error"
             raise
         finally:
@@ -156,11 +178,20 @@ class Flusher:
 
     def _submit(self, batch: Batch, paths: tuple[str, ...], report: FlushReport) -> None:
         report.calls += 1
+        started = time.monotonic()
         try:
             result = self._client.refresh_object_caches(list(paths), batch.object_type)
         except RejectedPathError as exc:
+            report.note_call(CALL_OUTCOMES[Action.SPLIT], started)
             self._split(batch, paths, exc, report)
             return
+        except CdnError as exc:
+            report.note_call(CALL_OUTCOMES[policy_for(exc).action], started)
+            raise
+        except Exception:
+            report.note_call("error", started)
+            raise
+        report.note_call("submitted", started)
         done = self._store.batches.submit(
             batch,
             # The whole batch (no split so far): no paths means every path still in the batch,
@@ -168,6 +199,7 @@ class Flusher:
             () if paths is batch.paths else paths,
             result.task_ids,
             result.request_id,
+            calls=report.take_calls(),
         )
         if done.settled == 0:
             # The lease ran out before this answer (a stalled worker) and the paths went
@@ -204,6 +236,7 @@ class Flusher:
                 code=exc.code,
                 message=exc.message,
                 return_quota=policy_for(exc).quota_back(exc),
+                calls=report.take_calls(),
             )
             report.dead_lettered += done.dead_lettered
             report.top_attempt = max(report.top_attempt, done.top_attempts)
@@ -221,13 +254,26 @@ class Flusher:
         self._submit(batch, paths[middle:], report)
 
     def _release(
-        self, batch: Batch, policy: Policy, *, code: str, message: str = "", back: bool = False
+        self,
+        batch: Batch,
+        policy: Policy,
+        *,
+        code: str,
+        message: str = "",
+        back: bool = False,
+        calls: list[CallSample] | None = None,
     ) -> Settled:
         """Send what is left of a batch back to pending by ``policy`` (an attempt counted
         for a retry, which dead-letters the paths that reach MAX_ATTEMPTS)."""
         release = Release.RETRY if policy.action is Action.RETRY else Release.REQUEUE
         return self._store.batches.release(
-            batch.id, batch.object_type, release, code=code, message=message, return_quota=back
+            batch.id,
+            batch.object_type,
+            release,
+            code=code,
+            message=message,
+            return_quota=back,
+            calls=calls or (),
         )
 
     def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
@@ -237,7 +283,12 @@ class Flusher:
             # Splitting gave up (MAX_SPLIT_CALLS): what is left is retried.
             policy = ON_SPLIT_BUDGET_SPENT
         done = self._release(
-            batch, policy, code=exc.code, message=exc.message, back=policy.quota_back(exc)
+            batch,
+            policy,
+            code=exc.code,
+            message=exc.message,
+            back=policy.quota_back(exc),
+            calls=report.take_calls(),
         )
         report.requeued += done.settled - done.dead_lettered
         report.dead_lettered += done.dead_lettered

@@ -15,6 +15,7 @@ from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from worker.client import CdnClient
 from worker.pipeline import Flusher
+from worker.webhooks import WebhookSender
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Runtime:
     store: Store
     client: CdnClient
     flusher: Flusher
+    webhooks: WebhookSender
 
 
 _settings: Settings | None = None
@@ -60,5 +62,6 @@ def get_runtime(on_more_work: Callable[[ObjectType], object] | None = None) -> R
         store = Store.from_settings(_settings)
         cdn = CdnClient(_settings)
         flusher = Flusher(store, cdn, _settings, on_more_work=on_more_work)
-        _runtime = Runtime(_settings, store, cdn, flusher)
+        webhooks = WebhookSender(store, _settings)
+        _runtime = Runtime(_settings, store, cdn, flusher, webhooks)
     return _runtime

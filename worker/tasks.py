@@ -72,11 +72,18 @@ def _notice_wait(rt: Runtime, kind: ObjectType, wait: Wait) -> None:
 
 @shared_task(name=TASK_TICK, ignore_result=True)
 def tick() -> dict[str, Any]:
-    """The periodic safety net: reclaim dead workers' batches, trim old records, flush."""
+    """The periodic safety net: reclaim dead workers' batches, trim old records, flush; and
+    the job-end webhooks (fire those of jobs that ended, deliver what is due)."""
     rt = _runtime()
     reclaimed = rt.flusher.reclaim_expired()
     trimmed = rt.store.retention.trim()
     pending = rt.store.quota.types_pending()
     for kind in pending:
         request_flush(kind)
-    return {"reclaimed": reclaimed, "trimmed": trimmed, "pending_types": [k.value for k in pending]}
+    webhooks = rt.webhooks.tick()
+    return {
+        "reclaimed": reclaimed,
+        "trimmed": trimmed,
+        "pending_types": [k.value for k in pending],
+        "webhooks": webhooks,
+    }

@@ -13,6 +13,9 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.lookups`: a path's story, dead letters, replay.
 - :mod:`~cdn_refresh.store.promotion`: what promotion and ``plan`` read; promoted Directories.
 - :mod:`~cdn_refresh.store.retention`: forgetting old records and finished jobs.
+- :mod:`~cdn_refresh.store.metrics`: the figures ``/metrics`` shows, and the counters.
+- :mod:`~cdn_refresh.store.idempotency`: the HTTP API's Idempotency-Keys.
+- :mod:`~cdn_refresh.store.webhooks`: job-end callbacks and their outbox.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from cdn_refresh.settings import Settings
 from cdn_refresh.store.batches import BatchStore
 from cdn_refresh.store.connection import broker_url, redis_from_settings
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.idempotency import IdempotencyStore
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
 from cdn_refresh.store.keys import Keys
 from cdn_refresh.store.lookups import PathStore
+from cdn_refresh.store.metrics import MetricsStore
 from cdn_refresh.store.promotion import PromotionStore
 from cdn_refresh.store.quota import QuotaStore, QuotaWindowMismatchError
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
+from cdn_refresh.store.webhooks import WebhookStore
 
 __all__ = [
     "JobNotFoundError",
@@ -52,6 +58,9 @@ class Store:
         self.paths = PathStore(self._ctx, self.batches)
         self.retention = Retention(self._ctx)
         self.promotion = PromotionStore(self._ctx)
+        self.metrics = MetricsStore(self._ctx)
+        self.idempotency = IdempotencyStore(self._ctx)
+        self.webhooks = WebhookStore(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

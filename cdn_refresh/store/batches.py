@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, cast
 
 from cdn_refresh.constants import BULK_RANK_OFFSET, MAX_MESSAGE_CHARS, ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.metrics import CallSample, call_increments, submitted_field
 from cdn_refresh.store.records import Batch, Coverage, Release, Settled, Wait, WaitReason
 
 # How many pending paths one claim may look at to fill a batch within the domain limit.
@@ -94,13 +96,16 @@ class BatchStore:
         task_ids: tuple[str, ...],
         request_id: str,
         now: float | None = None,
+        *,
+        calls: Sequence[CallSample] = (),
     ) -> Settled:
         """Record ``paths`` of ``batch`` (all of them when empty) as submitted.
 
         Settles nothing when the batch's lease ran out first and its paths went back to
-        pending (a stalled worker): then, see :meth:`record_late`.
+        pending (a stalled worker): then, see :meth:`record_late`. ``calls`` are the
+        provider calls this answer ends, for the metrics counters.
         """
-        answer = self._submit(batch, "batch", paths, task_ids, request_id, now)
+        answer = self._submit(batch, "batch", paths, task_ids, request_id, now, calls)
         return Settled(int(answer[0]), 0, int(answer[1]), int(answer[2]))
 
     def record_late(
@@ -108,7 +113,7 @@ class BatchStore:
     ) -> None:
         """Keep the task IDs of an answer that came after its batch was reclaimed (the
         paths are pending again and may go out again)."""
-        self._submit(batch, "late", paths or batch.paths, task_ids, request_id, None)
+        self._submit(batch, "late", paths or batch.paths, task_ids, request_id, None, ())
 
     def _submit(
         self,
@@ -118,11 +123,17 @@ class BatchStore:
         task_ids: tuple[str, ...],
         request_id: str,
         now: float | None,
+        calls: Sequence[CallSample],
     ) -> Any:
         info = {
             "task_ids": list(task_ids),
             "request_id": request_id,
             "history": SUBMISSION_HISTORY,
+            "metrics": call_increments(batch.object_type, calls),
+            "submitted_fields": {
+                "own": submitted_field(batch.object_type),
+                "File": submitted_field(ObjectType.FILE),
+            },
         }
         return self._ctx.scripts.run(
             scripts.SUBMIT,
@@ -142,15 +153,18 @@ class BatchStore:
         message: str = "",
         return_quota: bool = False,
         only_if_lease_expired: bool = False,
+        calls: Sequence[CallSample] = (),
     ) -> Settled:
         """Send ``paths`` of a batch (all of it when empty) back to pending or into the
-        dead-letter set; see ``lua/release.lua``."""
+        dead-letter set; see ``lua/release.lua``. ``calls`` are the provider calls this
+        answer ends, for the metrics counters."""
         info = {
             "code": code,
             "message": message[:MAX_MESSAGE_CHARS],
             "return_quota": return_quota,
             "max_attempts": self._ctx.settings.max_attempts,
             "only_if_lease_expired": only_if_lease_expired,
+            "metrics": call_increments(object_type, calls),
         }
         answer = self._ctx.scripts.run(
             scripts.RELEASE,

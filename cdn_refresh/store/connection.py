@@ -21,14 +21,26 @@ RETRY_ATTEMPTS = 10
 RETRY_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
 
 
-def redis_from_settings(settings: Settings) -> redis.Redis:
-    """A client for ``CDN_REFRESH_REDIS_URL`` (``decode_responses`` on: keys are text)."""
+def redis_from_settings(
+    settings: Settings,
+    *,
+    retries: int = RETRY_ATTEMPTS,
+    connect_timeout_s: float | None = None,
+) -> redis.Redis:
+    """A client for ``CDN_REFRESH_REDIS_URL`` (``decode_responses`` on: keys are text).
+
+    ``retries`` and ``connect_timeout_s``: less patience for a client that must answer fast
+    (the HTTP API says 503 instead of keeping its caller waiting on an unreachable host).
+    """
+    # Only when given: redis-py has a default of its own, which the workers keep.
+    timeouts = {} if connect_timeout_s is None else {"socket_connect_timeout": connect_timeout_s}
     return redis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         decode_responses=True,
+        **timeouts,
         health_check_interval=30,
         socket_keepalive=True,
-        retry=Retry(RETRY_BACKOFF, RETRY_ATTEMPTS),
+        retry=Retry(RETRY_BACKOFF, retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 

@@ -67,6 +67,11 @@ class SharedKeys:
     flush_requested: str  # STRING with a TTL: the producers' wake-up debounce
     write_probe: str  # set and deleted in one transaction: does Redis take writes?
     promotion_lock: str  # STRING with a TTL: one worker plans promotions at a time
+    # Counters every worker adds to (store/metrics.py): HASH field -> number.
+    metrics: str
+    webhooks: str  # HASH job id -> JSON callback registered for the job's end
+    webhook_outbox: str  # ZSET delivery id -> next attempt (s); a lease pushes it on
+    webhook_deliveries: str  # HASH delivery id -> JSON delivery (url, body, attempts)
 
 
 class Keys:
@@ -80,6 +85,11 @@ class Keys:
             kind: TypeKeys(*(f"{tag}:{_STORED_TYPE_NAME[kind]}:{f.name}" for f in fields(TypeKeys)))
             for kind in OBJECT_TYPES
         }
+
+    def idempotency(self, digest: str) -> str:
+        """The STRING (with a TTL) that holds what one Idempotency-Key's POST answered;
+        ``digest`` is a hash of the key, never the key itself."""
+        return f"{{{self.prefix}}}:idempotency:{digest}"
 
     def of(self, object_type: ObjectType) -> TypeKeys:
         """The keys of one object type."""

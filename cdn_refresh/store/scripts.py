@@ -111,6 +111,7 @@ SUBMIT = ScriptSpec(
         "other.records",
         "other.records_by_time",
         "other.dead",
+        "metrics",
     ),
 )
 RELEASE = ScriptSpec(
@@ -133,11 +134,15 @@ RELEASE = ScriptSpec(
         "other.pending_lex",
         "other.waiters",
         "last_sent",
+        "metrics",
     ),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
 QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
 TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
+WEBHOOK_FIRE = ScriptSpec("webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries"))
+WEBHOOK_LEASE = ScriptSpec("webhook_lease.lua", ("webhook_outbox", "webhook_deliveries"))
+WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
@@ -148,6 +153,9 @@ ALL: tuple[ScriptSpec, ...] = (
     EXTEND_TTL,
     QUOTA_USED,
     TOUCH_JOB,
+    WEBHOOK_FIRE,
+    WEBHOOK_LEASE,
+    WEBHOOK_RETRY,
 )
 
 

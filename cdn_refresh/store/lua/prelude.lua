@@ -185,3 +185,11 @@ local function stop_cooling(cooling_key, rank_key, paths, n)
     redis.call('HDEL', rank_key, unpack(paths, first, last))
   end)
 end
+
+-- Metrics counters (HASH field -> number; cdn_refresh/store/metrics.py names the fields),
+-- added by the script that settles the call they describe: counting costs no round trip.
+local function add_metrics(metrics_key, increments)
+  for field, by in pairs(increments or {}) do
+    redis.call('HINCRBYFLOAT', metrics_key, field, by)
+  end
+end

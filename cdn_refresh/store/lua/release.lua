@@ -18,18 +18,22 @@ local file_pending_lex = KEYS[15]
 local file_waiters = KEYS[16]
 local last_sent = KEYS[17]   -- ZSET path -> last claimed (s): a path that did not go through
                              -- is no reason for a cooldown
+local metrics = KEYS[18]     -- HASH counters every worker adds to (store/metrics.py)
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] what happens to the paths:
 --   'retry'   back to pending with an attempt counted; dead-lettered at max_attempts
 --   'requeue' back to pending, no attempt counted (nothing was wrong with the paths)
 --   'failed'  dead-lettered now (the provider refused the path itself)
--- ARGV[4] JSON {code, message, return_quota, max_attempts, only_if_lease_expired}
+-- ARGV[4] JSON {code, message, return_quota, max_attempts, only_if_lease_expired,
+--         metrics (field -> increment: the calls this answer ends)}
 -- ARGV[5..n] the paths; none means every path still in the batch
 -- Returns {released, dead_lettered, highest attempt count among the released paths}
 -- The paths a released Directory covered go back to pending as they were: nothing was wrong
 -- with them.
 local id, now, mode = ARGV[1], clock(ARGV[2]), ARGV[3]
 local info = cjson.decode(ARGV[4])
+-- Before any early return: the calls happened even when their batch is settled already.
+add_metrics(metrics, info.metrics)
 if info.only_if_lease_expired then
   local lease = redis.call('ZSCORE', leases, id)
   if lease and tonumber(lease) > now then return {0, 0, 0} end

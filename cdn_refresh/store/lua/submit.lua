@@ -16,8 +16,12 @@ local file_pathinfo = KEYS[12]   -- the other type's keys: the Files a Directory
 local file_records = KEYS[13]
 local file_records_by_time = KEYS[14]
 local file_dead = KEYS[15]
+local metrics = KEYS[16]         -- HASH counters every worker adds to (store/metrics.py)
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
--- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps)}
+-- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps),
+--         metrics (field -> increment: the calls this answer ends),
+--         submitted_fields {own, File} (the counters of submitted paths: of the batch's type,
+--         and of Files, for the Files a Directory covers)}
 -- ARGV[4] 'batch': settle paths of the batch in flight;
 --         'late': the batch's lease ran out before this answer and its paths went back to
 --         pending: only record the task IDs of ARGV[5..n], which may go out again
@@ -30,6 +34,8 @@ local file_dead = KEYS[15]
 -- covers are settled with it, in this same step, under its task IDs.
 local id, now = ARGV[1], clock(ARGV[2])
 local info = cjson.decode(ARGV[3])
+-- Before any early return: the calls happened even when their batch is settled already.
+add_metrics(metrics, info.metrics)
 local late = ARGV[4] == 'late'
 local task_ids = info.task_ids
 local history = tonumber(info.history)
@@ -133,7 +139,7 @@ local files = {
 local top_attempts = settle(taken.paths, taken.jobs, taken.n, own, nil)
 if late then return {taken.n, top_attempts, 0} end
 
-local n_covered = 0
+local n_covered, covered_files = 0, 0
 if redis.call('HLEN', covered) > 0 then
   for _, directory in ipairs(taken.paths) do
     local field = id .. '|' .. directory
@@ -143,6 +149,7 @@ if redis.call('HLEN', covered) > 0 then
       settle(entry.files.paths, entry.files.jobs, entry.files.n, files, directory)
       settle(entry.dirs.paths, entry.dirs.jobs, entry.dirs.n, own, directory)
       n_covered = n_covered + entry.files.n + entry.dirs.n
+      covered_files = covered_files + entry.files.n
       redis.call('HDEL', covered, field)
     end
   end
@@ -161,6 +168,13 @@ for job in pairs(jobs_seen) do
   if merged ~= known then redis.call('HSET', job_tasks, job, merged) end
 end
 if taken.n > 0 then redis.call('DEL', auth_failures, auth_error) end
+-- Covered paths are submitted too: covered Files count as Files, the rest as the batch's type.
+local fields = info.submitted_fields
+if fields and taken.n > 0 then
+  local increments = {[fields.own] = taken.n + n_covered - covered_files}
+  if covered_files > 0 then increments[fields.File] = covered_files end
+  add_metrics(metrics, increments)
+end
 
 save_rest()
 return {taken.n, top_attempts, n_covered}

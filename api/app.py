@@ -1,0 +1,208 @@
+"""The FastAPI application: the producer's questions over HTTP, for backends in any language.
+
+Each answer is the document the CLI's ``--json`` prints, built by the same function
+(:mod:`cdn_refresh.documents`). Work runs in FastAPI's thread pool (the producer is
+synchronous); the store's Redis client is shared, its pool safe across threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Depends, FastAPI, Header, Query
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import errors
+from api.auth import TokenCheck
+from api.errors import ApiError
+from api.limits import BodyLimit
+from api.metrics import registry_for
+from api.models import RefreshRequest
+from cdn_refresh import callbacks
+from cdn_refresh.documents import quota_document
+from cdn_refresh.paths import InvalidPathError
+from cdn_refresh.settings import Settings
+from cdn_refresh.store import JobNotFoundError, Store, redis_from_settings
+from cdn_refresh.store.idempotency import IdempotencyConflictError, StoredAnswer, fingerprint
+from producer.producer import (
+    EnqueueInterruptedError,
+    EnqueueRejectedError,
+    FlushNotifier,
+    Producer,
+    RedisRefusesWritesError,
+)
+
+log = logging.getLogger("cdn_refresh.api")
+
+# Redis retries of the API's client: a blip is ridden out, a Redis that is down is a 503 in
+# well under a second, not after the workers' 4 to 8 s of retries; a host that does not
+# answer at all (no refusal) is given up on after the connect timeout.
+API_REDIS_RETRIES = 2
+API_REDIS_CONNECT_TIMEOUT_S = 2.0
+
+
+def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
+    """The application for ``settings`` (no connection is made until a request needs one)."""
+    client = redis_from_settings(
+        settings, retries=API_REDIS_RETRIES, connect_timeout_s=API_REDIS_CONNECT_TIMEOUT_S
+    )
+    store = Store(client, settings)
+    producer = Producer(store, notify=FlushNotifier(store) if notify_workers else None)
+    tokens = [t.get_secret_value() for t in settings.api_tokens]
+    if not tokens:
+        log.warning("CDN_REFRESH_API_TOKENS is empty: every /v1 request is refused (401)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        producer.close()
+
+    app = FastAPI(
+        title="cdn-refresh",
+        summary="Queue Alibaba Cloud CDN refreshes; ask about jobs, paths and the quota.",
+        version="1",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.include_router(_v1(producer, settings, TokenCheck(tokens)))
+    app.include_router(_open(store))
+    return app
+
+
+def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    store = producer.store
+
+    @router.post("/refresh", status_code=202)
+    def refresh(
+        body: RefreshRequest,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JSONResponse:
+        """Enqueue ``paths`` as one job: the ``enqueue --json`` document (202); 400 with
+        ``rejected`` and nothing enqueued when a path is invalid (unless ``skip_invalid``)."""
+        return _refresh(producer, settings, body, idempotency_key)
+
+    @router.get("/jobs/{job_id}")
+    def job(job_id: str) -> dict[str, Any]:
+        """A job's state, counts and task IDs: the ``status --json`` document."""
+        try:
+            return producer.status(job_id).to_dict()
+        except JobNotFoundError:
+            raise ApiError(404, "not_found", f"no job {job_id}") from None
+
+    @router.get("/lookup")
+    def lookup(
+        path: Annotated[str, Query(max_length=16 * 1024)],
+        object_type: Annotated[str, Query(alias="type", pattern="^(?i:file|directory)$")] = "file",
+    ) -> dict[str, Any]:
+        """Was ``path`` refreshed, and under which task? The ``lookup --json`` document."""
+        try:
+            return producer.lookup(path, object_type).to_dict()
+        except InvalidPathError as exc:
+            raise ApiError(400, "invalid_path", f"invalid path: {exc.reason}") from None
+
+    @router.get("/quota")
+    def quota() -> dict[str, Any]:
+        """Our count of the rolling quota window: the ``quota --json`` document."""
+        return quota_document(store)
+
+    return router
+
+
+def _open(store: Store) -> APIRouter:
+    """The routes without a token: what load balancers and Prometheus ask."""
+    router = APIRouter()
+    registry = registry_for(store)
+
+    @router.get("/healthz")
+    def healthz() -> JSONResponse:
+        """200 when Redis answers, 503 when it does not."""
+        try:
+            store.redis.ping()
+        except redis.RedisError as exc:
+            body = errors.error_document(
+                "redis_unavailable", f"Redis is unavailable: {type(exc).__name__}"
+            )
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @router.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text: every cdn_refresh_* figure, read from Redis now."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _refresh(
+    producer: Producer, settings: Settings, body: RefreshRequest, idempotency_key: str | None
+) -> JSONResponse:
+    """POST /v1/refresh: check the edge limits, then enqueue once per Idempotency-Key."""
+    if len(body.paths) > settings.api_max_paths:
+        raise ApiError(
+            413,
+            "too_many_paths",
+            f"{len(body.paths)} paths, at most {settings.api_max_paths} per request: "
+            "nothing was enqueued",
+        )
+    if body.callback_url is not None:
+        _check_callback(body.callback_url, settings)
+    if idempotency_key is None:
+        return _answer(_enqueue(producer, body))
+    idempotency = producer.store.idempotency
+    # The parsed body, not its bytes: the same request spelled with other spacing is the same.
+    digest = fingerprint(body.model_dump_json().encode("utf-8"))
+    try:
+        stored = idempotency.begin(idempotency_key, digest)
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, "idempotency_conflict", exc.reason) from None
+    if stored is not None:
+        return _answer(stored, replayed=True)
+    try:
+        answer = _enqueue(producer, body)
+    except BaseException:
+        # Nothing (or, interrupted, part) went in: a retry must be free to run afresh.
+        with contextlib.suppress(redis.RedisError):
+            idempotency.abandon(idempotency_key)
+        raise
+    idempotency.finish(idempotency_key, digest, answer)
+    return _answer(answer)
+
+
+def _check_callback(url: str, settings: Settings) -> None:
+    problem = callbacks.url_problem(url, settings.webhook_allowed_hosts)
+    if problem is None and not settings.webhook_secret.get_secret_value():
+        problem = "callbacks are disabled: CDN_REFRESH_WEBHOOK_SECRET is not set"
+    if problem is not None:
+        raise ApiError(400, "callback_not_allowed", problem + ": nothing was enqueued")
+
+
+def _enqueue(producer: Producer, body: RefreshRequest) -> StoredAnswer:
+    """Enqueue, and register the callback; the answer to keep for an Idempotency-Key."""
+    try:
+        receipt = producer.enqueue(
+            body.paths, body.type, body.priority, skip_invalid=body.skip_invalid
+        )
+    except EnqueueRejectedError as exc:
+        raise ApiError(400, "rejected", str(exc), extra=exc.receipt.to_dict()) from None
+    except EnqueueInterruptedError as exc:
+        raise ApiError(503, "enqueue_interrupted", str(exc), extra=exc.receipt.to_dict()) from None
+    except RedisRefusesWritesError as exc:
+        raise ApiError(503, "redis_refuses_writes", str(exc)) from None
+    if body.callback_url is not None and receipt.job_id:
+        producer.store.webhooks.register(receipt.job_id, body.callback_url)
+    return StoredAnswer(202, receipt.to_dict())
+
+
+def _answer(answer: StoredAnswer, *, replayed: bool = False) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    job_id = answer.document.get("job_id")
+    if job_id:
+        headers["Location"] = f"/v1/jobs/{job_id}"
+    return JSONResponse(answer.document, status_code=answer.status, headers=headers)
