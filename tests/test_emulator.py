@@ -262,7 +262,8 @@ def test_quota_resets_at_midnight_utc_plus_8() -> None:
 @pytest.mark.parametrize(
     ("path", "object_type", "code"),
     [
-        ("a.example.com/x y.png", "File", "InvalidObjectPath.Malformed"),
+        ("a.example.com/x y.png ", "File", "InvalidObjectPath.Malformed"),
+        ("a.example.com/x\u00a0y.png", "File", "InvalidObjectPath.Malformed"),
         ("a.example.com/x\ty.png", "File", "InvalidObjectPath.Malformed"),
         ("http:///x.png", "File", "InvalidObjectPath.Malformed"),
         ("ftp://a.example.com/x.png", "File", "InvalidObjectPath.Malformed"),
