@@ -2,9 +2,10 @@
 
 Modules: :mod:`~emulator.config` (settings), :mod:`~emulator.auth` (signature checks),
 :mod:`~emulator.paths` (ObjectPath rules), :mod:`~emulator.quota` (daily quotas),
-:mod:`~emulator.faults` (seeded fault draws), :mod:`~emulator.provider` (request handling, no
-sockets), :mod:`~emulator.state` (the same behind a lock), :mod:`~emulator.server` (HTTP) and
-:mod:`~emulator.cli` (the ``emulator`` command).
+:mod:`~emulator.faults` (seeded fault draws), :mod:`~emulator.tasks` (tasks and their queries),
+:mod:`~emulator.ratelimit` (per-action call limits), :mod:`~emulator.provider` (request
+handling, no sockets), :mod:`~emulator.state` (the same behind a lock),
+:mod:`~emulator.server` (HTTP) and :mod:`~emulator.cli` (the ``emulator`` command).
 """
 
 from emulator.config import EmulatorConfig

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from emulator.config import EmulatorConfig
 from emulator.server import EmulatorServer, serve
+
+
+def _parse_rate_limits(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for value in values:
+        action, _, count = value.partition("=")
+        if not action or not (count.isascii() and count.isdigit()) or int(count) < 1:
+            raise click.BadParameter(f"{value!r} is not ACTION=N with N >= 1", ctx, param)
+        limits[action] = int(count)
+    return limits
 
 
 @click.command("emulator")
@@ -51,6 +65,20 @@ from emulator.server import EmulatorServer, serve
     default=EmulatorConfig().dir_quota,
     show_default=True,
     help="Daily directory refresh quota.",
+)
+@click.option(
+    "--url-spent-elsewhere",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="URLs of today's quota already used by someone else on the account.",
+)
+@click.option(
+    "--dir-spent-elsewhere",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Directories of today's quota already used by someone else on the account.",
 )
 @click.option(
     "--known-domain",
@@ -113,7 +141,22 @@ from emulator.server import EmulatorServer, serve
     type=click.FloatRange(min=0),
     default=0.5,
     show_default=True,
-    help="Seconds until a task shows Complete.",
+    help="Seconds until a task shows Complete (or Failed).",
+)
+@click.option(
+    "--task-failure-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of tasks that end Failed instead of Complete (drawn from --seed).",
+)
+@click.option(
+    "--calls-per-s",
+    "calls_per_s",
+    multiple=True,
+    callback=_parse_rate_limits,
+    metavar="ACTION=N",
+    help="Answer Throttling past N calls a second to ACTION (repeat), e.g. "
+    "DescribeRefreshTasks=5. Default: no limit.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the ready line as JSON.")
 def emulator_command(
@@ -121,42 +164,27 @@ def emulator_command(
     port: int,
     access_key_id: str,
     access_key_secret: str,
-    url_quota: int,
-    dir_quota: int,
-    known_domains: tuple[str, ...],
-    offline_domains: tuple[str, ...],
-    unknown_domains: tuple[str, ...],
-    internal_error_rate: float,
-    throttle_rate: float,
-    throttle_retry_after_ms: int,
-    drop_rate: float,
-    drop_after_accept_rate: float,
     latency_ms: float,
-    seed: int | None,
-    complete_after_s: float,
     as_json: bool,
+    **settings: Any,
 ) -> None:
     """Run a local Alibaba Cloud CDN emulator (RPC API 2018-05-10) until SIGINT/SIGTERM."""
-    if internal_error_rate + throttle_rate + drop_rate > 1:
+    # The other options are EmulatorConfig fields of the same name, checked by the model.
+    if settings["internal_error_rate"] + settings["throttle_rate"] + settings["drop_rate"] > 1:
         raise click.UsageError("--internal-error-rate + --throttle-rate + --drop-rate > 1")
     if not access_key_id or not access_key_secret:
         raise click.UsageError("--access-key-id and --access-key-secret must not be empty")
-    config = EmulatorConfig(
-        credentials={access_key_id: access_key_secret},
-        url_quota=url_quota,
-        dir_quota=dir_quota,
-        known_domains=frozenset(known_domains),
-        offline_domains=frozenset(offline_domains),
-        unknown_domains=frozenset(unknown_domains),
-        internal_error_rate=internal_error_rate,
-        throttle_rate=throttle_rate,
-        throttle_retry_after_ms=throttle_retry_after_ms,
-        drop_rate=drop_rate,
-        drop_after_accept_rate=drop_after_accept_rate,
-        latency_s=latency_ms / 1000,
-        seed=seed,
-        complete_after_s=complete_after_s,
-    )
+    try:
+        config = EmulatorConfig.model_validate(
+            {
+                **settings,
+                "credentials": {access_key_id: access_key_secret},
+                "latency_s": latency_ms / 1000,
+            }
+        )
+    except ValidationError as exc:
+        # Without the inputs: the credentials are among them.
+        raise click.UsageError(str(exc.errors(include_input=False, include_url=False))) from None
 
     def ready(server: EmulatorServer) -> None:
         if as_json:

@@ -40,6 +40,12 @@ class EmulatorConfig(BaseModel):
     push_quota: int = Field(default=1000, ge=0)
     regex_quota: int = Field(default=20, ge=0)
     reset_utc_offset_h: int = Field(default=c.PROVIDER_RESET_UTC_OFFSET_H, ge=-12, le=14)
+    # Units another user of the same account (the console, another tool) has spent: they count
+    # as used on every provider day while set, so both DescribeRefreshQuota and the quota check
+    # of RefreshObjectCaches see them. Static rather than per day: a test sets the share it
+    # wants, and 0 clears it.
+    url_spent_elsewhere: int = Field(default=0, ge=0)
+    dir_spent_elsewhere: int = Field(default=0, ge=0)
 
     # Per-call limits.
     urls_per_call: int = Field(default=c.URLS_PER_CALL, ge=1)
@@ -57,8 +63,17 @@ class EmulatorConfig(BaseModel):
     unknown_domains: frozenset[str] = frozenset()
     offline_domains: frozenset[str] = frozenset()
 
-    # Tasks turn from Refreshing to Complete this long after creation.
+    # Tasks turn from Refreshing to Complete (or Failed) this long after creation.
     complete_after_s: float = Field(default=0.5, ge=0)
+    # Share of tasks that end Failed instead of Complete; each task's fate is drawn from
+    # (seed, task ID) when it is created, so a run repeats and the fault sequence is untouched.
+    task_failure_rate: float = _rate()
+
+    # Per-action call rate limits (calls per second, per account), answered 503 Throttling
+    # when passed. Empty by default: off. The provider's documented ones are
+    # DescribeRefreshTasks 5 (older pages say 10), DescribeRefreshTaskById 30,
+    # RefreshObjectCaches 50.
+    calls_per_s: dict[str, int] = Field(default_factory=dict)
 
     # Faults, drawn from random.Random(seed) so that a test sees the same sequence each run.
     seed: int | None = None
@@ -75,6 +90,14 @@ class EmulatorConfig(BaseModel):
     def _lower_domains(cls, value: frozenset[str]) -> frozenset[str]:
         # Host names compare without case, as DNS does.
         return frozenset(d.strip().lower() for d in value if d.strip())
+
+    @field_validator("calls_per_s", mode="after")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        # A limit of 0 would refuse every call: that is a fault rate of 1, not a rate limit.
+        if any(limit < 1 for limit in value.values()):
+            raise ValueError("calls_per_s limits must be >= 1")
+        return value
 
     @model_validator(mode="after")
     def _early_faults_fit(self) -> EmulatorConfig:

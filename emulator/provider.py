@@ -7,7 +7,10 @@ rule can be read, and tested, without HTTP. Per request, in order:
    is checked, the way an overloaded front end fails;
 2. ``Action`` is looked up (404 ``InvalidAction.NotFound``);
 3. the signature and freshness are checked (:mod:`emulator.auth`);
-4. the action runs; a drawn ``drop_after_accept`` then throws its answer away.
+4. the action's call rate limit, if ``calls_per_s`` sets one (:mod:`emulator.ratelimit`);
+5. the action runs; a drawn ``drop_after_accept`` then throws its answer away.
+
+Tasks and their queries live in :mod:`emulator.tasks`.
 """
 
 from __future__ import annotations
@@ -17,20 +20,18 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from cdn_refresh.signature import format_timestamp
 from emulator.auth import NonceCache, authenticate
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, invalid_parameter, missing_parameter
 from emulator.faults import NO_FAULT, Fault, FaultPlan
 from emulator.paths import ObjectPath, check_path, distinct_domains, split_paths
 from emulator.quota import DailyQuota, QuotaKind, provider_day
+from emulator.ratelimit import CallRate
+from emulator.tasks import Task, TaskBook, parse_query, task_fails
 
 HOST_ID = "cdn.aliyuncs.com"
-# The provider keeps tasks for three days.
-TASK_RETENTION_S = 3 * 24 * 60 * 60
 # Real task IDs are numbers of about ten digits; start there so IDs look like the real ones.
 FIRST_TASK_ID = 17_000_000_001
 SUCCESS = "Success"
@@ -52,16 +53,6 @@ class Outcome:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Task:
-    """One refresh or prefetch task: one domain's paths from one call."""
-
-    task_id: str
-    object_type: str  # "file", "directory" or "preload", lower case as the provider shows it
-    paths: tuple[str, ...]
-    created_s: float
 
 
 def new_request_id() -> str:
@@ -98,7 +89,8 @@ class Provider:
         self._nonces = NonceCache()
         self._quota = DailyQuota()
         self._task_ids: Iterator[int] = itertools.count(FIRST_TASK_ID)
-        self._tasks: dict[str, Task] = {}
+        self._tasks = TaskBook()
+        self._rates = CallRate()
         self._calls: list[dict[str, Any]] = []
         self._by_outcome: Counter[str] = Counter()
         self._by_action: dict[str, Counter[str]] = {}
@@ -106,6 +98,7 @@ class Provider:
             "RefreshObjectCaches": self._refresh_object_caches,
             "DescribeRefreshQuota": self._describe_refresh_quota,
             "DescribeRefreshTaskById": self._describe_refresh_task_by_id,
+            "DescribeRefreshTasks": self._describe_refresh_tasks,
             "PushObjectCache": self._push_object_cache,
         }
 
@@ -118,7 +111,8 @@ class Provider:
         self.config = config
 
     def reset(self) -> None:
-        """Forget calls, tasks, quota use, nonces and counters; restart the fault sequence.
+        """Forget calls, tasks, quota use, nonces, rate windows and counters; restart the fault
+        sequence.
 
         Task IDs keep increasing so that an ID is never handed out twice by one process.
         """
@@ -126,6 +120,7 @@ class Provider:
         self._nonces.clear()
         self._quota.reset()
         self._tasks.clear()
+        self._rates.clear()
         self._calls.clear()
         self._by_outcome.clear()
         self._by_action.clear()
@@ -223,6 +218,9 @@ class Provider:
                     f"Specified api {action!r} is not found, please check your url and method.",
                 )
             authenticate(method, params, config, self._nonces, now_s)
+            # After authentication: the provider limits calls per account, so it has to know
+            # whose call it is first.
+            self._rates.admit(action, config.calls_per_s.get(action), now_s)
             body = run(params, now_s, request_id, draw.drop_after_accept)
         except ApiError as error:
             self._count(label, error.code)
@@ -258,9 +256,19 @@ class Provider:
         for domain in distinct_domains(paths):
             task_id = str(next(self._task_ids))
             group = tuple(p.text for p in paths if p.domain == domain)
-            self._tasks[task_id] = Task(task_id, object_type, group, now_s)
+            fails = task_fails(self.config.seed, task_id, self.config.task_failure_rate)
+            self._tasks.add(Task(task_id, object_type, domain, group, now_s, fails))
             ids.append(task_id)
         return ids
+
+    def _quota_left_to_us(self, kind: QuotaKind) -> int:
+        """The daily quota of ``kind`` less what was spent elsewhere on the account."""
+        config = self.config
+        if kind == "url":
+            return max(0, config.url_quota - config.url_spent_elsewhere)
+        if kind == "dir":
+            return max(0, config.dir_quota - config.dir_spent_elsewhere)
+        return config.push_quota
 
     def _checked_paths(
         self, raw: str | None, *, directory: bool, per_call: int, what: str
@@ -307,7 +315,7 @@ class Provider:
         self._check_domains(domains)
         day = provider_day(now_s, config.reset_utc_offset_h)
         kind: QuotaKind = "dir" if directory else "url"
-        limit = config.dir_quota if directory else config.url_quota
+        limit = self._quota_left_to_us(kind)
         if not self._quota.take(kind, len(paths), limit, day):
             remaining = self._quota.remaining(kind, limit, day)
             raise ApiError(
@@ -339,9 +347,9 @@ class Provider:
         # The provider answers numbers as strings here.
         return {
             "UrlQuota": str(config.url_quota),
-            "UrlRemain": str(self._quota.remaining("url", config.url_quota, day)),
+            "UrlRemain": str(self._quota.remaining("url", self._quota_left_to_us("url"), day)),
             "DirQuota": str(config.dir_quota),
-            "DirRemain": str(self._quota.remaining("dir", config.dir_quota, day)),
+            "DirRemain": str(self._quota.remaining("dir", self._quota_left_to_us("dir"), day)),
             "PreloadQuota": str(config.push_quota),
             "PreloadRemain": str(self._quota.remaining("push", config.push_quota, day)),
             "RegexQuota": str(config.regex_quota),
@@ -367,29 +375,22 @@ class Provider:
                 raise ApiError(
                     400, "InvalidTaskId.Malformed", f"The specified TaskId {task_id!r} is invalid."
                 )
-        entries = [
-            self._task_entry(task, path, now_s)
-            for task_id in ids
-            if (task := self._tasks.get(task_id)) and now_s - task.created_s <= TASK_RETENTION_S
-            for path in task.paths
-        ]
+        entries = self._tasks.by_ids(ids, now_s, self.config)
         return {"Tasks": entries, "TotalCount": len(entries), "RequestId": request_id}
 
-    def _task_entry(self, task: Task, path: str, now_s: float) -> dict[str, str]:
-        after_s = self.config.complete_after_s
-        elapsed_s = now_s - task.created_s
-        if elapsed_s >= after_s:
-            status, process = "Complete", "100%"
-        else:
-            status, process = "Refreshing", f"{min(99, int(100 * elapsed_s / after_s))}%"
+    def _describe_refresh_tasks(
+        self, params: Params, now_s: float, request_id: str, dropped: bool
+    ) -> dict[str, Any]:
+        query = parse_query(params)
+        page, total = self._tasks.search(query, now_s, self.config)
+        # Unlike DescribeRefreshTaskById, the entries sit in {"CDNTask": [...]} and the page
+        # numbers are integers: the shape of the API reference and of the official SDK's model.
         return {
-            "TaskId": task.task_id,
-            "ObjectPath": path,
-            "ObjectType": task.object_type,
-            "Status": status,
-            "Process": process,
-            "Description": "",
-            "CreationTime": format_timestamp(datetime.fromtimestamp(task.created_s, UTC)),
+            "Tasks": {"CDNTask": page},
+            "PageNumber": query.page_number,
+            "PageSize": query.page_size,
+            "TotalCount": total,
+            "RequestId": request_id,
         }
 
     def _push_object_cache(

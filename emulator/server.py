@@ -162,7 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ValidationError as exc:
                 # Without the inputs: a credentials change must not echo its secret.
                 errors = exc.errors(include_input=False, include_url=False)
-                self._send_error(ApiError(400, "InvalidParameter", json.dumps(errors)))
+                # default=str: a validator's ValueError sits in "ctx" and is not JSON.
+                self._send_error(ApiError(400, "InvalidParameter", json.dumps(errors, default=str)))
             except ValueError as exc:
                 self._send_error(ApiError(400, "InvalidParameter", str(exc)))
             else:

@@ -20,12 +20,14 @@ from alibabacloud_cdn20180510 import models
 from alibabacloud_cdn20180510.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException, ThrottlingException
 from alibabacloud_tea_openapi.models import Config
+from click.testing import CliRunner
 from pydantic import ValidationError
 
 import emulator
 from cdn_refresh.constants import API_VERSION
 from cdn_refresh.signature import common_params, sign
 from emulator import EmulatorConfig, EmulatorServer, EmulatorState
+from emulator.cli import emulator_command
 
 KEY_ID, SECRET = "testid", "testsecret"
 
@@ -262,7 +264,8 @@ def test_quota_resets_at_midnight_utc_plus_8() -> None:
 @pytest.mark.parametrize(
     ("path", "object_type", "code"),
     [
-        ("a.example.com/x y.png", "File", "InvalidObjectPath.Malformed"),
+        ("a.example.com/x y.png ", "File", "InvalidObjectPath.Malformed"),
+        ("a.example.com/x\u00a0y.png", "File", "InvalidObjectPath.Malformed"),
         ("a.example.com/x\ty.png", "File", "InvalidObjectPath.Malformed"),
         ("http:///x.png", "File", "InvalidObjectPath.Malformed"),
         ("ftp://a.example.com/x.png", "File", "InvalidObjectPath.Malformed"),
@@ -452,7 +455,11 @@ def test_cli_prints_ready_line_serves_and_exits_on_sigterm() -> None:
         "CDN_REFRESH_ACCESS_KEY_SECRET": "cli-secret",
     }
     with subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", "0", "--json", "--url-quota", "42"],
+        [
+            *(sys.executable, "-m", "emulator", "--port", "0", "--json", "--url-quota", "42"),
+            *("--url-spent-elsewhere", "40", "--dir-spent-elsewhere", "7"),
+            *("--task-failure-rate", "0.25", "--calls-per-s", "DescribeRefreshTasks=5"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -466,7 +473,11 @@ def test_cli_prints_ready_line_serves_and_exits_on_sigterm() -> None:
             assert info["url"] == f"http://127.0.0.1:{info['port']}"
             with httpx.Client(base_url=info["url"], timeout=5.0) as http:
                 answer = http.post("/", data=signed("DescribeRefreshQuota", secret="cli-secret"))
-            assert answer.json()["UrlQuota"] == "42"
+                settings = http.get("/_emulator/config").json()
+            assert (answer.json()["UrlQuota"], answer.json()["UrlRemain"]) == ("42", "2")
+            assert answer.json()["DirRemain"] == "93"
+            assert settings["task_failure_rate"] == 0.25
+            assert settings["calls_per_s"] == {"DescribeRefreshTasks": 5}
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=10)
         finally:
@@ -474,3 +485,10 @@ def test_cli_prints_ready_line_serves_and_exits_on_sigterm() -> None:
                 proc.kill()
     assert proc.returncode == 0
     assert "cli-secret" not in out + err
+
+
+@pytest.mark.parametrize("value", ["DescribeRefreshTasks", "DescribeRefreshTasks=0", "=5", "X=a"])
+def test_cli_refuses_a_malformed_calls_per_s(value: str) -> None:
+    result = CliRunner().invoke(emulator_command, ["--port", "0", "--calls-per-s", value])
+    assert result.exit_code == 2
+    assert "ACTION=N" in result.output
