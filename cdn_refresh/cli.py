@@ -318,6 +318,7 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     try:
         for kind in OBJECT_TYPES:
             paths[kind].update(store.promotion.pending_paths(kind))
+            paths[kind].update(store.promotion.cooling_paths(kind))
     finally:
         store.close()
     limits = Limits(

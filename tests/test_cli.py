@@ -308,3 +308,17 @@ def test_plan_refuses_invalid_input_and_names_the_line(run, tmp_path: Path) -> N
     result = run("plan", "--from-file", str(bad))
     assert result.exit_code == 2
     assert "line 2: scheme ftp not allowed" in result.output
+
+
+def test_plan_counts_a_file_of_directories_as_directories(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dirs = tmp_path / "dirs.txt"
+    dirs.write_text("\n".join(f"a.com/section/{i}/" for i in range(150)))
+    result = run("plan", "--json", "--type", "directory", "--from-file", str(dirs))
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["directory"] == {"pending": 150, "calls": 2, "days_to_drain": 1.5}
+    assert plan["file"]["pending"] == 0
+    # A Directory path needs its closing slash: the line is named, nothing is planned.
+    (tmp_path / "bad.txt").write_text("a.com/section/x\n")
+    refused = run("plan", "--type", "directory", "--from-file", str(tmp_path / "bad.txt"))
+    assert refused.exit_code == 2 and "line 1:" in refused.output

@@ -359,3 +359,133 @@ def test_a_repeat_while_the_call_is_in_flight_cools_and_a_retry_does_not(
     # The cooldown runs from its submission (t0 + 2), the later of the two.
     assert isinstance(store.batches.claim(FILE, t0 + 61), Wait)
     assert _claim(store, FILE, t0 + 63).paths == ("http://a.com/p",)
+
+
+def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path_twice(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer, store = _setup(redis_client)
+    files = producer.enqueue([f"a.com/img/{i:05d}.png" for i in range(12_000)], FILE, Priority.BULK)
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    batch = _claim(store, DIRECTORY)
+    # Between two steps of the coverage, a covered path and a new one are asked for again:
+    # both are newer than the claim, so neither is covered, and nothing is covered twice.
+    extend = store.batches.extend_lease
+    late_jobs: list[str] = []
+
+    def meanwhile(batch_id: str, now: float | None = None) -> None:
+        if not late_jobs:
+            time.sleep(0.01)
+            late_jobs.append(producer.enqueue(["a.com/img/00001.png", "a.com/img/new.png"]).job_id)
+        extend(batch_id, now)
+
+    monkeypatch.setattr(store.batches, "extend_lease", meanwhile)
+    coverage = store.batches.cover(batch)
+    assert coverage is not None and coverage.files == 12_000
+    assert late_jobs
+    assert set(redis_client.zrange(store.keys.of(FILE).pending, 0, -1)) == {
+        "http://a.com/img/00001.png",
+        "http://a.com/img/new.png",
+    }
+    store.batches.submit(coverage.batch, (), ("T",), "R")
+    assert _counts(producer, files.job_id) == {"submitted": 12_000}
+    assert _counts(producer, late_jobs[0]) == {"pending": 2}
+    # While it waited for the Directory's answer, a File claim would have sent them; now
+    # the Directory is settled, they go by themselves.
+    assert set(_claim(store, FILE).paths) == {
+        "http://a.com/img/00001.png",
+        "http://a.com/img/new.png",
+    }
+
+
+def test_files_wait_while_a_claimed_directory_is_being_covered(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/img/1.png", "a.com/img/2.png"], FILE, Priority.BULK)
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    batch = _claim(store, DIRECTORY)
+    # Claimed, not yet covered: another worker's File claim must not spend units on them.
+    assert store.batches.claim(FILE, time.time()) is None
+    coverage = store.batches.cover(batch)
+    assert coverage is not None and coverage.files == 2
+
+
+def test_coverage_of_a_batch_reclaimed_meanwhile_answers_none(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, batch_lease_s=5)
+    producer.enqueue(["a.com/img/1.png"])
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    now = time.time()
+    batch = _claim(store, DIRECTORY, now)
+    store.batches.release(batch.id, DIRECTORY, Release.RETRY, now + 6, only_if_lease_expired=True)
+    assert store.batches.cover(batch) is None
+    assert store.quota.pending_count(DIRECTORY) == 1
+    # Its coverage mark went with it; the File waits for the pending Directory again.
+    assert redis_client.zcard(store.keys.of(DIRECTORY).covering) == 0
+    coverage = store.batches.cover(_claim(store, DIRECTORY, now + 7))
+    assert coverage is not None and coverage.files == 1
+
+
+def test_a_covered_path_that_cools_meanwhile_goes_back_to_one_place(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    path = "http://a.com/img/p.png"
+    producer.enqueue([path])
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    producer.enqueue([path])  # pending again: it will cool at the next File claim
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    batch = _claim(store, DIRECTORY, t0 + 1)
+    coverage = store.batches.cover(batch)
+    assert coverage is not None and coverage.files == 1
+    producer.enqueue([path])  # asked again while covered: pending, then cooling
+    assert isinstance(store.batches.claim(FILE, t0 + 2), Wait)
+    store.batches.release(batch.id, DIRECTORY, Release.RETRY, t0 + 3, code="InternalError")
+    tk = store.keys.of(FILE)
+    assert redis_client.zscore(tk.pending, path) is not None
+    assert redis_client.zscore(tk.cooling, path) is None
+    assert store.quota.cooling_count(FILE) == 0
+
+
+def test_a_stale_index_entry_is_dropped_and_takes_no_waiters_with_it(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    path = "http://a.com/img/p.png"
+    job = producer.enqueue([path])
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    again = producer.enqueue([path])
+    assert isinstance(store.batches.claim(FILE, t0 + 1), Wait)  # now cooling, waiters kept
+    tk = store.keys.of(FILE)
+    redis_client.zadd(tk.pending_lex, {path: 0})  # a stale entry (a racing repair, say)
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    coverage = store.batches.cover(_claim(store, DIRECTORY, t0 + 2))
+    assert coverage is not None and coverage.files == 0
+    assert redis_client.zscore(tk.pending_lex, path) is None
+    assert redis_client.hget(tk.waiters, path) == again.job_id
+    assert _counts(producer, job.job_id) == {"submitted": 1}
+
+
+def test_the_promoter_stops_at_the_directory_budget_outside_the_reserve(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(
+        redis_client,
+        promote="auto",
+        url_daily_quota=1,
+        directory_daily_quota=10,
+        interactive_reserve=0.3,
+        promote_min_paths=5,
+    )
+    producer.enqueue(["a.com/waiting/"], DIRECTORY, Priority.BULK)
+    hosts = [f"h{i}.com" for i in range(12)]
+    producer.enqueue([p for h in hosts for p in _tree(h, 1, 6)], FILE, Priority.BULK)
+    chosen = Promoter(store, store.settings, interval_s=0.001).maybe_promote()
+    # 10 units, 3 of them the reserve, 1 for the Directory already waiting: 6 promotions,
+    # though 12 trees would each be worth one.
+    assert len(chosen) == 6
+    assert store.quota.pending_count(DIRECTORY) == 7

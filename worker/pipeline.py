@@ -114,7 +114,10 @@ class Flusher:
                 report.wait = claimed
                 return report
             if claimed.object_type is ObjectType.DIRECTORY:
-                claimed = self._cover(claimed)
+                covered = self._cover(claimed)
+                if covered is None:
+                    continue  # reclaimed meanwhile (a stalled worker): not ours to send
+                claimed = covered
             report.batches += 1
             if len(claimed.paths) >= self._settings.paths_per_call(object_type) and (
                 self._on_more_work is not None
@@ -125,10 +128,12 @@ class Flusher:
         report.more = True
         return report
 
-    def _cover(self, batch: Batch) -> Batch:
+    def _cover(self, batch: Batch) -> Batch | None:
         """Let a Directory batch carry the pending paths under it (they go back with it if
-        the call fails)."""
+        the call fails); ``None`` when the batch is no longer ours."""
         coverage = self._store.batches.cover(batch)
+        if coverage is None:
+            return None
         if coverage.paths:
             log.info(
                 "covering batch id=%s directories=%d files=%d subdirectories=%d nested=%d",

@@ -64,8 +64,9 @@ class Promoter:
         room = self.file_room(now)
         if room is None or not self._store.promotion.take_turn(self._interval_s):
             return []
-        pending_dirs = list(self._store.promotion.pending_paths(ObjectType.DIRECTORY))
-        budget = self.directory_budget(len(pending_dirs), now)
+        waiting_dirs = self._store.promotion.waiting_directories()
+        pending_dirs = self._store.quota.pending_count(ObjectType.DIRECTORY)
+        budget = self.directory_budget(pending_dirs, now)
         if budget <= 0:
             return []
         interactive = self._store.promotion.interactive_count(ObjectType.FILE)
@@ -78,13 +79,14 @@ class Promoter:
             min_paths=s.promote_min_paths,
             min_depth=s.promote_min_depth,
             allowed_domains=s.allowed_domains,
-            covering=pending_dirs,
+            covering=waiting_dirs,
             # A Directory the provider refused would be refused again, every interval.
             refused=self._store.paths.dead_paths(ObjectType.DIRECTORY),
         )
         if not chosen:
             return []
-        self._store.promotion.promote([p.directory for p in chosen])
+        added = set(self._store.promotion.promote([p.directory for p in chosen]))
+        chosen = [p for p in chosen if p.directory in added]
         for promotion in chosen:
             # One line per promotion: what it invalidates, and what it saves (a URL unit per
             # covered File, for one Directory unit).
@@ -94,6 +96,6 @@ class Promoter:
                 promotion.paths,
                 promotion.paths,
             )
-        if self._on_promoted is not None:
+        if chosen and self._on_promoted is not None:
             self._on_promoted()
         return chosen

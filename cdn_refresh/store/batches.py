@@ -21,9 +21,13 @@ from cdn_refresh.store.records import Batch, Coverage, Release, Settled, Wait, W
 SCAN_LIMIT = 20_000
 # Submissions a path's record keeps (the latest and the ones before it), for ``lookup``.
 SUBMISSION_HISTORY = 10
-# Paths one run of ``cover.lua`` moves under a batch's Directories: each run is short, so
-# that other clients never wait long on Redis; runs repeat until everything is covered.
+# Index entries one run of ``cover.lua`` reads under a batch's Directories: each run is
+# short, so that other clients never wait long on Redis; runs repeat until all is covered.
 COVER_STEP = 5_000
+# Paths one batch covers at most: its submit (or release) settles them in one script, which
+# must stay well under a second. What lies beyond waits, and goes by itself or under a later
+# Directory (promotion chooses it again while the File window is short).
+COVER_LIMIT = 50_000
 
 
 class BatchStore:
@@ -70,15 +74,20 @@ class BatchStore:
             return Wait(WaitReason(answer[1]), float(answer[2]))
         return Batch.decode(answer[2])
 
-    def cover(self, batch: Batch) -> Coverage:
+    def cover(self, batch: Batch) -> Coverage | None:
         """Move the pending paths under a claimed Directory batch into it (settled with it,
-        or sent back with it). Returns the batch as it now stands."""
+        or sent back with it). Returns the batch as it now stands, or ``None`` when it was
+        settled or reclaimed meanwhile (then it must not be sent)."""
         files = directories = nested = 0
         more = True
         while more:
             answer = self._ctx.scripts.run(
-                scripts.COVER, [batch.id, COVER_STEP], ObjectType.DIRECTORY
+                scripts.COVER,
+                [batch.id, COVER_STEP, COVER_LIMIT, BULK_RANK_OFFSET],
+                ObjectType.DIRECTORY,
             )
+            if answer[0] == "gone":
+                return None
             files += int(answer[0])
             directories += int(answer[1])
             nested += int(answer[2])
@@ -203,7 +212,7 @@ class BatchStore:
                 return True
         group = "files" if object_type is ObjectType.FILE else "dirs"
         for field, raw in self._ctx.redis.hscan_iter(k.covered, count=10):
-            directory = field.split("|", 1)[1]
+            directory = field.split("|", 1)[1].rsplit("|", 1)[0]  # "batch|directory|step"
             if path.startswith(directory) and path in json.loads(raw)[group]["paths"]:
                 return True
         return False

@@ -30,6 +30,8 @@ class TypeKeys:
     cooling: str  # ZSET path -> when its cooldown ends (s): requested again too soon
     cooling_rank: str  # HASH path -> the rank it goes back to pending with
     last_sent: str  # ZSET path -> when it was last claimed for a call (only with a cooldown)
+    # ZSET directory -> 0: Directories claimed whose coverage is under way (Files wait).
+    covering: str
     waiters: str  # HASH path -> comma-separated job ids waiting on the pending path
     pathinfo: str  # HASH path -> JSON PathInfo of a path that failed before
     records: str  # HASH path -> JSON SubmissionRecord (the latest, with earlier ones)
@@ -48,7 +50,7 @@ class SharedKeys:
     """Keys shared by both object types."""
 
     batches: str  # HASH batch id -> JSON batch in flight
-    # HASH "batch id|directory" -> JSON of the paths that directory covers while in flight.
+    # HASH "batch id|directory|step" -> JSON of paths that directory covers while in flight.
     covered: str
     leases: str  # ZSET batch id -> lease expiry (s)
     batch_seq: str  # STRING counter of batch ids

@@ -8,7 +8,6 @@ quota is reserved, and its covered paths settled, by the same atomic steps as ev
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
 
 from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
@@ -34,33 +33,49 @@ class PromotionStore:
     def pending_paths(
         self, object_type: ObjectType, *, bulk_only: bool = False, limit: int | None = None
     ) -> Iterator[str]:
-        """Pending paths of one type, soonest first (bulk ones only, if asked)."""
+        """Pending paths of one type, in no particular order (bulk ones only, if asked).
+
+        A scan, not pages by offset: each page of a sorted set read by offset costs as much
+        as the offset. A path may, rarely, come twice (the scan's guarantee).
+        """
         pending = self._ctx.keys.of(object_type).pending
-        low = BULK_RANK_OFFSET if bulk_only else "-inf"
         read = 0
-        while limit is None or read < limit:
-            step = READ_STEP if limit is None else min(READ_STEP, limit - read)
-            part = cast(
-                list[str],
-                self._ctx.redis.zrangebyscore(pending, low, "+inf", start=read, num=step),
-            )
-            yield from part
-            read += len(part)
-            if len(part) < step:
+        for path, rank in self._ctx.redis.zscan_iter(pending, count=READ_STEP):
+            if bulk_only and rank < BULK_RANK_OFFSET:
+                continue
+            yield path
+            read += 1
+            if limit is not None and read >= limit:
                 return
+
+    def waiting_directories(self) -> set[str]:
+        """Directories pending, cooling or being covered: promoting one again would add
+        nothing (it is sent, or covers, already)."""
+        tk = self._ctx.keys.of(ObjectType.DIRECTORY)
+        found = set(self.pending_paths(ObjectType.DIRECTORY))
+        for key in (tk.cooling, tk.covering):
+            found.update(path for path, _ in self._ctx.redis.zscan_iter(key, count=READ_STEP))
+        return found
+
+    def cooling_paths(self, object_type: ObjectType) -> Iterator[str]:
+        """Paths of one type that wait for their cooldown (pending, for ``plan``)."""
+        cooling = self._ctx.keys.of(object_type).cooling
+        for path, _ in self._ctx.redis.zscan_iter(cooling, count=READ_STEP):
+            yield path
 
     def interactive_count(self, object_type: ObjectType) -> int:
         """Pending paths of one type that are interactive."""
         pending = self._ctx.keys.of(object_type).pending
         return int(self._ctx.redis.zcount(pending, "-inf", f"({BULK_RANK_OFFSET}"))
 
-    def promote(self, directories: list[str]) -> int:
-        """Enqueue ``directories`` as bulk Directory work no job waits on; returns how many
-        were not pending already."""
-        if not directories:
-            return 0
+    def promote(self, directories: list[str]) -> list[str]:
+        """Enqueue ``directories`` as bulk Directory work no job waits on; returns those
+        that were not pending already."""
         rank = JobStore.rank(self._ctx.now(), Priority.BULK)
-        accepted, _ = self._ctx.scripts.run(
-            scripts.ENQUEUE, ["", rank, *directories], ObjectType.DIRECTORY
-        )
-        return int(accepted)
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            for directory in directories:
+                self._ctx.scripts.run(
+                    scripts.ENQUEUE, ["", rank, directory], ObjectType.DIRECTORY, client=pipe
+                )
+            answers = pipe.execute()
+        return [d for d, (accepted, _) in zip(directories, answers, strict=True) if accepted]

@@ -74,6 +74,8 @@ CLAIM = ScriptSpec(
         "other.quota_total",
         "other.hold",
         "other.backoff",
+        "covering",
+        "other.covering",
     ),
 )
 COVER = ScriptSpec(
@@ -88,6 +90,7 @@ COVER = ScriptSpec(
         "pending_lex",
         "waiters",
         "job_counts",
+        "covering",
         "other.pending",
         "other.pending_lex",
         "other.waiters",
@@ -112,6 +115,7 @@ SUBMIT = ScriptSpec(
         "other.records_by_time",
         "other.dead",
         "metrics",
+        "covering",
     ),
 )
 RELEASE = ScriptSpec(
@@ -135,6 +139,9 @@ RELEASE = ScriptSpec(
         "other.waiters",
         "last_sent",
         "metrics",
+        "other.cooling",
+        "other.cooling_rank",
+        "covering",
     ),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))

@@ -22,6 +22,8 @@ local dir_pending_lex = KEYS[19]       -- that may cover its paths
 local dir_quota_total = KEYS[20]
 local dir_hold = KEYS[21]
 local dir_backoff = KEYS[22]
+local covering = KEYS[23]      -- ZSET Directories claimed whose coverage is under way
+local dir_covering = KEYS[24]  -- the same for a File claim: Files under them wait too
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
@@ -85,30 +87,40 @@ if remaining <= 0 then return {'wait', 'quota', frees_in()} end
 -- Coverage: a File waits when a pending Directory above it can go now (it is settled with
 -- that Directory's task, for no unit of its own). An interactive File waits only for an
 -- interactive Directory: bulk work never holds it back.
-local dir_room = -1
-if ARGV[12] == '1' and redis.call('ZCARD', dir_pending) > 0
-    and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
-  dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
+local dir_room, dir_checks = -1, false
+if ARGV[12] == '1' then
+  if redis.call('ZCARD', dir_pending) > 0
+      and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
+    dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
+  end
+  dir_checks = dir_room > 0 or redis.call('ZCARD', dir_covering) > 0
 end
+-- A Directory claimed and being covered ranks as IN_FLIGHT: a File under it always waits
+-- (the coverage takes it within moments, or, if it was asked for after the claim, leaves it).
+local IN_FLIGHT = -1
 local dir_reserve = tonumber(ARGV[14])
 -- The pending Directories of each host met, read once per claim: host -> {path -> rank},
 -- or false for a host without any. A host with very many is asked per directory instead.
 local HOST_DIRS_READ = 1000
-local host_dirs, covering = {}, {}
+local host_dirs, parent_cover = {}, {}
 local function dirs_of(host)
   local known = host_dirs[host]
   if known ~= nil then return known end
   local lo, hi = under(host)
   local found = redis.call('ZRANGEBYLEX', dir_pending_lex, lo, hi, 'LIMIT', 0, HOST_DIRS_READ + 1)
+  local going = redis.call('ZRANGEBYLEX', dir_covering, lo, hi, 'LIMIT', 0, HOST_DIRS_READ + 1)
   local dirs = false
-  if #found > HOST_DIRS_READ then
+  if #found > HOST_DIRS_READ or #going > HOST_DIRS_READ then
     dirs = 'many'
-  elseif #found > 0 then
+  elseif #found + #going > 0 then
     dirs = {}
-    local ranks = redis.call('ZMSCORE', dir_pending, unpack(found))
-    for i = 1, #found do
-      if ranks[i] then dirs[found[i]] = tonumber(ranks[i]) end
+    if #found > 0 then
+      local ranks = redis.call('ZMSCORE', dir_pending, unpack(found))
+      for i = 1, #found do
+        if ranks[i] then dirs[found[i]] = tonumber(ranks[i]) end
+      end
     end
+    for _, path in ipairs(going) do dirs[path] = IN_FLIGHT end
   end
   host_dirs[host] = dirs
   return dirs
@@ -120,7 +132,7 @@ local function covering_rank(path)
   local query = string.find(path, '?', 1, true)
   local parent = string.match(query and string.sub(path, 1, query - 1) or path, '^(.*/)')
   if not parent then return false end
-  local known = covering[parent]
+  local known = parent_cover[parent]
   if known ~= nil then return known end
   local anc, n = ancestors(parent)
   n = n + 1
@@ -129,8 +141,9 @@ local function covering_rank(path)
   local best = false
   if dirs == 'many' then
     local scores = redis.call('ZMSCORE', dir_pending, unpack(anc, 1, n))
+    local going = redis.call('ZMSCORE', dir_covering, unpack(anc, 1, n))
     for i = 1, n do
-      local rank = tonumber(scores[i])
+      local rank = going[i] and IN_FLIGHT or tonumber(scores[i])
       if rank and (not best or rank < best) then best = rank end
     end
   elseif dirs then
@@ -139,7 +152,7 @@ local function covering_rank(path)
       if rank and (not best or rank < best) then best = rank end
     end
   end
-  covering[parent] = best
+  parent_cover[parent] = best
   return best
 end
 -- A File waits only for a Directory that the next Directory claims will take within what
@@ -148,6 +161,7 @@ local dir_place = {}
 local function waits_for_directory(path, rank)
   local dir_rank = covering_rank(path)
   if not dir_rank then return false end
+  if dir_rank == IN_FLIGHT then return true end
   local dir_bulk = dir_rank >= bulk_floor
   if dir_bulk and rank < bulk_floor then return false end
   local room = dir_room - (dir_bulk and dir_reserve or 0)
@@ -202,7 +216,7 @@ while not done and start < scan_end do
       -- Submitted too recently: it cools, and goes out once when the cooldown ends.
       ncool = ncool + 1
       cool_paths[ncool], cool_due[ncool], cool_ranks[ncool] = path, sent + cooldown, rank
-    elseif dir_room > 0 and waits_for_directory(path, rank_number) then
+    elseif dir_checks and waits_for_directory(path, rank_number) then
       -- Left pending for the Directory claim to cover.
     else
       local domain = string.match(path, '^%a+://([^/:]+)') or ''
@@ -244,6 +258,12 @@ if ntaken == 0 then
 end
 
 from_pending(pending, pending_lex, taken, ntaken)
+if ARGV[9] == 'Directory' then
+  -- Until its coverage is done (cover.lua), the File claims leave the Files under it alone.
+  local marks = {}
+  for i = 1, ntaken do marks[2 * i - 1], marks[2 * i] = 0, taken[i] end
+  redis.call('ZADD', covering, unpack(marks))
+end
 if cooldown > 0 then
   local claimed = {}
   for i = 1, ntaken do claimed[2 * i - 1], claimed[2 * i] = now, taken[i] end

@@ -12,13 +12,16 @@ local job_counts = KEYS[9]   -- HASH "job:state" -> count
 local pending_lex = KEYS[10] -- ZSET path -> 0 (pending in byte order)
 local cooling = KEYS[11]     -- ZSET path -> cooldown end (a retried path no longer cools)
 local cooling_rank = KEYS[12]
-local covered = KEYS[13]     -- HASH "batch|directory" -> JSON paths it covers
+local covered = KEYS[13]     -- HASH "batch|directory|step" -> JSON paths it covers
 local file_pending = KEYS[14]  -- the other type's keys: the Files a Directory covers
 local file_pending_lex = KEYS[15]
 local file_waiters = KEYS[16]
 local last_sent = KEYS[17]   -- ZSET path -> last claimed (s): a path that did not go through
                              -- is no reason for a cooldown
 local metrics = KEYS[18]     -- HASH counters every worker adds to (store/metrics.py)
+local file_cooling = KEYS[19]  -- a covered File that cools again leaves cooling for pending
+local file_cooling_rank = KEYS[20]
+local covering = KEYS[21]    -- ZSET Directories whose coverage is under way
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] what happens to the paths:
 --   'retry'   back to pending with an attempt counted; dead-lettered at max_attempts
@@ -143,19 +146,23 @@ if n > 0 and redis.call('ZCARD', last_sent) > 0 then
   end)
 end
 
-if redis.call('HLEN', covered) > 0 then
-  for _, directory in ipairs(paths) do
-    local field = id .. '|' .. directory
+for _, directory in ipairs(batch.cover and paths or {}) do
+  local st = batch.cover[directory]
+  for step = 1, st and st.n or 0 do
+    local field = id .. '|' .. directory .. '|' .. step
     local raw = redis.call('HGET', covered, field)
     if raw then
       local entry = cjson.decode(raw)
       local f, d = entry.files, entry.dirs
       requeue(f.paths, f.ranks, f.jobs, f.n, file_pending, file_pending_lex, file_waiters)
+      stop_cooling(file_cooling, file_cooling_rank, f.paths, f.n)
       requeue(d.paths, d.ranks, d.jobs, d.n, pending, pending_lex, waiters)
+      stop_cooling(cooling, cooling_rank, d.paths, d.n)
       redis.call('HDEL', covered, field)
     end
   end
 end
+if batch.object_type == 'Directory' and n > 0 then redis.call('ZREM', covering, unpack(paths)) end
 write_counts(job_counts, counts)
 
 -- A definite error answer gives the reservation back for the paths it covered.

@@ -11,12 +11,13 @@ local job_counts = KEYS[7]       -- HASH "job:state" -> count
 local job_tasks = KEYS[8]        -- HASH job id -> task ids
 local auth_failures = KEYS[9]    -- both cleared by a submission: the credentials work again
 local auth_error = KEYS[10]
-local covered = KEYS[11]         -- HASH "batch|directory" -> JSON paths it covers
+local covered = KEYS[11]         -- HASH "batch|directory|step" -> JSON paths it covers
 local file_pathinfo = KEYS[12]   -- the other type's keys: the Files a Directory covers
 local file_records = KEYS[13]
 local file_records_by_time = KEYS[14]
 local file_dead = KEYS[15]
 local metrics = KEYS[16]         -- HASH counters every worker adds to (store/metrics.py)
+local covering = KEYS[17]        -- ZSET Directories whose coverage is under way
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps),
 --         metrics (field -> increment: the calls this answer ends),
@@ -40,7 +41,7 @@ local late = ARGV[4] == 'late'
 local task_ids = info.task_ids
 local history = tonumber(info.history)
 
-local taken, save_rest
+local batch, taken, save_rest
 if late then
   taken = {paths = {}, jobs = {}, n = 0}
   for i = 5, #ARGV do
@@ -49,7 +50,6 @@ if late then
     taken.jobs[taken.n] = ''
   end
 else
-  local batch
   batch, taken, save_rest = take_from_batch(batches, leases, id, 5)
   if not batch then return {0, 0, 0} end
 end
@@ -140,9 +140,10 @@ local top_attempts = settle(taken.paths, taken.jobs, taken.n, own, nil)
 if late then return {taken.n, top_attempts, 0} end
 
 local n_covered, covered_files = 0, 0
-if redis.call('HLEN', covered) > 0 then
-  for _, directory in ipairs(taken.paths) do
-    local field = id .. '|' .. directory
+for _, directory in ipairs(batch.cover and taken.paths or {}) do
+  local st = batch.cover[directory]
+  for step = 1, st and st.n or 0 do
+    local field = id .. '|' .. directory .. '|' .. step
     local raw = redis.call('HGET', covered, field)
     if raw then
       local entry = cjson.decode(raw)
@@ -153,6 +154,9 @@ if redis.call('HLEN', covered) > 0 then
       redis.call('HDEL', covered, field)
     end
   end
+end
+if batch.object_type == 'Directory' and taken.n > 0 then
+  redis.call('ZREM', covering, unpack(taken.paths))
 end
 
 local counts, jobs_seen = {}, {}
