@@ -53,7 +53,8 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
         "Each pending path is stored three times: as a member of the pending sorted set (hash "
         "table entry + skiplist node, one shared string), again in the coverage index (the "
         "same paths in byte order, so that what lies under a Directory is one ZRANGEBYLEX), "
-        "and as a field of the waiters hash (with the waiting job ids as value). used_memory also grows with Redis's own allocator "
-        "and hash-table overheads (tables grow by powers of two)."
+        "and as a field of the waiters hash (with the waiting job ids as value). used_memory "
+        "also grows with Redis's own allocator and hash-table overheads (tables grow by "
+        "powers of two)."
     )
     return result
