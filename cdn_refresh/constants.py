@@ -86,6 +86,15 @@ AUTH_HOLD_MAX_S: Final = 300.0
 REFRESH_COOLDOWN_S: Final = 0.0
 PROMOTE_MIN_PATHS: Final = 20
 PROMOTE_MIN_DEPTH: Final = 1
+# The provider's own count (DescribeRefreshQuota): read at most this often, and at once after
+# a QuotaExceeded.
+QUOTA_SYNC_S: Final = 60.0
+# Reservations this recent may be calls the provider had not counted yet when it answered.
+PROVIDER_COUNT_MARGIN_S: Final = 30.0
+# Completion tracking (DescribeRefreshTaskById): first check, longest gap, give up.
+TASK_FIRST_CHECK_S: Final = 30.0
+TASK_CHECK_MAX_S: Final = 600.0
+TASK_TIMEOUT_S: Final = 3600.0
 # The shortest gap between two promotion plans, deployment-wide.
 PROMOTE_INTERVAL_S: Final = 10.0
 

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     promote_min_paths: int = Field(default=c.PROMOTE_MIN_PATHS, ge=2)
     promote_min_depth: int = Field(default=c.PROMOTE_MIN_DEPTH, ge=1)
 
+    # The provider's own count and completion tracking (README "From pending to complete")
+    quota_sync_s: float = Field(default=c.QUOTA_SYNC_S, ge=0)  # 0: never read it
+    task_first_check_s: float = Field(default=c.TASK_FIRST_CHECK_S, ge=0)
+    task_check_max_s: float = Field(default=c.TASK_CHECK_MAX_S, gt=0)
+    task_timeout_s: float = Field(default=c.TASK_TIMEOUT_S, gt=0)
+
     # Retries and scheduling
     retry_base_delay_s: float = Field(default=c.RETRY_BASE_DELAY_S, ge=0)
     retry_max_delay_s: float = Field(default=c.RETRY_MAX_DELAY_S, ge=0)

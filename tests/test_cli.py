@@ -226,7 +226,13 @@ def test_status_lookup_quota_and_dead_letter_speak_json(run) -> None:  # type: i
     job = json.loads(run("enqueue", "a.com/1", "--json").stdout)["job_id"]
     status = json.loads(run("status", job, "--json").stdout)
     assert status["state"] == "pending"
-    assert status["counts"] == {"pending": 1, "in_flight": 0, "submitted": 0, "failed": 0}
+    assert status["counts"] == {
+        "pending": 1,
+        "in_flight": 0,
+        "submitted": 0,
+        "failed": 0,
+        "complete": 0,
+    }
     found = json.loads(run("lookup", "HTTP://A.COM/1", "--json").stdout)
     assert (found["path"], found["state"]) == ("http://a.com/1", "pending")
     quota = json.loads(run("quota", "--json").stdout)

@@ -246,6 +246,7 @@ def test_one_malformed_path_in_a_batch_of_1000_is_the_only_one_dead_lettered(
         "in_flight": 0,
         "submitted": 999,
         "failed": 1,
+        "complete": 0,
     }
     dead = [e.to_dict() for e in cluster.producer.dead_letters()]
     assert [(d["path"], d["code"]) for d in dead] == [

@@ -171,7 +171,13 @@ def test_five_sigkills_mid_drain_lose_nothing_and_resend_only_the_killed_batches
     sent = Counter(cluster.accepted())
     assert set(sent) == expected
     status = cluster.producer.status(job).to_dict()
-    assert status["counts"] == {"pending": 0, "in_flight": 0, "submitted": 20_000, "failed": 0}
+    assert status["counts"] == {
+        "pending": 0,
+        "in_flight": 0,
+        "submitted": 20_000,
+        "failed": 0,
+        "complete": 0,
+    }
     assert cluster.redis.hlen(cluster.keys.shared.batches) == 0
     assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
 
@@ -310,6 +316,7 @@ def test_provider_errors_throttling_and_dropped_connections_lose_and_dead_letter
         "in_flight": 0,
         "submitted": 5_000,
         "failed": 0,
+        "complete": 0,
     }
     assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
     assert cluster.redis.hlen(cluster.keys.shared.batches) == 0

@@ -167,7 +167,13 @@ def test_submitted_paths_are_recorded_with_task_ids_and_jobs_finish(
     store.batches.submit(batch, (), ("7", "8"), "R1", time.time())
     status = producer.status(job).to_dict()
     assert status["state"] == "done"
-    assert status["counts"] == {"pending": 0, "in_flight": 0, "submitted": 2, "failed": 0}
+    assert status["counts"] == {
+        "pending": 0,
+        "in_flight": 0,
+        "submitted": 2,
+        "failed": 0,
+        "complete": 0,
+    }
     assert status["task_ids"] == ["7", "8"]
     found = producer.lookup("http://a.com/1").to_dict()
     assert (found["state"], found["task_id"], found["request_id"]) == ("submitted", "7,8", "R1")
@@ -259,6 +265,7 @@ def test_a_path_enqueued_again_while_in_flight_is_counted_once_when_it_returns(
         "in_flight": 0,
         "submitted": 0,
         "failed": 0,
+        "complete": 0,
     }
 
 

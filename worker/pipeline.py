@@ -30,6 +30,8 @@ from worker.policy import (
     seconds_until_provider_reset,
 )
 from worker.promotion import Promoter
+from worker.provider_count import ProviderCount
+from worker.tracking import Tracker
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -93,6 +95,8 @@ class Flusher:
         self._settings = settings
         self._rng = rng or random.Random()
         self._on_more_work = on_more_work
+        self.provider_count = ProviderCount(store, client, settings)
+        self.tracker = Tracker(store, client, settings)
         self.promoter = Promoter(
             store,
             settings,
@@ -104,6 +108,7 @@ class Flusher:
     ) -> FlushReport:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
+        self.provider_count.sync()
         if object_type == ObjectType.FILE:
             self.promoter.maybe_promote()
         while report.batches < max_batches:
@@ -301,6 +306,11 @@ class Flusher:
         kind = batch.object_type
         if policy.action is Action.HOLD_TYPE:
             hold_s = seconds_until_provider_reset(self._store.now())
+            # Others may have spent the account's quota: read the provider's count now. If
+            # some is left (this batch was only larger than it), the claims take that much.
+            counted = self.provider_count.sync(now_too=True)
+            if counted is not None and self.provider_count.remaining(kind):
+                hold_s = max(1.0, self._settings.retry_base_delay_s)
             self._store.quota.set_hold(kind, hold_s, exc.code)
             log.warning(
                 "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",

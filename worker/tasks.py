@@ -80,10 +80,14 @@ def tick() -> dict[str, Any]:
     pending = rt.store.quota.types_pending()
     for kind in pending:
         request_flush(kind)
+    rt.flusher.provider_count.sync()
+    # Back to pending (a Failed task) needs a flush too: the next tick's types_pending sees it.
+    tracked = rt.flusher.tracker.poll()
     webhooks = rt.webhooks.tick()
     return {
         "reclaimed": reclaimed,
         "trimmed": trimmed,
         "pending_types": [k.value for k in pending],
         "webhooks": webhooks,
+        "tracked": {"calls": tracked.calls, "complete": tracked.complete},
     }

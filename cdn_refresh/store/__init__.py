@@ -12,6 +12,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.quota`: our window count, holds, backoffs.
 - :mod:`~cdn_refresh.store.lookups`: a path's story, dead letters, replay.
 - :mod:`~cdn_refresh.store.promotion`: what promotion and ``plan`` read; promoted Directories.
+- :mod:`~cdn_refresh.store.tracking`: calls tracked until their tasks end.
 - :mod:`~cdn_refresh.store.retention`: forgetting old records and finished jobs.
 - :mod:`~cdn_refresh.store.metrics`: the figures ``/metrics`` shows, and the counters.
 - :mod:`~cdn_refresh.store.idempotency`: the HTTP API's Idempotency-Keys.
@@ -35,6 +36,7 @@ from cdn_refresh.store.promotion import PromotionStore
 from cdn_refresh.store.quota import QuotaStore, QuotaWindowMismatchError
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
+from cdn_refresh.store.tracking import TrackingStore
 from cdn_refresh.store.webhooks import WebhookStore
 
 __all__ = [
@@ -55,7 +57,8 @@ class Store:
         self.jobs = JobStore(self._ctx)
         self.batches = BatchStore(self._ctx)
         self.quota = QuotaStore(self._ctx)
-        self.paths = PathStore(self._ctx, self.batches)
+        self.tracking = TrackingStore(self._ctx)
+        self.paths = PathStore(self._ctx, self.batches, self.tracking)
         self.retention = Retention(self._ctx)
         self.promotion = PromotionStore(self._ctx)
         self.metrics = MetricsStore(self._ctx)

@@ -180,7 +180,9 @@ class JobStore:
 
 def _job_state(counts: JobCounts, streaming: bool) -> JobState:
     if counts.waiting == 0 and not streaming:
-        return JobState.FAILED if counts.failed else JobState.DONE
-    if counts.in_flight or counts.submitted or counts.failed:
+        if counts.failed:
+            return JobState.FAILED
+        return JobState.DONE if counts.submitted else JobState.COMPLETE
+    if counts.in_flight or counts.submitted or counts.failed or counts.complete:
         return JobState.IN_PROGRESS
     return JobState.PENDING

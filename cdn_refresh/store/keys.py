@@ -30,6 +30,9 @@ class TypeKeys:
     cooling: str  # ZSET path -> when its cooldown ends (s): requested again too soon
     cooling_rank: str  # HASH path -> the rank it goes back to pending with
     last_sent: str  # ZSET path -> when it was last claimed for a call (only with a cooldown)
+    # HASH remaining, limit, checked_at: the provider's own count (DescribeRefreshQuota).
+    provider_quota: str
+    provider_noticed: str  # STRING the provider limit above ours that was logged already
     # ZSET directory -> 0: Directories claimed whose coverage is under way (Files wait).
     covering: str
     waiters: str  # HASH path -> comma-separated job ids waiting on the pending path
@@ -69,6 +72,14 @@ class SharedKeys:
     flush_requested: str  # STRING with a TTL: the producers' wake-up debounce
     write_probe: str  # set and deleted in one transaction: does Redis take writes?
     promotion_lock: str  # STRING with a TTL: one worker plans promotions at a time
+    quota_sync_gate: str  # STRING with a TTL: the provider's count was read lately
+    # Completion tracking: ZSET call -> when to ask the provider next (s), and HASH call ->
+    # JSON of the call's task IDs and paths (store/tracking.py).
+    tracking: str
+    tracks: str
+    task_status: str  # HASH task id -> JSON {status, at}: how each tracked task ended
+    task_status_by_time: str  # ZSET task id -> when it ended, for retention
+    tracking_lock: str  # STRING with a TTL: one poller for the deployment
     # Counters every worker adds to (store/metrics.py): HASH field -> number.
     metrics: str
     webhooks: str  # HASH job id -> JSON callback registered for the job's end

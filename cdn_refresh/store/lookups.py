@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store import scripts
@@ -16,6 +17,7 @@ from cdn_refresh.store.records import (
     PathState,
     SubmissionRecord,
 )
+from cdn_refresh.store.tracking import TrackingStore
 
 # Paths per replay script call.
 REPLAY_CHUNK = 2_000
@@ -24,9 +26,10 @@ REPLAY_CHUNK = 2_000
 class PathStore:
     """Reads a path's state and records; moves dead letters back to pending."""
 
-    def __init__(self, ctx: StoreContext, batches: BatchStore) -> None:
+    def __init__(self, ctx: StoreContext, batches: BatchStore, tracking: TrackingStore) -> None:
         self._ctx = ctx
         self._batches = batches
+        self._tracking = tracking
 
     def lookup(self, path: str, object_type: ObjectType) -> PathLookup:
         """Where one normalized path stands: pending, in flight, submitted or failed."""
@@ -62,11 +65,14 @@ class PathStore:
             or (info.attempts if info else 0)
             or (record.attempts if record else 0)
         )
+        tasks, completed_at = self._tasks_of(record)
+        if state is PathState.SUBMITTED and completed_at is not None:
+            state = PathState.COMPLETE
         return PathLookup(
             path=path,
             object_type=object_type,
             state=state,
-            task_id=",".join(record.task_ids) or None if record else None,
+            task_id=",".join(tasks) or None,
             request_id=(record.request_id or None) if record else None,
             submitted_at=record.submitted_at if record else None,
             attempts=attempts,
@@ -74,7 +80,28 @@ class PathStore:
             submissions=record.submissions if record else (),
             covered_by=record.covered_by if record else None,
             cooling_until=float(cooling) if cooling is not None and pending is None else None,
+            completed_at=completed_at if state is PathState.COMPLETE else None,
         )
+
+    def _tasks_of(self, record: SubmissionRecord | None) -> tuple[tuple[str, ...], float | None]:
+        """A path's own task (once the provider said which; a covered path's is its
+        Directory's), else every task of its call; and when they all ended Complete."""
+        if record is None:
+            return (), None
+        tasks = record.task_ids
+        if record.task_id:
+            tasks = (record.task_id,)
+        elif record.covered_by:
+            raw = self._ctx.redis.hget(
+                self._ctx.keys.of(ObjectType.DIRECTORY).records, record.covered_by
+            )
+            directory = SubmissionRecord.decode(cast(str | None, raw))
+            if directory and directory.task_id and directory.task_id in record.task_ids:
+                tasks = (directory.task_id,)
+        ends = self._tracking.ends(tasks)
+        if tasks and all(t in ends and ends[t].status == "Complete" for t in tasks):
+            return tasks, max(ends[t].at for t in tasks)
+        return tasks, None
 
     def dead_letters(self, object_types: Iterable[ObjectType]) -> Iterator[DeadLetter]:
         """Every dead-lettered path with its last error."""

@@ -11,7 +11,7 @@ from typing import cast
 from cdn_refresh.constants import MAX_MESSAGE_CHARS, OBJECT_TYPES, ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
-from cdn_refresh.store.records import CredentialProblem, QuotaUsage
+from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsage
 
 
 class QuotaWindowMismatchError(RuntimeError):
@@ -111,6 +111,36 @@ class QuotaStore:
     def types_pending(self) -> list[ObjectType]:
         """The types that have pending (or cooling) paths."""
         return [t for t in OBJECT_TYPES if self.pending_count(t) or self.cooling_count(t)]
+
+    def record_provider(
+        self, object_type: ObjectType, remaining: int, limit: int, checked_at: float
+    ) -> None:
+        """Keep the provider's own count: the claims never reserve more than it has left
+        (less what we reserved since it answered)."""
+        self._ctx.redis.hset(
+            self._ctx.keys.of(object_type).provider_quota,
+            mapping={"remaining": remaining, "limit": limit, "checked_at": repr(checked_at)},
+        )
+
+    def provider(self, object_type: ObjectType) -> ProviderQuota | None:
+        """What the provider last said of its own count, if it was asked."""
+        raw = self._ctx.redis.hgetall(self._ctx.keys.of(object_type).provider_quota)
+        return ProviderQuota.decode(cast(dict[str, str], raw))
+
+    def sync_turn(self, interval_s: float) -> bool:
+        """True at most once per ``interval_s`` for the whole deployment: time to read the
+        provider's count."""
+        key = self._ctx.keys.shared.quota_sync_gate
+        return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(interval_s * 1000))))
+
+    def request_sync(self) -> None:
+        """Read the provider's count at the next chance (after a QuotaExceeded)."""
+        self._ctx.redis.delete(self._ctx.keys.shared.quota_sync_gate)
+
+    def first_notice_of_limit(self, object_type: ObjectType, limit: int) -> bool:
+        """True once per provider limit: a limit above ours is worth one log line."""
+        key = self._ctx.keys.of(object_type).provider_noticed
+        return self._ctx.redis.getset(key, str(limit)) != str(limit)
 
     def first_notice(self, object_type: ObjectType, reason: str, seconds: float) -> bool:
         """True once per wait: so that a full window is logged once, not at every flush."""

@@ -2,16 +2,18 @@
 
 A path's life (one object type)::
 
-    enqueue ──► PENDING ──claim──► IN_FLIGHT ──submit──► SUBMITTED (task IDs recorded)
-                  ▲                    │
-                  └──retry / requeue───┤
-                                       └──release 'failed' (or attempts spent)──► FAILED
+    enqueue ──► PENDING ──claim──► IN_FLIGHT ──submit──► SUBMITTED ──task Complete──► COMPLETE
+                  ▲ ▲                  │                   │
+                  │ └──retry / requeue─┤                   └──task Failed (attempt counted)──┐
+                  │                    └──release 'failed' (or attempts spent)──► FAILED     │
+                  └──────────────────────────────────────────────────────────────────────────┘
     FAILED ──replay──► PENDING
 
+(PENDING includes a path cooling down, and one covered by a Directory rides along with it.)
 A job is the set of paths one enqueue asked for: PENDING until one of them moves,
-IN_PROGRESS while some are settled and some are not, then DONE (all submitted) or FAILED
-(nothing waits and some were dead-lettered). A job's state is computed from its counts,
-never stored.
+IN_PROGRESS while some are settled and some are not, then DONE (all submitted), COMPLETE
+(every path's task Complete) or FAILED (nothing waits and some were dead-lettered). A job's
+state is computed from its counts, never stored.
 
 Each record's JSON shape is written by one script (``lua/submit.lua`` writes
 :class:`SubmissionRecord`, ``lua/release.lua`` :class:`DeadLetter` and :class:`PathInfo`,
@@ -35,6 +37,7 @@ class PathState(StrEnum):
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
     SUBMITTED = "submitted"
+    COMPLETE = "complete"  # its own task ended Complete: the CDN serves the new content
     FAILED = "failed"  # dead-lettered, with its last error
     UNKNOWN = "unknown"  # never enqueued, or its record is older than the retention
 
@@ -44,7 +47,8 @@ class JobState(StrEnum):
 
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
-    DONE = "done"
+    DONE = "done"  # every path submitted (some tasks may still run)
+    COMPLETE = "complete"  # every path's task ended Complete
     FAILED = "failed"
 
 
@@ -152,6 +156,26 @@ class QuotaUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderQuota:
+    """The provider's own count of one type, as DescribeRefreshQuota last said."""
+
+    remaining: int
+    limit: int
+    checked_at: float
+
+    @classmethod
+    def decode(cls, raw: dict[str, str]) -> ProviderQuota | None:
+        """From the hash :meth:`QuotaStore.record_provider` writes."""
+        if not raw:
+            return None
+        return cls(int(raw["remaining"]), int(raw["limit"]), float(raw["checked_at"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``quota --json`` shape of ``"provider"``."""
+        return {"remaining": self.remaining, "limit": self.limit, "checked_at": self.checked_at}
+
+
+@dataclass(frozen=True, slots=True)
 class Submission:
     """One call that carried a path: when, and under which task IDs."""
 
@@ -175,6 +199,7 @@ class SubmissionRecord:
     late: bool
     earlier: tuple[Submission, ...]
     covered_by: str | None = None  # the Directory whose task settled this path
+    task_id: str | None = None  # its own task, once the provider said which (else all)
 
     @classmethod
     def decode(cls, raw: str | None) -> SubmissionRecord | None:
@@ -194,6 +219,7 @@ class SubmissionRecord:
                 for e in _list(data.get("earlier"))
             ),
             covered_by=str(data["covered_by"]) if data.get("covered_by") else None,
+            task_id=str(data["task_id"]) if data.get("task_id") else None,
         )
 
     @property
@@ -335,6 +361,7 @@ class JobCounts:
     in_flight: int = 0
     submitted: int = 0
     failed: int = 0
+    complete: int = 0
 
     @property
     def waiting(self) -> int:
@@ -394,6 +421,7 @@ class PathLookup:
     submissions: tuple[Submission, ...] = field(default=())
     covered_by: str | None = None  # its latest submission was a Directory's that covers it
     cooling_until: float | None = None  # held by the cooldown until then (state pending)
+    completed_at: float | None = None  # when its task ended Complete (state complete)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``lookup --json`` shape."""
@@ -409,4 +437,5 @@ class PathLookup:
             "submissions": [s.to_dict() for s in self.submissions],
             "covered_by": self.covered_by,
             "cooling_until": self.cooling_until,
+            "completed_at": self.completed_at,
         }

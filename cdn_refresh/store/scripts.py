@@ -76,6 +76,7 @@ CLAIM = ScriptSpec(
         "other.backoff",
         "covering",
         "other.covering",
+        "provider_quota",
     ),
 )
 COVER = ScriptSpec(
@@ -116,6 +117,8 @@ SUBMIT = ScriptSpec(
         "other.dead",
         "metrics",
         "covering",
+        "tracking",
+        "tracks",
     ),
 )
 RELEASE = ScriptSpec(
@@ -144,6 +147,28 @@ RELEASE = ScriptSpec(
         "covering",
     ),
 )
+TRACK = ScriptSpec(
+    "track.lua",
+    (
+        "tracking",
+        "tracks",
+        "task_status",
+        "task_status_by_time",
+        "job_counts",
+        "records",
+        "pending",
+        "pending_lex",
+        "waiters",
+        "pathinfo",
+        "dead",
+        "other.pending",
+        "other.pending_lex",
+        "other.waiters",
+        "other.pathinfo",
+        "other.dead",
+        "other.records",
+    ),
+)
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
 QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
 TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
@@ -157,6 +182,7 @@ ALL: tuple[ScriptSpec, ...] = (
     COVER,
     SUBMIT,
     RELEASE,
+    TRACK,
     EXTEND_TTL,
     QUOTA_USED,
     TOUCH_JOB,

@@ -24,6 +24,7 @@ local dir_hold = KEYS[21]
 local dir_backoff = KEYS[22]
 local covering = KEYS[23]      -- ZSET Directories claimed whose coverage is under way
 local dir_covering = KEYS[24]  -- the same for a File claim: Files under them wait too
+local provider_quota = KEYS[25]  -- HASH remaining, limit, checked_at: the provider's count
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
@@ -32,6 +33,8 @@ local dir_covering = KEYS[24]  -- the same for a File claim: Files under them wa
 -- ARGV[11] cooldown (s; 0: none)          ARGV[12] '1': a File waits for a pending
 --                                          Directory that covers it and can go now
 -- ARGV[13] Directory limit                ARGV[14] Directory reserve
+-- ARGV[15] the provider's last reset (s)  ARGV[16] how recent a reservation may be and still
+--                                          be missing from the provider's count (s)
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[3])
@@ -83,6 +86,23 @@ local used = tonumber(redis.call('GET', quota_total) or '0')
 local remaining = limit - used
 if redis.call('ZCARD', pending) == 0 then return cooling_wait() or {'empty'} end
 if remaining <= 0 then return {'wait', 'quota', frees_in()} end
+-- Never more than the provider's own count has left (others spend the account too): what
+-- it said, less what we reserved since, counting reservations from a little before its
+-- answer as not in it yet. A count from before the provider's last reset says nothing.
+local provider = redis.call('HMGET', provider_quota, 'remaining', 'checked_at')
+local last_reset = tonumber(ARGV[15])
+if provider[1] and tonumber(provider[2]) >= last_reset then
+  local since = tonumber(provider[2]) - tonumber(ARGV[16])
+  local ours = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', quota, '(' .. since, '+inf')) do
+    ours = ours + reservation_count(member)
+  end
+  local left = tonumber(provider[1]) - ours
+  if left <= 0 then
+    return {'wait', 'provider_quota', tostring(math.max(1, last_reset + 86400 - now))}
+  end
+  if left < remaining then remaining = left end
+end
 
 -- Coverage: a File waits when a pending Directory above it can go now (it is settled with
 -- that Directory's task, for no unit of its own). An interactive File waits only for an

@@ -18,11 +18,14 @@ local file_records_by_time = KEYS[14]
 local file_dead = KEYS[15]
 local metrics = KEYS[16]         -- HASH counters every worker adds to (store/metrics.py)
 local covering = KEYS[17]        -- ZSET Directories whose coverage is under way
+local tracking = KEYS[18]        -- ZSET call -> when to ask the provider how it went (s)
+local tracks = KEYS[19]          -- HASH call -> JSON task IDs and paths (store/tracking.py)
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
 -- ARGV[3] JSON {task_ids, request_id, history (how many submissions a record keeps),
 --         metrics (field -> increment: the calls this answer ends),
 --         submitted_fields {own, File} (the counters of submitted paths: of the batch's type,
---         and of Files, for the Files a Directory covers)}
+--         and of Files, for the Files a Directory covers),
+--         track_after (s; absent: the call is not tracked to completion)}
 -- ARGV[4] 'batch': settle paths of the batch in flight;
 --         'late': the batch's lease ran out before this answer and its paths went back to
 --         pending: only record the task IDs of ARGV[5..n], which may go out again
@@ -139,6 +142,12 @@ local files = {
 local top_attempts = settle(taken.paths, taken.jobs, taken.n, own, nil)
 if late then return {taken.n, top_attempts, 0} end
 
+-- What the call carried, kept until the provider says how its tasks ended: the paths of a
+-- Failed task go back to pending (store/tracking.py, lua/track.lua).
+local track = {
+  task_ids = task_ids, object_type = batch.object_type, at = now, batch = id, checks = 0,
+  paths = taken.paths, ranks = taken.ranks, jobs = taken.jobs, covered = {},
+}
 local n_covered, covered_files = 0, 0
 for _, directory in ipairs(batch.cover and taken.paths or {}) do
   local st = batch.cover[directory]
@@ -147,6 +156,9 @@ for _, directory in ipairs(batch.cover and taken.paths or {}) do
     local raw = redis.call('HGET', covered, field)
     if raw then
       local entry = cjson.decode(raw)
+      local kept = track.covered[directory] or {}
+      kept[#kept + 1] = entry
+      track.covered[directory] = kept
       settle(entry.files.paths, entry.files.jobs, entry.files.n, files, directory)
       settle(entry.dirs.paths, entry.dirs.jobs, entry.dirs.n, own, directory)
       n_covered = n_covered + entry.files.n + entry.dirs.n
@@ -172,6 +184,11 @@ for job in pairs(jobs_seen) do
   if merged ~= known then redis.call('HSET', job_tasks, job, merged) end
 end
 if taken.n > 0 then redis.call('DEL', auth_failures, auth_error) end
+if info.track_after and taken.n > 0 and #task_ids > 0 then
+  local call = id .. '@' .. task_ids[1]
+  redis.call('HSET', tracks, call, cjson.encode(track))
+  redis.call('ZADD', tracking, now + tonumber(info.track_after), call)
+end
 -- Covered paths are submitted too: covered Files count as Files, the rest as the batch's type.
 local fields = info.submitted_fields
 if fields and taken.n > 0 then

@@ -1,0 +1,158 @@
+"""The poller: asks the provider how each submitted call's tasks ended.
+
+One poller for the deployment: it runs in the periodic tick (one beat) and holds a Redis
+mark while it polls, so that a second tick, or a tick on another host, never asks twice.
+Per tracked call: ``DescribeRefreshTaskById`` with the call's task IDs (at most 10 a
+request, the provider's limit), whose answer names every path's own task. Then, by
+:func:`decide`: every task ended (settle: Complete paths complete, Failed ones back to
+pending), a task still runs (ask again later, the gap doubling from TASK_FIRST_CHECK_S up to
+TASK_CHECK_MAX_S), or give up (past TASK_TIMEOUT_S, or a task the provider no longer knows:
+logged, the paths left as submitted, never re-sent in a loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from cdn_refresh.settings import Settings
+from cdn_refresh.store import Store
+from cdn_refresh.store.tracking import TrackedCall
+from worker.client import CdnClient, RefreshTask
+from worker.errors import CdnError
+
+log = logging.getLogger("cdn_refresh.worker")
+
+# The provider's statuses of a task that has not ended yet.
+RUNNING = frozenset({"Refreshing", "Pending"})
+ENDED = frozenset({"Complete", "Failed"})
+# Task IDs one DescribeRefreshTaskById takes.
+IDS_PER_QUERY = 10
+# Calls one poll asks about, and the time it may take: the rest wait for the next tick.
+CALLS_PER_POLL = 50
+POLL_BUDGET_S = 20.0
+# The provider keeps tasks for three days.
+PROVIDER_KEEPS_S = 3 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a tracked call after one answer."""
+
+    outcome: str  # "settle" | "wait" | "give_up"
+    statuses: dict[str, str] = field(default_factory=dict)
+    task_of: dict[str, str] = field(default_factory=dict)
+    next_s: float = 0.0
+    reason: str = ""
+
+
+def decide(call: TrackedCall, tasks: list[RefreshTask], now: float, settings: Settings) -> Decision:
+    """Settle, wait or give up, from the provider's answer for one call's tasks."""
+    statuses: dict[str, str] = {}
+    task_of: dict[str, str] = {}
+    for task in tasks:
+        # One entry per (task, path): a task's status is the same on each of its entries.
+        statuses[task.task_id] = task.status
+        task_of[task.object_path] = task.task_id
+    missing = [t for t in call.task_ids if t not in statuses]
+    age = now - call.submitted_at
+    if missing:
+        reason = "Unknown"  # the provider does not know it (any more): we cannot tell
+        return Decision("give_up", statuses, task_of, reason=reason)
+    if any(statuses[t] not in ENDED for t in call.task_ids):
+        if age >= settings.task_timeout_s:
+            return Decision("give_up", statuses, task_of, reason="Timeout")
+        gap = settings.task_first_check_s * 2 ** (call.checks + 1)
+        next_s = max(1.0, min(settings.task_check_max_s, gap))
+        return Decision("wait", statuses, task_of, next_s=next_s)
+    return Decision("settle", statuses, task_of)
+
+
+@dataclass
+class PollReport:
+    """What one poll did."""
+
+    calls: int = 0
+    describe_requests: int = 0
+    complete: int = 0
+    back_to_pending: int = 0
+    dead_lettered: int = 0
+    given_up: int = 0
+
+
+class Tracker:
+    """Polls the provider for the tasks of submitted calls until they end."""
+
+    def __init__(self, store: Store, client: CdnClient, settings: Settings) -> None:
+        self._store = store
+        self._client = client
+        self._settings = settings
+
+    def poll(self, now: float | None = None) -> PollReport:
+        """Ask about the calls due now (at most CALLS_PER_POLL, for POLL_BUDGET_S)."""
+        report = PollReport()
+        tracking = self._store.tracking
+        if not tracking.take_turn(POLL_BUDGET_S * 2):
+            return report
+        started = time.monotonic()
+        try:
+            for call in tracking.due(CALLS_PER_POLL, now):
+                if time.monotonic() - started > POLL_BUDGET_S:
+                    break
+                self._check(call, report, now)
+        finally:
+            tracking.end_turn()
+        return report
+
+    def _check(self, call: TrackedCall, report: PollReport, now: float | None) -> None:
+        report.calls += 1
+        tasks: list[RefreshTask] = []
+        try:
+            for start in range(0, len(call.task_ids), IDS_PER_QUERY):
+                report.describe_requests += 1
+                chunk = call.task_ids[start : start + IDS_PER_QUERY]
+                tasks += self._client.describe_refresh_task_by_id(chunk)
+        except CdnError as exc:
+            # Asked too soon, throttled, or the provider is down: ask again at the next gap.
+            log.warning(
+                "task check failed call=%s code=%s: asking again later", call.call_id, exc.code
+            )
+            self._store.tracking.wait(call, self._settings.task_first_check_s, now)
+            return
+        clock = self._store.now() if now is None else now
+        decision = decide(call, tasks, clock, self._settings)
+        if decision.outcome == "wait":
+            self._store.tracking.wait(call, decision.next_s, now)
+        elif decision.outcome == "give_up":
+            report.given_up += 1
+            log.warning(
+                "task tracking given up call=%s task_ids=%s reason=%s age_s=%.0f: "
+                "its paths stay submitted",
+                call.call_id,
+                ",".join(call.task_ids),
+                decision.reason,
+                clock - call.submitted_at,
+            )
+            self._store.tracking.give_up(call, decision.reason, now)
+        else:
+            self._settle(call, decision, report, now)
+
+    def _settle(
+        self, call: TrackedCall, decision: Decision, report: PollReport, now: float | None
+    ) -> None:
+        done = self._store.tracking.settle(call, decision.statuses, decision.task_of, now)
+        report.complete += done.complete
+        report.back_to_pending += done.back_to_pending
+        report.dead_lettered += done.dead_lettered
+        failed = [t for t, s in decision.statuses.items() if s == "Failed"]
+        if failed:
+            log.warning(
+                "refresh task failed call=%s task_ids=%s: paths back to pending=%d "
+                "dead-lettered=%d",
+                call.call_id,
+                ",".join(failed),
+                done.back_to_pending,
+                done.dead_lettered,
+            )
+        log.info("tasks ended call=%s complete=%d", call.call_id, done.complete)
