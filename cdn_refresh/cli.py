@@ -105,6 +105,19 @@ def _read_lines(source: str) -> Iterator[str]:
 )
 @click.option("--skip-invalid", is_flag=True, help="Enqueue the valid paths, list the others.")
 @click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Then block until every path is complete (exit 0) or failed (1); --json prints the "
+    "final status instead of the receipt.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    help="With --wait: exit 124 after S seconds.",
+)
 def enqueue(
     paths: tuple[str, ...],
     from_file: str | None,
@@ -112,6 +125,8 @@ def enqueue(
     priority: str,
     skip_invalid: bool,
     as_json: bool,
+    wait: bool,
+    timeout_s: float | None,
 ) -> None:
     """Enqueue PATHS (and/or a file of paths) as one job.
 
@@ -152,7 +167,10 @@ def enqueue(
         raise click.ClickException(str(exc)) from None
     finally:
         producer.close()
-    _emit(receipt.to_dict(), as_json, _receipt_text(receipt))
+    if not (wait and as_json):
+        _emit(receipt.to_dict(), as_json, _receipt_text(receipt))
+    if wait and receipt.job_id:
+        _wait_for(_producer(settings, notify=False), receipt.job_id, timeout_s, as_json)
 
 
 def _receipt_text(receipt: Receipt) -> str:
@@ -211,28 +229,80 @@ class _ProgressLine:
             click.echo(err=True)
 
 
+# `--wait`: exit codes a deploy script can branch on (124 is timeout(1)'s).
+EXIT_COMPLETE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124
+WAIT_POLL_S = 0.5
+
+
+def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json: bool) -> NoReturn:
+    """Block until the job is complete (exit 0) or failed (1), or ``timeout_s`` (124)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    show = not as_json and sys.stderr.isatty()
+    while True:
+        data = producer.status(job_id).to_dict()
+        c = data["counts"]
+        if show:
+            total = sum(c.values()) or 1
+            ended = c["complete"] + c["failed"]
+            bar = "#" * (30 * ended // total)
+            click.echo(
+                f"\r[{bar:<30}] {ended:,}/{total:,} complete={c['complete']:,} "
+                f"submitted={c['submitted']:,} pending={c['pending'] + c['in_flight']:,}",
+                nl=False,
+                err=True,
+            )
+        state = data["state"]
+        timed_out = deadline is not None and time.monotonic() >= deadline
+        if state in ("complete", "failed") or timed_out:
+            if show:
+                click.echo(err=True)
+            _emit(data, as_json, _status_text(data))
+            if state == "complete":
+                sys.exit(EXIT_COMPLETE)
+            sys.exit(EXIT_FAILED if state == "failed" else EXIT_TIMEOUT)
+        time.sleep(WAIT_POLL_S)
+
+
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
-def status(job_id: str, as_json: bool) -> None:
+@click.option(
+    "--wait", is_flag=True, help="Block until every path is complete (exit 0) or failed (1)."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    help="With --wait: give up after S seconds (exit 124).",
+)
+def status(job_id: str, as_json: bool, wait: bool, timeout_s: float | None) -> None:
     """Show a job's state, its counts by state and its task IDs."""
     from producer.producer import JobNotFoundError
 
+    producer = _producer(_settings(), notify=False)
     try:
-        data = _producer(_settings(), notify=False).status(job_id).to_dict()
+        data = producer.status(job_id).to_dict()
+        if wait:
+            _wait_for(producer, job_id, timeout_s, as_json)
     except JobNotFoundError:
         raise click.ClickException(f"no job {job_id}") from None
+    _emit(data, as_json, _status_text(data))
+
+
+def _status_text(data: dict[str, Any]) -> str:
     c = data["counts"]
+    job_id = data["job_id"]
     text = (
         f"job {job_id}: {data['state']}  pending={c['pending']} in_flight={c['in_flight']} "
-        f"submitted={c['submitted']} failed={c['failed']}\n"
+        f"submitted={c['submitted']} complete={c['complete']} failed={c['failed']}\n"
         f"task ids: {', '.join(data['task_ids']) or '-'}"
     )
     if data["last_error"]:
         text += f"\nlast error: {data['last_error']}"
     if data.get("incomplete"):
         text += f"\nincomplete: {data['error']}"
-    _emit(data, as_json, text)
+    return text
 
 
 @main.command()
@@ -279,6 +349,11 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
     text = "\n".join(
         f"{name:<10} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
         f"pending={d['pending']} cooling={d['cooling']}"
+        + (
+            f" provider_remaining={d['provider']['remaining']}/{d['provider']['limit']}"
+            if d["provider"]
+            else ""
+        )
         for name, d in data.items()
     )
     _emit(data, as_json, text)

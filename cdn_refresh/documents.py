@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 
 def quota_document(store: Store) -> dict[str, Any]:
-    """``quota --json``: ``{"file": {"limit", "used", "remaining", "pending", "cooling"},
-    "directory": {...}}``, our own count of the rolling window."""
+    """``quota --json``: ``{"file": {"limit", "used", "remaining", "pending", "cooling",
+    "provider": {"remaining", "limit", "checked_at"} | null}, "directory": {...}}``: our own
+    count of the rolling window, and the provider's."""
     data: dict[str, Any] = {}
     for kind in OBJECT_TYPES:
         usage = store.quota.usage(kind)
@@ -28,5 +29,7 @@ def quota_document(store: Store) -> dict[str, Any]:
             "remaining": usage.remaining,
             "pending": store.quota.pending_count(kind),
             "cooling": store.quota.cooling_count(kind),
+            # The provider's own count, as DescribeRefreshQuota last said (None: not read).
+            "provider": provider.to_dict() if (provider := store.quota.provider(kind)) else None,
         }
     return data

@@ -138,6 +138,10 @@ def test_three_workers_never_spend_more_than_the_quota(cluster: Cluster) -> None
         check=True,
     )
     quota = json.loads(out.stdout)
+    # The provider's own count was read too (its limit is the emulator's, far above ours),
+    # and that its limit is above ours is said once.
+    provider = quota["file"].pop("provider")
+    assert provider["limit"] == 1_000_000 and provider["remaining"] >= 1_000_000 - 1_500
     assert quota["file"] == {
         "limit": 1_500,
         "used": 1_500,
@@ -148,6 +152,7 @@ def test_three_workers_never_spend_more_than_the_quota(cluster: Cluster) -> None
     # The operator hears of it once, not at every flush and tick of every worker.
     full_logs = "".join(w.log() for w in cluster.workers)
     assert full_logs.count("quota window full type=File") == 1, full_logs[-3000:]
+    assert full_logs.count("provider quota is above ours type=File") == 1
 
 
 def test_bulk_work_leaves_the_interactive_reserve_to_interactive_work(cluster: Cluster) -> None:
