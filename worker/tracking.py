@@ -31,7 +31,7 @@ ENDED = frozenset({"Complete", "Failed"})
 IDS_PER_QUERY = 10
 # Calls one poll asks about, and the time it may take: the rest wait for the next tick.
 CALLS_PER_POLL = 50
-POLL_BUDGET_S = 20.0
+POLL_BUDGET_S = 10.0
 # The provider keeps tasks for three days.
 PROVIDER_KEEPS_S = 3 * 86_400
 
@@ -93,7 +93,9 @@ class Tracker:
         """Ask about the calls due now (at most CALLS_PER_POLL, for POLL_BUDGET_S)."""
         report = PollReport()
         tracking = self._store.tracking
-        if not tracking.take_turn(POLL_BUDGET_S * 2):
+        # The mark outlives the longest poll: its budget and one more request's timeouts.
+        s = self._settings
+        if not tracking.take_turn(POLL_BUDGET_S + s.http_connect_timeout_s + s.http_read_timeout_s):
             return report
         started = time.monotonic()
         try:

@@ -1,0 +1,193 @@
+"""Knowing that it finished, against a real redis-server: calls tracked until their tasks end,
+Failed tasks sent again, each path's own task, and the provider's own count capping the
+claims (issue 11). End to end with real workers: tests/test_e2e_tracking.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from cdn_refresh.constants import ObjectType, Priority
+from cdn_refresh.store import Store
+from cdn_refresh.store.batches import provider_day_start
+from cdn_refresh.store.records import Batch, PathState, Wait, WaitReason
+from cdn_refresh.store.tracking import TrackedCall
+from producer.producer import Producer
+from tests.conftest import make_settings
+from worker.client import RefreshTask
+from worker.tracking import decide
+
+pytestmark = pytest.mark.redis
+
+FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
+
+
+def _setup(redis_client: redis.Redis, **overrides: object) -> tuple[Producer, Store]:
+    store = Store(redis_client, make_settings(**overrides))
+    return Producer(store), store
+
+
+def _claim(store: Store, kind: ObjectType, now: float | None = None) -> Batch:
+    claimed = store.batches.claim(kind, time.time() if now is None else now)
+    assert isinstance(claimed, Batch), claimed
+    return claimed
+
+
+def _counts(producer: Producer, job_id: str) -> dict[str, int]:
+    counts: dict[str, int] = producer.status(job_id).to_dict()["counts"]
+    return {state: n for state, n in counts.items() if n}
+
+
+def _only_call(store: Store, now: float) -> TrackedCall:
+    (call,) = store.tracking.due(10, now)
+    return call
+
+
+def test_a_call_is_tracked_from_its_submission_and_each_path_gets_its_own_task(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, task_first_check_s=30)
+    job = producer.enqueue(["a.com/1", "a.com/2", "b.com/3"]).job_id
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1", "T2"), "R", t0)
+    assert store.tracking.due(10, t0 + 29) == []
+    call = _only_call(store, t0 + 31)
+    assert call.task_ids == ("T1", "T2")
+    # Before the provider says which task is whose, a path lists both.
+    assert store.paths.lookup("http://b.com/3", FILE).task_id == "T1,T2"
+    task_of = {"http://a.com/1": "T1", "http://a.com/2": "T1", "http://b.com/3": "T2"}
+    done = store.tracking.settle(call, {"T1": "Complete", "T2": "Complete"}, task_of, t0 + 31)
+    assert (done.complete, done.back_to_pending, done.dead_lettered) == (3, 0, 0)
+    found = store.paths.lookup("http://b.com/3", FILE)
+    assert (found.state, found.task_id) == (PathState.COMPLETE, "T2")
+    assert found.completed_at == pytest.approx(t0 + 31)
+    assert found.to_dict()["completed_at"] == pytest.approx(t0 + 31)
+    assert _counts(producer, job) == {"complete": 3}
+    assert producer.status(job).to_dict()["state"] == "complete"
+    assert store.tracking.count() == 0
+
+
+def test_the_paths_of_a_failed_task_go_back_to_pending_and_the_rest_complete(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, max_attempts=2)
+    job = producer.enqueue(["a.com/1", "b.com/2"]).job_id
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1", "T2"), "R", t0)
+    call = _only_call(store, t0 + 60)
+    task_of = {"http://a.com/1": "T1", "http://b.com/2": "T2"}
+    done = store.tracking.settle(call, {"T1": "Complete", "T2": "Failed"}, task_of, t0 + 60)
+    assert (done.complete, done.back_to_pending) == (1, 1)
+    assert _counts(producer, job) == {"complete": 1, "pending": 1}
+    again = store.paths.lookup("http://b.com/2", FILE)
+    assert (again.state, again.last_error, again.attempts) == (PathState.PENDING, "TaskFailed", 1)
+    # Sent again and Failed again: out of attempts, it is dead-lettered with the reason.
+    batch = _claim(store, FILE, t0 + 61)
+    assert batch.paths == ("http://b.com/2",)
+    store.batches.submit(batch, (), ("T3",), "R", t0 + 61)
+    call = _only_call(store, t0 + 200)
+    done = store.tracking.settle(call, {"T3": "Failed"}, {"http://b.com/2": "T3"}, t0 + 200)
+    assert done.dead_lettered == 1
+    (dead,) = list(producer.dead_letters())
+    assert (dead.path, dead.code, dead.attempts) == ("http://b.com/2", "TaskFailed", 2)
+    assert producer.status(job).to_dict()["state"] == "failed"
+
+
+def test_what_a_directory_covered_follows_its_task(redis_client: redis.Redis) -> None:
+    producer, store = _setup(redis_client)
+    files = producer.enqueue([f"a.com/img/{i}.png" for i in range(5)], FILE, Priority.BULK)
+    producer.enqueue(["a.com/img/", "b.com/x/"], DIRECTORY)
+    t0 = time.time()
+    coverage = store.batches.cover(_claim(store, DIRECTORY, t0))
+    assert coverage is not None and coverage.files == 5
+    store.batches.submit(coverage.batch, (), ("D1", "D2"), "R", t0)
+    call = _only_call(store, t0 + 60)
+    task_of = {"http://a.com/img/": "D1", "http://b.com/x/": "D2"}
+    store.tracking.settle(call, {"D1": "Failed", "D2": "Complete"}, task_of, t0 + 60)
+    # a.com/img/ failed: it and what it covered are pending again; b.com/x/ is complete.
+    assert store.quota.pending_count(FILE) == 5
+    assert _counts(producer, files.job_id) == {"pending": 5}
+    assert store.paths.lookup("http://b.com/x/", DIRECTORY).state is PathState.COMPLETE
+    coverage = store.batches.cover(_claim(store, DIRECTORY, t0 + 61))
+    assert coverage is not None and coverage.files == 5
+    store.batches.submit(coverage.batch, (), ("D3",), "R", t0 + 61)
+    call = _only_call(store, t0 + 200)
+    store.tracking.settle(call, {"D3": "Complete"}, {"http://a.com/img/": "D3"}, t0 + 200)
+    covered = store.paths.lookup("http://a.com/img/3.png", FILE)
+    assert (covered.state, covered.task_id, covered.covered_by) == (
+        PathState.COMPLETE,
+        "D3",
+        "http://a.com/img/",
+    )
+    assert producer.status(files.job_id).to_dict()["state"] == "complete"
+
+
+def test_a_task_that_runs_on_is_asked_about_later_then_given_up_left_submitted(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, task_first_check_s=10, task_timeout_s=100)
+    job = producer.enqueue(["a.com/1"]).job_id
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    running = [RefreshTask("T1", "http://a.com/1", "file", "Refreshing", "50%", "", "")]
+    call = _only_call(store, t0 + 11)
+    decision = decide(call, running, t0 + 11, store.settings)
+    assert (decision.outcome, decision.next_s) == ("wait", 20)
+    store.tracking.wait(call, decision.next_s, t0 + 11)
+    assert store.tracking.due(10, t0 + 30) == []
+    call = _only_call(store, t0 + 32)
+    assert call.checks == 1
+    assert decide(call, running, t0 + 32, store.settings).next_s == 40
+    assert decide(call, running, t0 + 101, store.settings).outcome == "give_up"
+    store.tracking.give_up(call, "Timeout", t0 + 101)
+    assert store.tracking.count() == 0
+    assert store.paths.lookup("http://a.com/1", FILE).state is PathState.SUBMITTED
+    assert store.tracking.ends(["T1"])["T1"].status == "Timeout"
+    assert _counts(producer, job) == {"submitted": 1}
+    # A task the provider does not know (any more) is given up at once, never re-sent.
+    assert decide(call, [], t0 + 40, store.settings).reason == "Unknown"
+
+
+def test_a_settled_call_settles_nothing_twice(redis_client: redis.Redis) -> None:
+    producer, store = _setup(redis_client)
+    job = producer.enqueue(["a.com/1"]).job_id
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    call = _only_call(store, t0 + 60)
+    store.tracking.settle(call, {"T1": "Failed"}, {"http://a.com/1": "T1"}, t0 + 60)
+    again = store.tracking.settle(call, {"T1": "Failed"}, {"http://a.com/1": "T1"}, t0 + 61)
+    assert (again.complete, again.back_to_pending) == (0, 0)
+    assert _counts(producer, job) == {"pending": 1}
+
+
+def test_claims_never_reserve_more_than_the_provider_has_left(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client, url_daily_quota=2_000)
+    producer.enqueue([f"a.com/{i}" for i in range(3_000)])
+    now = time.time()
+    # The console spent 1,900 of the account's 2,000: the provider says 100 are left.
+    store.quota.record_provider(FILE, 100, 2_000, now - 60)
+    first = _claim(store, FILE, now)
+    assert len(first.paths) == 100
+    wait = store.batches.claim(FILE, now + 1)
+    assert isinstance(wait, Wait) and wait.reason is WaitReason.PROVIDER_QUOTA
+    # Until its next reset, when the count read before it says nothing any more.
+    assert wait.seconds == pytest.approx(provider_day_start(now) + 86_400 - (now + 1), abs=1)
+    assert store.quota.provider(FILE) is not None
+    tomorrow = provider_day_start(now) + 86_400 + 10
+    assert len(_claim(store, FILE, tomorrow).paths) == 1_000
+
+
+def test_reservations_made_just_before_the_providers_answer_count_against_it(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue([f"a.com/{i}" for i in range(500)])
+    now = time.time()
+    _claim(store, FILE, now)  # 500 reserved; the provider may not have counted them yet
+    producer.enqueue([f"b.com/{i}" for i in range(500)])
+    store.quota.record_provider(FILE, 600, 2_000, now + 1)
+    assert len(_claim(store, FILE, now + 2).paths) == 100
