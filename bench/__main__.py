@@ -19,7 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import drain, enqueue, http_api, latency, long_lines, memory, overshoot, savings
+from bench import (
+    drain,
+    enqueue,
+    http_api,
+    latency,
+    long_lines,
+    memory,
+    overshoot,
+    savings,
+    tracking,
+)
 from bench.infra import RedisServer, deadline, machine_info
 from bench.report import RESULTS_MD, Result, console_table, save_before, write_results
 
@@ -33,6 +43,7 @@ BENCHMARKS: dict[str, tuple[Runner, float]] = {
     "memory": (memory.run, 120),
     "long-lines": (long_lines.run, 240),
     "savings": (savings.run, 300),
+    "tracking": (tracking.run, 240),
     "http-api": (http_api.run, 180),
 }
 

@@ -122,14 +122,16 @@ class BatchStore:
         now: float | None = None,
         *,
         calls: Sequence[CallSample] = (),
+        track: bool = True,
     ) -> Settled:
         """Record ``paths`` of ``batch`` (all of them when empty) as submitted.
 
         Settles nothing when the batch's lease ran out first and its paths went back to
         pending (a stalled worker): then, see :meth:`record_late`. ``calls`` are the
-        provider calls this answer ends, for the metrics counters.
+        provider calls this answer ends, for the metrics counters. ``track=False`` records
+        without tracking the call to completion (the benchmark's baseline, nothing else).
         """
-        answer = self._submit(batch, "batch", paths, task_ids, request_id, now, calls)
+        answer = self._submit(batch, "batch", paths, task_ids, request_id, now, calls, track)
         return Settled(int(answer[0]), 0, int(answer[1]), int(answer[2]))
 
     def record_late(
@@ -148,6 +150,7 @@ class BatchStore:
         request_id: str,
         now: float | None,
         calls: Sequence[CallSample],
+        track: bool = False,
     ) -> Any:
         info = {
             "task_ids": list(task_ids),
@@ -158,8 +161,9 @@ class BatchStore:
                 "own": submitted_field(batch.object_type),
                 "File": submitted_field(ObjectType.FILE),
             },
-            "track_after": self._ctx.settings.task_first_check_s,
         }
+        if track:
+            info["track_after"] = self._ctx.settings.task_first_check_s
         return self._ctx.scripts.run(
             scripts.SUBMIT,
             [batch.id, time_arg(now), json.dumps(info), mode, *paths],
