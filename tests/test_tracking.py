@@ -191,3 +191,14 @@ def test_reservations_made_just_before_the_providers_answer_count_against_it(
     producer.enqueue([f"b.com/{i}" for i in range(500)])
     store.quota.record_provider(FILE, 600, 2_000, now + 1)
     assert len(_claim(store, FILE, now + 2).paths) == 100
+
+
+def test_how_tasks_ended_is_forgotten_with_the_records(redis_client: redis.Redis) -> None:
+    producer, store = _setup(redis_client, record_retention_days=1)
+    producer.enqueue(["a.com/1"])
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.tracking.settle(_only_call(store, t0 + 60), {"T1": "Complete"}, {}, t0 + 60)
+    assert store.tracking.ends(["T1"])
+    store.retention.trim(t0 + 2 * 86_400)
+    assert store.tracking.ends(["T1"]) == {}

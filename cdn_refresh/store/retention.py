@@ -25,7 +25,22 @@ class Retention:
         """Forget records and finished jobs older than the retention; returns how many."""
         now = time.time() if now is None else now
         cutoff = now - self._ctx.settings.record_retention_days * 86400
-        return self._trim_records(cutoff, limit) + self._trim_jobs(cutoff, now, limit)
+        return (
+            self._trim_records(cutoff, limit)
+            + self._trim_jobs(cutoff, now, limit)
+            + self._trim_task_ends(cutoff, limit)
+        )
+
+    def _trim_task_ends(self, cutoff: float, limit: int) -> int:
+        """How tracked tasks ended is kept as long as the records that name them."""
+        r, k = self._ctx.redis, self._ctx.keys.shared
+        old = cast(list[str], r.zrangebyscore(k.task_status_by_time, "-inf", cutoff, 0, limit))
+        if old:
+            with r.pipeline(transaction=False) as pipe:
+                pipe.hdel(k.task_status, *old)
+                pipe.zrem(k.task_status_by_time, *old)
+                pipe.execute()
+        return len(old)
 
     def _trim_records(self, cutoff: float, limit: int) -> int:
         r, trimmed = self._ctx.redis, 0
