@@ -253,14 +253,30 @@ def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json:
             )
         state = data["state"]
         timed_out = deadline is not None and time.monotonic() >= deadline
-        if state in ("complete", "failed") or timed_out:
+        unconfirmed = _given_up(producer, data) if state == "done" else []
+        if state in ("complete", "failed") or unconfirmed or timed_out:
             if show:
                 click.echo(err=True)
             _emit(data, as_json, _status_text(data))
+            if unconfirmed:
+                click.echo(
+                    f"tracking gave up on task(s) {', '.join(unconfirmed)} (still running "
+                    "after TASK_TIMEOUT_S, or unknown to the provider): not confirmed",
+                    err=True,
+                )
             if state == "complete":
                 sys.exit(EXIT_COMPLETE)
-            sys.exit(EXIT_FAILED if state == "failed" else EXIT_TIMEOUT)
+            sys.exit(EXIT_TIMEOUT if timed_out and not unconfirmed else EXIT_FAILED)
         time.sleep(WAIT_POLL_S)
+
+
+def _given_up(producer: Producer, data: dict[str, Any]) -> list[str]:
+    """A job done (every path submitted) whose every task ended, some given up rather than
+    Complete: it will never be complete, and a wait must not last for ever."""
+    ends = producer.store.tracking.ends(data["task_ids"])
+    if not data["task_ids"] or len(ends) < len(data["task_ids"]):
+        return []
+    return [t for t, end in ends.items() if end.status not in ("Complete", "Failed")]
 
 
 @main.command()

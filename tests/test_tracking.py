@@ -5,10 +5,13 @@ claims (issue 11). End to end with real workers: tests/test_e2e_tracking.py."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 
+from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType, Priority
 from cdn_refresh.store import Store
 from cdn_refresh.store.batches import provider_day_start
@@ -202,3 +205,18 @@ def test_how_tasks_ended_is_forgotten_with_the_records(redis_client: redis.Redis
     assert store.tracking.ends(["T1"])
     store.retention.trim(t0 + 2 * 86_400)
     assert store.tracking.ends(["T1"]) == {}
+
+
+def test_status_wait_ends_when_tracking_gave_up_instead_of_waiting_for_ever(
+    redis_client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    producer, store = _setup(redis_client)
+    job = producer.enqueue(["a.com/1"]).job_id
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.tracking.give_up(_only_call(store, t0 + 60), "Timeout", t0 + 60)
+    monkeypatch.chdir(tmp_path)
+    env = {"CDN_REFRESH_REDIS_URL": redis_url, "CDN_REFRESH_KEY_PREFIX": store.settings.key_prefix}
+    result = CliRunner().invoke(main, ["status", job, "--wait", "--timeout", "30"], env=env)
+    assert result.exit_code == 1
+    assert "gave up on task(s) T1" in result.output

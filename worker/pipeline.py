@@ -307,9 +307,11 @@ class Flusher:
         if policy.action is Action.HOLD_TYPE:
             hold_s = seconds_until_provider_reset(self._store.now())
             # Others may have spent the account's quota: read the provider's count now. If
-            # some is left (this batch was only larger than it), the claims take that much.
+            # some is left and this batch was larger than it, the claims take that much; a
+            # refusal the count does not explain holds until the reset, as before.
             counted = self.provider_count.sync(now_too=True)
-            if counted is not None and self.provider_count.remaining(kind):
+            left = self.provider_count.remaining(kind) if counted is not None else None
+            if left and left < len(batch.paths):
                 hold_s = max(1.0, self._settings.retry_base_delay_s)
             self._store.quota.set_hold(kind, hold_s, exc.code)
             log.warning(

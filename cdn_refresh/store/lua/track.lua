@@ -118,6 +118,10 @@ local attempts_own = {}
 for i, path in ipairs(track.paths) do
   local task = task_of[path]
   local record = own_records[i] and cjson.decode(own_records[i])
+  -- Only the record of this call: a newer submission of the path keeps its own tasks.
+  if record and (record.batch ~= track.batch or not list_has(table.concat(record.task_ids, ','), task or '')) then
+    record = nil
+  end
   if record and task then
     record.task_id = task
     redis.call('HSET', records, path, cjson.encode(record))
