@@ -78,6 +78,12 @@ RETRY_MAX_DELAY_S: Final = 60.0
 MAX_ATTEMPTS: Final = 8
 BATCH_LEASE_S: Final = 120.0
 FLUSH_DEBOUNCE_S: Final = 0.2
+# Liveness (issue 13): a worker process refreshes its heartbeat every HEARTBEAT_INTERVAL_S;
+# one that has not for HEARTBEAT_TTL_S is dead, and its batches go to another process. Death
+# to resend: at most TTL + TTL / 2 (the sweep) + a flush, well under 15 s.
+HEARTBEAT_TTL_S: Final = 6.0
+HEARTBEAT_INTERVAL_S: Final = 1.0
+SWEEP_INTERVAL_S: Final = 3.0
 FLUSH_INTERVAL_S: Final = 5.0
 INTERACTIVE_RESERVE: Final = 0.1
 RECORD_RETENTION_DAYS: Final = 30

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
+import threading
+from types import FrameType
 from typing import cast
 
 import redis
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import QuotaWindowMismatchError, Store, broker_url
 from worker import runtime
+from worker.recovery import hand_back
+
+# How long a stopping process may spend handing its batches back before it exits anyway
+# (their owner's heartbeat then runs out, and the sweep takes them).
+HAND_BACK_TIMEOUT_S = 5.0
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -74,6 +82,45 @@ def create_app(settings: Settings) -> Celery:
 def _fresh_runtime_after_fork(**_: object) -> None:
     # Connections made in the parent must not be shared with the forked pool processes.
     runtime.reset()
+    # Celery resets SIGTERM in a pool process to "die at once"; we hand back first.
+    signal.signal(signal.SIGTERM, _hand_back_then_die)
+
+
+def _hand_back_then_die(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a pool process: no new call goes out, every batch this process holds goes
+    back at once (with its reservation, if its call never went out), the heartbeat goes,
+    and the process dies of the signal as it would have."""
+    rt = runtime.current()
+    if rt is not None:
+        rt.flusher.stopping.set()
+        # Another thread on its own client: the interrupted main thread may hold a lock of
+        # the runtime's connection pool.
+        worker = threading.Thread(target=_leave, args=(rt,), name="cdn-refresh-hand-back")
+        worker.start()
+        worker.join(HAND_BACK_TIMEOUT_S)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _leave(rt: runtime.Runtime) -> None:
+    store = Store.from_settings(rt.settings)
+    try:
+        hand_back(store, rt.flusher.in_hand)
+        store.liveness.leave(rt.heartbeat.owner)
+    except redis.RedisError as exc:
+        log.warning("could not hand back batches (%s); the sweep will take them", exc)
+    finally:
+        store.close()
+
+
+@worker_process_shutdown.connect
+def _leave_at_exit(**_: object) -> None:
+    """A pool process ends (a warm shutdown, a restart): nothing it holds is waited for."""
+    rt = runtime.current()
+    if rt is not None:
+        rt.flusher.stopping.set()
+        _leave(rt)
+        rt.heartbeat.stop()
 
 
 @worker_init.connect

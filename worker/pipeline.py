@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from worker.policy import (
     seconds_until_provider_reset,
 )
 from worker.promotion import Promoter
+from worker.recovery import InHand, hand_back
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -87,8 +89,14 @@ class Flusher:
         *,
         rng: random.Random | None = None,
         on_more_work: Callable[[ObjectType], object] | None = None,
+        owner: str = "",
     ) -> None:
+        """``owner`` names this process in its claims (its heartbeat keeps them its own)."""
         self._store = store
+        self.owner = owner
+        self.in_hand = InHand()
+        # Set when the process is asked to stop: no new call goes out after it.
+        self.stopping = threading.Event()
         self._client = client
         self._settings = settings
         self._rng = rng or random.Random()
@@ -106,13 +114,18 @@ class Flusher:
         report = FlushReport()
         if object_type == ObjectType.FILE:
             self.promoter.maybe_promote()
-        while report.batches < max_batches:
-            claimed = self._store.batches.claim(object_type)
+        while report.batches < max_batches and not self.stopping.is_set():
+            claimed = self._store.batches.claim(object_type, owner=self.owner)
             if claimed is None:
                 return report
             if isinstance(claimed, Wait):
                 report.wait = claimed
                 return report
+            self.in_hand.claimed(claimed.id, claimed.object_type)
+            if self.stopping.is_set():
+                # Asked to stop between claim and call: nothing went out, the quota comes back.
+                hand_back(self._store, self.in_hand)
+                break
             if claimed.object_type is ObjectType.DIRECTORY:
                 claimed = self._cover(claimed)
             report.batches += 1
@@ -149,6 +162,7 @@ class Flusher:
         report.top_attempt = 0
         outcome = "submitted"
         error: CdnError | None = None
+        self.in_hand.call_starting(batch.id)
         try:
             self._submit(batch, batch.paths, report)
         except CdnError as exc:
@@ -159,6 +173,7 @@ class Flusher:
             outcome = "error"
             raise
         finally:
+            self.in_hand.settled(batch.id)
             # The one line per batch an operator reads: what went, where, how, how long.
             log.info(
                 "batch id=%s type=%s paths=%d covered=%d domains=%d attempt=%d calls=%d "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -33,13 +34,23 @@ class BatchStore:
         self._ctx = ctx
 
     def claim(
-        self, object_type: ObjectType, now: float | None = None, *, coverage: bool = True
+        self,
+        object_type: ObjectType,
+        now: float | None = None,
+        *,
+        coverage: bool = True,
+        owner: str = "",
+        token: str | None = None,
     ) -> Batch | Wait | None:
         """Claim the next batch and reserve its quota; ``None`` when nothing is pending.
 
         ``now`` defaults to Redis's clock, which every worker on every host shares. A File
         under a pending Directory that can go now is left for that Directory to cover;
         ``coverage=False`` skips that check (the benchmark's baseline, nothing else).
+        ``owner`` names the worker process whose heartbeat keeps the batch its own
+        (:mod:`~cdn_refresh.store.liveness`). Each claim carries a fresh ``token``: when
+        its reply is lost and redis-py sends it again, the retry gets the batch the first
+        run took instead of claiming a second one that nobody would own.
         """
         s = self._ctx.settings
         limit = s.daily_quota(object_type)
@@ -61,8 +72,10 @@ class BatchStore:
                 "1" if coverage and object_type == ObjectType.FILE else "0",
                 dir_limit,
                 math.ceil(dir_limit * s.interactive_reserve),
+                owner,
             ],
             object_type,
+            extra_keys={"claim_token": self._ctx.keys.claim_token(token or uuid.uuid4().hex)},
         )
         if answer[0] == "empty":
             return None

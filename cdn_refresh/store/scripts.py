@@ -74,6 +74,8 @@ CLAIM = ScriptSpec(
         "other.quota_total",
         "other.hold",
         "other.backoff",
+        "batch_owners",
+        "claim_token",
     ),
 )
 COVER = ScriptSpec(
@@ -143,6 +145,8 @@ TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
 WEBHOOK_FIRE = ScriptSpec("webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries"))
 WEBHOOK_LEASE = ScriptSpec("webhook_lease.lua", ("webhook_outbox", "webhook_deliveries"))
 WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
+HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",))
+ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
@@ -156,6 +160,8 @@ ALL: tuple[ScriptSpec, ...] = (
     WEBHOOK_FIRE,
     WEBHOOK_LEASE,
     WEBHOOK_RETRY,
+    HEARTBEAT,
+    ORPHANED,
 )
 
 

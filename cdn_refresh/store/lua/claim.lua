@@ -22,6 +22,8 @@ local dir_pending_lex = KEYS[19]       -- that may cover its paths
 local dir_quota_total = KEYS[20]
 local dir_hold = KEYS[21]
 local dir_backoff = KEYS[22]
+local batch_owners = KEYS[23]  -- HASH batch id -> the worker process that claimed it
+local claim_token = KEYS[24]   -- STRING: the batch this claim attempt took (issue 13)
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
@@ -30,6 +32,7 @@ local dir_backoff = KEYS[22]
 -- ARGV[11] cooldown (s; 0: none)          ARGV[12] '1': a File waits for a pending
 --                                          Directory that covers it and can go now
 -- ARGV[13] Directory limit                ARGV[14] Directory reserve
+-- ARGV[15] owner (worker process; empty: none, the lease alone reclaims the batch)
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[3])
@@ -39,6 +42,13 @@ local max_domains = tonumber(ARGV[6])
 local lease = tonumber(ARGV[7])
 local bulk_floor = tonumber(ARGV[8])
 local scan_limit = tonumber(ARGV[10])
+-- The same claim retried after its reply was lost gets the batch its first run took.
+local taken_before = redis.call('GET', claim_token)
+if taken_before then
+  local raw = redis.call('HGET', batches, taken_before)
+  if raw then return {'batch', taken_before, raw} end
+  return {'empty'}
+end
 
 for _, held in ipairs({{hold, 'provider_quota'}, {auth_hold, 'credentials'}, {backoff, 'backoff'}}) do
   local ttl = redis.call('PTTL', held[1])
@@ -270,4 +280,6 @@ local batch = cjson.encode({
 })
 redis.call('HSET', batches, id, batch)
 redis.call('ZADD', leases, now + lease, id)
+if ARGV[15] ~= '' then redis.call('HSET', batch_owners, id, ARGV[15]) end
+redis.call('SET', claim_token, id, 'PX', math.max(1, math.ceil(lease * 1000)))
 return {'batch', id, batch}
