@@ -4,6 +4,7 @@ batch another worker sends within 15 s."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -141,10 +142,8 @@ class ReplyDropper:
         except OSError:
             pass
         for sock in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def close(self) -> None:
@@ -238,12 +237,35 @@ def test_a_worker_sigkilled_mid_call_has_its_batch_sent_by_another_within_15_s(
     try:
         wait_for(lambda: len(emulator.state.calls()) >= 1, 15, survivor.log)
         took = time.monotonic() - killed_at
-        wait_for(
-            lambda: Producer(store).status(job).to_dict()["state"] == "done", 10, survivor.log
-        )
+        wait_for(lambda: Producer(store).status(job).to_dict()["state"] == "done", 10, survivor.log)
     finally:
         survivor.stop()
     accepted = [p for call in emulator.state.calls() for p in call["paths"]]
     assert sorted(accepted) == sorted(f"http://{p}" for p in paths)
     assert took < 15
     assert "owner's heartbeat gone" in survivor.log()
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+@pytest.mark.fault
+@pytest.mark.timeout(60)
+def test_a_sigterm_mid_call_hands_the_batch_back_at_once(
+    redis_url: str, redis_client: redis.Redis, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator.state.configure(latency_s=4)
+    values, workers = _workers(redis_url, emulator, tmp_path, 1)
+    store = Store(redis_client, make_settings(**values))
+    Producer.from_settings(store.settings).enqueue([f"a.example.com/{i}" for i in range(50)])
+    wait_for(lambda: emulator.state.stats()["requests"] >= 1, 20)
+    pgid = _owner_pgid(redis_client, store)
+    os.killpg(pgid, signal.SIGTERM)
+    stopped_at = time.monotonic()
+    # Back to pending long before the heartbeat (6 s) or the lease (120 s) would say so.
+    wait_for(lambda: store.batches.count() == 0, 3, workers[0].log)
+    assert time.monotonic() - stopped_at < 3
+    assert store.quota.pending_count(FILE) == 50
+    assert store.quota.usage(FILE).used == 50  # the call may have gone out: it stays
+    assert redis_client.zcard(store.keys.shared.heartbeats) == 0
+    workers[0].stop()
+    assert "handed back batch" in workers[0].log()

@@ -12,7 +12,7 @@ from typing import cast
 
 import redis
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import task_prerun, worker_init, worker_process_init, worker_process_shutdown
 from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
@@ -82,14 +82,29 @@ def create_app(settings: Settings) -> Celery:
 def _fresh_runtime_after_fork(**_: object) -> None:
     # Connections made in the parent must not be shared with the forked pool processes.
     runtime.reset()
-    # Celery resets SIGTERM in a pool process to "die at once"; we hand back first.
+
+
+# The SIGTERM handler billiard installed in this pool process (it exits cleanly), and the
+# process it was installed in (a handler inherited across a fork is not this process's).
+_billiard_sigterm: list[object] = [None, 0]
+
+
+@task_prerun.connect
+def _hand_back_on_sigterm(**_: object) -> None:
+    """Before this pool process's first task, put our SIGTERM handler in front of billiard's
+    (billiard installs its own after every initializer Celery offers a hook in)."""
+    if _billiard_sigterm[1] == os.getpid():
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return  # a thread pool: signals are the main process's business
+    _billiard_sigterm[:] = [signal.getsignal(signal.SIGTERM), os.getpid()]
     signal.signal(signal.SIGTERM, _hand_back_then_die)
 
 
 def _hand_back_then_die(signum: int, frame: FrameType | None) -> None:
     """SIGTERM in a pool process: no new call goes out, every batch this process holds goes
     back at once (with its reservation, if its call never went out), the heartbeat goes,
-    and the process dies of the signal as it would have."""
+    and then billiard's own handler ends the process as it would have."""
     rt = runtime.current()
     if rt is not None:
         rt.flusher.stopping.set()
@@ -98,8 +113,12 @@ def _hand_back_then_die(signum: int, frame: FrameType | None) -> None:
         worker = threading.Thread(target=_leave, args=(rt,), name="cdn-refresh-hand-back")
         worker.start()
         worker.join(HAND_BACK_TIMEOUT_S)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    previous = _billiard_sigterm[0]
+    signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)  # type: ignore[arg-type]
+    if callable(previous):
+        previous(signum, frame)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _leave(rt: runtime.Runtime) -> None:
