@@ -114,10 +114,11 @@ def _hand_back_then_die(signum: int, frame: FrameType | None) -> None:
         worker.start()
         worker.join(HAND_BACK_TIMEOUT_S)
     previous = _billiard_sigterm[0]
-    signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)  # type: ignore[arg-type]
     if callable(previous):
+        signal.signal(signal.SIGTERM, previous)
         previous(signum, frame)
     else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
