@@ -96,6 +96,10 @@ PROMOTE_MIN_DEPTH: Final = 1
 PROMOTE_INTERVAL_S: Final = 10.0
 
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+# High availability (README): replicas that must confirm an enqueue's writes (0: none), and
+# how long an enqueue waits for them before it says it was not acknowledged.
+REDIS_MIN_REPLICAS_ACK: Final = 0
+REDIS_REPLICA_ACK_TIMEOUT_S: Final = 1.0
 KEY_PREFIX: Final = "cdnr"
 
 # Bulk ranks sort after every interactive rank: enqueue times in ms stay far below this.

@@ -17,7 +17,12 @@ from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
 from cdn_refresh.settings import Settings
-from cdn_refresh.store import QuotaWindowMismatchError, Store, broker_url
+from cdn_refresh.store import (
+    QuotaWindowMismatchError,
+    Store,
+    broker_transport_options,
+    broker_url,
+)
 from worker import runtime
 from worker.recovery import hand_back
 
@@ -49,11 +54,22 @@ class _ReconnectSafeChannel(kombu_redis.Channel):
         return cast(dict[str, object], params)
 
 
+class _ReconnectSafeSentinelChannel(kombu_redis.SentinelChannel):
+    """The same guard for Redis behind Sentinel (``redis+sentinel://``)."""
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, object]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("this broker connection was closed after a loss")
+        params = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        return cast(dict[str, object], params)
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; the worker's tasks are registered on it."""
     runtime.configure(settings)
     # On kombu's own class: Celery picks the transport by the URL's scheme (redis, rediss).
     kombu_redis.Transport.Channel = _ReconnectSafeChannel
+    kombu_redis.SentinelTransport.Channel = _ReconnectSafeSentinelChannel
     app = Celery("cdn_refresh", broker=broker_url(settings))
     app.conf.update(
         task_serializer="json",
@@ -65,7 +81,7 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": 3600, **broker_transport_options(settings)},
         worker_hijack_root_logger=False,
         beat_schedule={
             "cdn-refresh-tick": {"task": TASK_TICK, "schedule": settings.flush_interval_s},

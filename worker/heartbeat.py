@@ -16,7 +16,7 @@ import redis
 
 from cdn_refresh.constants import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_S, SWEEP_INTERVAL_S
 from cdn_refresh.store import Store
-from worker.recovery import reclaim_orphaned
+from worker.recovery import InHand, reclaim_let_go, reclaim_orphaned
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -35,6 +35,7 @@ class Heartbeat:
         store: Store,
         owner: str,
         *,
+        in_hand: InHand | None = None,
         ttl_s: float = HEARTBEAT_TTL_S,
         interval_s: float = HEARTBEAT_INTERVAL_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
@@ -42,6 +43,7 @@ class Heartbeat:
     ) -> None:
         self._store = store
         self.owner = owner
+        self._in_hand = in_hand
         self._ttl_s = ttl_s
         self._interval_s = interval_s
         self._sweep_interval_s = sweep_interval_s
@@ -71,11 +73,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            if self._beat() and self.steady():
-                now = time.monotonic()
-                if now - self._last_sweep >= self._sweep_interval_s:
-                    self._last_sweep = now
-                    self._sweep()
+            now = time.monotonic()
+            if self._beat() and now - self._last_sweep >= self._sweep_interval_s:
+                self._last_sweep = now
+                self._sweep()
 
     def _beat(self) -> bool:
         try:
@@ -99,7 +100,9 @@ class Heartbeat:
 
     def _sweep(self) -> None:
         try:
-            back = reclaim_orphaned(self._store)
+            back = reclaim_orphaned(self._store) if self.steady() else 0
+            if self._in_hand is not None:
+                back += reclaim_let_go(self._store, self.owner, self._in_hand)
         except redis.RedisError as exc:
             log.debug("heartbeat: sweep failed (%s)", exc)
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 from cdn_refresh.constants import ObjectType
@@ -34,9 +35,13 @@ class InHand:
     """The batches this process holds. Read from the SIGTERM handler as well as the flush
     loop: a lock keeps the two views whole."""
 
+    # Batches let go of that are remembered, to find the settles a failover lost.
+    LET_GO_KEPT = 256
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, Held] = {}
+        self._let_go: deque[str] = deque(maxlen=self.LET_GO_KEPT)
 
     def claimed(self, batch_id: str, object_type: ObjectType) -> None:
         """A claim returned this batch."""
@@ -50,9 +55,22 @@ class InHand:
                 self._held[batch_id].call_started = True
 
     def settled(self, batch_id: str) -> None:
-        """Its paths were submitted or released."""
+        """Its paths were submitted or released (or the settle failed: it is let go of)."""
         with self._lock:
             self._held.pop(batch_id, None)
+            self._let_go.append(batch_id)
+
+    def let_go(self) -> list[str]:
+        """The batches this process let go of lately, oldest first."""
+        with self._lock:
+            return list(self._let_go)
+
+    def forget(self, batch_ids: set[str]) -> None:
+        """Stop remembering these (Redis no longer holds them in this process's name)."""
+        with self._lock:
+            kept = [b for b in self._let_go if b not in batch_ids]
+            self._let_go.clear()
+            self._let_go.extend(kept)
 
     def take(self) -> list[Held]:
         """Every batch held, handed over once (the store no longer counts them ours)."""
@@ -113,4 +131,21 @@ def reclaim_orphaned(store: Store) -> int:
                 paths,
             )
         back += paths
+    return back
+
+
+def reclaim_let_go(store: Store, owner: str, in_hand: InHand) -> int:
+    """Return to pending the batches Redis still holds in this process's name although it
+    let go of them (their settle was lost, as in a failover); the reservation stays."""
+    let_go = in_hand.let_go()
+    stale = store.liveness.still_owned(owner, let_go)
+    back = 0
+    for batch_id, kind in stale:
+        held = Held(batch_id, kind, call_started=True)
+        paths = _release(
+            store, held, ON_OWNER_LOST, "SettleLost", "its settle did not survive in Redis"
+        )
+        log.warning("reclaimed batch id=%s type=%s paths=%d (settle lost)", batch_id, kind, paths)
+        back += paths
+    in_hand.forget(set(let_go))
     return back

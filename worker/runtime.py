@@ -80,7 +80,7 @@ def get_runtime(on_more_work: Callable[[ObjectType], object] | None = None) -> R
                 for kind in OBJECT_TYPES:
                     on_more_work(kind)
 
-        heartbeat = Heartbeat(store, owner, on_reclaimed=wake)
+        heartbeat = Heartbeat(store, owner, in_hand=flusher.in_hand, on_reclaimed=wake)
         heartbeat.start()
         _runtime = Runtime(_settings, store, cdn, flusher, webhooks, heartbeat)
     return _runtime

@@ -25,7 +25,11 @@ import redis
 
 from cdn_refresh.settings import Settings
 from cdn_refresh.store.batches import BatchStore
-from cdn_refresh.store.connection import broker_url, redis_from_settings
+from cdn_refresh.store.connection import (
+    broker_transport_options,
+    broker_url,
+    redis_from_settings,
+)
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.idempotency import IdempotencyStore
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
@@ -43,6 +47,7 @@ __all__ = [
     "JobNotFoundError",
     "QuotaWindowMismatchError",
     "Store",
+    "broker_transport_options",
     "broker_url",
     "redis_from_settings",
 ]

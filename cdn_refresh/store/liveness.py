@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
+from typing import cast
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.records import Batch
 
 
 def new_owner_id() -> str:
@@ -49,3 +52,17 @@ class LivenessStore:
         settled batches and the heartbeats that ran out)."""
         answer = self._ctx.scripts.run(scripts.ORPHANED, [time_arg(now)])
         return [(answer[i], ObjectType(answer[i + 1])) for i in range(0, len(answer), 2)]
+
+    def still_owned(self, owner: str, batch_ids: Sequence[str]) -> list[tuple[str, ObjectType]]:
+        """Which of ``batch_ids`` are in flight in ``owner``'s name. A batch its owner has
+        let go of but Redis still holds lost its settle (a failover to a replica that had
+        not received it yet): nobody else would ever take it before its lease runs out."""
+        if not batch_ids:
+            return []
+        k = self._ctx.keys.shared
+        owners = cast(list[str | None], self._ctx.redis.hmget(k.batch_owners, list(batch_ids)))
+        mine = [b for b, o in zip(batch_ids, owners, strict=True) if o == owner]
+        if not mine:
+            return []
+        raws = cast(list[str | None], self._ctx.redis.hmget(k.batches, mine))
+        return [(b, Batch.decode(r).object_type) for b, r in zip(mine, raws, strict=True) if r]
