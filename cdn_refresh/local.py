@@ -183,7 +183,7 @@ class SentinelServer:
         """The port of the primary this Sentinel names now (None while it cannot say)."""
         client = self.client()
         try:
-            answer = client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)
+            answer = client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)  # type: ignore[no-untyped-call]
         except redis.RedisError:
             return None
         finally:
