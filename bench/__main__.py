@@ -19,7 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import drain, enqueue, http_api, latency, long_lines, memory, overshoot, savings
+from bench import (
+    drain,
+    enqueue,
+    http_api,
+    latency,
+    long_lines,
+    memory,
+    overshoot,
+    savings,
+    soak,
+)
 from bench.infra import RedisServer, deadline, machine_info
 from bench.report import RESULTS_MD, Result, console_table, save_before, write_results
 
@@ -34,6 +44,7 @@ BENCHMARKS: dict[str, tuple[Runner, float]] = {
     "long-lines": (long_lines.run, 240),
     "savings": (savings.run, 300),
     "http-api": (http_api.run, 180),
+    "soak": (soak.run, 480),
 }
 
 
