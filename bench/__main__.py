@@ -44,7 +44,7 @@ BENCHMARKS: dict[str, tuple[Runner, float]] = {
     "long-lines": (long_lines.run, 240),
     "savings": (savings.run, 300),
     "http-api": (http_api.run, 180),
-    "soak": (soak.run, 480),
+    "soak": (soak.run, 600),
 }
 
 
