@@ -28,6 +28,7 @@ from bench import (
     memory,
     overshoot,
     savings,
+    soak,
     tracking,
 )
 from bench.infra import RedisServer, deadline, machine_info
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, tuple[Runner, float]] = {
     "savings": (savings.run, 300),
     "tracking": (tracking.run, 240),
     "http-api": (http_api.run, 180),
+    "soak": (soak.run, 600),
 }
 
 

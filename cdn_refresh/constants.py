@@ -78,6 +78,12 @@ RETRY_MAX_DELAY_S: Final = 60.0
 MAX_ATTEMPTS: Final = 8
 BATCH_LEASE_S: Final = 120.0
 FLUSH_DEBOUNCE_S: Final = 0.2
+# Liveness (issue 13): a worker process refreshes its heartbeat every HEARTBEAT_INTERVAL_S;
+# one that has not for HEARTBEAT_TTL_S is dead, and its batches go to another process. Death
+# to resend: at most TTL + TTL / 2 (the sweep) + a flush, well under 15 s.
+HEARTBEAT_TTL_S: Final = 6.0
+HEARTBEAT_INTERVAL_S: Final = 1.0
+SWEEP_INTERVAL_S: Final = 3.0
 FLUSH_INTERVAL_S: Final = 5.0
 INTERACTIVE_RESERVE: Final = 0.1
 RECORD_RETENTION_DAYS: Final = 30
@@ -99,6 +105,10 @@ TASK_TIMEOUT_S: Final = 3600.0
 PROMOTE_INTERVAL_S: Final = 10.0
 
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+# High availability (README): replicas that must confirm an enqueue's writes (0: none), and
+# how long an enqueue waits for them before it says it was not acknowledged.
+REDIS_MIN_REPLICAS_ACK: Final = 0
+REDIS_REPLICA_ACK_TIMEOUT_S: Final = 1.0
 KEY_PREFIX: Final = "cdnr"
 
 # Bulk ranks sort after every interactive rank: enqueue times in ms stay far below this.

@@ -78,7 +78,9 @@ class RedisServer:
         appendonly: bool = False,
         password: str | None = None,
         binary: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
+        """``args``: more of redis-server's options (``--replicaof 127.0.0.1 PORT``)."""
         found = binary or shutil.which("redis-server")
         if found is None:
             raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
@@ -87,6 +89,7 @@ class RedisServer:
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,6 +109,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -128,6 +132,67 @@ class RedisServer:
         if self.process is not None:
             stop_group(self.process)
         self.process = None
+
+
+class SentinelServer:
+    """A Redis Sentinel (``redis-server sentinel.conf --sentinel``, what Debian's
+    ``redis-sentinel`` runs) on a free loopback port, watching one primary as ``master``.
+
+    Quick to act, for tests and benchmarks: the primary is down after ``down_after_ms``
+    without an answer, and a quorum of two Sentinels fails it over.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        primary_port: int,
+        *,
+        master: str = "mymaster",
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        binary: str | None = None,
+    ) -> None:
+        found = binary or shutil.which("redis-server")
+        if found is None:
+            raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.master = master
+        workdir.mkdir(parents=True, exist_ok=True)
+        # Sentinel rewrites its configuration file as it learns: it must be its own.
+        self.conf = workdir / f"sentinel-{self.port}.conf"
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor {master} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+            f"sentinel failover-timeout {master} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {master} 1\n",
+            encoding="utf-8",
+        )
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [found, str(self.conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def client(self) -> redis.Redis:
+        """A client of this Sentinel (``SENTINEL ...`` commands)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def primary_port(self) -> int | None:
+        """The port of the primary this Sentinel names now (None while it cannot say)."""
+        client = self.client()
+        try:
+            answer = client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        return int(answer[1]) if answer else None
+
+    def stop(self) -> None:
+        """Stop it and its group."""
+        stop_group(self.process)
 
 
 def worker_env(**settings: object) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdn_refresh import constants as c
+from cdn_refresh.sentinel import is_sentinel_url, parse_sentinel_url
 
 ENV_PREFIX = "CDN_REFRESH_"
 
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
 
     # Connections
     redis_url: SecretStr = SecretStr(c.REDIS_URL)
+    # An enqueue is acknowledged only once this many replicas have its writes (WAIT).
+    redis_min_replicas_ack: int = Field(default=c.REDIS_MIN_REPLICAS_ACK, ge=0)
+    redis_replica_ack_timeout_s: float = Field(default=c.REDIS_REPLICA_ACK_TIMEOUT_S, gt=0)
     key_prefix: str = Field(default=c.KEY_PREFIX, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     endpoint: str = c.DEFAULT_ENDPOINT
     access_key_id: str = ""
@@ -131,9 +135,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
+        url = value.get_secret_value()
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)  # its ValueError names no secret
+            return value
+        scheme = urlsplit(url).scheme
         if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
         return value
 
     @model_validator(mode="after")

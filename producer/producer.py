@@ -25,7 +25,7 @@ import redis
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
 from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
 from cdn_refresh.settings import Settings
-from cdn_refresh.store import JobNotFoundError, Store, broker_url
+from cdn_refresh.store import JobNotFoundError, Store, broker_transport_options, broker_url
 from cdn_refresh.store.jobs import ChunksRefusedError, JobStore
 from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
 
@@ -348,7 +348,8 @@ _CELERY_IMPORT = threading.Lock()
 
 
 class FlushNotifier:
-    """Wakes the workers after an enqueue: at most one flush per debounce interval."""
+    """Wakes the workers after an enqueue: at once when the system was idle (leading
+    edge), else one trailing flush per debounce interval (see ``request_wake_up``)."""
 
     def __init__(self, store: Store) -> None:
         # Celery's package builds its names on first access, and two threads doing so at
@@ -361,6 +362,7 @@ class FlushNotifier:
         self._celery = Celery(broker=broker_url(store.settings), set_as_current=False)
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
+        self._celery.conf.broker_transport_options = broker_transport_options(store.settings)
 
     def close(self) -> None:
         """Release the broker connection pool."""
@@ -368,8 +370,11 @@ class FlushNotifier:
 
     def __call__(self) -> None:
         try:
-            if self._store.quota.request_wake_up(self._debounce_s):
-                self._celery.send_task(TASK_FLUSH, countdown=self._debounce_s)
+            delay_s = self._store.quota.request_wake_up(self._debounce_s)
+            if delay_s is not None:
+                # No countdown at all for the leading edge: a countdown of 0 still makes the
+                # worker treat it as a scheduled task, a timer's tick later.
+                self._celery.send_task(TASK_FLUSH, countdown=delay_s or None)
         except Exception as exc:
             # The enqueue succeeded: failing it now would make a caller retry what is already
             # queued. The workers' periodic tick finds the paths without this wake-up.

@@ -149,8 +149,10 @@ def test_a_task_that_runs_on_is_asked_about_later_then_given_up_left_submitted(
     assert store.paths.lookup("http://a.com/1", FILE).state is PathState.SUBMITTED
     assert store.tracking.ends(["T1"])["T1"].status == "Timeout"
     assert _counts(producer, job) == {"submitted": 1}
-    # A task the provider does not know (any more) is given up at once, never re-sent.
-    assert decide(call, [], t0 + 40, store.settings).reason == "Unknown"
+    # A task missing from the answer may not be visible yet: it waits like a running one;
+    # past the timeout it is one the provider does not know, given up, never re-sent.
+    assert decide(call, [], t0 + 40, store.settings).outcome == "wait"
+    assert decide(call, [], t0 + 101, store.settings).reason == "Unknown"
 
 
 def test_a_settled_call_settles_nothing_twice(redis_client: redis.Redis) -> None:
@@ -220,3 +222,60 @@ def test_status_wait_ends_when_tracking_gave_up_instead_of_waiting_for_ever(
     result = CliRunner().invoke(main, ["status", job, "--wait", "--timeout", "30"], env=env)
     assert result.exit_code == 1
     assert "gave up on task(s) T1" in result.output
+
+
+def test_a_path_the_answer_does_not_name_follows_its_calls_only_task(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    job = producer.enqueue(["a.com/x y"]).job_id  # we send a%20y; say the provider shows a space
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.tracking.settle(_only_call(store, t0 + 60), {"T1": "Failed"}, {}, t0 + 60)
+    assert _counts(producer, job) == {"pending": 1}
+
+
+def test_an_older_call_that_failed_leaves_a_path_sent_again_since_alone(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    first = producer.enqueue(["a.com/p"]).job_id
+    t0 = time.time()
+    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R1", t0)
+    second = producer.enqueue(["a.com/p"]).job_id
+    store.batches.submit(_claim(store, FILE, t0 + 5), (), ("T2",), "R2", t0 + 5)
+    older = next(c for c in store.tracking.due(10, t0 + 100) if c.task_ids == ("T1",))
+    store.tracking.settle(older, {"T1": "Failed"}, {"http://a.com/p": "T1"}, t0 + 100)
+    # Not sent a third time: the newer call carries it, and its record is untouched.
+    assert store.quota.pending_count(FILE) == 0
+    found = store.paths.lookup("http://a.com/p", FILE)
+    assert (found.state, found.task_id) == (PathState.SUBMITTED, "T2")
+    assert _counts(producer, first) == {"complete": 1}
+    assert _counts(producer, second) == {"submitted": 1}
+
+
+def test_the_halves_of_a_split_call_are_tracked_apart_even_with_one_merged_task(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    job = producer.enqueue(["a.com/1", "a.com/2"]).job_id
+    t0 = time.time()
+    batch = _claim(store, FILE, t0)
+    store.batches.submit(batch, ("http://a.com/1",), ("T1",), "R1", t0)
+    store.batches.submit(batch, ("http://a.com/2",), ("T1",), "R2", t0)
+    calls = store.tracking.due(10, t0 + 60)
+    assert len(calls) == 2
+    for call in calls:
+        store.tracking.settle(call, {"T1": "Complete"}, {}, t0 + 60)
+    assert _counts(producer, job) == {"complete": 2}
+
+
+def test_files_do_not_wait_for_a_directory_the_provider_has_no_quota_for(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _setup(redis_client)
+    producer.enqueue(["a.com/img/"], DIRECTORY)
+    producer.enqueue(["a.com/img/1.png"])
+    now = time.time()
+    store.quota.record_provider(DIRECTORY, 0, 100, now)
+    assert _claim(store, FILE, now + 1).paths == ("http://a.com/img/1.png",)

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
+import threading
+from types import FrameType
 from typing import cast
 
 import redis
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_prerun, worker_init, worker_process_init, worker_process_shutdown
 from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
 from cdn_refresh.settings import Settings
-from cdn_refresh.store import QuotaWindowMismatchError, Store, broker_url
+from cdn_refresh.store import (
+    QuotaWindowMismatchError,
+    Store,
+    broker_transport_options,
+    broker_url,
+)
 from worker import runtime
+from worker.recovery import hand_back
+
+# How long a stopping process may spend handing its batches back before it exits anyway
+# (their owner's heartbeat then runs out, and the sweep takes them).
+HAND_BACK_TIMEOUT_S = 5.0
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -41,11 +54,22 @@ class _ReconnectSafeChannel(kombu_redis.Channel):
         return cast(dict[str, object], params)
 
 
+class _ReconnectSafeSentinelChannel(kombu_redis.SentinelChannel):
+    """The same guard for Redis behind Sentinel (``redis+sentinel://``)."""
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, object]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("this broker connection was closed after a loss")
+        params = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        return cast(dict[str, object], params)
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; the worker's tasks are registered on it."""
     runtime.configure(settings)
     # On kombu's own class: Celery picks the transport by the URL's scheme (redis, rediss).
     kombu_redis.Transport.Channel = _ReconnectSafeChannel
+    kombu_redis.SentinelTransport.Channel = _ReconnectSafeSentinelChannel
     app = Celery("cdn_refresh", broker=broker_url(settings))
     app.conf.update(
         task_serializer="json",
@@ -57,7 +81,7 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": 3600, **broker_transport_options(settings)},
         worker_hijack_root_logger=False,
         beat_schedule={
             "cdn-refresh-tick": {"task": TASK_TICK, "schedule": settings.flush_interval_s},
@@ -74,6 +98,65 @@ def create_app(settings: Settings) -> Celery:
 def _fresh_runtime_after_fork(**_: object) -> None:
     # Connections made in the parent must not be shared with the forked pool processes.
     runtime.reset()
+
+
+# The SIGTERM handler billiard installed in this pool process (it exits cleanly), and the
+# process it was installed in (a handler inherited across a fork is not this process's).
+_billiard_sigterm: list[object] = [None, 0]
+
+
+@task_prerun.connect
+def _hand_back_on_sigterm(**_: object) -> None:
+    """Before this pool process's first task, put our SIGTERM handler in front of billiard's
+    (billiard installs its own after every initializer Celery offers a hook in)."""
+    if _billiard_sigterm[1] == os.getpid():
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return  # a thread pool: signals are the main process's business
+    _billiard_sigterm[:] = [signal.getsignal(signal.SIGTERM), os.getpid()]
+    signal.signal(signal.SIGTERM, _hand_back_then_die)
+
+
+def _hand_back_then_die(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a pool process: no new call goes out, every batch this process holds goes
+    back at once (with its reservation, if its call never went out), the heartbeat goes,
+    and then billiard's own handler ends the process as it would have."""
+    rt = runtime.current()
+    if rt is not None:
+        rt.flusher.stopping.set()
+        # Another thread on its own client: the interrupted main thread may hold a lock of
+        # the runtime's connection pool.
+        worker = threading.Thread(target=_leave, args=(rt,), name="cdn-refresh-hand-back")
+        worker.start()
+        worker.join(HAND_BACK_TIMEOUT_S)
+    previous = _billiard_sigterm[0]
+    if callable(previous):
+        signal.signal(signal.SIGTERM, previous)
+        previous(signum, frame)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _leave(rt: runtime.Runtime) -> None:
+    store = Store.from_settings(rt.settings)
+    try:
+        hand_back(store, rt.flusher.in_hand)
+        store.liveness.leave(rt.heartbeat.owner)
+    except redis.RedisError as exc:
+        log.warning("could not hand back batches (%s); the sweep will take them", exc)
+    finally:
+        store.close()
+
+
+@worker_process_shutdown.connect
+def _leave_at_exit(**_: object) -> None:
+    """A pool process ends (a warm shutdown, a restart): nothing it holds is waited for."""
+    rt = runtime.current()
+    if rt is not None:
+        rt.flusher.stopping.set()
+        _leave(rt)
+        rt.heartbeat.stop()
 
 
 @worker_init.connect

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from worker.policy import (
 )
 from worker.promotion import Promoter
 from worker.provider_count import ProviderCount
+from worker.recovery import InHand, hand_back
 from worker.tracking import Tracker
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -89,8 +91,14 @@ class Flusher:
         *,
         rng: random.Random | None = None,
         on_more_work: Callable[[ObjectType], object] | None = None,
+        owner: str = "",
     ) -> None:
+        """``owner`` names this process in its claims (its heartbeat keeps them its own)."""
         self._store = store
+        self.owner = owner
+        self.in_hand = InHand()
+        # Set when the process is asked to stop: no new call goes out after it.
+        self.stopping = threading.Event()
         self._client = client
         self._settings = settings
         self._rng = rng or random.Random()
@@ -111,16 +119,22 @@ class Flusher:
         self.provider_count.sync()
         if object_type == ObjectType.FILE:
             self.promoter.maybe_promote()
-        while report.batches < max_batches:
-            claimed = self._store.batches.claim(object_type)
+        while report.batches < max_batches and not self.stopping.is_set():
+            claimed = self._store.batches.claim(object_type, owner=self.owner)
             if claimed is None:
                 return report
             if isinstance(claimed, Wait):
                 report.wait = claimed
                 return report
+            self.in_hand.claimed(claimed.id, claimed.object_type)
+            if self.stopping.is_set():
+                # Asked to stop between claim and call: nothing went out, the quota comes back.
+                hand_back(self._store, self.in_hand)
+                break
             if claimed.object_type is ObjectType.DIRECTORY:
                 covered = self._cover(claimed)
                 if covered is None:
+                    self.in_hand.settled(claimed.id)
                     continue  # reclaimed meanwhile (a stalled worker): not ours to send
                 claimed = covered
             report.batches += 1
@@ -159,6 +173,7 @@ class Flusher:
         report.top_attempt = 0
         outcome = "submitted"
         error: CdnError | None = None
+        self.in_hand.call_starting(batch.id)
         try:
             self._submit(batch, batch.paths, report)
         except CdnError as exc:
@@ -169,6 +184,7 @@ class Flusher:
             outcome = "error"
             raise
         finally:
+            self.in_hand.settled(batch.id)
             # The one line per batch an operator reads: what went, where, how, how long.
             log.info(
                 "batch id=%s type=%s paths=%d covered=%d domains=%d attempt=%d calls=%d "
@@ -305,21 +321,7 @@ class Flusher:
         report.top_attempt = max(report.top_attempt, done.top_attempts)
         kind = batch.object_type
         if policy.action is Action.HOLD_TYPE:
-            hold_s = seconds_until_provider_reset(self._store.now())
-            # Others may have spent the account's quota: read the provider's count now. If
-            # some is left and this batch was larger than it, the claims take that much; a
-            # refusal the count does not explain holds until the reset, as before.
-            counted = self.provider_count.sync(now_too=True)
-            left = self.provider_count.remaining(kind) if counted is not None else None
-            if left and left < len(batch.paths):
-                hold_s = max(1.0, self._settings.retry_base_delay_s)
-            self._store.quota.set_hold(kind, hold_s, exc.code)
-            log.warning(
-                "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d",
-                kind,
-                done.settled,
-                hold_s,
-            )
+            self._hold_type(batch, exc, done.settled)
             return "provider_quota"
         if policy.action is Action.HOLD_ALL:
             hold_s = self._store.quota.set_auth_hold(
@@ -348,6 +350,22 @@ class Flusher:
         self._store.quota.set_backoff(kind, delay)
         log.info("backing off type=%s for_s=%.2f after code=%s", kind, delay, exc.code)
         return "retry"
+
+    def _hold_type(self, batch: Batch, exc: CdnError, kept: int) -> None:
+        """The provider says its quota of this type is spent: hold the type."""
+        kind = batch.object_type
+        hold_s = seconds_until_provider_reset(self._store.now())
+        # Others may have spent the account's quota: read the provider's count now. If some
+        # is left and this batch was larger than it, the claims take that much; a refusal
+        # the count does not explain holds until the reset, as before.
+        counted = self.provider_count.sync(now_too=True)
+        left = self.provider_count.remaining(kind) if counted is not None else None
+        if left and left < len(batch.paths):
+            hold_s = max(1.0, self._settings.retry_base_delay_s)
+        self._store.quota.set_hold(kind, hold_s, exc.code)
+        log.warning(
+            "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d", kind, kept, hold_s
+        )
 
     def reclaim_expired(self) -> int:
         """Return the paths of batches whose worker died to pending; the reservation stays,

@@ -30,6 +30,7 @@ class Action(StrEnum):
     HOLD_TYPE = "hold_type"  # back to pending, no attempt; this type holds
     HOLD_ALL = "hold_all"  # back to pending, no attempt; every claim holds
     SPLIT = "split"  # halve the batch until the bad paths stand alone, dead-letter those
+    REQUEUE = "requeue"  # back to pending, no attempt counted: nothing was wrong with them
 
 
 class Wait(StrEnum):
@@ -76,6 +77,12 @@ ON_OUR_BUG = Policy(Action.RETRY, returns_quota=False, wait=Wait.NONE)
 # A batch whose lease ran out (its worker died): back to pending with an attempt counted;
 # the reservation stays, since the call may have gone out.
 ON_LEASE_EXPIRED = Policy(Action.RETRY, returns_quota=False, wait=Wait.NONE)
+# A batch whose owner's heartbeat is gone (its worker process died mid-call, issue 13) is
+# what a lease running out is, found sooner: the same row.
+ON_OWNER_LOST = ON_LEASE_EXPIRED
+# A batch a stopping worker hands back before its call went out (a warm shutdown): back to
+# pending with no attempt counted, and the reservation comes back, since nothing was sent.
+ON_HANDED_BACK = Policy(Action.REQUEUE, returns_quota=True, wait=Wait.NONE)
 # Splitting spent its budget (MAX_SPLIT_CALLS): what is left of the batch is retried.
 ON_SPLIT_BUDGET_SPENT = Policy(Action.RETRY, returns_quota=True, wait=Wait.JITTERED_BACKOFF)
 # Calls one batch may make while splitting to isolate bad paths (about 20 find one bad path

@@ -10,6 +10,7 @@ from celery import shared_task
 
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, TASK_TICK, ObjectType
 from cdn_refresh.store.records import Wait, WaitReason
+from worker.recovery import reclaim_orphaned
 from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -72,10 +73,12 @@ def _notice_wait(rt: Runtime, kind: ObjectType, wait: Wait) -> None:
 
 @shared_task(name=TASK_TICK, ignore_result=True)
 def tick() -> dict[str, Any]:
-    """The periodic safety net: reclaim dead workers' batches, trim old records, flush; and
-    the job-end webhooks (fire those of jobs that ended, deliver what is due)."""
+    """The periodic safety net: reclaim dead workers' batches (their owner's heartbeat is
+    gone, or their lease ran out), trim old records, flush; and the job-end webhooks (fire
+    those of jobs that ended, deliver what is due)."""
     rt = _runtime()
-    reclaimed = rt.flusher.reclaim_expired()
+    orphans = reclaim_orphaned(rt.store) if rt.heartbeat.steady() else 0
+    reclaimed = orphans + rt.flusher.reclaim_expired()
     trimmed = rt.store.retention.trim()
     pending = rt.store.quota.types_pending()
     for kind in pending:

@@ -24,16 +24,18 @@ from worker.errors import CdnError
 
 log = logging.getLogger("cdn_refresh.worker")
 
-# The provider's statuses of a task that has not ended yet.
+# The provider's statuses of a task that has not ended yet; any other has ended, and only
+# Complete ended well (Failed, and a Timeout or Canceled the provider may show, did not).
 RUNNING = frozenset({"Refreshing", "Pending"})
-ENDED = frozenset({"Complete", "Failed"})
+COMPLETE = "Complete"
 # Task IDs one DescribeRefreshTaskById takes.
 IDS_PER_QUERY = 10
 # Calls one poll asks about, and the time it may take: the rest wait for the next tick.
 CALLS_PER_POLL = 50
 POLL_BUDGET_S = 10.0
-# The provider keeps tasks for three days.
-PROVIDER_KEEPS_S = 3 * 86_400
+# DescribeRefreshTaskById allows about 30 requests a second per account: the one poller
+# stays well under it.
+DESCRIBE_GAP_S = 1 / 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +57,21 @@ def decide(call: TrackedCall, tasks: list[RefreshTask], now: float, settings: Se
         # One entry per (task, path): a task's status is the same on each of its entries.
         statuses[task.task_id] = task.status
         task_of[task.object_path] = task.task_id
+    # A task missing from the answer may not be visible yet: it waits like a running one,
+    # and only past the timeout is it one the provider does not know.
     missing = [t for t in call.task_ids if t not in statuses]
-    age = now - call.submitted_at
-    if missing:
-        reason = "Unknown"  # the provider does not know it (any more): we cannot tell
-        return Decision("give_up", statuses, task_of, reason=reason)
-    if any(statuses[t] not in ENDED for t in call.task_ids):
-        if age >= settings.task_timeout_s:
-            return Decision("give_up", statuses, task_of, reason="Timeout")
-        gap = settings.task_first_check_s * 2 ** (call.checks + 1)
-        next_s = max(1.0, min(settings.task_check_max_s, gap))
-        return Decision("wait", statuses, task_of, next_s=next_s)
-    return Decision("settle", statuses, task_of)
+    running = missing or [t for t in call.task_ids if statuses[t] in RUNNING]
+    if not running:
+        return Decision("settle", statuses, task_of)
+    if now - call.submitted_at >= settings.task_timeout_s:
+        return Decision("give_up", statuses, task_of, reason="Unknown" if missing else "Timeout")
+    return Decision("wait", statuses, task_of, next_s=next_check_s(call, settings))
+
+
+def next_check_s(call: TrackedCall, settings: Settings) -> float:
+    """The gap before the next check: doubling from TASK_FIRST_CHECK_S to TASK_CHECK_MAX_S."""
+    gap = settings.task_first_check_s * 2.0 ** (call.checks + 1)
+    return float(max(1.0, min(settings.task_check_max_s, gap)))
 
 
 @dataclass
@@ -102,27 +107,35 @@ class Tracker:
             for call in tracking.due(CALLS_PER_POLL, now):
                 if time.monotonic() - started > POLL_BUDGET_S:
                     break
-                self._check(call, report, now)
+                if not self._check(call, report, now):
+                    break  # throttled: the rest waits for the next tick
+                time.sleep(DESCRIBE_GAP_S)
         finally:
             tracking.end_turn()
         return report
 
-    def _check(self, call: TrackedCall, report: PollReport, now: float | None) -> None:
+    def _check(self, call: TrackedCall, report: PollReport, now: float | None) -> bool:
+        """Ask about one call and act on the answer; False when the provider throttles."""
         report.calls += 1
         tasks: list[RefreshTask] = []
+        clock = self._store.now() if now is None else now
         try:
             for start in range(0, len(call.task_ids), IDS_PER_QUERY):
                 report.describe_requests += 1
                 chunk = call.task_ids[start : start + IDS_PER_QUERY]
                 tasks += self._client.describe_refresh_task_by_id(chunk)
         except CdnError as exc:
-            # Asked too soon, throttled, or the provider is down: ask again at the next gap.
+            # Throttled, or the provider is down, or this key may not describe: ask again at
+            # the next gap, and give up past the timeout like for a task that never ends.
             log.warning(
                 "task check failed call=%s code=%s: asking again later", call.call_id, exc.code
             )
-            self._store.tracking.wait(call, self._settings.task_first_check_s, now)
-            return
-        clock = self._store.now() if now is None else now
+            if clock - call.submitted_at >= self._settings.task_timeout_s:
+                self._store.tracking.give_up(call, f"DescribeFailed:{exc.code}", now)
+            else:
+                self._store.tracking.wait(call, next_check_s(call, self._settings), now)
+            return "Throttl" not in exc.code and "TooMany" not in exc.code
+
         decision = decide(call, tasks, clock, self._settings)
         if decision.outcome == "wait":
             self._store.tracking.wait(call, decision.next_s, now)
@@ -139,6 +152,7 @@ class Tracker:
             self._store.tracking.give_up(call, decision.reason, now)
         else:
             self._settle(call, decision, report, now)
+        return True
 
     def _settle(
         self, call: TrackedCall, decision: Decision, report: PollReport, now: float | None
@@ -147,7 +161,7 @@ class Tracker:
         report.complete += done.complete
         report.back_to_pending += done.back_to_pending
         report.dead_lettered += done.dead_lettered
-        failed = [t for t, s in decision.statuses.items() if s == "Failed"]
+        failed = [t for t, s in decision.statuses.items() if s != COMPLETE]
         if failed:
             log.warning(
                 "refresh task failed call=%s task_ids=%s: paths back to pending=%d "

@@ -27,7 +27,7 @@ log = logging.getLogger("cdn_refresh.worker")
 
 # Deliveries one tick sends, one after the other; the lease covers all of them.
 DELIVERIES_PER_TICK = 10
-ENDED = (JobState.DONE, JobState.FAILED)
+ENDED = (JobState.DONE, JobState.COMPLETE, JobState.FAILED)
 
 
 class WebhookSender:

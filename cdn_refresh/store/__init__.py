@@ -17,6 +17,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.metrics`: the figures ``/metrics`` shows, and the counters.
 - :mod:`~cdn_refresh.store.idempotency`: the HTTP API's Idempotency-Keys.
 - :mod:`~cdn_refresh.store.webhooks`: job-end callbacks and their outbox.
+- :mod:`~cdn_refresh.store.liveness`: worker heartbeats; batches whose owner died.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ import redis
 
 from cdn_refresh.settings import Settings
 from cdn_refresh.store.batches import BatchStore
-from cdn_refresh.store.connection import broker_url, redis_from_settings
+from cdn_refresh.store.connection import (
+    broker_transport_options,
+    broker_url,
+    redis_from_settings,
+)
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.idempotency import IdempotencyStore
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
 from cdn_refresh.store.keys import Keys
+from cdn_refresh.store.liveness import LivenessStore
 from cdn_refresh.store.lookups import PathStore
 from cdn_refresh.store.metrics import MetricsStore
 from cdn_refresh.store.promotion import PromotionStore
@@ -43,6 +49,7 @@ __all__ = [
     "JobNotFoundError",
     "QuotaWindowMismatchError",
     "Store",
+    "broker_transport_options",
     "broker_url",
     "redis_from_settings",
 ]
@@ -64,6 +71,7 @@ class Store:
         self.metrics = MetricsStore(self._ctx)
         self.idempotency = IdempotencyStore(self._ctx)
         self.webhooks = WebhookStore(self._ctx)
+        self.liveness = LivenessStore(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -50,13 +51,23 @@ class BatchStore:
         self._ctx = ctx
 
     def claim(
-        self, object_type: ObjectType, now: float | None = None, *, coverage: bool = True
+        self,
+        object_type: ObjectType,
+        now: float | None = None,
+        *,
+        coverage: bool = True,
+        owner: str = "",
+        token: str | None = None,
     ) -> Batch | Wait | None:
         """Claim the next batch and reserve its quota; ``None`` when nothing is pending.
 
         ``now`` defaults to Redis's clock, which every worker on every host shares. A File
         under a pending Directory that can go now is left for that Directory to cover;
         ``coverage=False`` skips that check (the benchmark's baseline, nothing else).
+        ``owner`` names the worker process whose heartbeat keeps the batch its own
+        (:mod:`~cdn_refresh.store.liveness`). Each claim carries a fresh ``token``: when
+        its reply is lost and redis-py sends it again, the retry gets the batch the first
+        run took instead of claiming a second one that nobody would own.
         """
         s = self._ctx.settings
         limit = s.daily_quota(object_type)
@@ -80,8 +91,10 @@ class BatchStore:
                 math.ceil(dir_limit * s.interactive_reserve),
                 repr(provider_day_start(time.time() if now is None else now)),
                 repr(PROVIDER_COUNT_MARGIN_S),
+                owner,
             ],
             object_type,
+            extra_keys={"claim_token": self._ctx.keys.claim_token(token or uuid.uuid4().hex)},
         )
         if answer[0] == "empty":
             return None

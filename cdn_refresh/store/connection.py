@@ -1,24 +1,32 @@
-"""One way to open Redis from settings: the URL carries password, TLS (``rediss://``), db.
+"""One way to open Redis from settings: the URL carries password, TLS (``rediss://``), db,
+or the Sentinels to ask for the primary (``redis+sentinel://``, README "High availability").
 
-The store's own client and Celery's broker URL are both made here, from the same setting.
+The store's own client and Celery's broker URL (with its transport options) are both made
+here, from the same setting.
 """
 
 from __future__ import annotations
 
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from cdn_refresh.sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from cdn_refresh.settings import Settings
 
 # A command that meets a dropped connection or a Redis restarting is retried for about
 # 4 to 8 s in all before its error is raised. redis-py's own default retries do not apply to
 # clients made by ``from_url``, which without this give up at once: a worker then abandons a
-# batch it has already sent, and it goes out again when its lease runs out.
+# batch it has already sent, and it goes out again when its lease runs out. Behind Sentinel
+# each retry asks the Sentinels for the primary again, so it also rides out a failover.
 RETRY_ATTEMPTS = 10
 RETRY_BACKOFF = EqualJitterBackoff(cap=1.0, base=0.05)
+# A Sentinel that does not answer within this is skipped for the next one.
+SENTINEL_TIMEOUT_S = 1.0
 
 
 def redis_from_settings(
@@ -34,15 +42,39 @@ def redis_from_settings(
     """
     # Only when given: redis-py has a default of its own, which the workers keep.
     timeouts = {} if connect_timeout_s is None else {"socket_connect_timeout": connect_timeout_s}
-    return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        decode_responses=True,
+    options: dict[str, Any] = {
+        "decode_responses": True,
         **timeouts,
-        health_check_interval=30,
-        socket_keepalive=True,
-        retry=Retry(RETRY_BACKOFF, retries),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "retry": Retry(RETRY_BACKOFF, retries),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+    url = settings.redis_url.get_secret_value()
+    if is_sentinel_url(url):
+        return _sentinel_client(parse_sentinel_url(url), options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _sentinel_client(target: SentinelUrl, options: dict[str, Any]) -> redis.Redis:
+    """The primary behind Sentinel: each new connection asks the Sentinels where it is, and
+    one that meets a demoted primary (READONLY) drops and asks again."""
+    sentinel_options: dict[str, Any] = {
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+    }
+    if target.sentinel_password:
+        sentinel_options["password"] = target.sentinel_password
+    sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master,
+        redis_class=redis.Redis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **options,
     )
+    return cast(redis.Redis, client)
 
 
 def broker_url(settings: Settings) -> str:
@@ -53,7 +85,10 @@ def broker_url(settings: Settings) -> str:
     ``?password=`` (and ``?username=``) in the query, which redis-py honours, crashes kombu
     (it passes the password twice): they move into the URL's user info, where both read them.
     """
-    url = _credentials_in_userinfo(settings.redis_url.get_secret_value())
+    raw = settings.redis_url.get_secret_value()
+    if is_sentinel_url(raw):
+        return _sentinel_broker_url(parse_sentinel_url(raw))
+    url = _credentials_in_userinfo(raw)
     if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
         url += ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
     return url
@@ -76,3 +111,31 @@ def _credentials_in_userinfo(url: str) -> str:
         password = quote(found["password"], safe="")
     netloc = f"{user}:{password}@{hostport}" if password else f"{user}@{hostport}"
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(rest), parts.fragment))
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """What kombu needs besides the URL: behind Sentinel, the primary's name (and the
+    Sentinels' own password); nothing otherwise."""
+    raw = settings.redis_url.get_secret_value()
+    if not is_sentinel_url(raw):
+        return {}
+    target = parse_sentinel_url(raw)
+    options: dict[str, Any] = {"master_name": target.master}
+    if target.sentinel_password:
+        options["sentinel_kwargs"] = {"password": target.sentinel_password}
+    return options
+
+
+def _sentinel_broker_url(target: SentinelUrl) -> str:
+    """kombu's form: ``sentinel://[user:password@]host:port/db`` per Sentinel, joined by
+    ``;`` (kombu reads the password and db of the first)."""
+    auth = ""
+    if target.password:
+        auth = f"{quote(target.username or '', safe='')}:{quote(target.password, safe='')}@"
+    elif target.username:
+        auth = f"{quote(target.username, safe='')}@"
+    hosts = [f"[{h}]" if ":" in h else h for h, _ in target.hosts]
+    return ";".join(
+        f"sentinel://{auth}{host}:{port}/{target.db}"
+        for host, (_, port) in zip(hosts, target.hosts, strict=True)
+    )

@@ -44,6 +44,17 @@ class ChunksRefusedError(redis.RedisError):
         self.cause = cause
 
 
+class ReplicaAckError(redis.RedisError):
+    """Fewer replicas than ``REDIS_MIN_REPLICAS_ACK`` confirmed an enqueue's writes in
+    time: it is not acknowledged (a failover now could lose it; enqueue it again, which
+    coalesces with what did survive)."""
+
+    def __init__(self, confirmed: int, wanted: int) -> None:
+        super().__init__(f"{confirmed} of {wanted} replicas confirmed the write (WAIT)")
+        self.confirmed = confirmed
+        self.wanted = wanted
+
+
 class JobStore:
     """Writes jobs and their paths, and reads their status."""
 
@@ -70,7 +81,11 @@ class JobStore:
             pipe.hset(k.jobs, header.job_id, header.encode())
             pipe.zadd(k.jobs_by_time, {header.job_id: header.created_at})
             self._touch(header, "new", pipe)
-            pipe.execute()
+            self._wait_for_replicas(pipe)
+            answers = pipe.execute()
+        wanted = self._ctx.settings.redis_min_replicas_ack
+        if wanted and int(answers[-1]) < wanted:
+            raise ReplicaAckError(int(answers[-1]), wanted)
 
     def _touch(self, header: JobHeader, mode: str, pipe: redis.client.Pipeline) -> None:
         self._ctx.scripts.run(
@@ -101,13 +116,27 @@ class JobStore:
                 )
             # The job stays open while chunks keep coming.
             self._touch(header, "renew", pipe)
+            self._wait_for_replicas(pipe)
             answers = pipe.execute(raise_on_error=False)
         done: list[tuple[int, int]] = []
         for answer in answers[: len(chunks)]:
             if isinstance(answer, Exception):
                 raise ChunksRefusedError(done, answer)
             done.append((int(answer[0]), int(answer[1])))
+        wanted = self._ctx.settings.redis_min_replicas_ack
+        if wanted and (isinstance(answers[-1], Exception) or int(answers[-1]) < wanted):
+            confirmed = 0 if isinstance(answers[-1], Exception) else int(answers[-1])
+            # Nothing of this round trip is acknowledged: the receipt does not count it.
+            raise ChunksRefusedError([], ReplicaAckError(confirmed, wanted))
         return done
+
+    def _wait_for_replicas(self, pipe: redis.client.Pipeline) -> None:
+        """WAIT, last on the pipeline's own connection: it confirms that connection's writes
+        (README "High availability")."""
+        s = self._ctx.settings
+        if s.redis_min_replicas_ack:
+            timeout_ms = max(1, int(s.redis_replica_ack_timeout_s * 1000))
+            pipe.execute_command("WAIT", s.redis_min_replicas_ack, timeout_ms)  # type: ignore[no-untyped-call]
 
     def close(self, header: JobHeader) -> None:
         """The enqueue ended (``header.incomplete`` when it gave up part way)."""

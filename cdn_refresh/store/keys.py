@@ -85,6 +85,12 @@ class SharedKeys:
     webhooks: str  # HASH job id -> JSON callback registered for the job's end
     webhook_outbox: str  # ZSET delivery id -> next attempt (s); a lease pushes it on
     webhook_deliveries: str  # HASH delivery id -> JSON delivery (url, body, attempts)
+    # Liveness (store/liveness.py): ZSET worker process -> when its heartbeat runs out (s),
+    # and HASH batch id -> the worker process that claimed it.
+    heartbeats: str
+    batch_owners: str
+    # STRING with a TTL: a trailing flush is scheduled behind a leading-edge wake-up.
+    flush_trailing: str
 
 
 class Keys:
@@ -103,6 +109,11 @@ class Keys:
         """The STRING (with a TTL) that holds what one Idempotency-Key's POST answered;
         ``digest`` is a hash of the key, never the key itself."""
         return f"{{{self.prefix}}}:idempotency:{digest}"
+
+    def claim_token(self, token: str) -> str:
+        """The STRING (with the lease as its TTL) that holds the batch one claim attempt
+        took, so that the same claim retried after a lost reply gets that batch again."""
+        return f"{{{self.prefix}}}:claim_token:{token}"
 
     def of(self, object_type: ObjectType) -> TypeKeys:
         """The keys of one object type."""

@@ -154,7 +154,17 @@ class QuotaStore:
         key = self._ctx.keys.of(object_type).flush_scheduled
         return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(delay_s * 1000))))
 
-    def request_wake_up(self, debounce_s: float) -> bool:
-        """True at most once per ``debounce_s``: the producers' wake-up of the workers."""
-        key = self._ctx.keys.shared.flush_requested
-        return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(debounce_s * 1000))))
+    def request_wake_up(self, debounce_s: float) -> float | None:
+        """When the producers' wake-up should flush, after an enqueue: ``0`` (at once, the
+        leading edge) when no enqueue asked within the last ``debounce_s``, as on an idle
+        system; ``debounce_s`` (trailing) for the first of a busy window, so that what keeps
+        coming is batched as before; ``None`` when that trailing flush is asked for already.
+        """
+        k = self._ctx.keys.shared
+        px = max(1, int(debounce_s * 1000))
+        # Every enqueue renews the mark: a steady stream never looks idle.
+        if self._ctx.redis.set(k.flush_requested, "1", px=px, get=True) is None:
+            return 0.0
+        if self._ctx.redis.set(k.flush_trailing, "1", nx=True, px=px):
+            return debounce_s
+        return None

@@ -77,6 +77,9 @@ CLAIM = ScriptSpec(
         "covering",
         "other.covering",
         "provider_quota",
+        "batch_owners",
+        "claim_token",
+        "other.provider_quota",
     ),
 )
 COVER = ScriptSpec(
@@ -175,6 +178,8 @@ TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
 WEBHOOK_FIRE = ScriptSpec("webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries"))
 WEBHOOK_LEASE = ScriptSpec("webhook_lease.lua", ("webhook_outbox", "webhook_deliveries"))
 WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
+HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",))
+ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
@@ -189,6 +194,8 @@ ALL: tuple[ScriptSpec, ...] = (
     WEBHOOK_FIRE,
     WEBHOOK_LEASE,
     WEBHOOK_RETRY,
+    HEARTBEAT,
+    ORPHANED,
 )
 
 

@@ -25,6 +25,9 @@ local dir_backoff = KEYS[22]
 local covering = KEYS[23]      -- ZSET Directories claimed whose coverage is under way
 local dir_covering = KEYS[24]  -- the same for a File claim: Files under them wait too
 local provider_quota = KEYS[25]  -- HASH remaining, limit, checked_at: the provider's count
+local batch_owners = KEYS[26]  -- HASH batch id -> the worker process that claimed it
+local claim_token = KEYS[27]   -- STRING: the batch this claim attempt took (a retried claim)
+local dir_provider_quota = KEYS[28]  -- for a File claim: what the provider has left of Directories
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
@@ -35,6 +38,7 @@ local provider_quota = KEYS[25]  -- HASH remaining, limit, checked_at: the provi
 -- ARGV[13] Directory limit                ARGV[14] Directory reserve
 -- ARGV[15] the provider's last reset (s)  ARGV[16] how recent a reservation may be and still
 --                                          be missing from the provider's count (s)
+-- ARGV[17] owner (worker process; empty: none, the lease alone reclaims the batch)
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[3])
@@ -44,6 +48,13 @@ local max_domains = tonumber(ARGV[6])
 local lease = tonumber(ARGV[7])
 local bulk_floor = tonumber(ARGV[8])
 local scan_limit = tonumber(ARGV[10])
+-- The same claim retried after its reply was lost gets the batch its first run took.
+local taken_before = redis.call('GET', claim_token)
+if taken_before then
+  local raw = redis.call('HGET', batches, taken_before)
+  if raw then return {'batch', taken_before, raw} end
+  return {'empty'}
+end
 
 for _, held in ipairs({{hold, 'provider_quota'}, {auth_hold, 'credentials'}, {backoff, 'backoff'}}) do
   local ttl = redis.call('PTTL', held[1])
@@ -112,6 +123,11 @@ if ARGV[12] == '1' then
   if redis.call('ZCARD', dir_pending) > 0
       and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
     dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
+    -- A Directory the provider has no quota left for cannot go before its reset.
+    local counted = redis.call('HMGET', dir_provider_quota, 'remaining', 'checked_at')
+    if counted[1] and tonumber(counted[2]) >= tonumber(ARGV[15]) then
+      dir_room = math.min(dir_room, tonumber(counted[1]))
+    end
   end
   dir_checks = dir_room > 0 or redis.call('ZCARD', dir_covering) > 0
 end
@@ -310,4 +326,6 @@ local batch = cjson.encode({
 })
 redis.call('HSET', batches, id, batch)
 redis.call('ZADD', leases, now + lease, id)
+if ARGV[17] ~= '' then redis.call('HSET', batch_owners, id, ARGV[17]) end
+redis.call('SET', claim_token, id, 'PX', math.max(1, math.ceil(lease * 1000)))
 return {'batch', id, batch}

@@ -185,7 +185,10 @@ for job in pairs(jobs_seen) do
 end
 if taken.n > 0 then redis.call('DEL', auth_failures, auth_error) end
 if info.track_after and taken.n > 0 and #task_ids > 0 then
-  local call = id .. '@' .. task_ids[1]
+  -- One entry per request: the halves of a split batch may share a merged task ID, never a
+  -- RequestId.
+  local request = info.request_id or ''
+  local call = id .. '@' .. (request ~= '' and request or task_ids[1])
   redis.call('HSET', tracks, call, cjson.encode(track))
   redis.call('ZADD', tracking, now + tonumber(info.track_after), call)
 end

@@ -60,9 +60,21 @@ end
 
 local statuses, task_of = answer.statuses, answer.task_of
 mark_tasks(function(task) return statuses[task] or 'Complete' end)
-local failed_task = {}
+-- Only Complete ended well: Failed (and a Timeout or Canceled the provider may show) did not.
+local failed_task, any_failed = {}, false
 for task, status in pairs(statuses) do
-  if status == 'Failed' then failed_task[task] = true end
+  if status ~= 'Complete' then failed_task[task], any_failed = true, true end
+end
+-- A path the answer does not name as sent (the provider may spell it otherwise): the call's
+-- only task, else the task of another path of its domain, else none.
+local domain_task = {}
+for path, task in pairs(task_of) do
+  domain_task[string.match(path, '^%a+://([^/]+)') or ''] = task
+end
+local function own_task(path)
+  if task_of[path] then return task_of[path] end
+  if #track.task_ids == 1 then return track.task_ids[1] end
+  return domain_task[string.match(path, '^%a+://([^/]+)') or '']
 end
 local counts = {}
 local n_complete, n_back, n_dead = 0, 0, 0
@@ -116,17 +128,16 @@ if #track.paths > 0 then
 end
 local attempts_own = {}
 for i, path in ipairs(track.paths) do
-  local task = task_of[path]
+  local task = own_task(path)
   local record = own_records[i] and cjson.decode(own_records[i])
-  -- Only the record of this call: a newer submission of the path keeps its own tasks.
-  if record and (record.batch ~= track.batch or not list_has(table.concat(record.task_ids, ','), task or '')) then
-    record = nil
-  end
-  if record and task then
+  -- Sent again since (a newer call): that call's record and outcome are the path's now.
+  local superseded = record and record.submitted_at > track.at
+  if record and not superseded and task then
     record.task_id = task
     redis.call('HSET', records, path, cjson.encode(record))
   end
-  if task and failed_task[task] then
+  local failed_here = (task and failed_task[task]) or (not task and any_failed)
+  if failed_here and not superseded then
     local n = #failed.paths + 1
     failed.paths[n], failed.ranks[n], failed.jobs[n] = path, track.ranks[i], track.jobs[i]
     attempts_own[n] = record and record.attempts or 1
@@ -139,7 +150,8 @@ send_back(failed, own, attempts_own)
 
 -- What each Directory covered goes with it: complete, or back to pending.
 for directory, entries in pairs(track.covered) do
-  local gone = failed_task[task_of[directory] or ''] or false
+  local task = own_task(directory)
+  local gone = (task and failed_task[task]) or (not task and any_failed) or false
   for _, entry in ipairs(entries) do
     for _, pair in ipairs({{entry.files, files, file_records}, {entry.dirs, own, records}}) do
       local group, k, records_key = pair[1], pair[2], pair[3]

@@ -1,0 +1,68 @@
+"""Which worker processes are alive, and the batches of those that are not (issue 13).
+
+Each worker process refreshes a heartbeat with a short TTL (``worker/heartbeat.py``); a
+claim names the process that made it (``lua/claim.lua`` writes ``batch_owners``). A batch
+whose owner's heartbeat ran out is orphaned: its owner died mid-call, and the batch may be
+sent again at once instead of after ``BATCH_LEASE_S``. The Redis side is
+``lua/heartbeat.lua`` and ``lua/orphaned.lua``; both run on Redis's clock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import cast
+
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.store import scripts
+from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.records import Batch
+
+
+def new_owner_id() -> str:
+    """A name for this worker process that no other process, here or elsewhere, will use:
+    host and pid for the operator, a random tail because pids are reused."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LivenessStore:
+    """Heartbeats of worker processes, and the batches their death left behind."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self._ctx = ctx
+
+    def beat(self, owner: str, ttl_s: float) -> float:
+        """``owner`` is alive for ``ttl_s`` more seconds; returns when that runs out."""
+        answer = self._ctx.scripts.run(scripts.HEARTBEAT, [owner, repr(ttl_s)])
+        return float(answer)
+
+    def leave(self, owner: str) -> None:
+        """``owner`` stops (a warm shutdown): its heartbeat goes now, not after its TTL."""
+        self._ctx.scripts.run(scripts.HEARTBEAT, [owner, "0"])
+
+    def alive(self, owner: str) -> bool:
+        """Whether ``owner``'s heartbeat still runs."""
+        expires = self._ctx.redis.zscore(self._ctx.keys.shared.heartbeats, owner)
+        return expires is not None and float(expires) > self._ctx.now()
+
+    def orphaned(self, now: float | None = None) -> list[tuple[str, ObjectType]]:
+        """Batches in flight whose owner's heartbeat is gone (it also forgets the owners of
+        settled batches and the heartbeats that ran out)."""
+        answer = self._ctx.scripts.run(scripts.ORPHANED, [time_arg(now)])
+        return [(answer[i], ObjectType(answer[i + 1])) for i in range(0, len(answer), 2)]
+
+    def still_owned(self, owner: str, batch_ids: Sequence[str]) -> list[tuple[str, ObjectType]]:
+        """Which of ``batch_ids`` are in flight in ``owner``'s name. A batch its owner has
+        let go of but Redis still holds lost its settle (a failover to a replica that had
+        not received it yet): nobody else would ever take it before its lease runs out."""
+        if not batch_ids:
+            return []
+        k = self._ctx.keys.shared
+        owners = cast(list[str | None], self._ctx.redis.hmget(k.batch_owners, list(batch_ids)))
+        mine = [b for b, o in zip(batch_ids, owners, strict=True) if o == owner]
+        if not mine:
+            return []
+        raws = cast(list[str | None], self._ctx.redis.hmget(k.batches, mine))
+        return [(b, Batch.decode(r).object_type) for b, r in zip(mine, raws, strict=True) if r]
