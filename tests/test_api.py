@@ -152,6 +152,12 @@ def test_an_invalid_path_is_a_400_with_rejected_and_nothing_enqueued(
     skipped = http.post("/v1/refresh", json={**body, "skip_invalid": True}, headers=AUTH)
     assert skipped.status_code == 202
     assert skipped.json()["accepted"] == 1 and len(skipped.json()["rejected"]) == 2
+    # Every path invalid: no job, so no 202 (and a callback would never be called): a 400.
+    hook = "http://127.0.0.1/hook"
+    none_valid = {"paths": body["paths"][1:], "skip_invalid": True, "callback_url": hook}
+    answer = http.post("/v1/refresh", json=none_valid, headers=AUTH)
+    assert answer.status_code == 400 and answer.json()["error"] == "rejected"
+    assert answer.json()["job_id"] == "" and len(answer.json()["rejected"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -221,7 +227,7 @@ def test_an_idempotency_key_returns_the_same_job_and_enqueues_once(
     retry_headers = {**AUTH, "Idempotency-Key": "order-77"}
     assert http.post("/v1/refresh", json=bad, headers=retry_headers).status_code == 400
     bad_then_good = http.post(
-        "/v1/refresh", json=bad | {"skip_invalid": True}, headers=retry_headers
+        "/v1/refresh", json={"paths": ["a.example.com/ok"]}, headers=retry_headers
     )
     assert bad_then_good.status_code == 202
 

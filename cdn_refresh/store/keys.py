@@ -74,6 +74,9 @@ class SharedKeys:
     webhooks: str  # HASH job id -> JSON callback registered for the job's end
     webhook_outbox: str  # ZSET delivery id -> next attempt (s); a lease pushes it on
     webhook_deliveries: str  # HASH delivery id -> JSON delivery (url, body, attempts)
+    webhook_created: str  # ZSET delivery id -> when it was fired (s): the oldest one's age
+    webhook_dead: str  # HASH delivery id -> JSON delivery given up on (WEBHOOK_MAX_AGE_S)
+    webhook_send_scheduled: str  # STRING with a TTL: a delivery task is scheduled or running
 
 
 class Keys:
