@@ -34,7 +34,7 @@ def api_env(redis_url: str, **extra: object) -> dict[str, str]:
         "api_max_body_bytes": MAX_BODY,
         "api_max_paths": MAX_PATHS,
         "webhook_secret": "hook-secret",
-        "webhook_allowed_hosts": "127.0.0.1",
+        "webhook_allowed_hosts": "127.0.0.1:*",
         "log_level": "DEBUG",
     }
     values.update(extra)

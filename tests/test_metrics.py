@@ -43,7 +43,7 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[tuple[EmulatorServer,
             url_daily_quota=5_000,
             api_tokens=TOKEN,
             webhook_secret="hook-secret",
-            webhook_allowed_hosts="127.0.0.1",
+            webhook_allowed_hosts="127.0.0.1:*",
             webhook_retry_base_delay_s=0.2,
             webhook_retry_max_delay_s=0.5,
         )

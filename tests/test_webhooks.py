@@ -38,7 +38,7 @@ def sender_store(redis_client: redis.Redis) -> Store:
     return make_store(
         redis_client,
         webhook_secret=SECRET,
-        webhook_allowed_hosts="127.0.0.1",
+        webhook_allowed_hosts="127.0.0.1:*",
         webhook_retry_base_delay_s=0.05,
         webhook_retry_max_delay_s=0.1,
         webhook_timeout_s=5,

@@ -60,7 +60,12 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 3600},
         worker_hijack_root_logger=False,
         beat_schedule={
-            "cdn-refresh-tick": {"task": TASK_TICK, "schedule": settings.flush_interval_s},
+            "cdn-refresh-tick": {
+                "task": TASK_TICK,
+                "schedule": settings.flush_interval_s,
+                # A tick that waited longer than the interval is stale: the next one comes.
+                "options": {"expires": settings.flush_interval_s},
+            },
         },
         beat_schedule_filename=os.path.join(
             tempfile.gettempdir(), f"cdn-refresh-beat-{settings.key_prefix}"
