@@ -18,12 +18,12 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import errors
+from api import errors, openapi
 from api.auth import TokenCheck
 from api.errors import ApiError
 from api.limits import BodyLimit
 from api.metrics import registry_for
-from api.models import RefreshRequest
+from api.models import RefreshReceipt, RefreshRequest
 from cdn_refresh import callbacks
 from cdn_refresh.documents import quota_document
 from cdn_refresh.paths import InvalidPathError
@@ -83,6 +83,7 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(_v1(producer, settings, TokenCheck(tokens)))
     app.include_router(_open(store))
@@ -90,10 +91,18 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
 
 
 def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=openapi.V1_ERRORS)
     store = producer.store
 
-    @router.post("/refresh", status_code=202)
+    @router.post(
+        "/refresh",
+        status_code=202,
+        response_model=None,
+        responses={
+            202: {"model": RefreshReceipt, "description": "enqueued: the receipt"},
+            **openapi.REFRESH_ERRORS,
+        },
+    )
     def refresh(
         body: RefreshRequest,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
@@ -102,7 +111,7 @@ def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
         ``rejected`` and nothing enqueued when a path is invalid (unless ``skip_invalid``)."""
         return _refresh(producer, settings, body, idempotency_key)
 
-    @router.get("/jobs/{job_id}")
+    @router.get("/jobs/{job_id}", responses={404: openapi.error("`not_found`: no such job")})
     def job(job_id: str) -> dict[str, Any]:
         """A job's state, counts and task IDs: the ``status --json`` document."""
         try:
@@ -134,7 +143,13 @@ def _open(store: Store) -> APIRouter:
     router = APIRouter()
     registry = registry_for(store)
 
-    @router.get("/healthz")
+    @router.get(
+        "/healthz",
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ok"}}}},
+            503: openapi.error("`redis_unavailable`"),
+        },
+    )
     def healthz() -> JSONResponse:
         """200 when Redis answers, 503 when it does not."""
         try:
@@ -146,7 +161,7 @@ def _open(store: Store) -> APIRouter:
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    @router.get("/metrics")
+    @router.get("/metrics", responses={503: openapi.error("`redis_unavailable`")})
     def metrics() -> Response:
         """Prometheus text: every cdn_refresh_* figure, read from Redis now."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -82,6 +82,16 @@ def test_the_openapi_schema_lists_every_route(http: httpx.Client) -> None:
         schema["paths"]
     )
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    # What the API really answers: its own error shape and a 400, never FastAPI's 422.
+    refresh = schema["paths"]["/v1/refresh"]["post"]["responses"]
+    assert {"202", "400", "401", "409", "413", "503"} <= set(refresh)
+    assert refresh["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/RefreshReceipt"
+    )
+    assert refresh["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorDocument"
+    )
+    assert "422" not in json.dumps(schema) and "HTTPValidationError" not in json.dumps(schema)
 
 
 def test_every_document_is_the_clis_json_document(http: httpx.Client, redis_url: str) -> None:
