@@ -68,10 +68,7 @@ def url_problem(url: str, allowed_hosts: list[str]) -> str | None:
     elif port == 0:
         return "callback_url must not name port 0"
     if not any(_allows(entry, host, port) for entry in allowed_hosts):
-        return (
-            f"callback_url host {host!r} port {port} is not in "
-            "CDN_REFRESH_WEBHOOK_ALLOWED_HOSTS"
-        )
+        return f"callback_url host {host!r} port {port} is not in CDN_REFRESH_WEBHOOK_ALLOWED_HOSTS"
     return None
 
 
