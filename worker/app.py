@@ -63,8 +63,9 @@ def create_app(settings: Settings) -> Celery:
             "cdn-refresh-tick": {
                 "task": TASK_TICK,
                 "schedule": settings.flush_interval_s,
-                # A tick that waited longer than the interval is stale: the next one comes.
-                "options": {"expires": settings.flush_interval_s},
+                # A tick that waited two intervals is stale (later ones are queued behind it):
+                # dropped, so that ticks never pile up behind a busy worker.
+                "options": {"expires": 2 * settings.flush_interval_s},
             },
         },
         beat_schedule_filename=os.path.join(
