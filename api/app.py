@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import redis
@@ -17,18 +18,26 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import errors
+from api import errors, openapi
 from api.auth import TokenCheck
 from api.errors import ApiError
 from api.limits import BodyLimit
 from api.metrics import registry_for
-from api.models import RefreshRequest
+from api.models import RefreshReceipt, RefreshRequest
 from cdn_refresh import callbacks
 from cdn_refresh.documents import quota_document
 from cdn_refresh.paths import InvalidPathError
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import JobNotFoundError, Store, redis_from_settings
-from cdn_refresh.store.idempotency import IdempotencyConflictError, StoredAnswer, fingerprint
+from cdn_refresh.store.idempotency import (
+    RUNNING_BEAT_S,
+    IdempotencyConflictError,
+    IdempotencyStore,
+    OrphanedJob,
+    Reservation,
+    StoredAnswer,
+    fingerprint,
+)
 from producer.producer import (
     EnqueueInterruptedError,
     EnqueueRejectedError,
@@ -41,15 +50,20 @@ log = logging.getLogger("cdn_refresh.api")
 
 # Redis retries of the API's client: a blip is ridden out, a Redis that is down is a 503 in
 # well under a second, not after the workers' 4 to 8 s of retries; a host that does not
-# answer at all (no refusal) is given up on after the connect timeout.
+# answer at all (no refusal) is given up on after the connect timeout, and one that accepts
+# connections but never answers (hung, or a black hole) after the socket timeout, not retried.
 API_REDIS_RETRIES = 2
 API_REDIS_CONNECT_TIMEOUT_S = 2.0
+API_REDIS_SOCKET_TIMEOUT_S = 2.0
 
 
 def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
     """The application for ``settings`` (no connection is made until a request needs one)."""
     client = redis_from_settings(
-        settings, retries=API_REDIS_RETRIES, connect_timeout_s=API_REDIS_CONNECT_TIMEOUT_S
+        settings,
+        retries=API_REDIS_RETRIES,
+        connect_timeout_s=API_REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout_s=API_REDIS_SOCKET_TIMEOUT_S,
     )
     store = Store(client, settings)
     producer = Producer(store, notify=FlushNotifier(store) if notify_workers else None)
@@ -69,6 +83,7 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(_v1(producer, settings, TokenCheck(tokens)))
     app.include_router(_open(store))
@@ -76,19 +91,27 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
 
 
 def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=openapi.V1_ERRORS)
     store = producer.store
 
-    @router.post("/refresh", status_code=202)
+    @router.post(
+        "/refresh",
+        status_code=202,
+        response_model=None,
+        responses={
+            202: {"model": RefreshReceipt, "description": "enqueued: the receipt"},
+            **openapi.REFRESH_ERRORS,
+        },
+    )
     def refresh(
         body: RefreshRequest,
-        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     ) -> JSONResponse:
         """Enqueue ``paths`` as one job: the ``enqueue --json`` document (202); 400 with
         ``rejected`` and nothing enqueued when a path is invalid (unless ``skip_invalid``)."""
         return _refresh(producer, settings, body, idempotency_key)
 
-    @router.get("/jobs/{job_id}")
+    @router.get("/jobs/{job_id}", responses={404: openapi.error("`not_found`: no such job")})
     def job(job_id: str) -> dict[str, Any]:
         """A job's state, counts and task IDs: the ``status --json`` document."""
         try:
@@ -120,11 +143,17 @@ def _open(store: Store) -> APIRouter:
     router = APIRouter()
     registry = registry_for(store)
 
-    @router.get("/healthz")
+    @router.get(
+        "/healthz",
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ok"}}}},
+            503: openapi.error("`redis_unavailable`"),
+        },
+    )
     def healthz() -> JSONResponse:
         """200 when Redis answers, 503 when it does not."""
         try:
-            store.redis.ping()
+            store.ping()
         except redis.RedisError as exc:
             body = errors.error_document(
                 "redis_unavailable", f"Redis is unavailable: {type(exc).__name__}"
@@ -132,7 +161,7 @@ def _open(store: Store) -> APIRouter:
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    @router.get("/metrics")
+    @router.get("/metrics", responses={503: openapi.error("`redis_unavailable`")})
     def metrics() -> Response:
         """Prometheus text: every cdn_refresh_* figure, read from Redis now."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -154,25 +183,23 @@ def _refresh(
     if body.callback_url is not None:
         _check_callback(body.callback_url, settings)
     if idempotency_key is None:
-        return _answer(_enqueue(producer, body))
-    idempotency = producer.store.idempotency
+        return _answer(_enqueue_fresh(producer, body))
     # The parsed body, not its bytes: the same request spelled with other spacing is the same.
     digest = fingerprint(body.model_dump_json().encode("utf-8"))
     try:
-        stored = idempotency.begin(idempotency_key, digest)
+        claim = producer.store.idempotency.begin(idempotency_key, digest, body.callback_url)
     except IdempotencyConflictError as exc:
-        raise ApiError(409, "idempotency_conflict", exc.reason) from None
-    if stored is not None:
-        return _answer(stored, replayed=True)
-    try:
-        answer = _enqueue(producer, body)
-    except BaseException:
-        # Nothing (or, interrupted, part) went in: a retry must be free to run afresh.
-        with contextlib.suppress(redis.RedisError):
-            idempotency.abandon(idempotency_key)
-        raise
-    idempotency.finish(idempotency_key, digest, answer)
-    return _answer(answer)
+        extra = {"job_id": exc.job_id} if exc.job_id else None
+        headers = {"Retry-After": "1"}
+        if exc.job_id:
+            headers["Location"] = f"/v1/jobs/{exc.job_id}"
+        raise ApiError(409, "idempotency_conflict", exc.reason, extra, headers) from None
+    if isinstance(claim, StoredAnswer):
+        return _answer(claim, replayed=True)
+    if isinstance(claim, OrphanedJob):
+        # Its POST died before it answered: the job's status is what there is to tell.
+        return _answer(StoredAnswer(202, producer.status(claim.job_id).to_dict()), replayed=True)
+    return _answer(_enqueue_once(producer, body, claim))
 
 
 def _check_callback(url: str, settings: Settings) -> None:
@@ -183,21 +210,96 @@ def _check_callback(url: str, settings: Settings) -> None:
         raise ApiError(400, "callback_not_allowed", problem + ": nothing was enqueued")
 
 
-def _enqueue(producer: Producer, body: RefreshRequest) -> StoredAnswer:
-    """Enqueue, and register the callback; the answer to keep for an Idempotency-Key."""
+def _enqueue_fresh(producer: Producer, body: RefreshRequest) -> StoredAnswer:
+    """Enqueue without an Idempotency-Key. A callback is registered under a job id reserved
+    first, before the job exists: once the job is in, its end cannot go unannounced."""
+    store = producer.store
+    job_id = None
+    if body.callback_url is not None:
+        job_id = store.jobs.new_id()
+        store.webhooks.register(job_id, body.callback_url)
+    answer = _enqueue(producer, body, job_id)
+    if job_id is not None and not _opened(answer):
+        with contextlib.suppress(redis.RedisError):  # else the workers bury it, job gone
+            store.webhooks.forget(job_id)
+    return answer
+
+
+def _enqueue_once(producer: Producer, body: RefreshRequest, claim: Reservation) -> StoredAnswer:
+    """Enqueue as the job ``claim`` reserved, then keep the answer for retries.
+
+    A Redis error raised by the enqueue leaves the key running, its beat going stale: a retry
+    then answers the job if it was opened, or takes the key over with the same job id. Once
+    the job is in, no failure here makes a second one: a failed ``finish`` is logged, and the
+    client is still told what went in.
+    """
+    idempotency = producer.store.idempotency
+    answer = _enqueue(producer, body, claim.job_id, _beat(idempotency, claim))
+    try:
+        if _opened(answer):
+            if not idempotency.finish(claim, answer):
+                log.warning("idempotency key of job %s was taken over", claim.job_id)
+        else:
+            idempotency.abandon(claim)
+    except redis.RedisError as exc:
+        log.warning("could not keep the answer of job %s for retries (%s)", claim.job_id, exc)
+    return answer
+
+
+def _beat(idempotency: IdempotencyStore, claim: Reservation) -> Callable[[str, int], None]:
+    """The enqueue's progress callback: refresh the key's beat every RUNNING_BEAT_S."""
+    last = time.monotonic()
+
+    def progress(_phase: str, _n: int) -> None:
+        nonlocal last
+        if time.monotonic() - last < RUNNING_BEAT_S:
+            return
+        last = time.monotonic()
+        try:
+            idempotency.beat(claim)
+        except redis.RedisError as exc:  # the enqueue itself will say if Redis is gone
+            log.debug("idempotency beat of job %s failed (%s)", claim.job_id, exc)
+
+    return progress
+
+
+def _enqueue(
+    producer: Producer,
+    body: RefreshRequest,
+    job_id: str | None,
+    progress: Callable[[str, int], None] | None = None,
+) -> StoredAnswer:
+    """Enqueue as ``job_id``: the answer (202, or an error document) to keep for a key."""
     try:
         receipt = producer.enqueue(
-            body.paths, body.type, body.priority, skip_invalid=body.skip_invalid
+            body.paths,
+            body.type,
+            body.priority,
+            skip_invalid=body.skip_invalid,
+            progress=progress,
+            job_id=job_id,
         )
     except EnqueueRejectedError as exc:
-        raise ApiError(400, "rejected", str(exc), extra=exc.receipt.to_dict()) from None
+        return _error(400, "rejected", str(exc), exc.receipt.to_dict())
     except EnqueueInterruptedError as exc:
-        raise ApiError(503, "enqueue_interrupted", str(exc), extra=exc.receipt.to_dict()) from None
+        return _error(503, "enqueue_interrupted", str(exc), exc.receipt.to_dict())
     except RedisRefusesWritesError as exc:
-        raise ApiError(503, "redis_refuses_writes", str(exc)) from None
-    if body.callback_url is not None and receipt.job_id:
-        producer.store.webhooks.register(receipt.job_id, body.callback_url)
+        return _error(503, "redis_refuses_writes", str(exc))
+    if not receipt.job_id:
+        message = "every path is invalid (skip_invalid): nothing was enqueued"
+        return _error(400, "rejected", message, receipt.to_dict())
     return StoredAnswer(202, receipt.to_dict())
+
+
+def _error(
+    status: int, code: str, message: str, extra: dict[str, Any] | None = None
+) -> StoredAnswer:
+    return StoredAnswer(status, errors.error_document(code, message, **(extra or {})))
+
+
+def _opened(answer: StoredAnswer) -> bool:
+    """Whether the enqueue that answered this opened its job (all of it, or a part)."""
+    return answer.status == 202 or answer.document.get("error") == "enqueue_interrupted"
 
 
 def _answer(answer: StoredAnswer, *, replayed: bool = False) -> JSONResponse:

@@ -56,9 +56,15 @@ def _invalid(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=400)
 
 
-def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     # redis-py's messages name the host and port, never the password.
-    message = f"Redis is unavailable, nothing was done: {type(exc).__name__}: {exc}"
+    message = f"Redis is unavailable: {type(exc).__name__}: {exc}"
+    if request.method == "POST":
+        # Redis may have failed after it took some of the request: say so, and how to be sure.
+        message += (
+            "; the request may have gone in, in part or in full: retry it with the same "
+            "Idempotency-Key to get the one job it made"
+        )
     return JSONResponse(error_document("redis_unavailable", message), status_code=503)
 
 

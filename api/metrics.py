@@ -21,7 +21,7 @@ from cdn_refresh.store import Store
 
 
 class StoreCollector(Collector):
-    """Every cdn_refresh_* metric, from one round trip to Redis per scrape."""
+    """Every cdn_refresh_* metric, from two round trips to Redis per scrape."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -71,6 +71,30 @@ class StoreCollector(Collector):
                 calls.add_metric([t, outcome], n)
             duration.add_metric([t], fig.cumulative_buckets(), fig.duration_sum_s)
         yield from (pending, oldest, used, limit, dead, submitted, calls, duration)
+        yield from self._webhooks()
+
+    def _webhooks(self) -> Iterator[Metric]:
+        hooks = self._store.webhooks.figures()
+        yield GaugeMetricFamily(
+            "cdn_refresh_webhook_outbox",
+            "Webhook deliveries not yet taken by their receiver",
+            value=hooks.outbox,
+        )
+        yield GaugeMetricFamily(
+            "cdn_refresh_webhook_oldest_delivery_age_seconds",
+            "Age of the oldest webhook delivery in the outbox (0 when none waits)",
+            value=hooks.oldest_age_s,
+        )
+        yield GaugeMetricFamily(
+            "cdn_refresh_webhook_dead_letters",
+            "Webhook deliveries given up on (WEBHOOK_MAX_AGE_S), or whose job was gone",
+            value=hooks.dead_letters,
+        )
+        yield GaugeMetricFamily(
+            "cdn_refresh_webhook_registrations",
+            "Callbacks waiting for their job to end",
+            value=hooks.registrations,
+        )
 
 
 def registry_for(store: Store) -> CollectorRegistry:

@@ -28,3 +28,46 @@ class RefreshRequest(BaseModel):
         max_length=MAX_URL_CHARS,
         description="POSTed once, signed, when the job ends (host in WEBHOOK_ALLOWED_HOSTS)",
     )
+
+
+class RejectedPath(BaseModel):
+    """One input path refused: its 1-based line, the path as shown, and why."""
+
+    line: int
+    path: str
+    reason: str
+
+
+class RefreshReceipt(BaseModel):
+    """202 of ``POST /v1/refresh``: the ``enqueue --json`` document. A replay (the same
+    Idempotency-Key, once its first request died before answering) is the job's
+    ``status --json`` document instead."""
+
+    job_id: str
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedPath]
+    incomplete: bool | None = Field(default=None, description="only when the enqueue failed")
+    error: str | None = None
+    backlog_days: float | None = Field(default=None, description="only with a warning")
+    warning: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    """Where a request is off the schema (never the input itself)."""
+
+    loc: list[str]
+    msg: str
+
+
+class ErrorDocument(BaseModel):
+    """Every error answer: a stable ``error`` code and a ``message``; ``invalid_request``
+    adds ``details``; ``rejected`` and ``enqueue_interrupted`` add the receipt's fields;
+    ``idempotency_conflict`` adds the ``job_id`` being made, when there is one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+    details: list[ErrorDetail] | None = None
+    job_id: str | None = None

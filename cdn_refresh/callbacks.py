@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
+
+import httpx
 
 SIGNATURE_HEADER = "X-CDN-Refresh-Signature"
 DELIVERY_HEADER = "X-CDN-Refresh-Delivery"
 EVENT = "job.finished"
 MAX_URL_CHARS = 2048
+# The ports a WEBHOOK_ALLOWED_HOSTS entry without one allows.
+DEFAULT_PORTS = (80, 443)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -30,20 +37,106 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 
 
 def url_problem(url: str, allowed_hosts: list[str]) -> str | None:
-    """Why ``url`` may not be called back, or None. Only http(s), no credentials, and only
-    a host listed in ``WEBHOOK_ALLOWED_HOSTS`` (exactly, or ``*.example.com``): a callback
-    can never be turned against an internal service the operator did not name."""
+    """Why ``url`` may not be called back, or None. Only http(s), no credentials, a URL that
+    the HTTP client parses too, and only a host listed in ``WEBHOOK_ALLOWED_HOSTS``
+    (exactly, or ``*.example.com``) on port 80 or 443, or on the port its entry names
+    (``host:8443``; ``host:*`` for any): a callback can never be turned against an internal
+    service the operator did not name. Where it resolves to is checked when it is sent
+    (:func:`address_problem`)."""
     if len(url) > MAX_URL_CHARS or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
         return "callback_url must be a URL without spaces or control characters"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is no number, or out of range
+        hostname = parts.hostname
+    except ValueError as exc:
+        return f"callback_url is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not hostname:
         return "callback_url must be an http:// or https:// URL with a host"
     if parts.username is not None or parts.password is not None:
         return "callback_url must not hold credentials"
-    host = parts.hostname.rstrip(".").lower()
+    try:
+        # What the sender will call: the host as httpx encodes it (IDNA), so that a host it
+        # cannot encode is refused here instead of failing every attempt.
+        host = httpx.URL(url).raw_host.decode("ascii").rstrip(".").lower()
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        return f"callback_url host is not a valid host name ({exc})"
     if not allowed_hosts:
         return "callbacks are disabled: CDN_REFRESH_WEBHOOK_ALLOWED_HOSTS is empty"
-    for allowed in allowed_hosts:
-        if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
-            return None
-    return f"callback_url host {host!r} is not in CDN_REFRESH_WEBHOOK_ALLOWED_HOSTS"
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    elif port == 0:
+        return "callback_url must not name port 0"
+    if not any(_allows(entry, host, port) for entry in allowed_hosts):
+        return f"callback_url host {host!r} port {port} is not in CDN_REFRESH_WEBHOOK_ALLOWED_HOSTS"
+    return None
+
+
+def address_problem(
+    host: str,
+    port: int,
+    allowed_hosts: list[str],
+    resolve: Callable[[str, int], list[str]] | None = None,
+) -> str | None:
+    """Why ``host`` may not be called now, or None: it resolves to a loopback, private,
+    link-local or otherwise internal address, and neither the host itself nor that address
+    is listed exactly in ``WEBHOOK_ALLOWED_HOSTS`` (a wildcard entry is not enough: a public
+    name must not lead inside)."""
+    listed = {_split_entry(entry)[0] for entry in allowed_hosts if not entry.startswith("*.")}
+    host = host.strip("[]").rstrip(".").lower()
+    if host in listed:
+        return None
+    try:
+        addresses = (resolve or _resolve)(host, port)
+    except OSError as exc:
+        return f"callback host {host!r} does not resolve ({exc})"
+    for address in addresses:
+        ip = _unmapped(ipaddress.ip_address(address.split("%")[0]))
+        if _internal(ip) and str(ip) not in listed:
+            return (
+                f"callback host {host!r} resolves to the internal address {ip}, which is not "
+                "listed in CDN_REFRESH_WEBHOOK_ALLOWED_HOSTS"
+            )
+    return None
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _unmapped(ip: IPAddress) -> IPAddress:
+    """``::ffff:10.0.0.1`` is 10.0.0.1."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _internal(ip: IPAddress) -> bool:
+    return not ip.is_global or ip.is_multicast
+
+
+def _split_entry(entry: str) -> tuple[str, str]:
+    """``host[:port]`` (``[v6]:port``, ``host:*``) as (host, port text; empty: 80 and 443)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""  # a bare name, or an IPv6 address without brackets
+
+
+def _allows(entry: str, host: str, port: int) -> bool:
+    pattern, allowed_port = _split_entry(entry)
+    if allowed_port == "":
+        if port not in DEFAULT_PORTS:
+            return False
+    elif allowed_port != "*" and allowed_port != str(port):
+        return False
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern

@@ -116,6 +116,7 @@ BULK_RANK_OFFSET: Final = 10**13
 # Celery task names, shared so the producer can send a flush without importing the worker.
 TASK_FLUSH: Final = "cdn_refresh.flush"
 TASK_TICK: Final = "cdn_refresh.tick"
+TASK_WEBHOOKS: Final = "cdn_refresh.webhooks"
 
 # The HTTP API (``cdn-refresh api``) and its job-end webhooks.
 API_HOST: Final = "127.0.0.1"
@@ -128,5 +129,9 @@ IDEMPOTENCY_TTL_S: Final = 24 * 60 * 60
 WEBHOOK_TIMEOUT_S: Final = 10.0
 WEBHOOK_RETRY_BASE_DELAY_S: Final = 5.0
 WEBHOOK_RETRY_MAX_DELAY_S: Final = 3600.0
+# A delivery no receiver took in this long moves to the webhook dead letters.
+WEBHOOK_MAX_AGE_S: Final = 3 * 24 * 60 * 60.0
+# How long one run of the webhook task may spend sending before it leaves the rest to the next.
+WEBHOOK_RUN_BUDGET_S: Final = 30.0
 # Upper bounds (s) of the provider call duration histogram; +Inf is implied.
 CALL_DURATION_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -303,7 +303,7 @@ class ApiProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"cdn-refresh api exited: {self.log()[-2000:]}")
             try:
-                httpx.get(self.url + "/healthz", timeout=2)
+                httpx.get(self.url + "/healthz", timeout=5)
             except httpx.TransportError:
                 return False
             return True

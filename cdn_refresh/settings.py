@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=c.WEBHOOK_TIMEOUT_S, gt=0)
     webhook_retry_base_delay_s: float = Field(default=c.WEBHOOK_RETRY_BASE_DELAY_S, gt=0)
     webhook_retry_max_delay_s: float = Field(default=c.WEBHOOK_RETRY_MAX_DELAY_S, gt=0)
+    webhook_max_age_s: float = Field(default=c.WEBHOOK_MAX_AGE_S, gt=0)
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 

@@ -182,6 +182,7 @@ class Producer:
         *,
         skip_invalid: bool = False,
         progress: Callable[[str, int], None] | None = None,
+        job_id: str | None = None,
     ) -> Receipt:
         """Validate and enqueue ``paths`` as one job.
 
@@ -189,7 +190,9 @@ class Producer:
         ``skip_invalid``: then the valid paths go in and the receipt lists the rest.
         Raises :class:`EnqueueInterruptedError` if Redis fails part way (its receipt says
         what went in). ``progress(phase, n)`` reports ``n`` more inputs handled in phase
-        ``"validated"`` or ``"enqueued"``.
+        ``"validated"`` or ``"enqueued"``. ``job_id``: one reserved beforehand (the HTTP API
+        registers a callback or an Idempotency-Key under it before the job exists); by
+        default a fresh one.
         """
         kind, rank_priority = _object_type(object_type), _priority(priority)
         self._check_writable()
@@ -204,7 +207,7 @@ class Producer:
                 return receipt
             spool.seek(0)
             header = JobHeader(
-                job_id=self._store.jobs.new_id(),
+                job_id=job_id or self._store.jobs.new_id(),
                 object_type=kind,
                 priority=rank_priority,
                 created_at=self._clock(),
@@ -212,7 +215,11 @@ class Producer:
                 rejected=receipt.rejected_count,
             )
             self._write(cast(IO[str], spool), header, receipt, progress)
-        self._warn_of_backlog(kind, receipt)
+        try:
+            self._warn_of_backlog(kind, receipt)
+        except redis.RedisError as exc:
+            # The job is in: failing now would make a caller retry what is already queued.
+            log.warning("could not measure the backlog (%s); the job is enqueued", exc)
         if self._notify is not None:
             self._notify()
         return receipt

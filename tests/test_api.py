@@ -34,7 +34,7 @@ def api_env(redis_url: str, **extra: object) -> dict[str, str]:
         "api_max_body_bytes": MAX_BODY,
         "api_max_paths": MAX_PATHS,
         "webhook_secret": "hook-secret",
-        "webhook_allowed_hosts": "127.0.0.1",
+        "webhook_allowed_hosts": "127.0.0.1:*",
         "log_level": "DEBUG",
     }
     values.update(extra)
@@ -82,6 +82,16 @@ def test_the_openapi_schema_lists_every_route(http: httpx.Client) -> None:
         schema["paths"]
     )
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    # What the API really answers: its own error shape and a 400, never FastAPI's 422.
+    refresh = schema["paths"]["/v1/refresh"]["post"]["responses"]
+    assert {"202", "400", "401", "409", "413", "503"} <= set(refresh)
+    assert refresh["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/RefreshReceipt"
+    )
+    assert refresh["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorDocument"
+    )
+    assert "422" not in json.dumps(schema) and "HTTPValidationError" not in json.dumps(schema)
 
 
 def test_every_document_is_the_clis_json_document(http: httpx.Client, redis_url: str) -> None:
@@ -152,6 +162,12 @@ def test_an_invalid_path_is_a_400_with_rejected_and_nothing_enqueued(
     skipped = http.post("/v1/refresh", json={**body, "skip_invalid": True}, headers=AUTH)
     assert skipped.status_code == 202
     assert skipped.json()["accepted"] == 1 and len(skipped.json()["rejected"]) == 2
+    # Every path invalid: no job, so no 202 (and a callback would never be called): a 400.
+    hook = "http://127.0.0.1/hook"
+    none_valid = {"paths": body["paths"][1:], "skip_invalid": True, "callback_url": hook}
+    answer = http.post("/v1/refresh", json=none_valid, headers=AUTH)
+    assert answer.status_code == 400 and answer.json()["error"] == "rejected"
+    assert answer.json()["job_id"] == "" and len(answer.json()["rejected"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -221,7 +237,7 @@ def test_an_idempotency_key_returns_the_same_job_and_enqueues_once(
     retry_headers = {**AUTH, "Idempotency-Key": "order-77"}
     assert http.post("/v1/refresh", json=bad, headers=retry_headers).status_code == 400
     bad_then_good = http.post(
-        "/v1/refresh", json=bad | {"skip_invalid": True}, headers=retry_headers
+        "/v1/refresh", json={"paths": ["a.example.com/ok"]}, headers=retry_headers
     )
     assert bad_then_good.status_code == 202
 

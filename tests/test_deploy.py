@@ -41,5 +41,18 @@ def test_the_dashboard_charts_only_exported_metrics(redis_client: redis.Redis) -
         "cdn_refresh_calls_total",
         "cdn_refresh_dead_letter_paths",
         "cdn_refresh_call_duration_seconds_bucket",
+        "cdn_refresh_webhook_outbox",
+        "cdn_refresh_webhook_oldest_delivery_age_seconds",
     ):
         assert name in used, name
+    # Instances show the same figures: merged with max, never added up (as the README says).
+    assert not [e for e in exprs if "sum by" in e or "sum(" in e]
+
+
+def test_no_alert_applies_counter_functions_to_a_gauge(redis_client: redis.Redis) -> None:
+    gauges = {
+        f.name for f in StoreCollector(make_store(redis_client)).collect() if f.type == "gauge"
+    }
+    text = (ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8")
+    for function, name in re.findall(r"(rate|increase|irate)\((cdn_refresh_[a-z_]+)", text):
+        assert name not in gauges, (function, name)

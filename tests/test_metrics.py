@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdn_refresh import callbacks
 from cdn_refresh.local import ApiProcess
 from emulator import EmulatorConfig, EmulatorServer
+from tests.conftest import make_store
 from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
 from tests.webhook_receiver import Receiver
 
@@ -43,7 +45,7 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[tuple[EmulatorServer,
             url_daily_quota=5_000,
             api_tokens=TOKEN,
             webhook_secret="hook-secret",
-            webhook_allowed_hosts="127.0.0.1",
+            webhook_allowed_hosts="127.0.0.1:*",
             webhook_retry_base_delay_s=0.2,
             webhook_retry_max_delay_s=0.5,
         )
@@ -58,7 +60,7 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[tuple[EmulatorServer,
 
 
 def test_metrics_agree_with_status_and_quota_and_the_webhook_comes_once(
-    deployment: tuple[EmulatorServer, ApiProcess],
+    deployment: tuple[EmulatorServer, ApiProcess], redis_client: redis.Redis
 ) -> None:
     emulator, api = deployment
     paths = [f"h{i % 3}.example.com/m/{i}.css" for i in range(2_500)]
@@ -109,6 +111,15 @@ def test_metrics_agree_with_status_and_quota_and_the_webhook_comes_once(
         "cdn_refresh_call_duration_seconds_count", type="directory"
     )
     assert count == accepted + retried
-    assert m("cdn_refresh_call_duration_seconds_bucket", type="file", le="+Inf") == m(
-        "cdn_refresh_call_duration_seconds_count", type="file"
-    )
+    # The histogram as stored: +Inf holds every call the settle scripts counted, and the
+    # buckets only grow.
+    stored = redis_client.hgetall(make_store(redis_client).keys.shared.metrics)
+    for label, kind in (("file", "File"), ("directory", "Directory")):
+        buckets = sorted(
+            (float(dict(labels)["le"]), v)  # float("+Inf") sorts last
+            for (n, labels), v in metrics.items()
+            if n == "cdn_refresh_call_duration_seconds_bucket" and ("type", label) in labels
+        )
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)
+        assert buckets[-1][1] == float(stored.get(f"duration_count|{kind}", 0))
+    assert m("cdn_refresh_webhook_outbox") == 0 and m("cdn_refresh_webhook_dead_letters") == 0

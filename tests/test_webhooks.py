@@ -5,6 +5,7 @@ sent to an allowed host. A real receiving HTTP server on 127.0.0.1, a real redis
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from cdn_refresh import callbacks
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch
-from cdn_refresh.store.webhooks import Delivery
+from cdn_refresh.store.webhooks import Delivery, WebhookFigures
 from producer.producer import Producer
 from tests.conftest import make_store
 from tests.webhook_receiver import Receiver
@@ -34,15 +35,15 @@ def ended_job(store: Store, paths: list[str]) -> str:
     return job_id
 
 
-def sender_store(redis_client: redis.Redis) -> Store:
-    return make_store(
-        redis_client,
-        webhook_secret=SECRET,
-        webhook_allowed_hosts="127.0.0.1",
-        webhook_retry_base_delay_s=0.05,
-        webhook_retry_max_delay_s=0.1,
-        webhook_timeout_s=5,
-    )
+def sender_store(redis_client: redis.Redis, **overrides: object) -> Store:
+    values: dict[str, object] = {
+        "webhook_secret": SECRET,
+        "webhook_allowed_hosts": "127.0.0.1:*",
+        "webhook_retry_base_delay_s": 0.05,
+        "webhook_retry_max_delay_s": 0.1,
+        "webhook_timeout_s": 5,
+    }
+    return make_store(redis_client, **{**values, **overrides})
 
 
 def test_a_failed_delivery_is_retried_and_then_delivered_once_signed(
@@ -107,6 +108,19 @@ def test_a_job_end_fires_once_and_a_leased_delivery_is_no_one_elses(
     assert store.webhooks.outbox_size() == 0
 
 
+def test_one_webhook_run_is_scheduled_at_a_time(redis_client: redis.Redis) -> None:
+    store = sender_store(redis_client)
+    assert store.webhooks.has_work() is False
+    store.webhooks.register("7", "http://127.0.0.1:9/hook")
+    assert store.webhooks.has_work() is True
+    assert store.webhooks.schedule_delivery(60) is True
+    assert store.webhooks.schedule_delivery(60) is False  # the next tick finds it scheduled
+    store.webhooks.delivery_ended()
+    assert store.webhooks.schedule_delivery(0.05) is True
+    time.sleep(0.1)  # a run lost on its way blocks the next for its TTL only
+    assert store.webhooks.schedule_delivery(60) is True
+
+
 def test_a_delivery_to_a_host_no_longer_allowed_is_kept_not_sent(
     redis_client: redis.Redis,
 ) -> None:
@@ -132,7 +146,101 @@ def test_a_delivery_to_a_host_no_longer_allowed_is_kept_not_sent(
         ("https://u:p@hooks.example.com/x", ["hooks.example.com"], False),
         ("https://hooks.example.com/\nx", ["hooks.example.com"], False),
         ("https://hooks.example.com/x", [], False),
+        # Hosts the HTTP client cannot encode, and URLs urlsplit refuses: a 400, not a 500.
+        ("http://\u2603.example.com/x", ["*.example.com"], False),
+        ("http://a\u2100b.example.com/x", ["*.example.com"], False),
+        ("http://[::1/x", ["*.example.com"], False),
+        ("https://b\u00fccher.example.com/x", ["*.example.com"], True),
+        # Ports: 80 and 443 unless the entry names one (or * for any).
+        ("https://hooks.example.com:8443/x", ["hooks.example.com"], False),
+        ("https://hooks.example.com:8443/x", ["hooks.example.com:8443"], True),
+        ("https://hooks.example.com:8444/x", ["hooks.example.com:8443"], False),
+        ("http://hooks.example.com:99999/x", ["hooks.example.com:*"], False),
+        ("http://hooks.example.com:x/x", ["hooks.example.com:*"], False),
+        ("http://hooks.example.com:0/x", ["hooks.example.com:*"], False),
+        ("http://127.0.0.1:5000/x", ["127.0.0.1:*"], True),
+        ("http://[::1]:9000/x", ["[::1]:9000"], True),
     ],
 )
 def test_only_an_allowed_host_may_be_called_back(url: str, allowed: list[str], ok: bool) -> None:
     assert (callbacks.url_problem(url, allowed) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "resolved", "ok"),
+    [
+        ("hooks.example.com", ["*.example.com"], "93.184.216.34", True),
+        ("hooks.example.com", ["*.example.com"], "10.0.0.5", False),
+        ("hooks.example.com", ["*.example.com"], "169.254.169.254", False),
+        ("hooks.example.com", ["*.example.com"], "::ffff:127.0.0.1", False),
+        ("hooks.example.com", ["*.example.com", "10.0.0.5"], "10.0.0.5", True),
+        ("hooks.example.com", ["hooks.example.com"], "10.0.0.5", True),  # named exactly
+        ("127.0.0.1", ["127.0.0.1:*"], "127.0.0.1", True),
+    ],
+)
+def test_an_internal_address_is_refused_unless_listed(
+    host: str, allowed: list[str], resolved: str, ok: bool
+) -> None:
+    problem = callbacks.address_problem(host, 443, allowed, lambda _h, _p: [resolved])
+    assert (problem is None) is ok, problem
+
+
+def test_a_url_the_client_cannot_send_is_retried_and_the_others_still_go(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(
+        redis_client,
+        webhook_allowed_hosts="127.0.0.1:*,*.example.com",
+        webhook_retry_max_delay_s=60,  # not due again within this run
+    )
+    bad = Delivery("bad", "1", "http://\u2603.example.com/x", "{}", created_at=time.time())
+    with Receiver(fail_first=0) as receiver:
+        good = Delivery("good", "2", receiver.url, "{}", created_at=time.time())
+        for delivery in (bad, good):
+            store.webhooks.register(delivery.job_id, delivery.url)
+            assert store.webhooks.fire(delivery)
+        assert WebhookSender(store, store.settings).deliver_due() == 1
+    assert len(receiver.successes()) == 1
+    (kept,) = store.webhooks.pending()
+    assert kept.id == "bad" and kept.attempts == 1 and "callback_url" in kept.last_error
+
+
+def test_a_receiver_that_never_answers_holds_a_run_no_longer_than_its_timeout(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(redis_client, webhook_timeout_s=0.5)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+    for i in range(3):
+        delivery = Delivery(f"d{i}", str(i), url, "{}", created_at=time.time())
+        store.webhooks.register(delivery.job_id, url)
+        store.webhooks.fire(delivery)
+    started = time.monotonic()
+    try:
+        assert WebhookSender(store, store.settings, budget_s=0.1).deliver_due() == 0
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 2  # one round, the three at once
+    assert {d.last_error for d in store.webhooks.pending()} == {"no answer within 0.5 s"}
+
+
+def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_lettered(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(redis_client, webhook_max_age_s=60)
+    old = Delivery("old", "1", "http://127.0.0.1:9/hook", "{}", created_at=time.time() - 61)
+    store.webhooks.register("1", old.url)
+    store.webhooks.fire(old)
+    figures = store.webhooks.figures()
+    assert figures.outbox == 1 and figures.oldest_age_s >= 60
+    store.webhooks.register("404", "http://127.0.0.1:9/gone")
+    registered = store.keys.shared.webhooks
+    stale = json.dumps({"url": "http://127.0.0.1:9/gone", "registered_at": time.time() - 3600})
+    redis_client.hset(registered, "405", stale)
+    sender = WebhookSender(store, store.settings)
+    assert sender.tick() == {"fired": 0, "delivered": 0}
+    dead = {d.job_id: d for d in store.webhooks.dead_letters()}
+    assert set(dead) == {"1", "405"}  # job 404 was registered just now: it may yet open
+    assert "given up" in dead["1"].last_error and "gone" in dead["405"].last_error
+    assert store.webhooks.pending() == []
+    assert store.webhooks.figures() == WebhookFigures(0, 0.0, 2, 1)

@@ -84,7 +84,13 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 3600, **broker_transport_options(settings)},
         worker_hijack_root_logger=False,
         beat_schedule={
-            "cdn-refresh-tick": {"task": TASK_TICK, "schedule": settings.flush_interval_s},
+            "cdn-refresh-tick": {
+                "task": TASK_TICK,
+                "schedule": settings.flush_interval_s,
+                # A tick that waited two intervals is stale (later ones are queued behind it):
+                # dropped, so that ticks never pile up behind a busy worker.
+                "options": {"expires": 2 * settings.flush_interval_s},
+            },
         },
         beat_schedule_filename=os.path.join(
             tempfile.gettempdir(), f"cdn-refresh-beat-{settings.key_prefix}"

@@ -3,12 +3,22 @@ idempotent scripts, so a message redelivered after a worker died does no harm.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+import redis
 from celery import shared_task
 
-from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, TASK_TICK, ObjectType
+from cdn_refresh.constants import (
+    OBJECT_TYPES,
+    TASK_FLUSH,
+    TASK_TICK,
+    TASK_WEBHOOKS,
+    WEBHOOK_RUN_BUDGET_S,
+    ObjectType,
+)
+from cdn_refresh.settings import Settings
 from cdn_refresh.store.records import Wait, WaitReason
 from worker.recovery import reclaim_orphaned
 from worker.runtime import Runtime, get_runtime
@@ -74,8 +84,9 @@ def _notice_wait(rt: Runtime, kind: ObjectType, wait: Wait) -> None:
 @shared_task(name=TASK_TICK, ignore_result=True)
 def tick() -> dict[str, Any]:
     """The periodic safety net: reclaim dead workers' batches (their owner's heartbeat is
-    gone, or their lease ran out), trim old records, flush; and the job-end webhooks (fire
-    those of jobs that ended, deliver what is due)."""
+    gone, or their lease ran out), trim old records, flush, read the provider's count, poll
+    the tasks of submitted calls; and schedule the webhook task when a callback or a delivery
+    waits (it sends; the tick never waits on a receiver)."""
     rt = _runtime()
     orphans = reclaim_orphaned(rt.store) if rt.heartbeat.steady() else 0
     reclaimed = orphans + rt.flusher.reclaim_expired()
@@ -86,11 +97,39 @@ def tick() -> dict[str, Any]:
     rt.flusher.provider_count.sync()
     # Back to pending (a Failed task) needs a flush too: the next tick's types_pending sees it.
     tracked = rt.flusher.tracker.poll()
-    webhooks = rt.webhooks.tick()
+    scheduled = rt.store.webhooks.has_work() and request_webhooks()
     return {
         "reclaimed": reclaimed,
         "trimmed": trimmed,
         "pending_types": [k.value for k in pending],
-        "webhooks": webhooks,
+        "webhooks_scheduled": scheduled,
         "tracked": {"calls": tracked.calls, "complete": tracked.complete},
     }
+
+
+def webhook_mark_s(settings: Settings) -> float:
+    """How long one webhook run may take: its budget, and the last round's timeout."""
+    return WEBHOOK_RUN_BUDGET_S + 2 * settings.webhook_timeout_s + 5.0
+
+
+def request_webhooks() -> bool:
+    """Schedule one run of the webhook task unless one is scheduled or running."""
+    rt = _runtime()
+    mark_s = webhook_mark_s(rt.settings)
+    if not rt.store.webhooks.schedule_delivery(mark_s):
+        return False
+    # A message that waited longer than a run may take is stale: a later tick sends another.
+    webhooks.apply_async(expires=mark_s)
+    return True
+
+
+@shared_task(name=TASK_WEBHOOKS, ignore_result=True)
+def webhooks() -> dict[str, int]:
+    """Fire the callbacks of jobs that ended, and deliver what is due, within a budget."""
+    rt = _runtime()
+    try:
+        return rt.webhooks.tick()
+    finally:
+        # The next tick may schedule the next run at once (else the mark's TTL frees it).
+        with contextlib.suppress(redis.RedisError):
+            rt.store.webhooks.delivery_ended()

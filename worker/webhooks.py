@@ -1,33 +1,46 @@
-"""Job-end webhooks, sent by the workers' periodic tick.
+"""Job-end webhooks, sent by the workers' webhook task.
 
-Each tick (1) looks at the jobs with a callback and moves each one that has ended into the
-outbox (once, whichever worker sees it first: see :mod:`cdn_refresh.store.webhooks`), then
-(2) leases the deliveries that are due and POSTs them, signed. A failure (no answer, a
-non-2xx status) counts an attempt and sends again after an exponential backoff; only a 2xx
-removes a delivery. A worker that dies mid-send leaves its lease to run out, and another
-worker sends it: at least once, with a delivery id to deduplicate on.
+The periodic tick only asks whether there is webhook work, and if so schedules one run of
+the webhook task (one at a time, deployment-wide: a short mark in Redis), so that receivers
+that never answer cannot hold up the tick or the flushes. Each run (1) looks at the jobs with
+a callback and moves each one that has ended into the outbox (once, whichever worker sees it
+first: see :mod:`cdn_refresh.store.webhooks`), then (2) leases the deliveries that are due,
+``ROUND_SIZE`` at a time, and POSTs them, signed, at once: each within
+``WEBHOOK_TIMEOUT_S`` overall (name lookup, connect, send, answer), until none is due or the
+run's budget is spent. A failure (no answer, a non-2xx status, a URL or an address now
+refused) counts an attempt and sends again after an exponential backoff; only a 2xx removes a
+delivery; one older than ``WEBHOOK_MAX_AGE_S`` moves to the dead letters. A worker that dies
+mid-send leaves its lease to run out, and another worker sends it: at least once, with a
+delivery id to deduplicate on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
+import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 
 from cdn_refresh import callbacks
+from cdn_refresh.constants import WEBHOOK_RUN_BUDGET_S
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import JobNotFoundError, Store
 from cdn_refresh.store.records import JobState
-from cdn_refresh.store.webhooks import Delivery
+from cdn_refresh.store.webhooks import UNOPENED_JOB_GRACE_S, Delivery, Registration
 
 log = logging.getLogger("cdn_refresh.worker")
 
-# Deliveries one tick sends, one after the other; the lease covers all of them.
-DELIVERIES_PER_TICK = 10
+# Deliveries leased and sent at once, in one round of a run.
+ROUND_SIZE = 10
+# A lease outlasts its round (every delivery's overall timeout) by this much.
+LEASE_MARGIN_S = 5.0
 ENDED = (JobState.DONE, JobState.COMPLETE, JobState.FAILED)
+Resolver = Callable[[str, int], list[str]]
 
 
 class WebhookSender:
@@ -38,42 +51,40 @@ class WebhookSender:
         store: Store,
         settings: Settings,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        resolve: Resolver | None = None,
+        budget_s: float = WEBHOOK_RUN_BUDGET_S,
     ) -> None:
         self._store = store
         self._settings = settings
+        self._transport = transport
         self._rng = rng or random.Random()
-        # No redirects: a receiver must not send the signed body on to a host not allowed.
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(settings.webhook_timeout_s),
-            follow_redirects=False,
-            transport=transport,
-            headers={"User-Agent": "cdn-refresh-webhook"},
-        )
+        self._resolve = resolve
+        self._budget_s = budget_s
 
     def close(self) -> None:
-        """Release the HTTP connections."""
-        self._http.close()
+        """Nothing to release: each round opens and closes its own HTTP client."""
 
     def tick(self) -> dict[str, int]:
-        """Both steps; what each did."""
+        """One run: both steps; what each did."""
         return {"fired": self.fire_ended(), "delivered": self.deliver_due()}
 
     def fire_ended(self) -> int:
         """Move the callbacks of jobs that ended into the outbox; how many this call moved."""
         fired = 0
         webhooks = self._store.webhooks
+        now = self._store.now()
         for reg in list(webhooks.registrations()):
             try:
                 status = self._store.jobs.status(reg.job_id)
             except JobNotFoundError:
-                log.warning("webhook dropped job=%s: the job is gone (retention)", reg.job_id)
-                webhooks.forget(reg.job_id)
+                # Not opened yet (its POST is validating paths), or gone: only then buried.
+                if now - reg.registered_at > UNOPENED_JOB_GRACE_S:
+                    self._bury_registration(reg)
                 continue
             if status.state not in ENDED:
                 continue
-            now = self._store.now()
             delivery_id = uuid.uuid4().hex
             body = json.dumps(
                 {
@@ -92,45 +103,121 @@ class WebhookSender:
                 )
         return fired
 
-    def deliver_due(self) -> int:
-        """Send the deliveries that are due; how many a receiver took."""
-        lease_s = self._settings.webhook_timeout_s * (DELIVERIES_PER_TICK + 1)
-        due = self._store.webhooks.lease_due(DELIVERIES_PER_TICK, lease_s)
-        return sum(self._send(d) for d in due)
+    def _bury_registration(self, reg: Registration) -> None:
+        error = "the job is gone (never opened, or older than the retention)"
+        delivery = Delivery(
+            uuid.uuid4().hex, reg.job_id, reg.url, "", reg.registered_at, last_error=error
+        )
+        if self._store.webhooks.bury_registration(delivery):
+            log.error(
+                "webhook dead-lettered job=%s delivery=%s: %s", reg.job_id, delivery.id, error
+            )
 
-    def _send(self, delivery: Delivery) -> bool:
+    def deliver_due(self) -> int:
+        """Send the deliveries that are due, a round at a time, within the run's budget; how
+        many a receiver took."""
+        timeout_s = self._settings.webhook_timeout_s
+        deadline = time.monotonic() + self._budget_s
+        delivered = 0
+        while True:
+            due = self._store.webhooks.lease_due(ROUND_SIZE, timeout_s + LEASE_MARGIN_S)
+            if not due:
+                break
+            delivered += self._round(due)
+            if time.monotonic() + timeout_s > deadline:
+                break  # another round could overrun the budget: the next run goes on
+        return delivered
+
+    def _round(self, due: list[Delivery]) -> int:
         s = self._settings
-        problem = callbacks.url_problem(delivery.url, s.webhook_allowed_hosts)
         secret = s.webhook_secret.get_secret_value()
-        if problem is None and not secret:
-            problem = "CDN_REFRESH_WEBHOOK_SECRET is not set"
+        sendable: list[Delivery] = []
+        now = self._store.now()
+        for delivery in due:
+            problem = callbacks.url_problem(delivery.url, s.webhook_allowed_hosts)
+            if problem is None and not secret:
+                problem = "CDN_REFRESH_WEBHOOK_SECRET is not set"
+            if problem is None:
+                sendable.append(delivery)
+            else:
+                # Kept, not dropped: an operator may fix the setting, and nothing is lost.
+                self._failed(delivery, problem, now, s.webhook_retry_max_delay_s)
+        errors = asyncio.run(self._send_all(sendable, secret)) if sendable else []
+        delivered = 0
+        for delivery, error in zip(sendable, errors, strict=True):
+            if error is None:
+                self._store.webhooks.delivered(delivery.id)
+                log.info(
+                    "webhook delivered job=%s delivery=%s attempts=%d",
+                    delivery.job_id,
+                    delivery.id,
+                    delivery.attempts + 1,
+                )
+                delivered += 1
+            else:
+                self._failed(delivery, error, now, None)
+        return delivered
+
+    async def _send_all(self, due: list[Delivery], secret: str) -> list[str | None]:
+        # No proxies or .netrc from the environment, no redirects: the signed body goes to
+        # the allowed host and nowhere else.
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(self._settings.webhook_timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+            transport=self._transport,
+            headers={"User-Agent": "cdn-refresh-webhook"},
+        ) as client:
+            return list(await asyncio.gather(*(self._attempt(client, d, secret) for d in due)))
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: Delivery, secret: str
+    ) -> str | None:
+        """None when a receiver took it, else what went wrong. Never raises: one bad
+        delivery must not stop the others."""
+        timeout_s = self._settings.webhook_timeout_s
+        try:
+            return await asyncio.wait_for(self._post(client, delivery, secret), timeout_s)
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def _post(self, client: httpx.AsyncClient, delivery: Delivery, secret: str) -> str | None:
+        url = httpx.URL(delivery.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        problem = await asyncio.get_running_loop().run_in_executor(
+            None,
+            callbacks.address_problem,
+            url.host,
+            port,
+            self._settings.webhook_allowed_hosts,
+            self._resolve,
+        )
         if problem is not None:
-            # Kept, not dropped: an operator may fix the setting, and nothing is lost.
-            return self._failed(delivery, problem, s.webhook_retry_max_delay_s)
+            return problem
         body = delivery.body.encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             callbacks.SIGNATURE_HEADER: callbacks.sign(secret, body),
             callbacks.DELIVERY_HEADER: delivery.id,
         }
-        try:
-            answer = self._http.post(delivery.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return self._failed(delivery, f"{type(exc).__name__}: {exc}", None)
-        if not answer.is_success:
-            return self._failed(delivery, f"HTTP {answer.status_code}", None)
-        self._store.webhooks.delivered(delivery.id)
-        log.info(
-            "webhook delivered job=%s delivery=%s attempts=%d status=%d",
-            delivery.job_id,
-            delivery.id,
-            delivery.attempts + 1,
-            answer.status_code,
-        )
-        return True
+        answer = await client.post(url, content=body, headers=headers)
+        return None if answer.is_success else f"HTTP {answer.status_code}"
 
-    def _failed(self, delivery: Delivery, error: str, delay_s: float | None) -> bool:
+    def _failed(self, delivery: Delivery, error: str, now: float, delay_s: float | None) -> None:
         s = self._settings
+        age_s = now - delivery.created_at
+        if age_s >= s.webhook_max_age_s:
+            given_up = f"{error} (given up after {age_s:.0f} s, {delivery.attempts + 1} attempts)"
+            if self._store.webhooks.bury(delivery, given_up):
+                log.error(
+                    "webhook dead-lettered job=%s delivery=%s: %s",
+                    delivery.job_id,
+                    delivery.id,
+                    given_up,
+                )
+            return
         if delay_s is None:
             # Full jitter over a doubling ceiling: receivers coming back are not stampeded.
             ceiling = s.webhook_retry_base_delay_s * 2 ** min(delivery.attempts, 30)
@@ -144,4 +231,3 @@ class WebhookSender:
             error,
             delay_s,
         )
-        return False

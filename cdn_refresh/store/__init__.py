@@ -97,6 +97,10 @@ class Store:
         """Each Lua script file's SHA1 (for profiling: the slow log names scripts by it)."""
         return self._ctx.scripts.shas()
 
+    def ping(self) -> None:
+        """Raise the client's error unless Redis answers (health checks)."""
+        self._ctx.redis.ping()
+
     def now(self) -> float:
         """Redis's clock."""
         return self._ctx.now()

@@ -34,21 +34,34 @@ def redis_from_settings(
     *,
     retries: int = RETRY_ATTEMPTS,
     connect_timeout_s: float | None = None,
+    socket_timeout_s: float | None = None,
 ) -> redis.Redis:
     """A client for ``CDN_REFRESH_REDIS_URL`` (``decode_responses`` on: keys are text).
 
-    ``retries`` and ``connect_timeout_s``: less patience for a client that must answer fast
-    (the HTTP API says 503 instead of keeping its caller waiting on an unreachable host).
+    ``retries``, ``connect_timeout_s`` and ``socket_timeout_s``: less patience for a client
+    that must answer fast (the HTTP API says 503 instead of keeping its caller waiting on an
+    unreachable host, or on one that accepts connections and never answers). With a socket
+    timeout, a timed-out command is not retried: it may have run, and a Redis that did not
+    answer in that long is not going to answer the retry sooner.
     """
-    # Only when given: redis-py has a default of its own, which the workers keep.
-    timeouts = {} if connect_timeout_s is None else {"socket_connect_timeout": connect_timeout_s}
+    # Only when given: redis-py has defaults of its own (no socket timeout), which the
+    # workers keep.
+    timeouts: dict[str, float] = {}
+    if connect_timeout_s is not None:
+        timeouts["socket_connect_timeout"] = connect_timeout_s
+    retry = Retry(RETRY_BACKOFF, retries)
+    retried: list[type[Exception]] = [redis.ConnectionError, redis.TimeoutError]
+    if socket_timeout_s is not None:
+        timeouts["socket_timeout"] = socket_timeout_s
+        retry = Retry(RETRY_BACKOFF, retries, supported_errors=(redis.ConnectionError,))
+        retried = [redis.ConnectionError]
     options: dict[str, Any] = {
         "decode_responses": True,
         **timeouts,
         "health_check_interval": 30,
         "socket_keepalive": True,
-        "retry": Retry(RETRY_BACKOFF, retries),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "retry": retry,
+        "retry_on_error": retried,
     }
     url = settings.redis_url.get_secret_value()
     if is_sentinel_url(url):

@@ -1,30 +1,49 @@
-"""Idempotency keys of the HTTP API: a retried POST gets the answer of the first one.
+"""Idempotency keys of the HTTP API: a retried POST gets the job of the first one, never a
+second job.
 
 A key is kept as a hash of itself (the key may be something a client treats as private),
-for ``IDEMPOTENCY_TTL_S``. While the first POST runs, the key holds a short-lived ``running``
-mark, so that a retry racing it is told to wait rather than enqueue a second job.
+for ``IDEMPOTENCY_TTL_S``. The first POST with a key *begins* it (``idempotency_begin.lua``):
+in one step it marks the key ``running``, reserves the job id the enqueue will use and
+registers the callback for that id. From then on a retry always knows the job:
+
+- while the first POST runs (its mark's beat, refreshed as the enqueue streams, is fresh),
+  a retry is told to wait, with the job id (:class:`IdempotencyConflictError`);
+- once it answered (``finish``, only by the POST that owns the mark), a retry gets the same
+  answer (:class:`StoredAnswer`);
+- when it died (the beat went stale) after opening the job, a retry is given that job
+  (:class:`OrphanedJob`); when it died before, the retry takes the key over with the same
+  job id (a :class:`Reservation` of its own).
+
+The key is freed (``abandon``) only when no job was opened: its paths were refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cdn_refresh.constants import IDEMPOTENCY_TTL_S
+from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.webhooks import Registration
 
-# Longer than any enqueue a body within API_MAX_BODY_BYTES takes; a crashed API's mark goes.
-RUNNING_TTL_S = 300
+# A running mark whose beat is older than this belongs to a POST that died: a retry may act.
+RUNNING_STALE_S = 30.0
+# How often the POST that owns a mark refreshes its beat while its enqueue streams.
+RUNNING_BEAT_S = 5.0
 
 
 class IdempotencyConflictError(RuntimeError):
-    """The key is in use by a POST still running, or was used with another body."""
+    """The key is in use by a POST still running (``job_id``: the job it is making), or was
+    used with another body (``job_id`` empty)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, job_id: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.job_id = job_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +54,30 @@ class StoredAnswer:
     document: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """This POST owns the key: enqueue as job ``job_id``, then finish (or abandon) it."""
+
+    key: str
+    fingerprint: str
+    job_id: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanedJob:
+    """The first POST with the key opened ``job_id`` and died before it answered."""
+
+    job_id: str
+
+
 def fingerprint(body: bytes) -> str:
     """A digest of a request body: the same key with another body is a client bug."""
     return hashlib.sha256(body).hexdigest()
 
 
 class IdempotencyStore:
-    """Begin, finish or abandon the POST of one Idempotency-Key."""
+    """Begin, beat, finish or abandon the POST of one Idempotency-Key."""
 
     def __init__(self, ctx: StoreContext) -> None:
         self._ctx = ctx
@@ -49,36 +85,64 @@ class IdempotencyStore:
     def _key(self, key: str) -> str:
         return self._ctx.keys.idempotency(hashlib.sha256(key.encode("utf-8")).hexdigest())
 
-    def begin(self, key: str, body_digest: str) -> StoredAnswer | None:
-        """``None``: this POST is the first, go on. A :class:`StoredAnswer`: answer it again.
-        Raises :class:`IdempotencyConflictError` while another POST with the key runs, or
-        when the key was used with a different body."""
-        name = self._key(key)
-        running = json.dumps({"state": "running", "fingerprint": body_digest})
-        for _ in range(3):  # the mark may expire between the SET and the GET
-            if self._ctx.redis.set(name, running, nx=True, ex=RUNNING_TTL_S):
-                return None
-            raw = self._ctx.redis.get(name)
-            if raw is None:
-                continue
-            data = json.loads(raw)
-            if data.get("fingerprint") != body_digest:
-                raise IdempotencyConflictError("this Idempotency-Key was used with another body")
-            if data.get("state") != "done":
-                raise IdempotencyConflictError("a request with this Idempotency-Key is running")
+    def begin(
+        self, key: str, body_digest: str, callback_url: str | None = None
+    ) -> Reservation | StoredAnswer | OrphanedJob:
+        """What this POST does with ``key`` (see the module's docstring). Raises
+        :class:`IdempotencyConflictError` while another POST with the key runs, or when the
+        key was used with a different body."""
+        owner = uuid.uuid4().hex
+        registration = "" if callback_url is None else Registration.new(callback_url).encode()
+        answer = self._ctx.scripts.run(
+            scripts.IDEMPOTENCY_BEGIN,
+            [body_digest, owner, repr(RUNNING_STALE_S), IDEMPOTENCY_TTL_S, registration],
+            extra_keys={"idempotency": self._key(key)},
+        )
+        outcome, value = (str(v) for v in cast(list[Any], answer))
+        if outcome == "begun":
+            return Reservation(key, body_digest, value, owner)
+        if outcome == "done":
+            data = json.loads(value)
             return StoredAnswer(int(data["status"]), dict(data["document"]))
-        raise IdempotencyConflictError("a request with this Idempotency-Key is running")
+        if outcome == "orphan":
+            return OrphanedJob(value)
+        if outcome == "conflict":
+            raise IdempotencyConflictError("this Idempotency-Key was used with another body")
+        raise IdempotencyConflictError(
+            "a request with this Idempotency-Key is running: retry later", job_id=value
+        )
 
-    def finish(self, key: str, body_digest: str, answer: StoredAnswer) -> None:
-        """Keep the answer for retries of this key."""
+    def beat(self, reservation: Reservation) -> bool:
+        """The POST is still at it; False when it no longer owns the key."""
+        answer = self._ctx.scripts.run(
+            scripts.IDEMPOTENCY_BEAT,
+            [reservation.owner],
+            extra_keys={"idempotency": self._key(reservation.key)},
+        )
+        return bool(answer)
+
+    def finish(self, reservation: Reservation, answer: StoredAnswer) -> bool:
+        """Keep the answer for retries of this key; False when this POST no longer owns it
+        (then nothing changes)."""
         value = {
             "state": "done",
-            "fingerprint": body_digest,
+            "fingerprint": reservation.fingerprint,
             "status": answer.status,
             "document": answer.document,
         }
-        self._ctx.redis.set(self._key(key), json.dumps(value), ex=IDEMPOTENCY_TTL_S)
+        kept = self._ctx.scripts.run(
+            scripts.IDEMPOTENCY_FINISH,
+            [reservation.owner, json.dumps(value), IDEMPOTENCY_TTL_S],
+            extra_keys={"idempotency": self._key(reservation.key)},
+        )
+        return bool(kept)
 
-    def abandon(self, key: str) -> None:
-        """The POST enqueued nothing (bad input, Redis down): a retry may run afresh."""
-        self._ctx.redis.delete(self._key(key))
+    def abandon(self, reservation: Reservation) -> bool:
+        """The POST opened no job (its paths were refused): a retry may run afresh, and the
+        callback registered for the reserved job id goes."""
+        freed = self._ctx.scripts.run(
+            scripts.IDEMPOTENCY_ABANDON,
+            [reservation.owner],
+            extra_keys={"idempotency": self._key(reservation.key)},
+        )
+        return bool(freed)

@@ -91,6 +91,9 @@ class SharedKeys:
     batch_owners: str
     # STRING with a TTL: a trailing flush is scheduled behind a leading-edge wake-up.
     flush_trailing: str
+    webhook_created: str  # ZSET delivery id -> when it was fired (s): the oldest one's age
+    webhook_dead: str  # HASH delivery id -> JSON delivery given up on (WEBHOOK_MAX_AGE_S)
+    webhook_send_scheduled: str  # STRING with a TTL: a delivery task is scheduled or running
 
 
 class Keys:

@@ -175,11 +175,26 @@ TRACK = ScriptSpec(
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
 QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
 TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
-WEBHOOK_FIRE = ScriptSpec("webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries"))
-WEBHOOK_LEASE = ScriptSpec("webhook_lease.lua", ("webhook_outbox", "webhook_deliveries"))
+WEBHOOK_FIRE = ScriptSpec(
+    "webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created")
+)
+WEBHOOK_LEASE = ScriptSpec(
+    "webhook_lease.lua", ("webhook_outbox", "webhook_deliveries", "webhook_created")
+)
+WEBHOOK_BURY = ScriptSpec(
+    "webhook_bury.lua",
+    ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created", "webhook_dead"),
+)
 WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
 HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",))
 ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"))
+# ``idempotency`` is one Idempotency-Key's own STRING: given as an extra key.
+IDEMPOTENCY_BEGIN = ScriptSpec(
+    "idempotency_begin.lua", ("idempotency", "job_seq", "jobs", "webhooks")
+)
+IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",))
+IDEMPOTENCY_FINISH = ScriptSpec("idempotency_finish.lua", ("idempotency",))
+IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
@@ -196,6 +211,11 @@ ALL: tuple[ScriptSpec, ...] = (
     WEBHOOK_RETRY,
     HEARTBEAT,
     ORPHANED,
+    WEBHOOK_BURY,
+    IDEMPOTENCY_BEGIN,
+    IDEMPOTENCY_BEAT,
+    IDEMPOTENCY_FINISH,
+    IDEMPOTENCY_ABANDON,
 )
 
 

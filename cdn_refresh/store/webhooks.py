@@ -5,18 +5,29 @@ registered jobs; when one has ended, ``webhook_fire.lua`` moves its registration
 outbox (once, whichever worker sees it first), with the exact body that will be signed and
 sent. Deliveries are leased (``webhook_lease.lua``) while a worker sends them, retried with
 backoff after a failure (``webhook_retry.lua``) and removed only once a receiver took them:
-delivery is at least once, with a delivery id a receiver can deduplicate on.
+delivery is at least once, with a delivery id a receiver can deduplicate on. A delivery
+still not taken after ``WEBHOOK_MAX_AGE_S``, or a registration whose job is gone, moves to
+the dead letters (``webhook_bury.lua``), kept for an operator: none is dropped silently.
+
+A POST with an Idempotency-Key registers its callback in the step that reserves its job id
+(``idempotency_begin.lua``), before the job is opened: a registration whose job does not
+exist yet is left alone for ``UNOPENED_JOB_GRACE_S``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import cast
 
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
+
+# A registration may precede its job by the time an enqueue takes to validate its paths (and
+# a retry to take over a POST that died): only past this is a missing job gone.
+UNOPENED_JOB_GRACE_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +37,15 @@ class Registration:
     job_id: str
     url: str
     registered_at: float
+
+    @classmethod
+    def new(cls, url: str, job_id: str = "") -> Registration:
+        """A registration made now (this host's clock: only the grace above reads it)."""
+        return cls(job_id, url, time.time())
+
+    def encode(self) -> str:
+        """The JSON kept in the ``webhooks`` hash (the job id is the field)."""
+        return json.dumps({"url": self.url, "registered_at": self.registered_at})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +79,16 @@ class Delivery:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookFigures:
+    """What ``/metrics`` shows of the webhooks."""
+
+    outbox: int  # deliveries not yet taken by their receiver
+    oldest_age_s: float  # how long ago the oldest of them was fired; 0 when none
+    dead_letters: int  # deliveries given up on
+    registrations: int  # callbacks whose job has not ended yet
+
+
 class WebhookStore:
     """Registrations and the outbox, shared by the API and every worker."""
 
@@ -67,8 +97,9 @@ class WebhookStore:
 
     def register(self, job_id: str, url: str) -> None:
         """Call ``url`` when the job ends (it may have ended already: the tick sees that)."""
-        record = {"url": url, "registered_at": self._ctx.now()}
-        self._ctx.redis.hset(self._ctx.keys.shared.webhooks, job_id, json.dumps(record))
+        self._ctx.redis.hset(
+            self._ctx.keys.shared.webhooks, job_id, Registration.new(url, job_id).encode()
+        )
 
     def registrations(self) -> Iterator[Registration]:
         """Every callback whose job has not been seen ending yet."""
@@ -77,15 +108,41 @@ class WebhookStore:
             yield Registration(str(job_id), str(data["url"]), float(data["registered_at"]))
 
     def forget(self, job_id: str) -> None:
-        """Drop a registration whose job is gone (older than the retention)."""
+        """Drop the registration of a job that was never opened (its paths were refused)."""
         self._ctx.redis.hdel(self._ctx.keys.shared.webhooks, job_id)
+
+    def bury_registration(self, delivery: Delivery) -> bool:
+        """Move a registration whose job is gone into the dead letters as ``delivery`` (its
+        ``last_error`` says why); False when another worker did it first."""
+        answer = self._ctx.scripts.run(
+            scripts.WEBHOOK_BURY, [delivery.id, delivery.encode(), delivery.job_id]
+        )
+        return bool(answer)
+
+    def bury(self, delivery: Delivery, error: str) -> bool:
+        """Give up on a delivery: out of the outbox, into the dead letters with ``error``;
+        False when it is gone already (another worker delivered it meanwhile)."""
+        updated = replace(delivery, last_error=error[:500])
+        answer = self._ctx.scripts.run(scripts.WEBHOOK_BURY, [delivery.id, updated.encode(), ""])
+        return bool(answer)
+
+    def dead_letters(self) -> list[Delivery]:
+        """Every delivery given up on (for operators and tests)."""
+        raws = self._ctx.redis.hvals(self._ctx.keys.shared.webhook_dead)
+        return [Delivery.decode(r) for r in cast(list[str], raws)]
 
     def fire(self, delivery: Delivery, now: float | None = None) -> bool:
         """Move the job's registration into the outbox as ``delivery``; False when another
         worker did it first."""
         answer = self._ctx.scripts.run(
             scripts.WEBHOOK_FIRE,
-            [delivery.job_id, delivery.id, delivery.encode(), time_arg(now)],
+            [
+                delivery.job_id,
+                delivery.id,
+                delivery.encode(),
+                time_arg(now),
+                repr(delivery.created_at),
+            ],
         )
         return bool(answer)
 
@@ -100,6 +157,7 @@ class WebhookStore:
         with self._ctx.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(k.webhook_outbox, delivery_id)
             pipe.hdel(k.webhook_deliveries, delivery_id)
+            pipe.zrem(k.webhook_created, delivery_id)
             pipe.execute()
 
     def retry_later(self, delivery: Delivery, error: str, delay_s: float) -> bool:
@@ -109,6 +167,39 @@ class WebhookStore:
             scripts.WEBHOOK_RETRY, [delivery.id, updated.encode(), repr(delay_s)]
         )
         return bool(answer)
+
+    def has_work(self) -> bool:
+        """Whether a callback waits for its job, or a delivery for its receiver."""
+        k = self._ctx.keys.shared
+        return bool(self._ctx.redis.exists(k.webhooks, k.webhook_outbox))
+
+    def schedule_delivery(self, ttl_s: float) -> bool:
+        """True when no delivery task is scheduled or running (and now one is, for at most
+        ``ttl_s``: a task lost on its way does not block the next for longer)."""
+        key = self._ctx.keys.shared.webhook_send_scheduled
+        return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(ttl_s * 1000))))
+
+    def delivery_ended(self) -> None:
+        """The delivery task ended: the next tick may schedule another."""
+        self._ctx.redis.delete(self._ctx.keys.shared.webhook_send_scheduled)
+
+    def figures(self) -> WebhookFigures:
+        """The outbox, its oldest delivery, the dead letters and the registrations, now."""
+        k = self._ctx.keys.shared
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zcard(k.webhook_outbox)
+            pipe.zrange(k.webhook_created, 0, 0, withscores=True)
+            pipe.hlen(k.webhook_dead)
+            pipe.hlen(k.webhooks)
+            (seconds, micros), outbox, oldest, dead, registrations = pipe.execute()
+        now = seconds + micros / 1e6
+        return WebhookFigures(
+            outbox=int(outbox),
+            oldest_age_s=max(0.0, now - float(oldest[0][1])) if oldest else 0.0,
+            dead_letters=int(dead),
+            registrations=int(registrations),
+        )
 
     def outbox_size(self) -> int:
         """Deliveries not yet taken by their receiver."""

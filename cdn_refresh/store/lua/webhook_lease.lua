@@ -3,6 +3,7 @@
 -- the lease runs out and the delivery is due again.
 local webhook_outbox = KEYS[1]      -- ZSET delivery id -> next attempt (s)
 local webhook_deliveries = KEYS[2]  -- HASH delivery id -> JSON delivery
+local webhook_created = KEYS[3]     -- ZSET delivery id -> when it was fired (s)
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] most to lease   ARGV[3] lease (s)
 -- Returns the JSON of each leased delivery.
 local now = clock(ARGV[1])
@@ -15,6 +16,7 @@ for _, id in ipairs(due) do
     leased[#leased + 1] = raw
   else
     redis.call('ZREM', webhook_outbox, id)
+    redis.call('ZREM', webhook_created, id)
   end
 end
 return leased
