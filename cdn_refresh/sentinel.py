@@ -9,8 +9,8 @@ database. The password is the data nodes'; Sentinels that want one of their own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 SCHEME = "redis+sentinel"
 DEFAULT_PORT = 26379
@@ -24,8 +24,8 @@ class SentinelUrl:
     master: str
     db: int = 0
     username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
 
 
 def is_sentinel_url(url: str) -> bool:
@@ -48,14 +48,19 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ValueError("the path must be /<master name>[/<db>]")
     if len(segments) == 2 and not segments[1].isdigit():
         raise ValueError("the database must be a number")
-    query = parse_qs(parts.query)
+    # Percent-decoding alone: parse_qs would read a "+" in a password as a space.
+    query: dict[str, str] = {}
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name:
+            query[unquote(name)] = unquote(value)
     return SentinelUrl(
         hosts=hosts,
         master=unquote(segments[0]),
         db=int(segments[1]) if len(segments) == 2 else 0,
         username=unquote(user) or None,
         password=unquote(password) or None,
-        sentinel_password=next(iter(query.get("sentinel_password", [])), None),
+        sentinel_password=query.get("sentinel_password") or None,
     )
 
 

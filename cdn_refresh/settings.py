@@ -186,7 +186,8 @@ def redact_url(url: str) -> str:
     return url
 
 
-_PASSWORD_IN_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
+# ``password`` (redis-py) and ``sentinel_password`` (our Sentinel URLs, cdn_refresh/sentinel.py).
+_PASSWORD_IN_QUERY = re.compile(r"((?:^|&)(?:sentinel_)?password=)[^&]*", re.IGNORECASE)
 
 
 def load_settings(**overrides: Any) -> Settings:

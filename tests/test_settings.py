@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from cdn_refresh import constants as c
+from cdn_refresh.sentinel import parse_sentinel_url
 from cdn_refresh.settings import ENV_PREFIX, Settings, SettingsError, load_settings, redact_url
 
 SECRET = "Sk-Very-Secret-4711"
@@ -270,3 +271,16 @@ def test_redact_url_hides_passwords(url: str, expected: str) -> None:
     redacted = redact_url(url)
     assert redacted == expected
     assert "pw" not in redacted.replace("password=", "")
+
+
+def test_a_sentinel_url_shows_neither_password() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url="redis+sentinel://:data-pw@h1:26379,h2:26379/mymaster/1?sentinel_password=s+pw",
+    )
+    shown = settings.redacted_redis_url()
+    assert "data-pw" not in shown and "s+pw" not in shown and "h2:26379" in shown
+    parsed = parse_sentinel_url(settings.redis_url.get_secret_value())
+    # A "+" in a password is a plus, not a space; and no repr shows either password.
+    assert parsed.sentinel_password == "s+pw"
+    assert "data-pw" not in repr(parsed) and "s+pw" not in repr(parsed)

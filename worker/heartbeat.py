@@ -53,6 +53,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._beating_since: float | None = None
         self._complained = False
+        self._last_beat = time.monotonic()
 
     def start(self) -> None:
         """Beat once now (so that no claim is made before the first beat), then keep on."""
@@ -73,12 +74,19 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            now = time.monotonic()
-            if self._beat() and now - self._last_sweep >= self._sweep_interval_s:
-                self._last_sweep = now
-                self._sweep()
+            try:
+                now = time.monotonic()
+                if self._beat() and now - self._last_sweep >= self._sweep_interval_s:
+                    self._last_sweep = now
+                    self._sweep()
+            except Exception:
+                # Whatever it was, the heartbeat must go on: a process that claims without
+                # one has every batch reclaimed and sent twice.
+                self._beating_since = None
+                log.exception("heartbeat: unexpected error; beating on")
 
     def _beat(self) -> bool:
+        started = time.monotonic()
         try:
             self._store.liveness.beat(self.owner, self._ttl_s)
         except redis.RedisError as exc:
@@ -87,8 +95,15 @@ class Heartbeat:
                 log.warning("heartbeat: Redis unreachable (%s); retrying", exc)
                 self._complained = True
             return False
+        now = time.monotonic()
+        # A beat that took long, or a long gap since the last one (Redis stalled, this
+        # process paused), is a break: every heartbeat may have run out meanwhile, so this
+        # process judges no other dead until it has beaten steadily for a whole TTL again.
+        if now - started > self._ttl_s / 2 or now - self._last_beat > self._ttl_s / 2:
+            self._beating_since = None
+        self._last_beat = now
         if self._beating_since is None:
-            self._beating_since = time.monotonic()
+            self._beating_since = now
         self._complained = False
         return True
 

@@ -173,7 +173,9 @@ class Flusher:
         report.top_attempt = 0
         outcome = "submitted"
         error: CdnError | None = None
-        self.in_hand.call_starting(batch.id)
+        if not self.in_hand.call_starting(batch.id):
+            log.info("batch id=%s handed back before its call: not sent", batch.id)
+            return
         try:
             self._submit(batch, batch.paths, report)
         except CdnError as exc:

@@ -48,11 +48,20 @@ class InHand:
         with self._lock:
             self._held[batch_id] = Held(batch_id, object_type)
 
-    def call_starting(self, batch_id: str) -> None:
-        """Its call is about to go out: from now on it may have reached the provider."""
+    def call_starting(self, batch_id: str) -> bool:
+        """Its call is about to go out: from now on it may have reached the provider. False
+        when the batch was handed back meanwhile (a stop): then the call must not go out,
+        its reservation was given back."""
         with self._lock:
-            if batch_id in self._held:
-                self._held[batch_id].call_started = True
+            if batch_id not in self._held:
+                return False
+            self._held[batch_id].call_started = True
+            return True
+
+    def holds(self, batch_id: str) -> bool:
+        """Whether this process holds the batch now."""
+        with self._lock:
+            return batch_id in self._held
 
     def settled(self, batch_id: str) -> None:
         """Its paths were submitted or released (or the settle failed: it is let go of)."""
@@ -137,7 +146,9 @@ def reclaim_orphaned(store: Store) -> int:
 def reclaim_let_go(store: Store, owner: str, in_hand: InHand) -> int:
     """Return to pending the batches Redis still holds in this process's name although it
     let go of them (their settle was lost, as in a failover); the reservation stays."""
-    let_go = in_hand.let_go()
+    # An id held again is a batch claimed anew under it (a failover rolled the counter back):
+    # it is being sent, not lost.
+    let_go = [b for b in in_hand.let_go() if not in_hand.holds(b)]
     stale = store.liveness.still_owned(owner, let_go)
     back = 0
     for batch_id, kind in stale:
