@@ -48,6 +48,9 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[tuple[EmulatorServer,
             webhook_allowed_hosts="127.0.0.1:*",
             webhook_retry_base_delay_s=0.2,
             webhook_retry_max_delay_s=0.5,
+            # Tasks tracked to completion within the test: the webhook comes at complete.
+            task_first_check_s=0.3,
+            task_check_max_s=1.0,
         )
         env = worker_env(**values)
         worker = WorkerProcess(env, tmp_path / "worker.log", name="w0", beat=True)
@@ -71,13 +74,15 @@ def test_metrics_agree_with_status_and_quota_and_the_webhook_comes_once(
         dir_job = http.post("/v1/refresh", json=dirs, headers=AUTH).json()["job_id"]
         wait_for(lambda: len(receiver.successes()) == 1, 90, api.log)
         wait_for(
-            lambda: http.get(f"/v1/jobs/{dir_job}", headers=AUTH).json()["state"] == "done", 30
+            lambda: http.get(f"/v1/jobs/{dir_job}", headers=AUTH).json()["state"] == "complete",
+            30,
         )
         status = http.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
         quota = http.get("/v1/quota", headers=AUTH).json()
         metrics = samples(http.get("/metrics").text)
-    assert status["state"] == "done"
+    assert status["state"] == "complete"
     (success,) = receiver.successes()
+    assert json.loads(success.body)["job"]["state"] == "complete"
     assert [a.answered for a in receiver.attempts] == [500, 200]
     assert callbacks.verify("hook-secret", success.body, success.headers["x-cdn-refresh-signature"])
     assert json.loads(success.body)["job"]["job_id"] == job_id
@@ -85,7 +90,7 @@ def test_metrics_agree_with_status_and_quota_and_the_webhook_comes_once(
     def m(name: str, **labels: str) -> float:
         return metrics[(name, tuple(sorted(labels.items())))]
 
-    assert m("cdn_refresh_submitted_paths_total", type="file") == status["counts"]["submitted"]
+    assert m("cdn_refresh_submitted_paths_total", type="file") == status["counts"]["complete"]
     assert m("cdn_refresh_submitted_paths_total", type="directory") == 1
     for label in ("file", "directory"):
         assert m("cdn_refresh_quota_used", type=label) == quota[label]["used"]

@@ -26,12 +26,16 @@ SECRET = "hook-secret"
 
 
 def ended_job(store: Store, paths: list[str]) -> str:
-    """A job whose paths were all submitted (claimed and settled as a worker would)."""
+    """A job whose paths were all submitted and their task ended Complete (claimed, settled
+    and tracked as a worker would)."""
     job_id = Producer(store).enqueue(paths).job_id
     batch = store.batches.claim(ObjectType.FILE)
     assert isinstance(batch, Batch)
     store.batches.submit(batch, (), ("T1",), "R1")
-    assert store.jobs.status(job_id).state == "done"
+    assert store.jobs.status(job_id).state == "done"  # submitted: no call back yet
+    (call,) = store.tracking.due(10, store.now() + 3600)
+    store.tracking.settle(call, {"T1": "Complete"}, {})
+    assert store.jobs.status(job_id).state == "complete"
     return job_id
 
 
@@ -244,3 +248,21 @@ def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_letter
     assert "given up" in dead["1"].last_error and "gone" in dead["405"].last_error
     assert store.webhooks.pending() == []
     assert store.webhooks.figures() == WebhookFigures(0, 0.0, 2, 1)
+
+
+def test_a_job_submitted_but_not_complete_waits_and_one_given_up_calls_back(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(redis_client)
+    job_id = Producer(store).enqueue(["a.example.com/1"]).job_id
+    store.webhooks.register(job_id, "http://127.0.0.1:9/hook")
+    batch = store.batches.claim(ObjectType.FILE)
+    assert isinstance(batch, Batch)
+    store.batches.submit(batch, (), ("T1",), "R1")
+    sender = WebhookSender(store, store.settings)
+    # Submitted, its task still running: the job has not ended yet.
+    assert sender.fire_ended() == 0
+    (call,) = store.tracking.due(10, store.now() + 3600)
+    store.tracking.give_up(call, "Timeout")
+    # Nothing more will happen to it: the call back goes, with state done.
+    assert sender.fire_ended() == 1

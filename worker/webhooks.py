@@ -30,7 +30,7 @@ from cdn_refresh import callbacks
 from cdn_refresh.constants import WEBHOOK_RUN_BUDGET_S
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import JobNotFoundError, Store
-from cdn_refresh.store.records import JobState
+from cdn_refresh.store.records import JobState, JobStatus
 from cdn_refresh.store.webhooks import UNOPENED_JOB_GRACE_S, Delivery, Registration
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -39,12 +39,23 @@ log = logging.getLogger("cdn_refresh.worker")
 ROUND_SIZE = 10
 # A lease outlasts its round (every delivery's overall timeout) by this much.
 LEASE_MARGIN_S = 5.0
-ENDED = (JobState.DONE, JobState.COMPLETE, JobState.FAILED)
+# A job has ended when every path is complete (its task ended Complete) or it failed; or
+# when it is done (every path submitted) and tracking gave up on what is not complete.
+ENDED = (JobState.COMPLETE, JobState.FAILED)
 Resolver = Callable[[str, int], list[str]]
 
 
 class WebhookSender:
     """Fires ended jobs' callbacks into the outbox and delivers what is due."""
+
+    def _ended(self, status: JobStatus) -> bool:
+        if status.state in ENDED:
+            return True
+        if status.state is not JobState.DONE or not status.task_ids:
+            return False
+        # Done, and every task ended, yet not complete: tracking gave up on some (Timeout,
+        # Unknown). Nothing more will happen to the job: call back now, with state done.
+        return len(self._store.tracking.ends(status.task_ids)) == len(status.task_ids)
 
     def __init__(
         self,
@@ -83,7 +94,7 @@ class WebhookSender:
                 if now - reg.registered_at > UNOPENED_JOB_GRACE_S:
                     self._bury_registration(reg)
                 continue
-            if status.state not in ENDED:
+            if not self._ended(status):
                 continue
             delivery_id = uuid.uuid4().hex
             body = json.dumps(
