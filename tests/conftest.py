@@ -80,3 +80,15 @@ def make_settings(**overrides: object) -> Settings:
 def make_store(client: redis.Redis, **overrides: object) -> Store:
     """A store on ``client`` with :func:`make_settings` (``overrides`` applied)."""
     return Store(client, make_settings(**overrides))
+
+
+@pytest.fixture
+def cluster(redis_url: str, emulator: Any, tmp_path: Path) -> Iterator[Any]:
+    """Worker processes, a producer and the emulator (each module's ``emulator`` fixture)
+    on the session's Redis; every worker stopped at the end."""
+    from tests.harness import Cluster
+
+    c = Cluster(redis_url, emulator, tmp_path)
+    yield c
+    c.stop_workers()
+    c.redis.close()

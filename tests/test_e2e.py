@@ -14,86 +14,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 
-from cdn_refresh.store import Store
 from emulator import EmulatorConfig, EmulatorServer
-from producer.producer import Producer
-from tests.conftest import make_settings
-from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
+from tests.harness import Cluster, wait_for, worker_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
-
-
-class Cluster:
-    """Worker processes, a producer and the emulator sharing one Redis."""
-
-    def __init__(self, redis_url: str, emulator: EmulatorServer, tmp_path: Path) -> None:
-        self.redis_url = redis_url
-        self.emulator = emulator
-        self.tmp_path = tmp_path
-        self.workers: list[WorkerProcess] = []
-        self.settings_values: dict[str, Any] = {}
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
-
-    def configure(self, **values: Any) -> None:
-        base = cluster_values(self.redis_url, self.emulator.url, **values)
-        self.settings_values = base
-        self.settings = make_settings(**base)
-        self.producer = Producer.from_settings(self.settings)
-        self.store = Store(self.redis, self.settings)
-
-    def start_workers(self, count: int, concurrency: int = 2, **overrides: Any) -> None:
-        env = worker_env(**{**self.settings_values, **overrides})
-        for _ in range(count):
-            n = len(self.workers)
-            worker = WorkerProcess(
-                env,
-                self.tmp_path / f"worker{n}.log",
-                name=f"w{n}",
-                concurrency=concurrency,
-                beat=not any(w.process.poll() is None for w in self.workers),
-            )
-            self.workers.append(worker)
-        for worker in self.workers[-count:]:
-            worker.wait_ready()
-
-    def stop_workers(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-
-    def logs(self) -> str:
-        return "\n".join(w.log()[-3000:] for w in self.workers)
-
-    def accepted(self) -> list[str]:
-        return [p for call in self.emulator.state.calls() for p in call["paths"]]
-
-    def wait_done(self, job_ids: list[str], timeout_s: float = 60) -> None:
-        wait_for(
-            lambda: all(
-                self.producer.status(j).to_dict()["state"] in ("done", "failed") for j in job_ids
-            ),
-            timeout_s,
-            lambda: json.dumps([self.producer.status(j).to_dict() for j in job_ids]) + self.logs(),
-        )
 
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
     with EmulatorServer(EmulatorConfig(seed=11, url_quota=1_000_000, dir_quota=10_000)) as server:
         yield server
-
-
-@pytest.fixture
-def cluster(redis_url: str, emulator: EmulatorServer, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, emulator, tmp_path)
-    yield c
-    c.stop_workers()
-    c.redis.close()
 
 
 def test_overlapping_producers_send_each_unique_path_once_in_the_fewest_calls(

@@ -6,14 +6,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from cdn_refresh.constants import ObjectType, Priority
 from emulator import EmulatorConfig, EmulatorServer
-from tests.harness import wait_for
-from tests.test_e2e import Cluster
+from tests.harness import Cluster, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -24,14 +22,6 @@ FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
 def emulator() -> Iterator[EmulatorServer]:
     with EmulatorServer(EmulatorConfig(seed=5, url_quota=1_000_000, dir_quota=10_000)) as server:
         yield server
-
-
-@pytest.fixture
-def cluster(redis_url: str, emulator: EmulatorServer, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, emulator, tmp_path)
-    yield c
-    c.stop_workers()
-    c.redis.close()
 
 
 def _how(cluster: Cluster, paths: list[str]) -> Counter[str | None]:

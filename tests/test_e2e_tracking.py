@@ -9,14 +9,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from cdn_refresh.constants import ObjectType
 from emulator import EmulatorConfig, EmulatorServer
-from tests.harness import wait_for, worker_env
-from tests.test_e2e import Cluster
+from tests.harness import Cluster, wait_for, worker_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -30,14 +28,6 @@ def emulator() -> Iterator[EmulatorServer]:
     config = EmulatorConfig(seed=3, url_quota=1_000_000, dir_quota=10_000, complete_after_s=0.2)
     with EmulatorServer(config) as server:
         yield server
-
-
-@pytest.fixture
-def cluster(redis_url: str, emulator: EmulatorServer, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, emulator, tmp_path)
-    yield c
-    c.stop_workers()
-    c.redis.close()
 
 
 def _wait_state(cluster: Cluster, job: str, states: tuple[str, ...], timeout_s: float) -> None:

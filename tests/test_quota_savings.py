@@ -11,30 +11,13 @@ import redis
 from cdn_refresh.constants import ObjectType, Priority
 from cdn_refresh.planning import directories_above, plan_promotions
 from cdn_refresh.store import Store
-from cdn_refresh.store.records import Batch, PathState, Release, Wait, WaitReason
-from producer.producer import Producer
-from tests.conftest import make_settings
+from cdn_refresh.store.records import PathState, Release, Wait, WaitReason
+from tests.harness import claim_batch, job_counts, store_and_producer
 from worker.promotion import Promoter
 
 pytestmark = pytest.mark.redis
 
 FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
-
-
-def _setup(redis_client: redis.Redis, **overrides: object) -> tuple[Producer, Store]:
-    store = Store(redis_client, make_settings(**overrides))
-    return Producer(store), store
-
-
-def _claim(store: Store, kind: ObjectType, now: float | None = None) -> Batch:
-    claimed = store.batches.claim(kind, time.time() if now is None else now)
-    assert isinstance(claimed, Batch), claimed
-    return claimed
-
-
-def _counts(producer: Producer, job_id: str) -> dict[str, int]:
-    counts: dict[str, int] = producer.status(job_id).to_dict()["counts"]
-    return {state: n for state, n in counts.items() if n}
 
 
 def _all_pending_indexed(redis_client: redis.Redis, store: Store) -> None:
@@ -48,16 +31,16 @@ def _all_pending_indexed(redis_client: redis.Redis, store: Store) -> None:
 def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     files = producer.enqueue(
         ["a.com/news/1.png", "a.com/news/deep/2.css?v=3", "a.com/other/x.png", "b.com/news/y"]
     )
     directory = producer.enqueue(["a.com/news/"], DIRECTORY)
     # The File claim leaves the covered Files for the Directory.
-    batch = _claim(store, FILE)
+    batch = claim_batch(store, FILE)
     assert set(batch.paths) == {"http://a.com/other/x.png", "http://b.com/news/y"}
     store.batches.submit(batch, (), ("F1",), "R1")
-    dirs = _claim(store, DIRECTORY)
+    dirs = claim_batch(store, DIRECTORY)
     coverage = store.batches.cover(dirs)
     assert (coverage.files, coverage.directories, coverage.nested) == (2, 0, 0)
     assert store.paths.lookup("http://a.com/news/1.png", FILE).state is PathState.IN_FLIGHT
@@ -75,21 +58,21 @@ def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
     # Two URL units (x.png and y), one Directory unit; every path of both jobs is settled.
     assert store.quota.usage(FILE).used == 2
     assert store.quota.usage(DIRECTORY).used == 1
-    assert _counts(producer, files.job_id) == {"submitted": 4}
+    assert job_counts(producer, files.job_id) == {"submitted": 4}
     assert producer.status(files.job_id).to_dict()["state"] == "done"
-    assert _counts(producer, directory.job_id) == {"submitted": 1}
+    assert job_counts(producer, directory.job_id) == {"submitted": 1}
     _all_pending_indexed(redis_client, store)
 
 
 def test_a_directory_first_then_files_under_it_covers_them_too(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     producer.enqueue([f"a.com/img/{i}.png" for i in range(30)])
     # Nothing for the File claim: every File waits for the pending Directory.
     assert store.batches.claim(FILE, time.time()) is None
-    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY))
     assert coverage.files == 30
     assert store.quota.pending_count(FILE) == 0
     store.batches.submit(coverage.batch, (), ("T1",), "R1")
@@ -100,72 +83,72 @@ def test_a_directory_first_then_files_under_it_covers_them_too(
 def test_a_file_enqueued_after_its_directory_went_out_goes_on_its_own(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue(["a.com/img/old.png"])
     producer.enqueue(["a.com/img/"], DIRECTORY)
-    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY))
     assert coverage.files == 1
     # The Directory is in flight: a File asked for now may have changed since it was sent.
     late = producer.enqueue(["a.com/img/new.png"])
-    batch = _claim(store, FILE)
+    batch = claim_batch(store, FILE)
     assert batch.paths == ("http://a.com/img/new.png",)
     store.batches.submit(coverage.batch, (), ("T1",), "R1")
     store.batches.submit(batch, (), ("T2",), "R2")
     found = store.paths.lookup("http://a.com/img/new.png", FILE)
     assert (found.covered_by, found.task_id) == (None, "T2")
-    assert _counts(producer, late.job_id) == {"submitted": 1}
+    assert job_counts(producer, late.job_id) == {"submitted": 1}
 
 
 def test_a_directory_under_another_of_its_batch_costs_no_unit(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     job = producer.enqueue(["a.com/x/", "a.com/x/y/", "a.com/x/y/z/", "a.com/q/"], DIRECTORY)
-    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY))
     assert coverage.nested == 2
     assert set(coverage.batch.paths) == {"http://a.com/x/", "http://a.com/q/"}
     assert store.quota.usage(DIRECTORY).used == 2
     store.batches.submit(coverage.batch, (), ("T1", "T2"), "R")
     assert store.paths.lookup("http://a.com/x/y/z/", DIRECTORY).covered_by == "http://a.com/x/"
-    assert _counts(producer, job.job_id) == {"submitted": 4}
+    assert job_counts(producer, job.job_id) == {"submitted": 4}
 
 
 def test_an_interactive_file_never_waits_for_a_bulk_directory(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue(["a.com/img/"], DIRECTORY, Priority.BULK)
     producer.enqueue(["a.com/img/now.png"], FILE, Priority.INTERACTIVE)
     producer.enqueue(["a.com/img/later.png"], FILE, Priority.BULK)
-    assert _claim(store, FILE).paths == ("http://a.com/img/now.png",)
+    assert claim_batch(store, FILE).paths == ("http://a.com/img/now.png",)
 
 
 def test_files_do_not_wait_for_a_directory_that_cannot_go(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, directory_daily_quota=1)
+    producer, store = store_and_producer(redis_client, directory_daily_quota=1)
     producer.enqueue(["a.com/spent/"], DIRECTORY)
-    store.batches.submit(_claim(store, DIRECTORY), (), ("T1",), "R")
+    store.batches.submit(claim_batch(store, DIRECTORY), (), ("T1",), "R")
     producer.enqueue(["a.com/img/"], DIRECTORY)
     producer.enqueue(["a.com/img/1.png"])
     # The Directory window is full: the File goes on its own rather than wait a day.
-    assert _claim(store, FILE).paths == ("http://a.com/img/1.png",)
+    assert claim_batch(store, FILE).paths == ("http://a.com/img/1.png",)
 
 
 @pytest.mark.parametrize("how", ["retry", "lease_expired"])
 def test_a_directory_that_fails_or_whose_worker_dies_gives_back_what_it_covered(
     redis_client: redis.Redis, how: str
 ) -> None:
-    producer, store = _setup(redis_client, batch_lease_s=30)
+    producer, store = store_and_producer(redis_client, batch_lease_s=30)
     files = producer.enqueue([f"a.com/img/{i}.png" for i in range(12_000)])
     again = producer.enqueue(["a.com/img/3.png"])
     directory = producer.enqueue(["a.com/img/", "a.com/img/sub/"], DIRECTORY)
     now = time.time()
-    batch = _claim(store, DIRECTORY, now)
+    batch = claim_batch(store, DIRECTORY, now)
     coverage = store.batches.cover(batch)
     # More than one step of cover.lua: it went on until everything was covered.
     assert (coverage.files, coverage.nested) == (12_000, 1)
-    assert _counts(producer, files.job_id) == {"in_flight": 12_000}
+    assert job_counts(producer, files.job_id) == {"in_flight": 12_000}
     if how == "retry":
         store.batches.release(batch.id, DIRECTORY, Release.RETRY, code="InternalError")
     else:
@@ -177,26 +160,26 @@ def test_a_directory_that_fails_or_whose_worker_dies_gives_back_what_it_covered(
     assert store.quota.pending_count(FILE) == 12_000
     assert store.quota.pending_count(DIRECTORY) == 2
     assert redis_client.hlen(store.keys.shared.covered) == 0
-    assert _counts(producer, files.job_id) == {"pending": 12_000}
-    assert _counts(producer, again.job_id) == {"pending": 1}
-    assert _counts(producer, directory.job_id) == {"pending": 2}
+    assert job_counts(producer, files.job_id) == {"pending": 12_000}
+    assert job_counts(producer, again.job_id) == {"pending": 1}
+    assert job_counts(producer, directory.job_id) == {"pending": 2}
     _all_pending_indexed(redis_client, store)
     # And the next claim covers them again, with every waiting job.
-    coverage = store.batches.cover(_claim(store, DIRECTORY, now + 40))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY, now + 40))
     assert coverage.files == 12_000
     store.batches.submit(coverage.batch, (), ("T",), "R", now + 41)
-    assert _counts(producer, again.job_id) == {"submitted": 1}
-    assert _counts(producer, files.job_id) == {"submitted": 12_000}
+    assert job_counts(producer, again.job_id) == {"submitted": 1}
+    assert job_counts(producer, files.job_id) == {"submitted": 12_000}
 
 
 def test_a_path_requested_again_within_the_cooldown_goes_out_once_when_it_ends(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
     path = "http://cms.example.com/page.html"
     first = producer.enqueue([path])
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R1", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
     # A CMS saves the page 30 more times inside the cooldown.
     jobs = [producer.enqueue([path]).job_id for _ in range(30)]
     claimed = store.batches.claim(FILE, t0 + 1)
@@ -209,21 +192,21 @@ def test_a_path_requested_again_within_the_cooldown_goes_out_once_when_it_ends(
     # More requests while it cools join it; none goes out before the cooldown ends.
     jobs.append(producer.enqueue([path], FILE, Priority.BULK).job_id)
     assert isinstance(store.batches.claim(FILE, t0 + 59), Wait)
-    batch = _claim(store, FILE, t0 + 61)
+    batch = claim_batch(store, FILE, t0 + 61)
     assert batch.paths == (path,)
     store.batches.submit(batch, (), ("T2",), "R2", t0 + 61)
     assert store.paths.lookup(path, FILE).task_id == "T2"
-    assert all(_counts(producer, job) == {"submitted": 1} for job in [first.job_id, *jobs])
+    assert all(job_counts(producer, job) == {"submitted": 1} for job in [first.job_id, *jobs])
     assert store.quota.usage(FILE, t0 + 62).used == 2
     _all_pending_indexed(redis_client, store)
 
 
 def test_without_a_cooldown_a_repeat_goes_out_at_once(redis_client: redis.Redis) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue(["a.com/p"])
-    store.batches.submit(_claim(store, FILE), (), ("T1",), "R1")
+    store.batches.submit(claim_batch(store, FILE), (), ("T1",), "R1")
     producer.enqueue(["a.com/p"])
-    assert _claim(store, FILE).paths == ("http://a.com/p",)
+    assert claim_batch(store, FILE).paths == ("http://a.com/p",)
 
 
 def test_directories_above_a_path_ignore_its_query() -> None:
@@ -280,7 +263,7 @@ def test_the_promoter_enqueues_bulk_directories_within_the_budget_and_never_the_
         "interactive_reserve": 0.5,
         "promote_min_paths": 5,
     }
-    producer, store = _setup(redis_client, **overrides)
+    producer, store = store_and_producer(redis_client, **overrides)
     producer.enqueue(
         _tree("a.com", 3, 6) + _tree("b.com", 1, 8) + _tree("c.com", 1, 7), FILE, Priority.BULK
     )
@@ -298,7 +281,7 @@ def test_the_promoter_enqueues_bulk_directories_within_the_budget_and_never_the_
     time.sleep(0.01)
     # Those two use up the budget: nothing more is promoted while they wait.
     assert promoter.maybe_promote() == []
-    coverage = store.batches.cover(_claim(store, DIRECTORY))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY))
     assert coverage.files == 26
     assert isinstance(store.batches.claim(DIRECTORY, time.time()), type(None))
 
@@ -306,10 +289,10 @@ def test_the_promoter_enqueues_bulk_directories_within_the_budget_and_never_the_
 def test_the_promoter_does_nothing_while_every_pending_file_fits(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, promote="auto", url_daily_quota=100)
+    producer, store = store_and_producer(redis_client, promote="auto", url_daily_quota=100)
     producer.enqueue(_tree("a.com", 2, 40), FILE, Priority.BULK)
     assert Promoter(store, store.settings, interval_s=0.001).maybe_promote() == []
-    _, off = _setup(redis_client, url_daily_quota=10)
+    _, off = store_and_producer(redis_client, url_daily_quota=10)
     assert Promoter(off, off.settings, interval_s=0.001).maybe_promote() == []
     assert store.quota.pending_count(DIRECTORY) == 0
 
@@ -317,12 +300,12 @@ def test_the_promoter_does_nothing_while_every_pending_file_fits(
 def test_files_do_not_wait_for_a_directory_far_back_in_the_queue(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, directory_daily_quota=3)
+    producer, store = store_and_producer(redis_client, directory_daily_quota=3)
     producer.enqueue(["a.com/x/", "a.com/y/", "a.com/z/"], DIRECTORY)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     producer.enqueue(["a.com/img/1.png", "a.com/x/1.png"])
     # /x/ goes in the next Directory claim; /img/ is fourth of three units left.
-    assert _claim(store, FILE).paths == ("http://a.com/img/1.png",)
+    assert claim_batch(store, FILE).paths == ("http://a.com/img/1.png",)
 
 
 def test_promotion_never_chooses_a_refused_directory() -> None:
@@ -344,10 +327,10 @@ def test_promotion_never_chooses_a_refused_directory() -> None:
 def test_a_repeat_while_the_call_is_in_flight_cools_and_a_retry_does_not(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
     producer.enqueue(["a.com/p", "a.com/q"])
     t0 = time.time()
-    batch = _claim(store, FILE, t0)
+    batch = claim_batch(store, FILE, t0)
     # Asked again while the first call is in flight, before its answer is recorded.
     producer.enqueue(["a.com/p"])
     claimed = store.batches.claim(FILE, t0 + 1)
@@ -355,19 +338,19 @@ def test_a_repeat_while_the_call_is_in_flight_cools_and_a_retry_does_not(
     store.batches.submit(batch, ("http://a.com/p",), ("T1",), "R", t0 + 2)
     # q's call failed: it goes again at once, no cooldown for a refresh that did not happen.
     store.batches.release(batch.id, FILE, Release.RETRY, t0 + 2, code="InternalError")
-    assert _claim(store, FILE, t0 + 3).paths == ("http://a.com/q",)
+    assert claim_batch(store, FILE, t0 + 3).paths == ("http://a.com/q",)
     # The cooldown runs from its submission (t0 + 2), the later of the two.
     assert isinstance(store.batches.claim(FILE, t0 + 61), Wait)
-    assert _claim(store, FILE, t0 + 63).paths == ("http://a.com/p",)
+    assert claim_batch(store, FILE, t0 + 63).paths == ("http://a.com/p",)
 
 
 def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path_twice(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     files = producer.enqueue([f"a.com/img/{i:05d}.png" for i in range(12_000)], FILE, Priority.BULK)
     producer.enqueue(["a.com/img/"], DIRECTORY)
-    batch = _claim(store, DIRECTORY)
+    batch = claim_batch(store, DIRECTORY)
     # Between two steps of the coverage, a covered path and a new one are asked for again:
     # both are newer than the claim, so neither is covered, and nothing is covered twice.
     extend = store.batches.extend_lease
@@ -388,11 +371,11 @@ def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path
         "http://a.com/img/new.png",
     }
     store.batches.submit(coverage.batch, (), ("T",), "R")
-    assert _counts(producer, files.job_id) == {"submitted": 12_000}
-    assert _counts(producer, late_jobs[0]) == {"pending": 2}
+    assert job_counts(producer, files.job_id) == {"submitted": 12_000}
+    assert job_counts(producer, late_jobs[0]) == {"pending": 2}
     # While it waited for the Directory's answer, a File claim would have sent them; now
     # the Directory is settled, they go by themselves.
-    assert set(_claim(store, FILE).paths) == {
+    assert set(claim_batch(store, FILE).paths) == {
         "http://a.com/img/00001.png",
         "http://a.com/img/new.png",
     }
@@ -401,10 +384,10 @@ def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path
 def test_files_wait_while_a_claimed_directory_is_being_covered(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue(["a.com/img/1.png", "a.com/img/2.png"], FILE, Priority.BULK)
     producer.enqueue(["a.com/img/"], DIRECTORY)
-    batch = _claim(store, DIRECTORY)
+    batch = claim_batch(store, DIRECTORY)
     # Claimed, not yet covered: another worker's File claim must not spend units on them.
     assert store.batches.claim(FILE, time.time()) is None
     coverage = store.batches.cover(batch)
@@ -414,31 +397,31 @@ def test_files_wait_while_a_claimed_directory_is_being_covered(
 def test_coverage_of_a_batch_reclaimed_meanwhile_answers_none(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, batch_lease_s=5)
+    producer, store = store_and_producer(redis_client, batch_lease_s=5)
     producer.enqueue(["a.com/img/1.png"])
     producer.enqueue(["a.com/img/"], DIRECTORY)
     now = time.time()
-    batch = _claim(store, DIRECTORY, now)
+    batch = claim_batch(store, DIRECTORY, now)
     store.batches.release(batch.id, DIRECTORY, Release.RETRY, now + 6, only_if_lease_expired=True)
     assert store.batches.cover(batch) is None
     assert store.quota.pending_count(DIRECTORY) == 1
     # Its coverage mark went with it; the File waits for the pending Directory again.
     assert redis_client.zcard(store.keys.of(DIRECTORY).covering) == 0
-    coverage = store.batches.cover(_claim(store, DIRECTORY, now + 7))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY, now + 7))
     assert coverage is not None and coverage.files == 1
 
 
 def test_a_covered_path_that_cools_meanwhile_goes_back_to_one_place(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
     path = "http://a.com/img/p.png"
     producer.enqueue([path])
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     producer.enqueue([path])  # pending again: it will cool at the next File claim
     producer.enqueue(["a.com/img/"], DIRECTORY)
-    batch = _claim(store, DIRECTORY, t0 + 1)
+    batch = claim_batch(store, DIRECTORY, t0 + 1)
     coverage = store.batches.cover(batch)
     assert coverage is not None and coverage.files == 1
     producer.enqueue([path])  # asked again while covered: pending, then cooling
@@ -453,27 +436,27 @@ def test_a_covered_path_that_cools_meanwhile_goes_back_to_one_place(
 def test_a_stale_index_entry_is_dropped_and_takes_no_waiters_with_it(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, refresh_cooldown_s=60)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
     path = "http://a.com/img/p.png"
     job = producer.enqueue([path])
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     again = producer.enqueue([path])
     assert isinstance(store.batches.claim(FILE, t0 + 1), Wait)  # now cooling, waiters kept
     tk = store.keys.of(FILE)
     redis_client.zadd(tk.pending_lex, {path: 0})  # a stale entry (a racing repair, say)
     producer.enqueue(["a.com/img/"], DIRECTORY)
-    coverage = store.batches.cover(_claim(store, DIRECTORY, t0 + 2))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY, t0 + 2))
     assert coverage is not None and coverage.files == 0
     assert redis_client.zscore(tk.pending_lex, path) is None
     assert redis_client.hget(tk.waiters, path) == again.job_id
-    assert _counts(producer, job.job_id) == {"submitted": 1}
+    assert job_counts(producer, job.job_id) == {"submitted": 1}
 
 
 def test_the_promoter_stops_at_the_directory_budget_outside_the_reserve(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(
+    producer, store = store_and_producer(
         redis_client,
         promote="auto",
         url_daily_quota=1,

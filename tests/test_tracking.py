@@ -15,32 +15,15 @@ from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType, Priority
 from cdn_refresh.store import Store
 from cdn_refresh.store.batches import provider_day_start
-from cdn_refresh.store.records import Batch, PathState, Wait, WaitReason
+from cdn_refresh.store.records import PathState, Wait, WaitReason
 from cdn_refresh.store.tracking import TrackedCall
-from producer.producer import Producer
-from tests.conftest import make_settings
+from tests.harness import claim_batch, job_counts, store_and_producer
 from worker.client import RefreshTask
 from worker.tracking import decide
 
 pytestmark = pytest.mark.redis
 
 FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
-
-
-def _setup(redis_client: redis.Redis, **overrides: object) -> tuple[Producer, Store]:
-    store = Store(redis_client, make_settings(**overrides))
-    return Producer(store), store
-
-
-def _claim(store: Store, kind: ObjectType, now: float | None = None) -> Batch:
-    claimed = store.batches.claim(kind, time.time() if now is None else now)
-    assert isinstance(claimed, Batch), claimed
-    return claimed
-
-
-def _counts(producer: Producer, job_id: str) -> dict[str, int]:
-    counts: dict[str, int] = producer.status(job_id).to_dict()["counts"]
-    return {state: n for state, n in counts.items() if n}
 
 
 def _only_call(store: Store, now: float) -> TrackedCall:
@@ -51,10 +34,10 @@ def _only_call(store: Store, now: float) -> TrackedCall:
 def test_a_call_is_tracked_from_its_submission_and_each_path_gets_its_own_task(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, task_first_check_s=30)
+    producer, store = store_and_producer(redis_client, task_first_check_s=30)
     job = producer.enqueue(["a.com/1", "a.com/2", "b.com/3"]).job_id
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1", "T2"), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1", "T2"), "R", t0)
     assert store.tracking.due(10, t0 + 29) == []
     call = _only_call(store, t0 + 31)
     assert call.task_ids == ("T1", "T2")
@@ -67,7 +50,7 @@ def test_a_call_is_tracked_from_its_submission_and_each_path_gets_its_own_task(
     assert (found.state, found.task_id) == (PathState.COMPLETE, "T2")
     assert found.completed_at == pytest.approx(t0 + 31)
     assert found.to_dict()["completed_at"] == pytest.approx(t0 + 31)
-    assert _counts(producer, job) == {"complete": 3}
+    assert job_counts(producer, job) == {"complete": 3}
     assert producer.status(job).to_dict()["state"] == "complete"
     assert store.tracking.count() == 0
 
@@ -75,19 +58,19 @@ def test_a_call_is_tracked_from_its_submission_and_each_path_gets_its_own_task(
 def test_the_paths_of_a_failed_task_go_back_to_pending_and_the_rest_complete(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, max_attempts=2)
+    producer, store = store_and_producer(redis_client, max_attempts=2)
     job = producer.enqueue(["a.com/1", "b.com/2"]).job_id
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1", "T2"), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1", "T2"), "R", t0)
     call = _only_call(store, t0 + 60)
     task_of = {"http://a.com/1": "T1", "http://b.com/2": "T2"}
     done = store.tracking.settle(call, {"T1": "Complete", "T2": "Failed"}, task_of, t0 + 60)
     assert (done.complete, done.back_to_pending) == (1, 1)
-    assert _counts(producer, job) == {"complete": 1, "pending": 1}
+    assert job_counts(producer, job) == {"complete": 1, "pending": 1}
     again = store.paths.lookup("http://b.com/2", FILE)
     assert (again.state, again.last_error, again.attempts) == (PathState.PENDING, "TaskFailed", 1)
     # Sent again and Failed again: out of attempts, it is dead-lettered with the reason.
-    batch = _claim(store, FILE, t0 + 61)
+    batch = claim_batch(store, FILE, t0 + 61)
     assert batch.paths == ("http://b.com/2",)
     store.batches.submit(batch, (), ("T3",), "R", t0 + 61)
     call = _only_call(store, t0 + 200)
@@ -99,11 +82,11 @@ def test_the_paths_of_a_failed_task_go_back_to_pending_and_the_rest_complete(
 
 
 def test_what_a_directory_covered_follows_its_task(redis_client: redis.Redis) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     files = producer.enqueue([f"a.com/img/{i}.png" for i in range(5)], FILE, Priority.BULK)
     producer.enqueue(["a.com/img/", "b.com/x/"], DIRECTORY)
     t0 = time.time()
-    coverage = store.batches.cover(_claim(store, DIRECTORY, t0))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY, t0))
     assert coverage is not None and coverage.files == 5
     store.batches.submit(coverage.batch, (), ("D1", "D2"), "R", t0)
     call = _only_call(store, t0 + 60)
@@ -111,9 +94,9 @@ def test_what_a_directory_covered_follows_its_task(redis_client: redis.Redis) ->
     store.tracking.settle(call, {"D1": "Failed", "D2": "Complete"}, task_of, t0 + 60)
     # a.com/img/ failed: it and what it covered are pending again; b.com/x/ is complete.
     assert store.quota.pending_count(FILE) == 5
-    assert _counts(producer, files.job_id) == {"pending": 5}
+    assert job_counts(producer, files.job_id) == {"pending": 5}
     assert store.paths.lookup("http://b.com/x/", DIRECTORY).state is PathState.COMPLETE
-    coverage = store.batches.cover(_claim(store, DIRECTORY, t0 + 61))
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY, t0 + 61))
     assert coverage is not None and coverage.files == 5
     store.batches.submit(coverage.batch, (), ("D3",), "R", t0 + 61)
     call = _only_call(store, t0 + 200)
@@ -130,10 +113,10 @@ def test_what_a_directory_covered_follows_its_task(redis_client: redis.Redis) ->
 def test_a_task_that_runs_on_is_asked_about_later_then_given_up_left_submitted(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, task_first_check_s=10, task_timeout_s=100)
+    producer, store = store_and_producer(redis_client, task_first_check_s=10, task_timeout_s=100)
     job = producer.enqueue(["a.com/1"]).job_id
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     running = [RefreshTask("T1", "http://a.com/1", "file", "Refreshing", "50%", "", "")]
     call = _only_call(store, t0 + 11)
     decision = decide(call, running, t0 + 11, store.settings)
@@ -148,7 +131,7 @@ def test_a_task_that_runs_on_is_asked_about_later_then_given_up_left_submitted(
     assert store.tracking.count() == 0
     assert store.paths.lookup("http://a.com/1", FILE).state is PathState.SUBMITTED
     assert store.tracking.ends(["T1"])["T1"].status == "Timeout"
-    assert _counts(producer, job) == {"submitted": 1}
+    assert job_counts(producer, job) == {"submitted": 1}
     # A task missing from the answer may not be visible yet: it waits like a running one;
     # past the timeout it is one the provider does not know, given up, never re-sent.
     assert decide(call, [], t0 + 40, store.settings).outcome == "wait"
@@ -156,26 +139,26 @@ def test_a_task_that_runs_on_is_asked_about_later_then_given_up_left_submitted(
 
 
 def test_a_settled_call_settles_nothing_twice(redis_client: redis.Redis) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     job = producer.enqueue(["a.com/1"]).job_id
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     call = _only_call(store, t0 + 60)
     store.tracking.settle(call, {"T1": "Failed"}, {"http://a.com/1": "T1"}, t0 + 60)
     again = store.tracking.settle(call, {"T1": "Failed"}, {"http://a.com/1": "T1"}, t0 + 61)
     assert (again.complete, again.back_to_pending) == (0, 0)
-    assert _counts(producer, job) == {"pending": 1}
+    assert job_counts(producer, job) == {"pending": 1}
 
 
 def test_claims_never_reserve_more_than_the_provider_has_left(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client, url_daily_quota=2_000)
+    producer, store = store_and_producer(redis_client, url_daily_quota=2_000)
     producer.enqueue([f"a.com/{i}" for i in range(3_000)])
     now = time.time()
     # The console spent 1,900 of the account's 2,000: the provider says 100 are left.
     store.quota.record_provider(FILE, 100, 2_000, now - 60)
-    first = _claim(store, FILE, now)
+    first = claim_batch(store, FILE, now)
     assert len(first.paths) == 100
     wait = store.batches.claim(FILE, now + 1)
     assert isinstance(wait, Wait) and wait.reason is WaitReason.PROVIDER_QUOTA
@@ -183,26 +166,26 @@ def test_claims_never_reserve_more_than_the_provider_has_left(
     assert wait.seconds == pytest.approx(provider_day_start(now) + 86_400 - (now + 1), abs=1)
     assert store.quota.provider(FILE) is not None
     tomorrow = provider_day_start(now) + 86_400 + 10
-    assert len(_claim(store, FILE, tomorrow).paths) == 1_000
+    assert len(claim_batch(store, FILE, tomorrow).paths) == 1_000
 
 
 def test_reservations_made_just_before_the_providers_answer_count_against_it(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue([f"a.com/{i}" for i in range(500)])
     now = time.time()
-    _claim(store, FILE, now)  # 500 reserved; the provider may not have counted them yet
+    claim_batch(store, FILE, now)  # 500 reserved; the provider may not have counted them yet
     producer.enqueue([f"b.com/{i}" for i in range(500)])
     store.quota.record_provider(FILE, 600, 2_000, now + 1)
-    assert len(_claim(store, FILE, now + 2).paths) == 100
+    assert len(claim_batch(store, FILE, now + 2).paths) == 100
 
 
 def test_how_tasks_ended_is_forgotten_with_the_records(redis_client: redis.Redis) -> None:
-    producer, store = _setup(redis_client, record_retention_days=1)
+    producer, store = store_and_producer(redis_client, record_retention_days=1)
     producer.enqueue(["a.com/1"])
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     store.tracking.settle(_only_call(store, t0 + 60), {"T1": "Complete"}, {}, t0 + 60)
     assert store.tracking.ends(["T1"])
     store.retention.trim(t0 + 2 * 86_400)
@@ -212,10 +195,10 @@ def test_how_tasks_ended_is_forgotten_with_the_records(redis_client: redis.Redis
 def test_status_wait_ends_when_tracking_gave_up_instead_of_waiting_for_ever(
     redis_client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     job = producer.enqueue(["a.com/1"]).job_id
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     store.tracking.give_up(_only_call(store, t0 + 60), "Timeout", t0 + 60)
     monkeypatch.chdir(tmp_path)
     env = {"CDN_REFRESH_REDIS_URL": redis_url, "CDN_REFRESH_KEY_PREFIX": store.settings.key_prefix}
@@ -227,55 +210,55 @@ def test_status_wait_ends_when_tracking_gave_up_instead_of_waiting_for_ever(
 def test_a_path_the_answer_does_not_name_follows_its_calls_only_task(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     job = producer.enqueue(["a.com/x y"]).job_id  # we send a%20y; say the provider shows a space
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     store.tracking.settle(_only_call(store, t0 + 60), {"T1": "Failed"}, {}, t0 + 60)
-    assert _counts(producer, job) == {"pending": 1}
+    assert job_counts(producer, job) == {"pending": 1}
 
 
 def test_an_older_call_that_failed_leaves_a_path_sent_again_since_alone(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     first = producer.enqueue(["a.com/p"]).job_id
     t0 = time.time()
-    store.batches.submit(_claim(store, FILE, t0), (), ("T1",), "R1", t0)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
     second = producer.enqueue(["a.com/p"]).job_id
-    store.batches.submit(_claim(store, FILE, t0 + 5), (), ("T2",), "R2", t0 + 5)
+    store.batches.submit(claim_batch(store, FILE, t0 + 5), (), ("T2",), "R2", t0 + 5)
     older = next(c for c in store.tracking.due(10, t0 + 100) if c.task_ids == ("T1",))
     store.tracking.settle(older, {"T1": "Failed"}, {"http://a.com/p": "T1"}, t0 + 100)
     # Not sent a third time: the newer call carries it, and its record is untouched.
     assert store.quota.pending_count(FILE) == 0
     found = store.paths.lookup("http://a.com/p", FILE)
     assert (found.state, found.task_id) == (PathState.SUBMITTED, "T2")
-    assert _counts(producer, first) == {"complete": 1}
-    assert _counts(producer, second) == {"submitted": 1}
+    assert job_counts(producer, first) == {"complete": 1}
+    assert job_counts(producer, second) == {"submitted": 1}
 
 
 def test_the_halves_of_a_split_call_are_tracked_apart_even_with_one_merged_task(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     job = producer.enqueue(["a.com/1", "a.com/2"]).job_id
     t0 = time.time()
-    batch = _claim(store, FILE, t0)
+    batch = claim_batch(store, FILE, t0)
     store.batches.submit(batch, ("http://a.com/1",), ("T1",), "R1", t0)
     store.batches.submit(batch, ("http://a.com/2",), ("T1",), "R2", t0)
     calls = store.tracking.due(10, t0 + 60)
     assert len(calls) == 2
     for call in calls:
         store.tracking.settle(call, {"T1": "Complete"}, {}, t0 + 60)
-    assert _counts(producer, job) == {"complete": 2}
+    assert job_counts(producer, job) == {"complete": 2}
 
 
 def test_files_do_not_wait_for_a_directory_the_provider_has_no_quota_for(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = _setup(redis_client)
+    producer, store = store_and_producer(redis_client)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     producer.enqueue(["a.com/img/1.png"])
     now = time.time()
     store.quota.record_provider(DIRECTORY, 0, 100, now)
-    assert _claim(store, FILE, now + 1).paths == ("http://a.com/img/1.png",)
+    assert claim_batch(store, FILE, now + 1).paths == ("http://a.com/img/1.png",)
