@@ -29,6 +29,7 @@ import redis
 from cdn_refresh import local
 from cdn_refresh.local import WorkerProcess, kill_group, worker_env
 from cdn_refresh.settings import Settings
+from cdn_refresh.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 10.0
@@ -361,3 +362,20 @@ def machine_info(redis_version: str) -> dict[str, str]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load average at start (1, 5, 15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def twin_stores(redis_server: RedisServer, label: str) -> dict[bool, Store]:
+    """Two stores on one emptied Redis under two key prefixes (``True`` and ``False``: a
+    feature on and off), so that a benchmark can time them in turn and the machine's drift
+    (other work, CPU frequency) falls on both sides alike."""
+    redis_server.flush()
+    stores = {}
+    for side in (True, False):
+        values = bench_settings(
+            redis_server.url,
+            "http://127.0.0.1:9",
+            url_daily_quota=10**9,
+            key_prefix=f"{label}-{side}",
+        )
+        stores[side] = Store(redis_server.client, make_settings(values))
+    return stores

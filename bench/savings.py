@@ -29,6 +29,7 @@ from bench.infra import (
     Workers,
     bench_settings,
     make_settings,
+    twin_stores,
     wait_until,
 )
 from bench.report import Result
@@ -132,21 +133,10 @@ def _claim_cost(redis_server: RedisServer, result: Result, reps: int) -> None:
     dirs = [f"https://{h}/archive/{i}/" for h in HOSTS for i in range(30)]
     timings: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(reps):
-        redis_server.flush()
-        # Two identical queues under two prefixes, claimed in turn, so that the machine's
-        # drift (other work, CPU frequency) falls on both sides alike.
-        stores = {}
-        for coverage in (True, False):
-            values = bench_settings(
-                redis_server.url,
-                "http://127.0.0.1:9",
-                url_daily_quota=10**9,
-                key_prefix=f"claim-{coverage}",
-            )
-            store = Store(redis_server.client, make_settings(values))
+        stores = twin_stores(redis_server, "claim")
+        for store in stores.values():
             Producer(store).enqueue(dirs, DIRECTORY, Priority.BULK)
             Producer(store).enqueue(files, FILE, Priority.BULK)
-            stores[coverage] = store
         for _ in range(10):
             for coverage, store in stores.items():
                 started = time.perf_counter()

@@ -20,11 +20,11 @@ from bench.infra import (
     Workers,
     bench_settings,
     make_settings,
+    twin_stores,
     wait_until,
 )
 from bench.report import Result
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch
 from producer.producer import Producer
 
@@ -75,18 +75,9 @@ def _submit_cost(redis_server: RedisServer, result: Result, reps: int) -> None:
     timings: dict[bool, list[float]] = {True: [], False: []}
     task_ids = tuple(str(17_000_000_000 + i) for i in range(10))
     for rep in range(reps):
-        redis_server.flush()
-        stores = {}
-        for track in (True, False):
-            values = bench_settings(
-                redis_server.url,
-                "http://127.0.0.1:9",
-                url_daily_quota=10**9,
-                key_prefix=f"submit-{track}",
-            )
-            store = Store(redis_server.client, make_settings(values))
+        stores = twin_stores(redis_server, "submit")
+        for store in stores.values():
             Producer(store).enqueue(unique_paths(20_000, domains=10, offset=rep * 100_000))
-            stores[track] = store
         for _ in range(10):
             for track, store in stores.items():
                 batch = store.batches.claim(FILE)
