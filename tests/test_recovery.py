@@ -195,8 +195,10 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-def _workers(redis_url: str, emulator: EmulatorServer, tmp_path: Path, n: int) -> Any:
-    values = cluster_values(redis_url, emulator.url, url_daily_quota=1_000_000)
+def _workers(
+    redis_url: str, emulator: EmulatorServer, tmp_path: Path, n: int, **extra: object
+) -> Any:
+    values = cluster_values(redis_url, emulator.url, url_daily_quota=1_000_000, **extra)
     workers = [
         WorkerProcess(
             worker_env(**values), tmp_path / f"w{i}.log", name=f"w{i}", concurrency=2, beat=i == 0
@@ -280,3 +282,31 @@ def test_a_sigterm_mid_call_hands_the_batch_back_at_once(
     assert redis_client.zcard(store.keys.shared.heartbeats) == 0
     workers[0].stop()
     assert "handed back batch" in workers[0].log()
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+@pytest.mark.fault
+@pytest.mark.timeout(90)
+def test_a_sigterm_to_the_main_process_alone_stops_the_pool_claiming_at_once(
+    redis_url: str, redis_client: redis.Redis, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    # As under Docker: SIGTERM reaches the worker's main process only, never its pool. Each
+    # call takes a second, and 30 batches wait: a flush left alone would take half a minute.
+    emulator.state.configure(latency_s=1.0)
+    values, workers = _workers(redis_url, emulator, tmp_path, 1, urls_per_call=100)
+    store = Store(redis_client, make_settings(**values))
+    producer = Producer.from_settings(store.settings)
+    job = producer.enqueue([f"a.example.com/{i}" for i in range(3_000)]).job_id
+    wait_for(lambda: _refresh_requests(emulator) >= 1, 20)
+    workers[0].process.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    workers[0].process.wait(20)
+    assert time.monotonic() - stopped_at < 10
+    # What went out is submitted; the rest waits, none of it in flight or lost.
+    counts = producer.status(job).to_dict()["counts"]
+    assert counts["in_flight"] == 0
+    assert counts["submitted"] + counts["pending"] == 3_000
+    assert counts["submitted"] < 1_500
+    assert "claims no more" in workers[0].log()
+    workers[0].stop()

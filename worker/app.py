@@ -12,7 +12,13 @@ from typing import cast
 
 import redis
 from celery import Celery
-from celery.signals import task_prerun, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK
@@ -23,12 +29,15 @@ from cdn_refresh.store import (
     broker_transport_options,
     broker_url,
 )
+from cdn_refresh.store.liveness import node_id
 from worker import runtime
 from worker.recovery import hand_back
 
 # How long a stopping process may spend handing its batches back before it exits anyway
 # (their owner's heartbeat then runs out, and the sweep takes them).
 HAND_BACK_TIMEOUT_S = 5.0
+# How long a stop request lives: longer than any warm shutdown, shorter than a pid's reuse.
+STOP_REQUEST_TTL_S = 600.0
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -151,6 +160,20 @@ def _leave(rt: runtime.Runtime) -> None:
         store.liveness.leave(rt.heartbeat.owner)
     except redis.RedisError as exc:
         log.warning("could not hand back batches (%s); the sweep will take them", exc)
+    finally:
+        store.close()
+
+
+@worker_shutting_down.connect
+def _tell_the_pool_to_stop(**_: object) -> None:
+    """The main process was told to stop (under Docker, SIGTERM reaches it alone): its pool
+    processes claim no more, hand back what they claimed but did not send, and finish the
+    call in flight, so that the warm shutdown ends in seconds, not after a long flush."""
+    store = Store.from_settings(runtime.settings())
+    try:
+        store.liveness.request_stop(node_id(), STOP_REQUEST_TTL_S)
+    except redis.RedisError as exc:
+        log.warning("could not tell the pool processes to stop (%s)", exc)
     finally:
         store.close()
 

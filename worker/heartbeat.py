@@ -40,6 +40,8 @@ class Heartbeat:
         interval_s: float = HEARTBEAT_INTERVAL_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         on_reclaimed: Callable[[], object] | None = None,
+        parent: str | None = None,
+        on_stop_requested: Callable[[], object] | None = None,
     ) -> None:
         self._store = store
         self.owner = owner
@@ -49,6 +51,10 @@ class Heartbeat:
         self._sweep_interval_s = sweep_interval_s
         self._last_sweep = 0.0
         self._on_reclaimed = on_reclaimed
+        # The worker's main process: when it is told to stop (SIGTERM reaches it alone under
+        # Docker), this process stops claiming at the next beat.
+        self._parent = parent
+        self._on_stop_requested = on_stop_requested
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._beating_since: float | None = None
@@ -76,6 +82,7 @@ class Heartbeat:
         while not self._stop.wait(self._interval_s):
             try:
                 now = time.monotonic()
+                self._check_stop_request()
                 if self._beat() and now - self._last_sweep >= self._sweep_interval_s:
                     self._last_sweep = now
                     self._sweep()
@@ -106,6 +113,18 @@ class Heartbeat:
             self._beating_since = now
         self._complained = False
         return True
+
+    def _check_stop_request(self) -> None:
+        if self._parent is None or self._on_stop_requested is None:
+            return
+        try:
+            asked = self._store.liveness.stop_requested(self._parent)
+        except redis.RedisError:
+            return
+        if asked:
+            log.info("worker stopping: this pool process claims no more")
+            self._on_stop_requested()
+            self._on_stop_requested = None  # once
 
     def steady(self) -> bool:
         """Whether this process has beaten without a break for a whole TTL: only then may

@@ -7,13 +7,14 @@ or connection pool made before a fork would be shared by the children.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdn_refresh.constants import OBJECT_TYPES, ObjectType
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
-from cdn_refresh.store.liveness import new_owner_id
+from cdn_refresh.store.liveness import new_owner_id, node_id
 from worker.client import CdnClient
 from worker.heartbeat import Heartbeat
 from worker.pipeline import Flusher
@@ -80,7 +81,14 @@ def get_runtime(on_more_work: Callable[[ObjectType], object] | None = None) -> R
                 for kind in OBJECT_TYPES:
                     on_more_work(kind)
 
-        heartbeat = Heartbeat(store, owner, in_hand=flusher.in_hand, on_reclaimed=wake)
+        heartbeat = Heartbeat(
+            store,
+            owner,
+            in_hand=flusher.in_hand,
+            on_reclaimed=wake,
+            parent=node_id(os.getppid()),
+            on_stop_requested=flusher.stopping.set,
+        )
         heartbeat.start()
         _runtime = Runtime(_settings, store, cdn, flusher, webhooks, heartbeat)
     return _runtime

@@ -113,6 +113,11 @@ class Keys:
         ``digest`` is a hash of the key, never the key itself."""
         return f"{{{self.prefix}}}:idempotency:{digest}"
 
+    def stop_request(self, node: str) -> str:
+        """The STRING (with a TTL) by which a worker's main process, told to stop, tells its
+        pool processes to claim no more (they get no signal of their own under Docker)."""
+        return f"{{{self.prefix}}}:stop_request:{node}"
+
     def claim_token(self, token: str) -> str:
         """The STRING (with the lease as its TTL) that holds the batch one claim attempt
         took, so that the same claim retried after a lost reply gets that batch again."""

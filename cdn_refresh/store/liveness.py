@@ -27,6 +27,12 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def node_id(pid: int | None = None) -> str:
+    """A worker's main process (``pid``, default this one), as its pool processes name it
+    (their parent's pid)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
 class LivenessStore:
     """Heartbeats of worker processes, and the batches their death left behind."""
 
@@ -41,6 +47,15 @@ class LivenessStore:
     def leave(self, owner: str) -> None:
         """``owner`` stops (a warm shutdown): its heartbeat goes now, not after its TTL."""
         self._ctx.scripts.run(scripts.HEARTBEAT, [owner, "0"])
+
+    def request_stop(self, node: str, ttl_s: float) -> None:
+        """The worker ``node`` stops: its pool processes claim no more (for ``ttl_s``, in
+        case the node comes back under the same pid)."""
+        self._ctx.redis.set(self._ctx.keys.stop_request(node), "1", px=max(1, int(ttl_s * 1000)))
+
+    def stop_requested(self, node: str) -> bool:
+        """Whether the worker ``node`` was told to stop."""
+        return bool(self._ctx.redis.exists(self._ctx.keys.stop_request(node)))
 
     def alive(self, owner: str) -> bool:
         """Whether ``owner``'s heartbeat still runs."""
