@@ -100,15 +100,15 @@ if remaining <= 0 then return {'wait', 'quota', frees_in()} end
 -- Never more than the provider's own count has left (others spend the account too): what
 -- it said, less what we reserved since, counting reservations from a little before its
 -- answer as not in it yet. A count from before the provider's last reset says nothing.
-local provider = redis.call('HMGET', provider_quota, 'remaining', 'checked_at')
 local last_reset = tonumber(ARGV[15])
-if provider[1] and tonumber(provider[2]) >= last_reset then
-  local since = tonumber(provider[2]) - tonumber(ARGV[16])
+local provider_left, checked_at = provider_remaining(provider_quota, last_reset)
+if provider_left then
+  local since = checked_at - tonumber(ARGV[16])
   local ours = 0
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', quota, '(' .. since, '+inf')) do
     ours = ours + reservation_count(member)
   end
-  local left = tonumber(provider[1]) - ours
+  local left = provider_left - ours
   if left <= 0 then
     return {'wait', 'provider_quota', tostring(math.max(1, last_reset + 86400 - now))}
   end
@@ -124,10 +124,8 @@ if ARGV[12] == '1' then
       and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
     dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
     -- A Directory the provider has no quota left for cannot go before its reset.
-    local counted = redis.call('HMGET', dir_provider_quota, 'remaining', 'checked_at')
-    if counted[1] and tonumber(counted[2]) >= tonumber(ARGV[15]) then
-      dir_room = math.min(dir_room, tonumber(counted[1]))
-    end
+    local dir_left = provider_remaining(dir_provider_quota, tonumber(ARGV[15]))
+    if dir_left then dir_room = math.min(dir_room, dir_left) end
   end
   dir_checks = dir_room > 0 or redis.call('ZCARD', dir_covering) > 0
 end

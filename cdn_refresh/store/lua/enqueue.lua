@@ -58,23 +58,20 @@ for i = 3, n_argv do
     duplicates = duplicates + 1
   else
     seen[path] = true
-    local score = scores[i - 2]
     local cooling_at = cool_rank[path]
-    if cooling_at then
+    local waiting_at = cooling_at or scores[i - 2]
+    if waiting_at then
       duplicates = duplicates + 1
       n_pending = n_pending + 1
       pending_paths[n_pending] = path
-      if tonumber(cooling_at) > rank_number then
+      -- An interactive request for a path waiting as bulk moves it forward, never back.
+      if tonumber(waiting_at) <= rank_number then
+        -- it waits at a sooner rank already
+      elseif cooling_at then
         cool_forward[n_cool_forward + 1] = path
         cool_forward[n_cool_forward + 2] = rank
         n_cool_forward = n_cool_forward + 2
-      end
-    elseif score then
-      duplicates = duplicates + 1
-      n_pending = n_pending + 1
-      pending_paths[n_pending] = path
-      -- An interactive request for a path pending as bulk moves it forward, never back.
-      if tonumber(score) > rank_number then
+      else
         forward[n_forward + 1] = rank
         forward[n_forward + 2] = path
         n_forward = n_forward + 2

@@ -193,3 +193,33 @@ local function add_metrics(metrics_key, increments)
     redis.call('HINCRBYFLOAT', metrics_key, field, by)
   end
 end
+
+-- What the Directories `directories` of batch `id` covered (cover.lua writes one field of
+-- `covered_key` per step): each entry is handed to `call(directory, entry)` and taken out.
+-- Those Directories leave `covering_key`: their coverage is over, settled or sent back.
+local function take_covered(covered_key, covering_key, id, batch, directories, call)
+  for _, directory in ipairs(batch.cover and directories or {}) do
+    local st = batch.cover[directory]
+    for step = 1, st and st.n or 0 do
+      local field = id .. '|' .. directory .. '|' .. step
+      local raw = redis.call('HGET', covered_key, field)
+      if raw then
+        call(directory, cjson.decode(raw))
+        redis.call('HDEL', covered_key, field)
+      end
+    end
+  end
+  if batch.object_type == 'Directory' and #directories > 0 then
+    redis.call('ZREM', covering_key, unpack(directories))
+  end
+end
+
+-- What the provider's own count (a HASH remaining, checked_at) says is left, or nil when it
+-- was never read or was read before the provider's last reset (ARGV-given, in s).
+local function provider_remaining(key, last_reset)
+  local counted = redis.call('HMGET', key, 'remaining', 'checked_at')
+  if counted[1] and tonumber(counted[2]) >= last_reset then
+    return tonumber(counted[1]), tonumber(counted[2])
+  end
+  return nil
+end

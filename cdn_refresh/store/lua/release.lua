@@ -146,23 +146,13 @@ if n > 0 and redis.call('ZCARD', last_sent) > 0 then
   end)
 end
 
-for _, directory in ipairs(batch.cover and paths or {}) do
-  local st = batch.cover[directory]
-  for step = 1, st and st.n or 0 do
-    local field = id .. '|' .. directory .. '|' .. step
-    local raw = redis.call('HGET', covered, field)
-    if raw then
-      local entry = cjson.decode(raw)
-      local f, d = entry.files, entry.dirs
-      requeue(f.paths, f.ranks, f.jobs, f.n, file_pending, file_pending_lex, file_waiters)
-      stop_cooling(file_cooling, file_cooling_rank, f.paths, f.n)
-      requeue(d.paths, d.ranks, d.jobs, d.n, pending, pending_lex, waiters)
-      stop_cooling(cooling, cooling_rank, d.paths, d.n)
-      redis.call('HDEL', covered, field)
-    end
-  end
-end
-if batch.object_type == 'Directory' and n > 0 then redis.call('ZREM', covering, unpack(paths)) end
+take_covered(covered, covering, id, batch, paths, function(_, entry)
+  local f, d = entry.files, entry.dirs
+  requeue(f.paths, f.ranks, f.jobs, f.n, file_pending, file_pending_lex, file_waiters)
+  stop_cooling(file_cooling, file_cooling_rank, f.paths, f.n)
+  requeue(d.paths, d.ranks, d.jobs, d.n, pending, pending_lex, waiters)
+  stop_cooling(cooling, cooling_rank, d.paths, d.n)
+end)
 write_counts(job_counts, counts)
 
 -- A definite error answer gives the reservation back for the paths it covered.

@@ -149,27 +149,15 @@ local track = {
   paths = taken.paths, ranks = taken.ranks, jobs = taken.jobs, covered = {},
 }
 local n_covered, covered_files = 0, 0
-for _, directory in ipairs(batch.cover and taken.paths or {}) do
-  local st = batch.cover[directory]
-  for step = 1, st and st.n or 0 do
-    local field = id .. '|' .. directory .. '|' .. step
-    local raw = redis.call('HGET', covered, field)
-    if raw then
-      local entry = cjson.decode(raw)
-      local kept = track.covered[directory] or {}
-      kept[#kept + 1] = entry
-      track.covered[directory] = kept
-      settle(entry.files.paths, entry.files.jobs, entry.files.n, files, directory)
-      settle(entry.dirs.paths, entry.dirs.jobs, entry.dirs.n, own, directory)
-      n_covered = n_covered + entry.files.n + entry.dirs.n
-      covered_files = covered_files + entry.files.n
-      redis.call('HDEL', covered, field)
-    end
-  end
-end
-if batch.object_type == 'Directory' and taken.n > 0 then
-  redis.call('ZREM', covering, unpack(taken.paths))
-end
+take_covered(covered, covering, id, batch, taken.paths, function(directory, entry)
+  local kept = track.covered[directory] or {}
+  kept[#kept + 1] = entry
+  track.covered[directory] = kept
+  settle(entry.files.paths, entry.files.jobs, entry.files.n, files, directory)
+  settle(entry.dirs.paths, entry.dirs.jobs, entry.dirs.n, own, directory)
+  n_covered = n_covered + entry.files.n + entry.dirs.n
+  covered_files = covered_files + entry.files.n
+end)
 
 local counts, jobs_seen = {}, {}
 for jobs, count in pairs(moved) do
