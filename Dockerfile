@@ -16,10 +16,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# The project is installed (not editable) into site-packages from a read-only view of the build
-# context, so no source tree, build directory or pip cache is left in any layer.
+# Exact versions with hashes from the runtime lock (the same resolution as the tests' lock),
+# then the project itself, without resolving anything more, into site-packages from a view of
+# the build context: no source tree, build directory or pip cache is left in any layer.
 RUN --mount=type=bind,source=.,target=/src,rw \
-    pip install --no-cache-dir /src \
+    pip install --no-cache-dir --require-hashes -r /src/requirements/runtime.lock \
+    && pip install --no-cache-dir --no-deps --no-build-isolation /src \
     && useradd --system --create-home --uid 10001 --user-group --shell /usr/sbin/nologin app \
     && mkdir -p /app \
     && chown app:app /app
