@@ -262,6 +262,40 @@ def test_a_worker_sigkilled_mid_call_has_its_batch_sent_by_another_within_15_s(
 @pytest.mark.redis
 @pytest.mark.e2e
 @pytest.mark.fault
+@pytest.mark.timeout(90)
+def test_a_worker_that_never_ran_a_task_reclaims_the_batch_of_a_dead_one_and_its_scheduler(
+    redis_url: str, redis_client: redis.Redis, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    # The worker that holds the batch also runs the scheduler, and the other has had no task:
+    # once the first is gone nothing sends the second a task, so only its own heartbeat's
+    # sweep can find the orphaned batch.
+    emulator.state.configure(drop_rate=1.0, latency_s=8)
+    values = cluster_values(redis_url, emulator.url, url_daily_quota=1_000_000)
+    holder = WorkerProcess(worker_env(**values), tmp_path / "w0.log", name="w0", beat=True)
+    holder.wait_ready()
+    settings = make_settings(**values)
+    store = Store(redis_client, settings)
+    paths = [f"a.example.com/p/{i}" for i in range(20)]
+    job = Producer.from_settings(settings).enqueue(paths).job_id
+    wait_for(lambda: _refresh_requests(emulator) >= 1, 20, holder.log)
+    idle = WorkerProcess(worker_env(**values), tmp_path / "w1.log", name="w1", beat=False)
+    idle.wait_ready()
+    assert os.getpgid(holder.process.pid) == _owner_pgid(redis_client, store)
+    holder.kill()
+    emulator.state.configure(drop_rate=0.0, latency_s=0)
+    try:
+        wait_for(lambda: len(emulator.state.calls()) >= 1, 20, idle.log)
+        wait_for(lambda: Producer(store).status(job).to_dict()["state"] == "done", 10, idle.log)
+    finally:
+        idle.stop()
+    accepted = sorted(p for call in emulator.state.calls() for p in call["paths"])
+    assert accepted == sorted(f"http://{p}" for p in paths)
+    assert "owner's heartbeat gone" in idle.log()
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+@pytest.mark.fault
 @pytest.mark.timeout(60)
 def test_a_sigterm_mid_call_hands_the_batch_back_at_once(
     redis_url: str, redis_client: redis.Redis, emulator: EmulatorServer, tmp_path: Path

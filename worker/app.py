@@ -15,7 +15,6 @@ from celery import Celery
 from celery.signals import (
     task_prerun,
     worker_init,
-    worker_process_init,
     worker_process_shutdown,
     worker_shutting_down,
 )
@@ -107,12 +106,6 @@ def create_app(settings: Settings) -> Celery:
         imports=["worker.tasks"],
     )
     return app
-
-
-@worker_process_init.connect
-def _fresh_runtime_after_fork(**_: object) -> None:
-    # Connections made in the parent must not be shared with the forked pool processes.
-    runtime.reset()
 
 
 # The SIGTERM handler billiard installed in this pool process (it exits cleanly), and the

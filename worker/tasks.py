@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from cdn_refresh.constants import (
     OBJECT_TYPES,
@@ -21,7 +22,7 @@ from cdn_refresh.constants import (
 from cdn_refresh.settings import Settings
 from cdn_refresh.store.records import Wait, WaitReason
 from worker.recovery import reclaim_orphaned
-from worker.runtime import Runtime, get_runtime
+from worker.runtime import Runtime, get_runtime, reset
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -31,6 +32,19 @@ MIN_RESCHEDULE_S = 0.05
 
 def _runtime() -> Runtime:
     return get_runtime(on_more_work=request_flush)
+
+
+@worker_process_init.connect
+def _start_runtime_after_fork(**_: object) -> None:
+    """A forked pool process builds its own runtime at once, so its heartbeat beats and sweeps
+    from the start, not from its first task: a pool that never ran a task must still reclaim
+    the batch of a process that died, when the scheduler (its tick) died with it."""
+    # Connections made in the parent must not be shared with the forked pool processes.
+    reset()
+    try:
+        _runtime()
+    except Exception:
+        log.exception("could not build the runtime at start; the first task builds it")
 
 
 def request_flush(object_type: ObjectType, delay_s: float = 0.0) -> bool:
