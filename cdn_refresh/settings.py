@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     api_max_body_bytes: int = Field(default=c.API_MAX_BODY_BYTES, ge=1024)
     api_max_paths: int = Field(default=c.API_MAX_PATHS, ge=1)
+    api_max_body_bytes_in_flight: int = Field(default=c.API_MAX_BODY_BYTES_IN_FLIGHT, ge=1024)
+    api_header_timeout_s: float = Field(default=c.API_HEADER_TIMEOUT_S, gt=0)
+    api_body_timeout_s: float = Field(default=c.API_BODY_TIMEOUT_S, gt=0)
     webhook_secret: SecretStr = SecretStr("")
     # Hosts a callback_url may name; empty: callbacks are refused.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
