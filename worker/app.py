@@ -19,7 +19,6 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutting_down,
 )
-from kombu import Queue
 from kombu.transport import redis as kombu_redis
 
 from cdn_refresh.constants import TASK_TICK, TASK_WEBHOOKS
@@ -95,7 +94,7 @@ def create_app(settings: Settings) -> Celery:
     work_queue, webhook_queue = queue_names(settings)
     app.conf.update(
         task_default_queue=work_queue,
-        task_queues=(Queue(work_queue), Queue(webhook_queue)),
+        task_queues={work_queue: {}, webhook_queue: {}},  # each bound to its own name
         task_routes={TASK_WEBHOOKS: {"queue": webhook_queue}},
         task_serializer="json",
         accept_content=["json"],
