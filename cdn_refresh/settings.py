@@ -143,9 +143,16 @@ class Settings(BaseSettings):
         if is_sentinel_url(url):
             parse_sentinel_url(url)  # its ValueError names no secret
             return value
-        scheme = urlsplit(url).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+        try:
+            port = parts.port  # raises for a port that is no number, or out of range
+        except ValueError:
+            port = 0
+        if port == 0 and parts.scheme != "unix" and ":" in parts.netloc.rpartition("@")[2]:
+            # Checked here, else redis-py's ValueError is a traceback at the first connection.
+            raise ValueError("the port must be a number from 1 to 65535")
         return value
 
     @model_validator(mode="after")
