@@ -317,3 +317,27 @@ def test_a_retry_after_the_api_died_mid_post_puts_the_rest_of_the_paths_in(
     assert "incomplete" not in status and status["counts"]["pending"] == len(paths)
     assert again.headers["idempotent-replayed"] == "true" and again.json() == receipt
     assert sorted(redis_client.hkeys(make_store(redis_client).keys.shared.jobs)) == [job_id]
+
+
+def test_a_callback_secret_is_kept_for_its_callback_and_never_shown(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    own = "receiver-own-secret-5b7f0c"
+    hook = "http://127.0.0.1:9/hook"
+    body = {"paths": ["a.example.com/1"], "callback_url": hook}
+    with api_server(tmp_path, redis_url, log_level="DEBUG") as server:
+        with httpx.Client(base_url=server.url) as http:
+            # No CDN_REFRESH_WEBHOOK_SECRET on this server: only a callback with its own.
+            shared = http.post("/v1/refresh", json=body, headers=AUTH)
+            short = http.post(
+                "/v1/refresh", json={**body, "callback_secret": "short"}, headers=AUTH
+            )
+            accepted = http.post("/v1/refresh", json={**body, "callback_secret": own}, headers=AUTH)
+        log = server.log()
+    assert shared.status_code == 400 and shared.json()["error"] == "callback_not_allowed"
+    assert short.status_code == 400 and short.json()["error"] == "invalid_request"
+    assert "short" not in short.text.replace("String should have at least", "")
+    assert accepted.status_code == 202 and own not in accepted.text
+    (registration,) = make_store(redis_client).webhooks.registrations()
+    assert registration.job_id == accepted.json()["job_id"] and registration.secret == own
+    assert own not in log
