@@ -250,7 +250,9 @@ def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_letter
     redis_client: redis.Redis,
 ) -> None:
     store = sender_store(redis_client, webhook_max_age_s=60)
-    old = Delivery("old", "1", "http://127.0.0.1:9/hook", "{}", created_at=time.time() - 61)
+    old = Delivery(
+        "old", "1", "http://127.0.0.1:9/hook", "{}", created_at=time.time() - 61, secret="own-s"
+    )
     store.webhooks.register("1", old.url)
     store.webhooks.fire(old)
     figures = store.webhooks.figures()
@@ -264,6 +266,8 @@ def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_letter
     dead = {d.job_id: d for d in store.webhooks.dead_letters()}
     assert set(dead) == {"1", "405"}  # job 404 was registered just now: it may yet open
     assert "given up" in dead["1"].last_error and "gone" in dead["405"].last_error
+    assert dead["1"].secret == ""  # a dead letter keeps no secret
+    assert "own-s" not in json.dumps(redis_client.hgetall(store.keys.shared.webhook_dead))
     assert store.webhooks.pending() == []
     assert store.webhooks.figures() == WebhookFigures(0, 0.0, 2, 1)
 

@@ -140,7 +140,8 @@ class WebhookStore:
     def bury(self, delivery: Delivery, error: str) -> bool:
         """Give up on a delivery: out of the outbox, into the dead letters with ``error``;
         False when it is gone already (another worker delivered it meanwhile)."""
-        updated = replace(delivery, last_error=error[:500])
+        # Without its secret: a dead letter is for an operator to read, and is never sent.
+        updated = replace(delivery, last_error=error[:500], secret="")
         answer = self._ctx.scripts.run(scripts.WEBHOOK_BURY, [delivery.id, updated.encode(), ""])
         return bool(answer)
 
