@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors, openapi
-from api.auth import TokenCheck
+from api.auth import TokenCheck, TokenGate
 from api.errors import ApiError
-from api.limits import BodyLimit
+from api.limits import BodyBounds, BodyLimit
 from api.metrics import registry_for
 from api.models import RefreshReceipt, RefreshRequest
 from cdn_refresh import callbacks
@@ -33,11 +33,13 @@ from cdn_refresh.store.idempotency import (
     RUNNING_BEAT_S,
     IdempotencyConflictError,
     IdempotencyStore,
-    OrphanedJob,
     Reservation,
     StoredAnswer,
     fingerprint,
+    scoped_key,
 )
+from cdn_refresh.store.records import JobHeader
+from cdn_refresh.store.webhooks import Registration
 from producer.producer import (
     EnqueueInterruptedError,
     EnqueueRejectedError,
@@ -84,8 +86,16 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    app.include_router(_v1(producer, settings, TokenCheck(tokens)))
+    bounds = BodyBounds(
+        settings.api_max_body_bytes,
+        settings.api_max_body_bytes_in_flight,
+        settings.api_body_timeout_s,
+    )
+    app.add_middleware(BodyLimit, bounds=bounds)
+    check = TokenCheck(tokens)
+    # Added last, so it runs first: no body is read for a request without a valid token.
+    app.add_middleware(TokenGate, check=check)
+    app.include_router(_v1(producer, settings, check))
     app.include_router(_open(store))
     return app
 
@@ -106,10 +116,14 @@ def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
     def refresh(
         body: RefreshRequest,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+        # A default, not Annotated: the dependency is this function's local, which a
+        # postponed annotation cannot name.
+        scope: str = Depends(auth),
     ) -> JSONResponse:
         """Enqueue ``paths`` as one job: the ``enqueue --json`` document (202); 400 with
         ``rejected`` and nothing enqueued when a path is invalid (unless ``skip_invalid``)."""
-        return _refresh(producer, settings, body, idempotency_key)
+        key = None if idempotency_key is None else (scope, idempotency_key)
+        return _refresh(producer, settings, body, key)
 
     @router.get("/jobs/{job_id}", responses={404: openapi.error("`not_found`: no such job")})
     def job(job_id: str) -> dict[str, Any]:
@@ -170,9 +184,13 @@ def _open(store: Store) -> APIRouter:
 
 
 def _refresh(
-    producer: Producer, settings: Settings, body: RefreshRequest, idempotency_key: str | None
+    producer: Producer,
+    settings: Settings,
+    body: RefreshRequest,
+    idempotency_key: tuple[str, str] | None,
 ) -> JSONResponse:
-    """POST /v1/refresh: check the edge limits, then enqueue once per Idempotency-Key."""
+    """POST /v1/refresh: check the edge limits, then enqueue once per Idempotency-Key
+    (``idempotency_key``: the caller's scope and the key it sent)."""
     if len(body.paths) > settings.api_max_paths:
         raise ApiError(
             413,
@@ -181,13 +199,19 @@ def _refresh(
             "nothing was enqueued",
         )
     if body.callback_url is not None:
-        _check_callback(body.callback_url, settings)
+        _check_callback(body.callback_url, body.callback_secret, settings)
     if idempotency_key is None:
         return _answer(_enqueue_fresh(producer, body))
     # The parsed body, not its bytes: the same request spelled with other spacing is the same.
     digest = fingerprint(body.model_dump_json().encode("utf-8"))
+    registration = None
+    if body.callback_url is not None:
+        registration = Registration.new(body.callback_url, secret=body.callback_secret or "")
+    scope, key = idempotency_key
     try:
-        claim = producer.store.idempotency.begin(idempotency_key, digest, body.callback_url)
+        claim = producer.store.idempotency.begin(
+            scoped_key(scope, key), digest, registration, unscoped=key
+        )
     except IdempotencyConflictError as exc:
         extra = {"job_id": exc.job_id} if exc.job_id else None
         headers = {"Retry-After": "1"}
@@ -196,16 +220,34 @@ def _refresh(
         raise ApiError(409, "idempotency_conflict", exc.reason, extra, headers) from None
     if isinstance(claim, StoredAnswer):
         return _answer(claim, replayed=True)
-    if isinstance(claim, OrphanedJob):
-        # Its POST died before it answered: the job's status is what there is to tell.
-        return _answer(StoredAnswer(202, producer.status(claim.job_id).to_dict()), replayed=True)
+    if claim.resumed:
+        header = producer.store.jobs.header(claim.job_id)
+        if header is not None and header.complete and not header.incomplete:
+            # Every path went in; only the answer was lost: the receipt from the job itself.
+            return _answer(_keep(producer, claim, _receipt_of(header)), replayed=True)
     return _answer(_enqueue_once(producer, body, claim))
 
 
-def _check_callback(url: str, settings: Settings) -> None:
+def _receipt_of(header: JobHeader) -> StoredAnswer:
+    """The 202 receipt of a job whose enqueue ended (its rejections are no longer known one
+    by one: only their count)."""
+    document = {
+        "job_id": header.job_id,
+        "accepted": header.accepted,
+        "duplicates": header.duplicates,
+        "rejected": [],
+    }
+    if header.rejected:
+        document["rejected_count"] = header.rejected
+    return StoredAnswer(202, document)
+
+
+def _check_callback(url: str, own_secret: str | None, settings: Settings) -> None:
     problem = callbacks.url_problem(url, settings.webhook_allowed_hosts)
-    if problem is None and not settings.webhook_secret.get_secret_value():
-        problem = "callbacks are disabled: CDN_REFRESH_WEBHOOK_SECRET is not set"
+    if problem is None and not own_secret and not settings.webhook_secret.get_secret_value():
+        problem = (
+            "callbacks need a callback_secret, or CDN_REFRESH_WEBHOOK_SECRET set on the server"
+        )
     if problem is not None:
         raise ApiError(400, "callback_not_allowed", problem + ": nothing was enqueued")
 
@@ -217,7 +259,7 @@ def _enqueue_fresh(producer: Producer, body: RefreshRequest) -> StoredAnswer:
     job_id = None
     if body.callback_url is not None:
         job_id = store.jobs.new_id()
-        store.webhooks.register(job_id, body.callback_url)
+        store.webhooks.register(job_id, body.callback_url, body.callback_secret or "")
     answer = _enqueue(producer, body, job_id)
     if job_id is not None and not _opened(answer):
         with contextlib.suppress(redis.RedisError):  # else the workers bury it, job gone
@@ -228,35 +270,67 @@ def _enqueue_fresh(producer: Producer, body: RefreshRequest) -> StoredAnswer:
 def _enqueue_once(producer: Producer, body: RefreshRequest, claim: Reservation) -> StoredAnswer:
     """Enqueue as the job ``claim`` reserved, then keep the answer for retries.
 
-    A Redis error raised by the enqueue leaves the key running, its beat going stale: a retry
-    then answers the job if it was opened, or takes the key over with the same job id. Once
-    the job is in, no failure here makes a second one: a failed ``finish`` is logged, and the
-    client is still told what went in.
+    Only a request whose every path is in is answered for good. One that failed part way
+    (a Redis error, raised or as ``enqueue_interrupted``) leaves the key running, its beat
+    going stale: a retry then takes the key over with the same job id and goes on from the
+    paths that are in. A request that opened no job (its paths refused) frees the key.
     """
-    idempotency = producer.store.idempotency
-    answer = _enqueue(producer, body, claim.job_id, _beat(idempotency, claim))
+    paths, skipped = _rest_of(body, claim)
+    answer = _enqueue(producer, body, claim.job_id, _beat(producer, claim, skipped), paths)
+    if answer.status == 202:
+        if claim.resumed:
+            answer.document["resumed_after"] = skipped
+        return _keep(producer, claim, answer)
+    if _opened(answer) or claim.resumed:
+        return answer  # unfinished: a retry with the key goes on with it
     try:
-        if _opened(answer):
-            if not idempotency.finish(claim, answer):
-                log.warning("idempotency key of job %s was taken over", claim.job_id)
-        else:
-            idempotency.abandon(claim)
+        producer.store.idempotency.abandon(claim)
+    except redis.RedisError as exc:
+        log.warning("could not free the idempotency key of job %s (%s)", claim.job_id, exc)
+    return answer
+
+
+def _rest_of(body: RefreshRequest, claim: Reservation) -> tuple[list[str], int]:
+    """The paths still to enqueue, and how many are skipped: those a POST that died had
+    put in, in order. Valid paths are counted; without ``skip_invalid`` every path is valid
+    (else nothing had gone in), so they are the body's first ones. With ``skip_invalid`` all
+    go again: what is in already coalesces. The last path always goes, so that the job is
+    closed by this enqueue even when the POST that died had put in every path."""
+    if not claim.resumed or body.skip_invalid:
+        return body.paths, 0
+    skipped = min(claim.done, len(body.paths) - 1)
+    return body.paths[skipped:], skipped
+
+
+def _keep(producer: Producer, claim: Reservation, answer: StoredAnswer) -> StoredAnswer:
+    """Keep ``answer`` for retries of the key. Once the job is in, no failure here makes a
+    second one: a failed ``finish`` is logged, and the client is still told what went in."""
+    try:
+        if not producer.store.idempotency.finish(claim, answer):
+            log.warning("idempotency key of job %s was taken over", claim.job_id)
     except redis.RedisError as exc:
         log.warning("could not keep the answer of job %s for retries (%s)", claim.job_id, exc)
     return answer
 
 
-def _beat(idempotency: IdempotencyStore, claim: Reservation) -> Callable[[str, int], None]:
-    """The enqueue's progress callback: refresh the key's beat every RUNNING_BEAT_S."""
+def _beat(producer: Producer, claim: Reservation, skipped: int) -> Callable[[str, int], None]:
+    """The enqueue's progress callback: refresh the key's beat every RUNNING_BEAT_S, and
+    record every confirmed round of paths (in order), so that a retry after this POST dies
+    goes on from there."""
+    idempotency: IdempotencyStore = producer.store.idempotency
     last = time.monotonic()
+    done = skipped
 
-    def progress(_phase: str, _n: int) -> None:
-        nonlocal last
-        if time.monotonic() - last < RUNNING_BEAT_S:
+    def progress(phase: str, n: int) -> None:
+        nonlocal last, done
+        enqueued = phase == "enqueued"
+        if enqueued:
+            done += n
+        elif time.monotonic() - last < RUNNING_BEAT_S:
             return
         last = time.monotonic()
         try:
-            idempotency.beat(claim)
+            idempotency.beat(claim, done if enqueued else None)
         except redis.RedisError as exc:  # the enqueue itself will say if Redis is gone
             log.debug("idempotency beat of job %s failed (%s)", claim.job_id, exc)
 
@@ -268,11 +342,13 @@ def _enqueue(
     body: RefreshRequest,
     job_id: str | None,
     progress: Callable[[str, int], None] | None = None,
+    paths: list[str] | None = None,
 ) -> StoredAnswer:
-    """Enqueue as ``job_id``: the answer (202, or an error document) to keep for a key."""
+    """Enqueue ``paths`` (default: the body's) as ``job_id``: the answer (202, or an error
+    document) to keep for a key."""
     try:
         receipt = producer.enqueue(
-            body.paths,
+            body.paths if paths is None else paths,
             body.type,
             body.priority,
             skip_invalid=body.skip_invalid,

@@ -4,6 +4,7 @@ stable; clients may branch on them."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -11,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("cdn_refresh.api")
 
 
 class ApiError(Exception):
@@ -57,8 +60,10 @@ def _invalid(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-    # redis-py's messages name the host and port, never the password.
-    message = f"Redis is unavailable: {type(exc).__name__}: {exc}"
+    # redis-py's messages name Redis's host and port: for the operator's log, never for a
+    # client (``/metrics`` answers without a token). They never name the password.
+    log.warning("redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+    message = f"Redis is unavailable: {type(exc).__name__}"
     if request.method == "POST":
         # Redis may have failed after it took some of the request: say so, and how to be sure.
         message += (
@@ -70,7 +75,10 @@ def _redis_down(request: Request, exc: Exception) -> JSONResponse:
 
 def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    # A 400 here is a body FastAPI could not parse (JSON nested past what the parser takes,
+    # say): off the schema like any other, so it gets the same code.
+    codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "http_error")
     return JSONResponse(
         error_document(code, str(exc.detail)),
         status_code=exc.status_code,

@@ -1,10 +1,16 @@
-"""The request-body limit (``CDN_REFRESH_API_MAX_BODY_BYTES``), enforced as the body arrives:
-a body declared or found too large is answered 413 before anything parses it, and nothing
-is enqueued."""
+"""Request bodies, bounded as they arrive: one body's size (``CDN_REFRESH_API_MAX_BODY_BYTES``:
+413), the bytes all bodies held at once may take (``API_MAX_BODY_BYTES_IN_FLIGHT``: 503, so
+that many clients sending at once cannot take the process's memory), and the time a client
+may take to send one (``API_BODY_TIMEOUT_S``: 408, so that a stalled sender cannot hold a
+buffer, or a connection, for ever). Nothing parses a body, and nothing is enqueued, until it
+is all in within these bounds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,40 +21,92 @@ from api.errors import error_document
 DRAIN_BYTES = 16 * 1024 * 1024
 
 
-class BodyLimit:
-    """Pure ASGI middleware: buffer a body up to ``max_bytes``, else answer 413."""
+@dataclass(frozen=True, slots=True)
+class BodyBounds:
+    """The three bounds above."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    max_bytes: int
+    in_flight_bytes: int
+    timeout_s: float
+
+
+class _Refused(Exception):
+    """A body out of bounds: the answer to give instead."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class BodyLimit:
+    """Pure ASGI middleware: buffer a body within its bounds, else answer the error."""
+
+    def __init__(self, app: ASGIApp, bounds: BodyBounds) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.bounds = bounds
+        self._held = 0  # bytes of every body buffered now (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            more = bool(message.get("more_body"))
-            if size > self.max_bytes:
-                too_large = True
-            if too_large:
-                if size > self.max_bytes + DRAIN_BYTES:
-                    break
-                continue
-            chunks.append(body)
-        if too_large:
-            await _too_large(send, self.max_bytes)
+        # A declared length is reserved at once: a body that cannot fit is refused unread.
+        reserved = int(declared) if declared is not None and declared.isdigit() else 0
+        reserved = min(reserved, self.bounds.max_bytes + 1)
+        self._held += reserved
+        try:
+            body = await asyncio.wait_for(self._read(receive, reserved), self.bounds.timeout_s)
+        except _Refused as refused:
+            await _refuse(send, refused)
             return
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.bounds.timeout_s:g} s"
+            await _refuse(send, _Refused(408, "body_timeout", message))
+            return
+        finally:
+            self._held -= reserved
+        if body is not None:
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive, reserved: int) -> bytes | None:
+        """The whole body (None: the client left). Counts what arrives past ``reserved``
+        against the in-flight bound too, for the time this request holds it."""
+        limit = self.bounds.max_bytes
+        self._check_room()
+        chunks: list[bytes] = []
+        size, extra, too_large = 0, 0, reserved > limit
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                too_large = too_large or size > limit
+                if not too_large:
+                    grown = max(0, size - reserved) - extra
+                    extra += grown
+                    self._held += grown
+                    self._check_room()
+                    chunks.append(chunk)
+                if not message.get("more_body") or size > limit + DRAIN_BYTES:
+                    break
+        finally:
+            self._held -= extra
+        if too_large:
+            message_text = f"the request body is over {limit} bytes: nothing was enqueued"
+            raise _Refused(413, "body_too_large", message_text)
+        return b"".join(chunks)
+
+    def _check_room(self) -> None:
+        if self._held > self.bounds.in_flight_bytes:
+            raise _Refused(
+                503,
+                "server_busy",
+                "too many request bodies are arriving at once: retry shortly "
+                "(nothing was enqueued)",
+            )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -64,21 +122,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _too_large(send: Send, max_bytes: int) -> None:
-    body = json.dumps(
-        error_document(
-            "body_too_large", f"the request body is over {max_bytes} bytes: nothing was enqueued"
-        )
-    ).encode("utf-8")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+async def _refuse(send: Send, refused: _Refused) -> None:
+    body = json.dumps(error_document(refused.code, refused.message)).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),  # the rest of the body, if any, is not read
+    ]
+    if refused.status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": refused.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,13 @@ class RefreshRequest(BaseModel):
         max_length=MAX_URL_CHARS,
         description="POSTed once, signed, when the job ends (host in WEBHOOK_ALLOWED_HOSTS)",
     )
+    callback_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        description="sign this callback with this secret instead of CDN_REFRESH_WEBHOOK_SECRET "
+        "(so that a receiver holds no key to another's deliveries); never shown again",
+    )
 
 
 class RejectedPath(BaseModel):
@@ -39,9 +46,12 @@ class RejectedPath(BaseModel):
 
 
 class RefreshReceipt(BaseModel):
-    """202 of ``POST /v1/refresh``: the ``enqueue --json`` document. A replay (the same
-    Idempotency-Key, once its first request died before answering) is the job's
-    ``status --json`` document instead."""
+    """202 of ``POST /v1/refresh``: the ``enqueue --json`` document; a retry with the same
+    Idempotency-Key gets it again. A retry that went on from a first request that died
+    part way says how many paths that one had put in (``resumed_after``); ``accepted`` and
+    ``duplicates`` count what the retry put in. A retry whose first request had put every
+    path in but died before answering gets the job's counts, and its rejections only as
+    ``rejected_count``."""
 
     job_id: str
     accepted: int
@@ -51,6 +61,12 @@ class RefreshReceipt(BaseModel):
     error: str | None = None
     backlog_days: float | None = Field(default=None, description="only with a warning")
     warning: str | None = None
+    resumed_after: int | None = Field(
+        default=None, description="only on a retry that went on from a request that died"
+    )
+    rejected_count: int | None = Field(
+        default=None, description="only on a receipt rebuilt from the job (see above)"
+    )
 
 
 class ErrorDetail(BaseModel):

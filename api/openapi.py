@@ -32,10 +32,12 @@ REFRESH_ERRORS: dict[int | str, dict[str, Any]] = {
         "`idempotency_conflict`: the key's first request still runs (`job_id`, Location, "
         "Retry-After), or the key was used with another body"
     ),
+    408: error("`body_timeout`: the body did not arrive in time; nothing enqueued"),
     413: error("`body_too_large` / `too_many_paths`: nothing enqueued"),
     503: error(
         "`redis_unavailable`; `redis_refuses_writes` (nothing enqueued); "
-        "`enqueue_interrupted` (the receipt of what went in)"
+        "`enqueue_interrupted` (the receipt of what went in: retry with the Idempotency-Key "
+        "to put the rest in); `server_busy` (too many bodies arriving at once, Retry-After)"
     ),
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from api.protocol import timed_protocol
 from cdn_refresh.settings import Settings
 
 
@@ -52,5 +53,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_config=log_config(level),
         server_header=False,
+        # Headers must be in within API_HEADER_TIMEOUT_S (the body has its own deadline, in
+        # the application): a client that stalls part way holds no connection for long.
+        http=timed_protocol(settings.api_header_timeout_s),
     )
     uvicorn.Server(config).run()

@@ -1,9 +1,12 @@
 """What a job-end webhook is allowed to be, and how it is signed: shared by the API, which
 accepts a ``callback_url``, and the workers, which send it.
 
-A receiver checks ``X-CDN-Refresh-Signature: sha256=<hex>``, the HMAC-SHA256 of the exact
-request body under ``CDN_REFRESH_WEBHOOK_SECRET``, and may deduplicate on
-``X-CDN-Refresh-Delivery`` (delivery is at least once).
+A receiver checks ``X-CDN-Refresh-Signature: sha256=<hex>``, the HMAC-SHA256 of
+``<timestamp>.<body>`` (the ``X-CDN-Refresh-Timestamp`` header, Unix seconds, a dot, then the
+exact request body) under the callback's own secret or ``CDN_REFRESH_WEBHOOK_SECRET``; it
+refuses a timestamp more than ``TOLERANCE_S`` away from its clock, so that a captured delivery
+cannot be replayed later (:func:`verify`). It may deduplicate on ``X-CDN-Refresh-Delivery``
+(delivery is at least once).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -19,21 +23,42 @@ import httpx
 
 SIGNATURE_HEADER = "X-CDN-Refresh-Signature"
 DELIVERY_HEADER = "X-CDN-Refresh-Delivery"
+TIMESTAMP_HEADER = "X-CDN-Refresh-Timestamp"
+# How far a delivery's timestamp may be from the receiver's clock (as Stripe's and Slack's):
+# wide enough for clock skew and a slow hop, short enough that a capture soon goes stale.
+TOLERANCE_S = 300
 EVENT = "job.finished"
 MAX_URL_CHARS = 2048
 # The ports a WEBHOOK_ALLOWED_HOSTS entry without one allows.
 DEFAULT_PORTS = (80, 443)
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header's value for ``body``."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp`` (Unix seconds): the
+    timestamp is signed with the body, so that neither can be changed alone."""
+    signed = str(timestamp).encode("ascii") + b"." + body
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 
-def verify(secret: str, body: bytes, header: str) -> bool:
-    """Whether ``header`` signs ``body`` (constant time): what a receiver does."""
-    return hmac.compare_digest(sign(secret, body), header)
+def verify(
+    secret: str,
+    body: bytes,
+    signature: str,
+    timestamp: str,
+    *,
+    tolerance_s: float = TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does: whether ``signature`` signs ``body`` at ``timestamp`` (the two
+    headers' values), compared in constant time, and the timestamp is within
+    ``tolerance_s`` of ``now`` (a replayed capture is refused once it is that old)."""
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        return False
+    moment = int(timestamp)
+    if abs((time.time() if now is None else now) - moment) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, body, moment), signature)
 
 
 def url_problem(url: str, allowed_hosts: list[str]) -> str | None:
@@ -108,10 +133,28 @@ def _resolve(host: str, port: int) -> list[str]:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# IPv6 prefixes that carry an IPv4 address a packet may end up at: NAT64 (RFC 6052, the
+# well-known and the local-use prefix) in the last 32 bits, 6to4 (RFC 3056) in bits 16-48.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def _unmapped(ip: IPAddress) -> IPAddress:
-    """``::ffff:10.0.0.1`` is 10.0.0.1."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+    """The IPv4 address an IPv6 one leads to, when it embeds one: ``::ffff:10.0.0.1``
+    (mapped), ``::10.0.0.1`` (compatible, deprecated but still routed by some stacks),
+    ``64:ff9b::a00:1`` (NAT64) and ``2002:a00:1::`` (6to4) are all 10.0.0.1. Checked as that
+    IPv4 address: else an internal one hides behind a global-looking IPv6 form."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in _NAT64):
+        return low32
+    if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # not :: and ::1, which are their own
+        return low32
     return ip
 
 

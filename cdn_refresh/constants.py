@@ -122,6 +122,12 @@ TASK_WEBHOOKS: Final = "cdn_refresh.webhooks"
 API_HOST: Final = "127.0.0.1"
 API_PORT: Final = 8080
 API_MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+# Request bodies the API holds at once, all requests together: past it, a 503 (the memory
+# an API process may spend on bodies is bounded, however many clients send at once).
+API_MAX_BODY_BYTES_IN_FLIGHT: Final = 64 * 1024 * 1024
+# How long a client may take to send a request's headers, and then its body.
+API_HEADER_TIMEOUT_S: Final = 10.0
+API_BODY_TIMEOUT_S: Final = 30.0
 # Paths one POST may carry: a 10 MB body holds about this many typical URLs.
 API_MAX_PATHS: Final = 100_000
 # How long a POST's Idempotency-Key returns the job it made.

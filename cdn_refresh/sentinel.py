@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 SCHEME = "redis+sentinel"
 DEFAULT_PORT = 26379
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,6 @@ def _host_port(text: str) -> tuple[str, int]:
         host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     if not host:
         raise ValueError("a Sentinel host is empty")
-    if port and not port.isdigit():
-        raise ValueError("a Sentinel port must be a number")
+    if port and not (port.isdigit() and 0 < int(port) <= MAX_PORT):
+        raise ValueError(f"a Sentinel port must be a number from 1 to {MAX_PORT}")
     return host, int(port) if port else DEFAULT_PORT

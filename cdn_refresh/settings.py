@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     api_max_body_bytes: int = Field(default=c.API_MAX_BODY_BYTES, ge=1024)
     api_max_paths: int = Field(default=c.API_MAX_PATHS, ge=1)
+    api_max_body_bytes_in_flight: int = Field(default=c.API_MAX_BODY_BYTES_IN_FLIGHT, ge=1024)
+    api_header_timeout_s: float = Field(default=c.API_HEADER_TIMEOUT_S, gt=0)
+    api_body_timeout_s: float = Field(default=c.API_BODY_TIMEOUT_S, gt=0)
     webhook_secret: SecretStr = SecretStr("")
     # Hosts a callback_url may name; empty: callbacks are refused.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -140,9 +143,16 @@ class Settings(BaseSettings):
         if is_sentinel_url(url):
             parse_sentinel_url(url)  # its ValueError names no secret
             return value
-        scheme = urlsplit(url).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+        try:
+            port = parts.port  # raises for a port that is no number, or out of range
+        except ValueError:
+            port = 0
+        if port == 0 and parts.scheme != "unix" and ":" in parts.netloc.rpartition("@")[2]:
+            # Checked here, else redis-py's ValueError is a traceback at the first connection.
+            raise ValueError("the port must be a number from 1 to 65535")
         return value
 
     @model_validator(mode="after")

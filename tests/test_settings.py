@@ -4,6 +4,8 @@ and secrets that never show."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,6 +223,34 @@ def test_bad_redis_url_error_hides_its_password(monkeypatch: pytest.MonkeyPatch)
         load_settings()
     assert "CDN_REFRESH_REDIS_URL" in str(caught.value)
     assert REDIS_PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis+sentinel://:{REDIS_PASSWORD}@h:notaport/m",
+        f"redis+sentinel://:{REDIS_PASSWORD}@h1:26379,h2:99999/m",
+        f"redis://:{REDIS_PASSWORD}@h:notaport/0",
+        f"redis://:{REDIS_PASSWORD}@h:99999/0",
+        f"rediss://:{REDIS_PASSWORD}@h:0/0",
+    ],
+)
+def test_a_bad_redis_port_is_one_line_naming_the_variable_in_every_command(url: str) -> None:
+    env = {**os.environ, "CDN_REFRESH_REDIS_URL": url}
+    commands = (
+        [sys.executable, "-m", "cdn_refresh", "quota"],
+        [sys.executable, "-m", "celery", "-A", "worker", "worker"],
+    )
+    root = Path(__file__).resolve().parent.parent
+    for argv in commands:
+        done = subprocess.run(
+            argv, env=env, cwd=root, capture_output=True, text=True, timeout=60, check=False
+        )
+        output = (done.stdout + done.stderr).strip()
+        assert done.returncode != 0
+        assert len(output.splitlines()) == 1, output
+        assert "CDN_REFRESH_REDIS_URL" in output and "port" in output
+        assert REDIS_PASSWORD not in output
 
 
 # --- secrets stay hidden -----------------------------------------------------------------

@@ -5,8 +5,13 @@ sent to an allowed host. A real receiving HTTP server on 127.0.0.1, a real redis
 from __future__ import annotations
 
 import json
+import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import redis
@@ -70,8 +75,10 @@ def test_a_failed_delivery_is_retried_and_then_delivered_once_signed(
         sender.close()
     assert [a.answered for a in receiver.attempts] == [500, 200]
     (success,) = receiver.successes()
-    assert callbacks.verify(SECRET, success.body, success.headers["x-cdn-refresh-signature"])
-    assert not callbacks.verify("another", success.body, success.headers["x-cdn-refresh-signature"])
+    signature = success.headers["x-cdn-refresh-signature"]
+    timestamp = success.headers["x-cdn-refresh-timestamp"]
+    assert callbacks.verify(SECRET, success.body, signature, timestamp)
+    assert not callbacks.verify("another", success.body, signature, timestamp)
     # The retry is the same delivery: same id, same bytes, so a receiver can deduplicate.
     first = receiver.attempts[0]
     assert first.body == success.body
@@ -180,6 +187,17 @@ def test_only_an_allowed_host_may_be_called_back(url: str, allowed: list[str], o
         ("hooks.example.com", ["*.example.com", "10.0.0.5"], "10.0.0.5", True),
         ("hooks.example.com", ["hooks.example.com"], "10.0.0.5", True),  # named exactly
         ("127.0.0.1", ["127.0.0.1:*"], "127.0.0.1", True),
+        # IPv6 forms that carry an internal IPv4 address: compatible, NAT64, 6to4.
+        ("hooks.example.com", ["*.example.com"], "::127.0.0.1", False),
+        ("hooks.example.com", ["*.example.com"], "::a9fe:a9fe", False),
+        ("hooks.example.com", ["*.example.com"], "64:ff9b::7f00:1", False),
+        ("hooks.example.com", ["*.example.com"], "64:ff9b::a00:5", False),
+        ("hooks.example.com", ["*.example.com"], "64:ff9b:1::a00:5", False),
+        ("hooks.example.com", ["*.example.com"], "2002:7f00:1::", False),
+        ("hooks.example.com", ["*.example.com"], "2002:a9fe:a9fe::1", False),
+        # ... and the same forms of a public address are fine.
+        ("hooks.example.com", ["*.example.com"], "64:ff9b::5db8:d822", True),
+        ("hooks.example.com", ["*.example.com"], "2002:5db8:d822::1", True),
     ],
 )
 def test_an_internal_address_is_refused_unless_listed(
@@ -232,7 +250,9 @@ def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_letter
     redis_client: redis.Redis,
 ) -> None:
     store = sender_store(redis_client, webhook_max_age_s=60)
-    old = Delivery("old", "1", "http://127.0.0.1:9/hook", "{}", created_at=time.time() - 61)
+    old = Delivery(
+        "old", "1", "http://127.0.0.1:9/hook", "{}", created_at=time.time() - 61, secret="own-s"
+    )
     store.webhooks.register("1", old.url)
     store.webhooks.fire(old)
     figures = store.webhooks.figures()
@@ -246,6 +266,8 @@ def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_letter
     dead = {d.job_id: d for d in store.webhooks.dead_letters()}
     assert set(dead) == {"1", "405"}  # job 404 was registered just now: it may yet open
     assert "given up" in dead["1"].last_error and "gone" in dead["405"].last_error
+    assert dead["1"].secret == ""  # a dead letter keeps no secret
+    assert "own-s" not in json.dumps(redis_client.hgetall(store.keys.shared.webhook_dead))
     assert store.webhooks.pending() == []
     assert store.webhooks.figures() == WebhookFigures(0, 0.0, 2, 1)
 
@@ -266,3 +288,123 @@ def test_a_job_submitted_but_not_complete_waits_and_one_given_up_calls_back(
     store.tracking.give_up(call, "Timeout")
     # Nothing more will happen to it: the call back goes, with state done.
     assert sender.fire_ended() == 1
+
+
+def test_a_signature_covers_its_timestamp_and_goes_stale_after_the_tolerance(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(redis_client)
+    with Receiver(fail_first=0) as receiver:
+        job_id = ended_job(store, ["a.example.com/1"])
+        store.webhooks.register(job_id, receiver.url)
+        WebhookSender(store, store.settings).tick()
+    (success,) = receiver.successes()
+    signature = success.headers["x-cdn-refresh-signature"]
+    timestamp = success.headers["x-cdn-refresh-timestamp"]
+    sent_at = int(timestamp)
+    assert abs(sent_at - time.time()) < 60
+    assert callbacks.verify(SECRET, success.body, signature, timestamp)
+    # The timestamp is signed: another one with the same signature is refused.
+    assert not callbacks.verify(SECRET, success.body, signature, str(sent_at - 1))
+    # A capture replayed once the tolerance has passed is refused, though its bytes match.
+    later = sent_at + callbacks.TOLERANCE_S + 1
+    assert not callbacks.verify(SECRET, success.body, signature, timestamp, now=later)
+    assert callbacks.verify(SECRET, success.body, signature, timestamp, now=later - 2)
+    assert not callbacks.verify(SECRET, success.body, signature, "not-a-number")
+
+
+def test_a_callback_with_its_own_secret_is_signed_with_it_not_the_shared_one(
+    redis_client: redis.Redis,
+) -> None:
+    own = "receiver-b-own-secret-42"
+    store = sender_store(redis_client)
+    with Receiver(fail_first=0) as receiver:
+        job_id = ended_job(store, ["a.example.com/1"])
+        store.webhooks.register(job_id, receiver.url, own)
+        assert own not in repr(next(store.webhooks.registrations()))
+        WebhookSender(store, store.settings).tick()
+    (success,) = receiver.successes()
+    signature = success.headers["x-cdn-refresh-signature"]
+    timestamp = success.headers["x-cdn-refresh-timestamp"]
+    assert callbacks.verify(own, success.body, signature, timestamp)
+    assert not callbacks.verify(SECRET, success.body, signature, timestamp)
+
+
+def test_a_callback_with_its_own_secret_goes_out_without_a_shared_one(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(redis_client, webhook_secret="")
+    with Receiver(fail_first=0) as receiver:
+        job_id = ended_job(store, ["a.example.com/1"])
+        store.webhooks.register(job_id, receiver.url, "receiver-own-secret-1234")
+        assert WebhookSender(store, store.settings).tick() == {"fired": 1, "delivered": 1}
+
+
+@pytest.fixture
+def flood() -> Iterator[tuple[str, list[int]]]:
+    """A receiver that answers 200 and then streams up to 512 MB of body as fast as
+    loopback takes it; yields its URL and the bytes it managed to send."""
+    sent: list[int] = [0]
+    chunk = b"x" * (1024 * 1024)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Length", str(512 * len(chunk)))
+            self.end_headers()
+            try:
+                for _ in range(512):
+                    self.wfile.write(chunk)
+                    sent[0] += len(chunk)
+            except OSError:
+                return  # the sender hung up: what a receiver like this deserves
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks", sent
+    server.shutdown()
+    server.server_close()
+
+
+def _rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_receiver_streaming_a_huge_answer_costs_the_sender_a_few_kilobytes(
+    redis_client: redis.Redis, flood: tuple[str, list[int]]
+) -> None:
+    url, sent = flood
+    store = sender_store(redis_client, webhook_timeout_s=20)
+    job_id = ended_job(store, ["a.example.com/1"])
+    store.webhooks.register(job_id, url)
+    before = _rss_bytes(os.getpid())
+    started = time.monotonic()
+    assert WebhookSender(store, store.settings).tick() == {"fired": 1, "delivered": 1}
+    assert time.monotonic() - started < 5
+    grown = _rss_bytes(os.getpid()) - before
+    assert grown < 32 * 1024 * 1024, grown
+    time.sleep(0.2)
+    assert sent[0] < 64 * 1024 * 1024  # the sender hung up long before the 512 MB
+
+
+def test_a_delivery_the_workers_settings_refuse_is_looked_at_again_within_a_minute(
+    redis_client: redis.Redis,
+) -> None:
+    store = sender_store(redis_client, webhook_retry_max_delay_s=3600)
+    delivery = Delivery("d1", "1", "https://hooks.example.com/x", "{}", created_at=time.time())
+    store.webhooks.register("1", delivery.url)
+    store.webhooks.fire(delivery)
+    WebhookSender(store, store.settings).deliver_due()
+    (kept,) = store.webhooks.pending()
+    assert "WEBHOOK_ALLOWED_HOSTS" in kept.last_error
+    due_at = redis_client.zscore(store.keys.shared.webhook_outbox, "d1")
+    assert due_at is not None and due_at - time.time() <= 61

@@ -20,7 +20,7 @@ from celery.signals import (
 )
 from kombu.transport import redis as kombu_redis
 
-from cdn_refresh.constants import TASK_TICK
+from cdn_refresh.constants import TASK_TICK, TASK_WEBHOOKS
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import (
     QuotaWindowMismatchError,
@@ -39,6 +39,17 @@ HAND_BACK_TIMEOUT_S = 5.0
 STOP_REQUEST_TTL_S = 600.0
 
 log = logging.getLogger("cdn_refresh.worker")
+
+# The queue of flushes and ticks: Celery's default, which a deployment already has.
+WORK_QUEUE = "celery"
+
+
+def queue_names(settings: Settings) -> tuple[str, str]:
+    """(the queue of flushes and ticks, the queue of webhook runs). The webhook runs have
+    their own, so that no flush ever waits in line behind one; a worker consumes both unless
+    told otherwise (``-Q``: README "Webhooks"). Every queue name is made here."""
+    del settings  # the names do not depend on it yet
+    return WORK_QUEUE, f"{WORK_QUEUE}.webhooks"
 
 
 class _ReconnectSafeChannel(kombu_redis.Channel):
@@ -79,7 +90,11 @@ def create_app(settings: Settings) -> Celery:
     kombu_redis.Transport.Channel = _ReconnectSafeChannel
     kombu_redis.SentinelTransport.Channel = _ReconnectSafeSentinelChannel
     app = Celery("cdn_refresh", broker=broker_url(settings))
+    work_queue, webhook_queue = queue_names(settings)
     app.conf.update(
+        task_default_queue=work_queue,
+        task_queues={work_queue: {}, webhook_queue: {}},  # each bound to its own name
+        task_routes={TASK_WEBHOOKS: {"queue": webhook_queue}},
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import Any
 
 import redis
@@ -138,11 +139,25 @@ def request_webhooks() -> bool:
 
 
 @shared_task(name=TASK_WEBHOOKS, ignore_result=True)
-def webhooks() -> dict[str, int]:
-    """Fire the callbacks of jobs that ended, and deliver what is due, within a budget."""
+def webhooks() -> dict[str, bool]:
+    """Start a run that fires the callbacks of jobs that ended and delivers what is due,
+    within a budget, on a thread of its own: the task returns at once, so that the pool
+    process is free for flushes while receivers take their time (a worker of one process
+    too). Nothing is lost if the process dies mid-run: a delivery is leased, and its lease
+    runs out; the run's mark frees itself after its TTL."""
     rt = _runtime()
+    run = threading.Thread(target=_webhook_run, args=(rt,), name="cdn-refresh-webhooks")
+    run.daemon = True  # a stopping process does not wait on a receiver
+    run.start()
+    return {"started": True}
+
+
+def _webhook_run(rt: Runtime) -> None:
     try:
-        return rt.webhooks.tick()
+        done = rt.webhooks.tick()
+        log.debug("webhook run: %s", done)
+    except Exception:
+        log.exception("webhook run failed; the next tick schedules another")
     finally:
         # The next tick may schedule the next run at once (else the mark's TTL frees it).
         with contextlib.suppress(redis.RedisError):

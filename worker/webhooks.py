@@ -37,6 +37,11 @@ log = logging.getLogger("cdn_refresh.worker")
 
 # Deliveries leased and sent at once, in one round of a run.
 ROUND_SIZE = 10
+# How much of a receiver's answer is read (and dropped) before the connection is closed.
+MAX_ANSWER_BYTES = 4096
+# A delivery the workers' settings refuse (a host no longer allowed, no secret) is looked at
+# again this soon: an operator's fix takes effect without waiting out a long backoff.
+SETTINGS_RECHECK_S = 60.0
 # A lease outlasts its round (every delivery's overall timeout) by this much.
 LEASE_MARGIN_S = 5.0
 # A job has ended when every path is complete (its task ended Complete) or it failed; or
@@ -106,7 +111,9 @@ class WebhookSender:
                 },
                 separators=(",", ":"),
             )
-            delivery = Delivery(delivery_id, reg.job_id, reg.url, body, created_at=now)
+            delivery = Delivery(
+                delivery_id, reg.job_id, reg.url, body, created_at=now, secret=reg.secret
+            )
             if webhooks.fire(delivery):
                 fired += 1
                 log.info(
@@ -141,19 +148,21 @@ class WebhookSender:
 
     def _round(self, due: list[Delivery]) -> int:
         s = self._settings
-        secret = s.webhook_secret.get_secret_value()
         sendable: list[Delivery] = []
         now = self._store.now()
         for delivery in due:
             problem = callbacks.url_problem(delivery.url, s.webhook_allowed_hosts)
-            if problem is None and not secret:
+            if problem is None and not self._secret(delivery):
                 problem = "CDN_REFRESH_WEBHOOK_SECRET is not set"
             if problem is None:
                 sendable.append(delivery)
             else:
                 # Kept, not dropped: an operator may fix the setting, and nothing is lost.
-                self._failed(delivery, problem, now, s.webhook_retry_max_delay_s)
-        errors = asyncio.run(self._send_all(sendable, secret)) if sendable else []
+                # Checked again soon (it costs no request), so that a fix takes effect in
+                # about a minute, not after the longest backoff.
+                delay_s = min(SETTINGS_RECHECK_S, s.webhook_retry_max_delay_s)
+                self._failed(delivery, problem, now, delay_s)
+        errors = asyncio.run(self._send_all(sendable)) if sendable else []
         delivered = 0
         for delivery, error in zip(sendable, errors, strict=True):
             if error is None:
@@ -169,7 +178,10 @@ class WebhookSender:
                 self._failed(delivery, error, now, None)
         return delivered
 
-    async def _send_all(self, due: list[Delivery], secret: str) -> list[str | None]:
+    def _secret(self, delivery: Delivery) -> str:
+        return delivery.secret or self._settings.webhook_secret.get_secret_value()
+
+    async def _send_all(self, due: list[Delivery]) -> list[str | None]:
         # No proxies or .netrc from the environment, no redirects: the signed body goes to
         # the allowed host and nowhere else.
         async with httpx.AsyncClient(
@@ -179,22 +191,20 @@ class WebhookSender:
             transport=self._transport,
             headers={"User-Agent": "cdn-refresh-webhook"},
         ) as client:
-            return list(await asyncio.gather(*(self._attempt(client, d, secret) for d in due)))
+            return list(await asyncio.gather(*(self._attempt(client, d) for d in due)))
 
-    async def _attempt(
-        self, client: httpx.AsyncClient, delivery: Delivery, secret: str
-    ) -> str | None:
+    async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery) -> str | None:
         """None when a receiver took it, else what went wrong. Never raises: one bad
         delivery must not stop the others."""
         timeout_s = self._settings.webhook_timeout_s
         try:
-            return await asyncio.wait_for(self._post(client, delivery, secret), timeout_s)
+            return await asyncio.wait_for(self._post(client, delivery), timeout_s)
         except TimeoutError:
             return f"no answer within {timeout_s:g} s"
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
 
-    async def _post(self, client: httpx.AsyncClient, delivery: Delivery, secret: str) -> str | None:
+    async def _post(self, client: httpx.AsyncClient, delivery: Delivery) -> str | None:
         url = httpx.URL(delivery.url)
         port = url.port or (443 if url.scheme == "https" else 80)
         problem = await asyncio.get_running_loop().run_in_executor(
@@ -208,12 +218,22 @@ class WebhookSender:
         if problem is not None:
             return problem
         body = delivery.body.encode("utf-8")
+        timestamp = int(time.time())  # each attempt's own: a receiver's tolerance runs from it
         headers = {
             "Content-Type": "application/json",
-            callbacks.SIGNATURE_HEADER: callbacks.sign(secret, body),
+            callbacks.SIGNATURE_HEADER: callbacks.sign(self._secret(delivery), body, timestamp),
+            callbacks.TIMESTAMP_HEADER: str(timestamp),
             callbacks.DELIVERY_HEADER: delivery.id,
         }
-        answer = await client.post(url, content=body, headers=headers)
+        async with client.stream("POST", url, content=body, headers=headers) as answer:
+            # Only the status counts. The body is read no further than a few KB and dropped
+            # (closing then ends the connection): a receiver streaming gigabytes back must
+            # not take the worker's memory, or its time.
+            read = 0
+            async for chunk in answer.aiter_raw():
+                read += len(chunk)
+                if read >= MAX_ANSWER_BYTES:
+                    break
         return None if answer.is_success else f"HTTP {answer.status_code}"
 
     def _failed(self, delivery: Delivery, error: str, now: float, delay_s: float | None) -> None:

@@ -1,18 +1,21 @@
 """Idempotency keys of the HTTP API: a retried POST gets the job of the first one, never a
 second job.
 
-A key is kept as a hash of itself (the key may be something a client treats as private),
-for ``IDEMPOTENCY_TTL_S``. The first POST with a key *begins* it (``idempotency_begin.lua``):
-in one step it marks the key ``running``, reserves the job id the enqueue will use and
-registers the callback for that id. From then on a retry always knows the job:
+A key belongs to the API token that used it: it is kept as a hash of a digest of the token
+and the key (never the token, nor the key: a client may treat it as private), for
+``IDEMPOTENCY_TTL_S``; the same key under another token is another key. The first POST with
+a key *begins* it (``idempotency_begin.lua``): in one step it marks the key ``running``,
+reserves the job id the enqueue will use and registers the callback for that id. From then
+on a retry always knows the job:
 
 - while the first POST runs (its mark's beat, refreshed as the enqueue streams, is fresh),
   a retry is told to wait, with the job id (:class:`IdempotencyConflictError`);
 - once it answered (``finish``, only by the POST that owns the mark), a retry gets the same
   answer (:class:`StoredAnswer`);
-- when it died (the beat went stale) after opening the job, a retry is given that job
-  (:class:`OrphanedJob`); when it died before, the retry takes the key over with the same
-  job id (a :class:`Reservation` of its own).
+- when it died (the beat went stale), a retry takes the key over with the same job id (a
+  :class:`Reservation` of its own) and goes on from the paths the first had put in (its
+  beat records how many, in order): the rest go into the same job, and what is in already
+  coalesces, until every path is in.
 
 The key is freed (``abandon``) only when no job was opened: its paths were refused.
 """
@@ -56,24 +59,27 @@ class StoredAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """This POST owns the key: enqueue as job ``job_id``, then finish (or abandon) it."""
+    """This POST owns the key: enqueue as job ``job_id``, then finish (or abandon) it.
+    ``resumed``: a POST with the key that died had opened the job, and put in its first
+    ``done`` valid paths."""
 
     key: str
     fingerprint: str
     job_id: str
     owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class OrphanedJob:
-    """The first POST with the key opened ``job_id`` and died before it answered."""
-
-    job_id: str
+    resumed: bool = False
+    done: int = 0
 
 
 def fingerprint(body: bytes) -> str:
     """A digest of a request body: the same key with another body is a client bug."""
     return hashlib.sha256(body).hexdigest()
+
+
+def scoped_key(scope: str, key: str) -> str:
+    """An Idempotency-Key as its token's: ``scope`` is a digest of the token, never the
+    token itself (:mod:`api.auth`)."""
+    return f"{scope}:{key}"
 
 
 class IdempotencyStore:
@@ -83,40 +89,53 @@ class IdempotencyStore:
         self._ctx = ctx
 
     def _key(self, key: str) -> str:
+        """``key`` is already scoped (:func:`scoped_key`)."""
         return self._ctx.keys.idempotency(hashlib.sha256(key.encode("utf-8")).hexdigest())
 
     def begin(
-        self, key: str, body_digest: str, callback_url: str | None = None
-    ) -> Reservation | StoredAnswer | OrphanedJob:
+        self,
+        key: str,
+        body_digest: str,
+        registration: Registration | None = None,
+        *,
+        unscoped: str = "",
+    ) -> Reservation | StoredAnswer:
         """What this POST does with ``key`` (see the module's docstring). Raises
         :class:`IdempotencyConflictError` while another POST with the key runs, or when the
-        key was used with a different body."""
+        key was used with a different body. ``unscoped``: the key as the client sent it,
+        whose mark from before keys were scoped moves under ``key`` if it is still there."""
         owner = uuid.uuid4().hex
-        registration = "" if callback_url is None else Registration.new(callback_url).encode()
+        legacy = self._key(unscoped) if unscoped else self._key(key)
         answer = self._ctx.scripts.run(
             scripts.IDEMPOTENCY_BEGIN,
-            [body_digest, owner, repr(RUNNING_STALE_S), IDEMPOTENCY_TTL_S, registration],
-            extra_keys={"idempotency": self._key(key)},
+            [
+                body_digest,
+                owner,
+                repr(RUNNING_STALE_S),
+                IDEMPOTENCY_TTL_S,
+                "" if registration is None else registration.encode(),
+            ],
+            extra_keys={"idempotency": self._key(key), "legacy_idempotency": legacy},
         )
-        outcome, value = (str(v) for v in cast(list[Any], answer))
-        if outcome == "begun":
-            return Reservation(key, body_digest, value, owner)
+        outcome, value, *rest = (str(v) for v in cast(list[Any], answer))
+        if outcome in ("begun", "resume"):
+            done = int(float(rest[0])) if rest else 0
+            return Reservation(key, body_digest, value, owner, outcome == "resume", done)
         if outcome == "done":
             data = json.loads(value)
             return StoredAnswer(int(data["status"]), dict(data["document"]))
-        if outcome == "orphan":
-            return OrphanedJob(value)
         if outcome == "conflict":
             raise IdempotencyConflictError("this Idempotency-Key was used with another body")
         raise IdempotencyConflictError(
             "a request with this Idempotency-Key is running: retry later", job_id=value
         )
 
-    def beat(self, reservation: Reservation) -> bool:
-        """The POST is still at it; False when it no longer owns the key."""
+    def beat(self, reservation: Reservation, done: int | None = None) -> bool:
+        """The POST is still at it (``done``: its first valid paths that are in, when that
+        changed); False when it no longer owns the key."""
         answer = self._ctx.scripts.run(
             scripts.IDEMPOTENCY_BEAT,
-            [reservation.owner],
+            [reservation.owner, "" if done is None else done],
             extra_keys={"idempotency": self._key(reservation.key)},
         )
         return bool(answer)

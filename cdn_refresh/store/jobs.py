@@ -159,6 +159,11 @@ class JobStore:
         with contextlib.suppress(redis.RedisError):
             self.close(header)
 
+    def header(self, job_id: str) -> JobHeader | None:
+        """What the job's enqueue wrote of it; None when there is no such job."""
+        raw = self._ctx.redis.hget(self._ctx.keys.shared.jobs, job_id)
+        return None if raw is None else JobHeader.decode(str(raw))
+
     def status(self, job_id: str) -> JobStatus:
         """A job's state, counts by state and task IDs."""
         k = self._ctx.keys.shared

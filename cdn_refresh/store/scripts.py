@@ -190,7 +190,8 @@ HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",))
 ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"))
 # ``idempotency`` is one Idempotency-Key's own STRING: given as an extra key.
 IDEMPOTENCY_BEGIN = ScriptSpec(
-    "idempotency_begin.lua", ("idempotency", "job_seq", "jobs", "webhooks")
+    "idempotency_begin.lua",
+    ("idempotency", "legacy_idempotency", "job_seq", "jobs", "webhooks"),
 )
 IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",))
 IDEMPOTENCY_FINISH = ScriptSpec("idempotency_finish.lua", ("idempotency",))

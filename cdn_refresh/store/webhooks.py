@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import cast
 
 from cdn_refresh.store import scripts
@@ -32,20 +32,33 @@ UNOPENED_JOB_GRACE_S = 600.0
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """A callback waiting for its job to end."""
+    """A callback waiting for its job to end. ``secret``: the callback's own signing secret
+    (empty: ``CDN_REFRESH_WEBHOOK_SECRET``), so that one receiver cannot forge another's."""
 
     job_id: str
     url: str
     registered_at: float
+    secret: str = field(default="", repr=False)
 
     @classmethod
-    def new(cls, url: str, job_id: str = "") -> Registration:
+    def new(cls, url: str, job_id: str = "", secret: str = "") -> Registration:
         """A registration made now (this host's clock: only the grace above reads it)."""
-        return cls(job_id, url, time.time())
+        return cls(job_id, url, time.time(), secret)
 
     def encode(self) -> str:
         """The JSON kept in the ``webhooks`` hash (the job id is the field)."""
-        return json.dumps({"url": self.url, "registered_at": self.registered_at})
+        data: dict[str, object] = {"url": self.url, "registered_at": self.registered_at}
+        if self.secret:
+            data["secret"] = self.secret
+        return json.dumps(data)
+
+    @classmethod
+    def decode(cls, job_id: str, raw: str) -> Registration:
+        """From :meth:`encode`'s JSON (one registered before secrets existed has none)."""
+        data = json.loads(raw)
+        return cls(
+            job_id, str(data["url"]), float(data["registered_at"]), str(data.get("secret") or "")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +72,14 @@ class Delivery:
     created_at: float
     attempts: int = 0
     last_error: str = ""
+    secret: str = field(default="", repr=False)  # the callback's own; empty: the global one
 
     def encode(self) -> str:
         """The JSON kept in the ``webhook_deliveries`` hash."""
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        if not self.secret:
+            del data["secret"]  # deliveries without one read as before
+        return json.dumps(data)
 
     @classmethod
     def decode(cls, raw: str) -> Delivery:
@@ -76,6 +93,7 @@ class Delivery:
             created_at=float(data["created_at"]),
             attempts=int(data.get("attempts") or 0),
             last_error=str(data.get("last_error") or ""),
+            secret=str(data.get("secret") or ""),
         )
 
 
@@ -95,17 +113,17 @@ class WebhookStore:
     def __init__(self, ctx: StoreContext) -> None:
         self._ctx = ctx
 
-    def register(self, job_id: str, url: str) -> None:
-        """Call ``url`` when the job ends (it may have ended already: the tick sees that)."""
+    def register(self, job_id: str, url: str, secret: str = "") -> None:
+        """Call ``url`` when the job ends (it may have ended already: the tick sees that),
+        signed with ``secret`` (empty: the global one)."""
         self._ctx.redis.hset(
-            self._ctx.keys.shared.webhooks, job_id, Registration.new(url, job_id).encode()
+            self._ctx.keys.shared.webhooks, job_id, Registration.new(url, job_id, secret).encode()
         )
 
     def registrations(self) -> Iterator[Registration]:
         """Every callback whose job has not been seen ending yet."""
         for job_id, raw in self._ctx.redis.hscan_iter(self._ctx.keys.shared.webhooks, count=500):
-            data = json.loads(raw)
-            yield Registration(str(job_id), str(data["url"]), float(data["registered_at"]))
+            yield Registration.decode(str(job_id), raw)
 
     def forget(self, job_id: str) -> None:
         """Drop the registration of a job that was never opened (its paths were refused)."""
@@ -122,7 +140,8 @@ class WebhookStore:
     def bury(self, delivery: Delivery, error: str) -> bool:
         """Give up on a delivery: out of the outbox, into the dead letters with ``error``;
         False when it is gone already (another worker delivered it meanwhile)."""
-        updated = replace(delivery, last_error=error[:500])
+        # Without its secret: a dead letter is for an operator to read, and is never sent.
+        updated = replace(delivery, last_error=error[:500], secret="")
         answer = self._ctx.scripts.run(scripts.WEBHOOK_BURY, [delivery.id, updated.encode(), ""])
         return bool(answer)
 
