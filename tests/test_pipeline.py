@@ -204,6 +204,23 @@ def test_wrong_credentials_keep_the_paths_show_the_error_and_back_off(rig_factor
     assert fixed.producer.status(job).to_dict()["state"] == "done"
 
 
+def test_a_path_that_climbs_out_of_a_directory_is_refreshed_where_it_lands(rig_factory) -> None:  # type: ignore[no-untyped-def]
+    rig = rig_factory(directory_daily_quota=1_000)
+    # Pending first, then the Directory: coverage would settle it with the Directory's call
+    # if "/x/../secret.png" still read as lying under "/x/".
+    rig.producer.enqueue(["http://a.com/x/../secret.png"])
+    rig.producer.enqueue(["http://a.com/x/"], object_type="Directory")
+    rig.drain("Directory")
+    rig.drain("File")
+    found = rig.producer.lookup("http://a.com/secret.png").to_dict()
+    assert found["state"] == "submitted" and found["covered_by"] is None, found
+    assert "http://a.com/secret.png" in rig.accepted_paths()
+    [answer] = rig.emulator.state.refreshed(["http://a.com/secret.png"])
+    assert answer["refreshed"] and answer["how"] == "itself", answer
+    # The spelling with dots is the same path: one lookup, one refresh.
+    assert rig.producer.lookup("a.com/x/%2E%2E/secret.png").to_dict() == found
+
+
 def test_directories_are_sent_as_directory_calls(rig_factory) -> None:  # type: ignore[no-untyped-def]
     rig = rig_factory(directory_daily_quota=1_000)
     rig.producer.enqueue([f"a.example.com/d{i}/" for i in range(150)], object_type="Directory")
