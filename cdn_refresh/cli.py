@@ -342,14 +342,28 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
     _emit(data, as_json, text)
 
 
+def _valid_window(
+    _ctx: click.Context, _param: click.Parameter, value: float | None
+) -> float | None:
+    """Refuse, as bad input (exit 2), a window no worker could count on: nan, inf, or out of
+    the sane range (click's FloatRange lets nan through: every comparison with it is false)."""
+    from cdn_refresh.store.quota import window_problem
+
+    problem = None if value is None else window_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option(
     "--set-window",
     "set_window_s",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Change the rolling window (s) every worker's quota runs on, then restart them "
-    "with the same CDN_REFRESH_QUOTA_WINDOW_S.",
+    type=float,
+    callback=_valid_window,
+    help="Change the rolling window (s, 60 to 604800) every worker's quota runs on, then "
+    "restart them with the same CDN_REFRESH_QUOTA_WINDOW_S.",
 )
 def quota(as_json: bool, set_window_s: float | None) -> None:
     """Show the rolling-window quota: limit, used and remaining per type."""
@@ -360,6 +374,11 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
+    unusable = store.quota.unusable_window()
+    if unusable is not None:
+        store.close()
+        click.echo(f"error: {unusable}", err=True)
+        sys.exit(1)
     data = quota_document(store)  # the API's GET /v1/quota answers the same document
     store.close()
     text = "\n".join(

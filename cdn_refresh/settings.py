@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     # Quota (a rolling window shared by every worker through Redis)
     url_daily_quota: int = Field(default=c.URL_DAILY_QUOTA, ge=0)
     directory_daily_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
-    quota_window_s: float = Field(default=c.QUOTA_WINDOW_S, gt=0)
+    # Shorter than QUOTA_WINDOW_MIN_S is allowed here for the demo and tests, never nan or inf.
+    quota_window_s: float = Field(
+        default=c.QUOTA_WINDOW_S, gt=0, le=c.QUOTA_WINDOW_MAX_S, allow_inf_nan=False
+    )
     interactive_reserve: float = Field(default=c.INTERACTIVE_RESERVE, ge=0, le=1)
 
     # Getting more out of the quota (README "Getting more out of the quota")

@@ -6,9 +6,17 @@ the claim or settle they belong to (:mod:`cdn_refresh.store.batches`).
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
-from cdn_refresh.constants import MAX_MESSAGE_CHARS, OBJECT_TYPES, ObjectType
+from cdn_refresh.constants import (
+    MAX_MESSAGE_CHARS,
+    OBJECT_TYPES,
+    QUOTA_WINDOW_MAX_S,
+    QUOTA_WINDOW_MIN_S,
+    QUOTA_WINDOW_S,
+    ObjectType,
+)
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsage
@@ -16,6 +24,22 @@ from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsa
 
 class QuotaWindowMismatchError(RuntimeError):
     """This process's ``QUOTA_WINDOW_S`` is not the window the stored quota runs on."""
+
+
+def window_problem(window_s: float) -> str | None:
+    """Why ``window_s`` cannot be the window every worker counts, or None when it can."""
+    if not math.isfinite(window_s):
+        return f"{window_s} is not a number of seconds"
+    if not QUOTA_WINDOW_MIN_S <= window_s <= QUOTA_WINDOW_MAX_S:
+        return f"{window_s:g} s is outside {QUOTA_WINDOW_MIN_S:g} s .. {QUOTA_WINDOW_MAX_S:g} s"
+    return None
+
+
+def set_window_command(window_s: float) -> str:
+    """The command that makes ``window_s`` everyone's window, or the default when the command
+    would refuse ``window_s`` (a demo's few seconds)."""
+    valid = window_s if window_problem(window_s) is None else QUOTA_WINDOW_S
+    return f"`cdn-refresh quota --set-window {valid:g}`"
 
 
 class QuotaStore:
@@ -40,6 +64,19 @@ class QuotaStore:
         raw = self._ctx.redis.get(self._ctx.keys.shared.quota_window)
         return float(raw) if raw is not None else None
 
+    def unusable_window(self) -> str | None:
+        """Why the stored window cannot be counted on (nan or inf, stored by hand or by an
+        older release), with the command that mends it; None when it can."""
+        stored = self.stored_window_s()
+        if stored is None or math.isfinite(stored):
+            return None
+        # Never advise the stored value itself: nobody can run on it.
+        mine = self._ctx.settings.quota_window_s
+        return (
+            f"the quota window stored in Redis ({stored}) is not a number of seconds. "
+            f"Set a valid one for every worker with {set_window_command(mine)}."
+        )
+
     def check_window(self) -> None:
         """Raise :class:`QuotaWindowMismatchError` when our window is not the stored one.
 
@@ -47,17 +84,27 @@ class QuotaStore:
         that a longer one still counts, and the two together would spend more than either
         allows.
         """
+        unusable = self.unusable_window()
+        if unusable is not None:
+            raise QuotaWindowMismatchError(unusable)
         stored = self.stored_window_s()
         mine = self._ctx.settings.quota_window_s
         if stored is not None and stored != mine:
             raise QuotaWindowMismatchError(
                 f"CDN_REFRESH_QUOTA_WINDOW_S is {mine:g} but the quota in Redis runs on a "
                 f"window of {stored:g} s (stored by the first worker). Use {stored:g}, or "
-                f"change it for every worker with `cdn-refresh quota --set-window {mine:g}`."
+                f"change it for every worker with {set_window_command(mine)}."
             )
 
     def set_window(self, window_s: float) -> float | None:
-        """Store a new window for every worker; returns the one it replaces."""
+        """Store a new window for every worker; returns the one it replaces.
+
+        Raises ValueError for a window :func:`window_problem` refuses: a nan would stop every
+        claim script, an inf would never free a unit.
+        """
+        problem = window_problem(window_s)
+        if problem is not None:
+            raise ValueError(problem)
         previous = self.stored_window_s()
         self._ctx.redis.set(self._ctx.keys.shared.quota_window, repr(float(window_s)))
         return previous
