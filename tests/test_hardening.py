@@ -268,3 +268,33 @@ def test_lookup_lists_every_recent_submission_of_a_path_newest_first(
     data = found.to_dict()
     assert [s["task_id"] for s in data["submissions"]] == ["t2", "t1"]
     assert data["submissions"][0]["submitted_at"] >= data["submissions"][1]["submitted_at"]
+
+
+# --- an endpoint that does not answer holds the work; it does not dead-letter it -------------
+
+
+@pytest.mark.e2e
+def test_a_worker_on_a_dead_endpoint_starts_says_so_once_and_holds_the_work(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+
+    values = cluster_values(
+        redis_url, f"http://127.0.0.1:{free_port()}", max_attempts=2, auth_hold_max_s=1
+    )
+    producer = Producer.from_settings(make_settings(**values))
+    job = producer.enqueue([f"a.example.com/{i}" for i in range(20)]).job_id
+    worker = WorkerProcess(worker_env(**values), tmp_path / "worker.log", name="dead", beat=True)
+    try:
+        worker.wait_ready()
+        wait_for(lambda: "endpoint does not answer" in worker.log(), 20, worker.log)
+        time.sleep(5)  # many holds of up to 1 s: every one of them would have spent attempts
+        status = producer.status(job).to_dict()
+        assert status["counts"]["failed"] == 0 and status["state"] == "pending", status
+        assert list(producer.dead_letters()) == []
+        assert "ConnectError" in (status["last_error"] or "")
+        assert worker.process.poll() is None  # it kept running
+        assert worker.log().count("endpoint does not answer") == 1
+    finally:
+        worker.stop()
+        producer.close()

@@ -19,7 +19,7 @@ from cdn_refresh.constants import (
 )
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
-from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsage
+from cdn_refresh.store.records import AuthHold, CredentialProblem, ProviderQuota, QuotaUsage
 
 
 class QuotaWindowMismatchError(RuntimeError):
@@ -125,8 +125,9 @@ class QuotaStore:
             extra_keys={"target": key},
         )
 
-    def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> float:
-        """Stop claiming anything after a credential error, backing off exponentially."""
+    def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> AuthHold:
+        """Stop claiming anything after a credential error or an endpoint that does not
+        answer, backing off exponentially (the streak ends when a call goes through)."""
         k = self._ctx.keys.shared
         failures = int(self._ctx.redis.incr(k.auth_failures))
         seconds = min(max_s, base_s * 2 ** min(failures - 1, 30))
@@ -135,7 +136,7 @@ class QuotaStore:
             pipe.set(k.auth_hold, value, px=max(1, int(seconds * 1000)))
             pipe.set(k.auth_error, value)
             pipe.execute()
-        return float(seconds)
+        return AuthHold(float(seconds), failures)
 
     def lift_auth_hold(self) -> None:
         """An operator acted: claims may try the credentials again at once."""
