@@ -34,7 +34,7 @@ REFRESH_ERRORS: dict[int | str, dict[str, Any]] = {
     ),
     413: error("`body_too_large` / `too_many_paths`: nothing enqueued"),
     503: error(
-        "`redis_unavailable`; `redis_refuses_writes` (nothing enqueued); "
+        "`redis_unavailable`; `redis_refuses_writes` / `redis_evicts` (nothing enqueued); "
         "`enqueue_interrupted` (the receipt of what went in)"
     ),
 }

@@ -136,6 +136,7 @@ def enqueue(
     from producer.producer import (
         EnqueueInterruptedError,
         EnqueueRejectedError,
+        RedisEvictsError,
         RedisRefusesWritesError,
     )
 
@@ -163,7 +164,7 @@ def enqueue(
         _exit_rejected(exc, as_json)
     except EnqueueInterruptedError as exc:
         _exit_interrupted(exc, as_json)
-    except RedisRefusesWritesError as exc:
+    except (RedisRefusesWritesError, RedisEvictsError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         producer.close()

@@ -93,6 +93,8 @@ FLUSH_INTERVAL_S: Final = 5.0
 INTERACTIVE_RESERVE: Final = 0.1
 RECORD_RETENTION_DAYS: Final = 30
 AUTH_HOLD_MAX_S: Final = 300.0
+# Off: nothing is accepted or claimed unless Redis's maxmemory-policy is noeviction.
+ALLOW_EVICTION: Final = False
 # Getting more out of the quota (README). 0: no cooldown; 60 is a good start for a CMS.
 REFRESH_COOLDOWN_S: Final = 0.0
 PROMOTE_MIN_PATHS: Final = 20

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # An enqueue is acknowledged only once this many replicas have its writes (WAIT).
     redis_min_replicas_ack: int = Field(default=c.REDIS_MIN_REPLICAS_ACK, ge=0)
     redis_replica_ack_timeout_s: float = Field(default=c.REDIS_REPLICA_ACK_TIMEOUT_S, gt=0)
+    # Accept and claim even when Redis may evict keys (README "Redis must not evict").
+    allow_eviction: bool = c.ALLOW_EVICTION
     key_prefix: str = Field(default=c.KEY_PREFIX, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     endpoint: str = c.DEFAULT_ENDPOINT
     access_key_id: str = ""

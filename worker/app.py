@@ -25,6 +25,7 @@ from cdn_refresh.constants import TASK_TICK
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import (
     QuotaWindowMismatchError,
+    RedisEvictsError,
     Store,
     broker_transport_options,
     broker_url,
@@ -190,18 +191,19 @@ def _leave_at_exit(**_: object) -> None:
 
 @worker_init.connect
 def _check_redis_at_start(**_: object) -> None:
-    """Refuse to start on a quota window other workers do not share; warn when Redis would
-    lose everything on a restart."""
+    """Refuse to start on a quota window other workers do not share, or on a Redis that may
+    evict keys; warn when Redis would lose everything on a restart."""
     store = Store.from_settings(runtime.settings())
     try:
         store.quota.check_window()
+        store.eviction.check(fresh=True)
         warning = store.persistence_warning()
         if warning:
             log.warning("redis: %s", warning)
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
-    except QuotaWindowMismatchError as exc:
+    except (QuotaWindowMismatchError, RedisEvictsError) as exc:
         log.critical("%s", exc)
         # SystemExit, not an exception: Celery logs and ignores what a signal handler raises.
         raise SystemExit(1) from None

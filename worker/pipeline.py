@@ -90,6 +90,7 @@ class Flusher:
         self.in_hand = InHand()
         # Set when the process is asked to stop: no new call goes out after it.
         self.stopping = threading.Event()
+        self._eviction_said: str | None = None
         self._client = client
         self._settings = settings
         self._rng = rng or random.Random()
@@ -107,6 +108,8 @@ class Flusher:
     ) -> FlushReport:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
+        if self._evicting():
+            return report
         self.provider_count.sync()
         if object_type == ObjectType.FILE:
             self.promoter.maybe_promote()
@@ -137,6 +140,18 @@ class Flusher:
             self.send(claimed, report)
         report.more = True
         return report
+
+    def _evicting(self) -> bool:
+        """True while Redis may evict keys (read once a minute): nothing is claimed, since an
+        eviction would drop the paths of the batch in hand with the rest. Said once a change."""
+        problem = self._store.eviction.problem()
+        if problem != self._eviction_said:
+            if problem is not None:
+                log.critical("claiming nothing: %s", problem)
+            else:
+                log.warning("redis may no longer evict keys: claiming again")
+            self._eviction_said = problem
+        return problem is not None
 
     def _cover(self, batch: Batch) -> Batch | None:
         """Let a Directory batch carry the pending paths under it (they go back with it if

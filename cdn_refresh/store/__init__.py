@@ -18,6 +18,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.idempotency`: the HTTP API's Idempotency-Keys.
 - :mod:`~cdn_refresh.store.webhooks`: job-end callbacks and their outbox.
 - :mod:`~cdn_refresh.store.liveness`: worker heartbeats; batches whose owner died.
+- :mod:`~cdn_refresh.store.eviction`: whether this Redis may evict keys (then nothing goes in).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cdn_refresh.store.connection import (
     redis_from_settings,
 )
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.eviction import EvictionGuard, RedisEvictsError
 from cdn_refresh.store.idempotency import IdempotencyStore
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
 from cdn_refresh.store.keys import Keys
@@ -48,6 +50,7 @@ from cdn_refresh.store.webhooks import WebhookStore
 __all__ = [
     "JobNotFoundError",
     "QuotaWindowMismatchError",
+    "RedisEvictsError",
     "Store",
     "broker_transport_options",
     "broker_url",
@@ -72,6 +75,7 @@ class Store:
         self.idempotency = IdempotencyStore(self._ctx)
         self.webhooks = WebhookStore(self._ctx)
         self.liveness = LivenessStore(self._ctx)
+        self.eviction = EvictionGuard(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
