@@ -236,7 +236,8 @@ WAIT_POLL_S = 0.5
 
 
 def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json: bool) -> NoReturn:
-    """Block until the job is complete (exit 0) or failed (1), or ``timeout_s`` (124)."""
+    """Block until the job is complete (exit 0), failed or incomplete (1), or ``timeout_s``
+    (124)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     show = not as_json and sys.stderr.isatty()
     while True:
@@ -255,7 +256,7 @@ def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json:
         state = data["state"]
         timed_out = deadline is not None and time.monotonic() >= deadline
         unconfirmed = _given_up(producer, data) if state == "done" else []
-        if state in ("complete", "failed") or unconfirmed or timed_out:
+        if state in ("complete", "failed", "incomplete") or unconfirmed or timed_out:
             if show:
                 click.echo(err=True)
             _emit(data, as_json, _status_text(data))

@@ -4,6 +4,9 @@ real workers where a worker is involved."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,8 @@ from producer.producer import (
     RedisRefusesWritesError,
 )
 from tests.conftest import RedisServer, make_settings
-from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
+from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
+from worker.webhooks import WebhookSender
 
 pytestmark = pytest.mark.redis
 
@@ -86,7 +90,7 @@ def test_an_enqueue_that_redis_stops_half_way_says_what_went_in_and_the_job_ends
     assert status.incomplete and status.to_dict()["incomplete"] is True
     _drain(store)
     after = producer.status(receipt.job_id)
-    assert after.state == "done"
+    assert after.state == "incomplete"  # never done: not everything asked for went in
     assert after.counts.submitted == receipt.accepted
     client.close()
 
@@ -298,3 +302,55 @@ def test_a_worker_on_a_dead_endpoint_starts_says_so_once_and_holds_the_work(
     finally:
         worker.stop()
         producer.close()
+
+
+# --- a producer killed half way: its job reads incomplete within seconds, never complete ----
+
+_DYING_PRODUCER = """
+import os, signal, sys
+from cdn_refresh.store.jobs import JobStore
+from producer.producer import Producer
+from tests.conftest import make_settings
+
+real = JobStore.enqueue_chunks
+calls = []
+
+def dying(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) > 2:  # after two round trips of chunks: SIGKILL, mid-stream
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+
+JobStore.enqueue_chunks = dying
+producer = Producer.from_settings(make_settings(redis_url=sys.argv[1]), notify_workers=False)
+producer.enqueue(f"https://big.example.com/{i:06d}.png" for i in range(30_000))
+"""
+
+
+def test_a_job_whose_producer_died_half_way_ends_incomplete_within_seconds(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    store = Store(redis_client, make_settings(url_daily_quota=10**6, urls_per_call=1000))
+    store.webhooks.register("1", "http://127.0.0.1:9/hook")  # as the API does, before the job
+    argv = [sys.executable, "-c", _DYING_PRODUCER, redis_url]
+    dying = subprocess.run(argv, cwd=ROOT, timeout=60)
+    assert dying.returncode == -signal.SIGKILL
+    killed_at = time.monotonic()
+    time.sleep(0.5)  # a pipeline the producer sent just before it died may still be running
+    went_in = store.jobs.status("1").counts.pending
+    assert 0 < went_in < 30_000
+    _drain(store)
+    env = {"CDN_REFRESH_REDIS_URL": redis_url}
+    waited = CliRunner().invoke(
+        main, ["status", "1", "--wait", "--timeout", "40", "--json"], env=env
+    )
+    stalled_s = time.monotonic() - killed_at
+    data = json.loads(waited.stdout)
+    assert (waited.exit_code, data["state"], data["incomplete"]) == (1, "incomplete", True)
+    assert data["counts"]["submitted"] == went_in
+    assert stalled_s < 20, stalled_s  # the open mark's lease, not two minutes
+    # The webhook says so too.
+    sender = WebhookSender(store, store.settings)
+    assert sender.fire_ended() == 1
+    (delivery,) = store.webhooks.lease_due(10, lease_s=60)
+    assert json.loads(delivery.body)["job"]["state"] == "incomplete"
