@@ -367,7 +367,26 @@ def _valid_window(
     help="Change the rolling window (s, 60 to 604800) every worker's quota runs on, then "
     "restart them with the same CDN_REFRESH_QUOTA_WINDOW_S.",
 )
-def quota(as_json: bool, set_window_s: float | None) -> None:
+@click.option(
+    "--set-url-quota",
+    "set_url_quota",
+    type=click.IntRange(min=0),
+    help="Change the URL limit every worker's quota runs on, then restart them with the same "
+    "CDN_REFRESH_URL_DAILY_QUOTA.",
+)
+@click.option(
+    "--set-directory-quota",
+    "set_directory_quota",
+    type=click.IntRange(min=0),
+    help="Change the directory limit every worker's quota runs on, then restart them with "
+    "the same CDN_REFRESH_DIRECTORY_DAILY_QUOTA.",
+)
+def quota(
+    as_json: bool,
+    set_window_s: float | None,
+    set_url_quota: int | None,
+    set_directory_quota: int | None,
+) -> None:
     """Show the rolling-window quota: limit, used and remaining per type."""
     from cdn_refresh.documents import quota_document
     from cdn_refresh.store import Store
@@ -376,6 +395,16 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
+    for kind, limit in (
+        (ObjectType.FILE, set_url_quota),
+        (ObjectType.DIRECTORY, set_directory_quota),
+    ):
+        if limit is not None:
+            was = store.quota.set_limit(kind, limit)
+            click.echo(
+                f"{kind.label} quota limit: {was if was is not None else 'unset'} -> {limit}",
+                err=True,
+            )
     unusable = store.quota.unusable_window()
     if unusable is not None:
         store.close()

@@ -18,7 +18,13 @@ from click.testing import CliRunner
 from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.local import RedisServer as LocalRedis
-from cdn_refresh.store import JobNotFoundError, QuotaWindowMismatchError, Store, broker_url
+from cdn_refresh.store import (
+    JobNotFoundError,
+    QuotaLimitMismatchError,
+    QuotaWindowMismatchError,
+    Store,
+    broker_url,
+)
 from cdn_refresh.store.records import Batch, Wait, WaitReason
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import (
@@ -216,6 +222,34 @@ def test_a_worker_with_a_shorter_window_cannot_free_another_workers_reservations
     with pytest.raises(QuotaWindowMismatchError, match="QUOTA_WINDOW_S is 1"):
         short.quota.check_window()
     long.quota.check_window()
+
+
+def test_workers_with_different_url_quotas_spend_the_one_limit_the_first_claim_stored(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    small = Store(redis_client, make_settings(url_daily_quota=5))
+    large = Store(redis_client, make_settings(url_daily_quota=10))
+    Producer(small).enqueue([f"a.example.com/{i}" for i in range(20)])
+    first = small.batches.claim(ObjectType.FILE)
+    assert isinstance(first, Batch) and len(first.paths) == 5
+    # Before, the second worker counted its own 10 and spent 5 more: 10 in a window of 5.
+    wait = large.batches.claim(ObjectType.FILE)
+    assert isinstance(wait, Wait) and wait.reason is WaitReason.QUOTA
+    assert large.quota.usage(ObjectType.FILE).limit == 5
+    with pytest.raises(QuotaLimitMismatchError, match="URL_DAILY_QUOTA is 10") as caught:
+        large.quota.check_limits()
+    assert "`cdn-refresh quota --set-url-quota 10`" in str(caught.value)
+    small.quota.check_limits()
+    # The command it names changes the limit for every worker.
+    result = CliRunner().invoke(
+        main,
+        ["quota", "--set-url-quota", "10", "--json"],
+        env={"CDN_REFRESH_REDIS_URL": redis_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["file"]["limit"] == 10
+    large.quota.check_limits()
+    assert isinstance(large.batches.claim(ObjectType.FILE), Batch)
 
 
 @pytest.mark.e2e

@@ -24,6 +24,7 @@ from kombu.transport import redis as kombu_redis
 from cdn_refresh.constants import TASK_TICK
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import (
+    QuotaLimitMismatchError,
     QuotaWindowMismatchError,
     RedisEvictsError,
     Store,
@@ -191,11 +192,12 @@ def _leave_at_exit(**_: object) -> None:
 
 @worker_init.connect
 def _check_redis_at_start(**_: object) -> None:
-    """Refuse to start on a quota window other workers do not share, or on a Redis that may
-    evict keys; warn when Redis would lose everything on a restart."""
+    """Refuse to start on a quota window or limit other workers do not share, or on a Redis
+    that may evict keys; warn when Redis would lose everything on a restart."""
     store = Store.from_settings(runtime.settings())
     try:
         store.quota.check_window()
+        store.quota.check_limits()
         store.eviction.check(fresh=True)
         warning = store.persistence_warning()
         if warning:
@@ -203,7 +205,7 @@ def _check_redis_at_start(**_: object) -> None:
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
-    except (QuotaWindowMismatchError, RedisEvictsError) as exc:
+    except (QuotaWindowMismatchError, QuotaLimitMismatchError, RedisEvictsError) as exc:
         log.critical("%s", exc)
         # SystemExit, not an exception: Celery logs and ignores what a signal handler raises.
         raise SystemExit(1) from None

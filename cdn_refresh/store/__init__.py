@@ -41,7 +41,7 @@ from cdn_refresh.store.liveness import LivenessStore
 from cdn_refresh.store.lookups import PathStore
 from cdn_refresh.store.metrics import MetricsStore
 from cdn_refresh.store.promotion import PromotionStore
-from cdn_refresh.store.quota import QuotaStore, QuotaWindowMismatchError
+from cdn_refresh.store.quota import QuotaLimitMismatchError, QuotaStore, QuotaWindowMismatchError
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
 from cdn_refresh.store.tracking import TrackingStore
@@ -49,6 +49,7 @@ from cdn_refresh.store.webhooks import WebhookStore
 
 __all__ = [
     "JobNotFoundError",
+    "QuotaLimitMismatchError",
     "QuotaWindowMismatchError",
     "RedisEvictsError",
     "Store",

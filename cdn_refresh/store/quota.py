@@ -26,6 +26,19 @@ class QuotaWindowMismatchError(RuntimeError):
     """This process's ``QUOTA_WINDOW_S`` is not the window the stored quota runs on."""
 
 
+class QuotaLimitMismatchError(RuntimeError):
+    """This process's ``URL_DAILY_QUOTA`` or ``DIRECTORY_DAILY_QUOTA`` is not the limit the
+    stored quota of that type runs on."""
+
+
+# The variable that sets each type's limit, and the quota option that changes the stored one.
+LIMIT_VARIABLES = {
+    ObjectType.FILE: "URL_DAILY_QUOTA",
+    ObjectType.DIRECTORY: "DIRECTORY_DAILY_QUOTA",
+}
+LIMIT_OPTIONS = {ObjectType.FILE: "--set-url-quota", ObjectType.DIRECTORY: "--set-directory-quota"}
+
+
 def window_problem(window_s: float) -> str | None:
     """Why ``window_s`` cannot be the window every worker counts, or None when it can."""
     if not math.isfinite(window_s):
@@ -50,14 +63,13 @@ class QuotaStore:
 
     def usage(self, object_type: ObjectType, now: float | None = None) -> QuotaUsage:
         """Our count of the rolling window (reservations older than the window excluded)."""
-        used, window, frees_in = self._ctx.scripts.run(
+        s = self._ctx.settings
+        used, window, frees_in, limit = self._ctx.scripts.run(
             scripts.QUOTA_USED,
-            [time_arg(now), repr(self._ctx.settings.quota_window_s)],
+            [time_arg(now), repr(s.quota_window_s), s.daily_quota(object_type)],
             object_type,
         )
-        return QuotaUsage(
-            self._ctx.settings.daily_quota(object_type), int(used), float(window), float(frees_in)
-        )
+        return QuotaUsage(int(limit), int(used), float(window), float(frees_in))
 
     def stored_window_s(self) -> float | None:
         """The window the first worker stored, if any worker ever claimed."""
@@ -107,6 +119,33 @@ class QuotaStore:
             raise ValueError(problem)
         previous = self.stored_window_s()
         self._ctx.redis.set(self._ctx.keys.shared.quota_window, repr(float(window_s)))
+        return previous
+
+    def stored_limit(self, object_type: ObjectType) -> int | None:
+        """The limit of one type the first claim stored, if any worker ever claimed."""
+        raw = self._ctx.redis.get(self._ctx.keys.of(object_type).quota_limit)
+        return int(float(raw)) if raw is not None else None
+
+    def check_limits(self) -> None:
+        """Raise :class:`QuotaLimitMismatchError` when our limit of a type is not the stored
+        one: the claims count the stored one, so a worker's own value would be silently
+        ignored (or, before it was stored, two workers would each spend their own)."""
+        for kind in OBJECT_TYPES:
+            stored, mine = self.stored_limit(kind), self._ctx.settings.daily_quota(kind)
+            if stored is not None and stored != mine:
+                raise QuotaLimitMismatchError(
+                    f"CDN_REFRESH_{LIMIT_VARIABLES[kind]} is {mine} but the quota in Redis "
+                    f"runs on a limit of {stored} (stored by the first worker). Use {stored}, "
+                    f"or change it for every worker with `cdn-refresh quota "
+                    f"{LIMIT_OPTIONS[kind]} {mine}`."
+                )
+
+    def set_limit(self, object_type: ObjectType, limit: int) -> int | None:
+        """Store a new limit of one type for every worker; returns the one it replaces."""
+        if limit < 0:
+            raise ValueError("a quota limit is a count of paths, 0 or more")
+        previous = self.stored_limit(object_type)
+        self._ctx.redis.set(self._ctx.keys.of(object_type).quota_limit, str(int(limit)))
         return previous
 
     def set_hold(self, object_type: ObjectType, seconds: float, reason: str) -> None:
