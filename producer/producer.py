@@ -31,6 +31,7 @@ from cdn_refresh.store import (
     Store,
     broker_transport_options,
     broker_url,
+    celery_names,
 )
 from cdn_refresh.store.jobs import ChunksRefusedError, JobStore
 from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
@@ -380,6 +381,8 @@ class FlushNotifier:
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
         self._celery.conf.broker_transport_options = broker_transport_options(store.settings)
+        # The workers' queue (KEY_PREFIX's own, or Celery's "celery" for the default prefix).
+        self._celery.conf.task_default_queue = celery_names(store.settings).queue
 
     def close(self) -> None:
         """Release the broker connection pool."""

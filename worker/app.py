@@ -30,6 +30,7 @@ from cdn_refresh.store import (
     Store,
     broker_transport_options,
     broker_url,
+    celery_names,
 )
 from cdn_refresh.store.liveness import node_id
 from worker import runtime
@@ -82,7 +83,13 @@ def create_app(settings: Settings) -> Celery:
     kombu_redis.Transport.Channel = _ReconnectSafeChannel
     kombu_redis.SentinelTransport.Channel = _ReconnectSafeSentinelChannel
     app = Celery("cdn_refresh", broker=broker_url(settings))
+    names = celery_names(settings)
     app.conf.update(
+        # KEY_PREFIX's own names, so that deployments sharing a Redis DB keep their tasks
+        # apart (the default prefix keeps Celery's "celery": an upgrade keeps its queue).
+        task_default_queue=names.queue,
+        control_exchange=names.control_exchange,
+        event_exchange=names.event_exchange,
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

@@ -28,8 +28,10 @@ import redis
 from cdn_refresh.settings import Settings
 from cdn_refresh.store.batches import BatchStore
 from cdn_refresh.store.connection import (
+    CeleryNames,
     broker_transport_options,
     broker_url,
+    celery_names,
     redis_from_settings,
 )
 from cdn_refresh.store.context import StoreContext
@@ -48,6 +50,7 @@ from cdn_refresh.store.tracking import TrackingStore
 from cdn_refresh.store.webhooks import WebhookStore
 
 __all__ = [
+    "CeleryNames",
     "JobNotFoundError",
     "QuotaLimitMismatchError",
     "QuotaWindowMismatchError",
@@ -55,6 +58,7 @@ __all__ = [
     "Store",
     "broker_transport_options",
     "broker_url",
+    "celery_names",
     "redis_from_settings",
 ]
 
