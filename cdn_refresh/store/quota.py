@@ -166,8 +166,12 @@ class QuotaStore:
 
     def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> AuthHold:
         """Stop claiming anything after a credential error or an endpoint that does not
-        answer, backing off exponentially (the streak ends when a call goes through)."""
+        answer, backing off exponentially (the streak ends when a call goes through, or when
+        another problem takes over: an endpoint that answers again with a wrong key is news)."""
         k = self._ctx.keys.shared
+        previous = self.credential_problem()
+        if previous is not None and previous.code != code:
+            self._ctx.redis.delete(k.auth_failures)
         failures = int(self._ctx.redis.incr(k.auth_failures))
         seconds = min(max_s, base_s * 2 ** min(failures - 1, 30))
         value = CredentialProblem(code, message[:MAX_MESSAGE_CHARS], failures).encode()
