@@ -181,3 +181,30 @@ def test_a_worker_refuses_to_start_on_an_evicting_redis_and_says_why(
         wait_for(lambda: "maxmemory-policy is volatile-lru" in worker.log(), 5, worker.log)
     finally:
         worker.stop()
+
+
+def test_under_a_volatile_policy_only_keys_with_a_ttl_are_ours_to_lose(
+    own_redis: LocalRedis,
+) -> None:
+    # What a volatile-* policy may evict: keys with a TTL. None of them holds a path, a job,
+    # a batch, a record or a reservation.
+    store = Store.from_settings(make_settings(redis_url=own_redis.url, url_daily_quota=5))
+    producer = Producer(store)
+    producer.enqueue([f"a.example.com/{i}" for i in range(8)], object_type="File")
+    producer.enqueue(["a.example.com/d/"], object_type="Directory")
+    batch = store.batches.claim("File")  # type: ignore[arg-type]
+    assert batch is not None
+    store.quota.set_backoff("File", 60)  # type: ignore[arg-type]
+    store.quota.set_auth_hold("ConnectError", "refused", base_s=60, max_s=60)
+    client = store.redis
+    with_ttl = {k for k in client.keys("*") if client.pttl(k) > 0}
+    # Holds, backoffs and a claim's token: transient by design (README "Redis must not evict").
+    transient = (":backoff", ":auth_hold", ":claim_token:", ":hold")
+    assert with_ttl and all(any(t in k for t in transient) for k in with_ttl), with_ttl
+    lasting = {store.keys.shared.jobs, store.keys.shared.batches, store.keys.shared.quota_window}
+    for kind in ("File", "Directory"):
+        keys = store.keys.of(kind)  # type: ignore[arg-type]
+        lasting |= {keys.pending, keys.waiters}
+    lasting |= {store.keys.of("File").quota, store.keys.of("File").quota_limit}  # type: ignore[arg-type]
+    assert lasting <= set(client.keys("*")) - with_ttl
+    store.close()

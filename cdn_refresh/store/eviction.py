@@ -63,6 +63,17 @@ def eviction_problem(policy: str | None) -> str | None:
     )
 
 
+def _what_may_go(policy: str | None) -> str:
+    """What an eviction under ``policy`` may cost, for the one warning of the override."""
+    if policy is not None and policy.startswith("volatile-"):
+        # Only keys with a TTL go: no path, job or reservation carries one (module docstring).
+        return (
+            "only keys with a TTL may go: holds and marks (an early call) and Idempotency-Keys "
+            "(a retried POST may then make a second job)"
+        )
+    return "an eviction may drop accepted paths without a word"
+
+
 class EvictionGuard:
     """This process's view of the policy, read at most every :data:`EVICTION_CHECK_S`."""
 
@@ -105,8 +116,8 @@ class EvictionGuard:
             # Said once per process: the operator chose this, a log line a minute helps no one.
             self._warned = True
             log.warning(
-                "redis maxmemory-policy is %s and CDN_REFRESH_ALLOW_EVICTION is on: an "
-                "eviction may drop accepted paths without a word",
+                "redis maxmemory-policy is %s and CDN_REFRESH_ALLOW_EVICTION is on: %s",
                 policy or "unknown",
+                _what_may_go(policy),
             )
         return None
