@@ -45,6 +45,7 @@ from producer.producer import (
     EnqueueRejectedError,
     FlushNotifier,
     Producer,
+    RedisEvictsError,
     RedisRefusesWritesError,
 )
 
@@ -361,6 +362,8 @@ def _enqueue(
         return _error(503, "enqueue_interrupted", str(exc), exc.receipt.to_dict())
     except RedisRefusesWritesError as exc:
         return _error(503, "redis_refuses_writes", str(exc))
+    except RedisEvictsError as exc:
+        return _error(503, "redis_evicts", str(exc))
     if not receipt.job_id:
         message = "every path is invalid (skip_invalid): nothing was enqueued"
         return _error(400, "rejected", message, receipt.to_dict())

@@ -35,7 +35,7 @@ REFRESH_ERRORS: dict[int | str, dict[str, Any]] = {
     408: error("`body_timeout`: the body did not arrive in time; nothing enqueued"),
     413: error("`body_too_large` / `too_many_paths`: nothing enqueued"),
     503: error(
-        "`redis_unavailable`; `redis_refuses_writes` (nothing enqueued); "
+        "`redis_unavailable`; `redis_refuses_writes` / `redis_evicts` (nothing enqueued); "
         "`enqueue_interrupted` (the receipt of what went in: retry with the Idempotency-Key "
         "to put the rest in); `server_busy` (too many bodies arriving at once, Retry-After)"
     ),

@@ -136,6 +136,7 @@ def enqueue(
     from producer.producer import (
         EnqueueInterruptedError,
         EnqueueRejectedError,
+        RedisEvictsError,
         RedisRefusesWritesError,
     )
 
@@ -163,7 +164,7 @@ def enqueue(
         _exit_rejected(exc, as_json)
     except EnqueueInterruptedError as exc:
         _exit_interrupted(exc, as_json)
-    except RedisRefusesWritesError as exc:
+    except (RedisRefusesWritesError, RedisEvictsError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         producer.close()
@@ -235,7 +236,8 @@ WAIT_POLL_S = 0.5
 
 
 def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json: bool) -> NoReturn:
-    """Block until the job is complete (exit 0) or failed (1), or ``timeout_s`` (124)."""
+    """Block until the job is complete (exit 0), failed or incomplete (1), or ``timeout_s``
+    (124)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     show = not as_json and sys.stderr.isatty()
     while True:
@@ -254,7 +256,7 @@ def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json:
         state = data["state"]
         timed_out = deadline is not None and time.monotonic() >= deadline
         unconfirmed = _given_up(producer, data) if state == "done" else []
-        if state in ("complete", "failed") or unconfirmed or timed_out:
+        if state in ("complete", "failed", "incomplete") or unconfirmed or timed_out:
             if show:
                 click.echo(err=True)
             _emit(data, as_json, _status_text(data))
@@ -342,16 +344,49 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
     _emit(data, as_json, text)
 
 
+def _valid_window(
+    _ctx: click.Context, _param: click.Parameter, value: float | None
+) -> float | None:
+    """Refuse, as bad input (exit 2), a window no worker could count on: nan, inf, or out of
+    the sane range (click's FloatRange lets nan through: every comparison with it is false)."""
+    from cdn_refresh.store.quota import window_problem
+
+    problem = None if value is None else window_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option(
     "--set-window",
     "set_window_s",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Change the rolling window (s) every worker's quota runs on, then restart them "
-    "with the same CDN_REFRESH_QUOTA_WINDOW_S.",
+    type=float,
+    callback=_valid_window,
+    help="Change the rolling window (s, 60 to 604800) every worker's quota runs on, then "
+    "restart them with the same CDN_REFRESH_QUOTA_WINDOW_S.",
 )
-def quota(as_json: bool, set_window_s: float | None) -> None:
+@click.option(
+    "--set-url-quota",
+    "set_url_quota",
+    type=click.IntRange(min=0),
+    help="Change the URL limit every worker's quota runs on, then restart them with the same "
+    "CDN_REFRESH_URL_DAILY_QUOTA.",
+)
+@click.option(
+    "--set-directory-quota",
+    "set_directory_quota",
+    type=click.IntRange(min=0),
+    help="Change the directory limit every worker's quota runs on, then restart them with "
+    "the same CDN_REFRESH_DIRECTORY_DAILY_QUOTA.",
+)
+def quota(
+    as_json: bool,
+    set_window_s: float | None,
+    set_url_quota: int | None,
+    set_directory_quota: int | None,
+) -> None:
     """Show the rolling-window quota: limit, used and remaining per type."""
     from cdn_refresh.documents import quota_document
     from cdn_refresh.store import Store
@@ -360,6 +395,21 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
+    for kind, limit in (
+        (ObjectType.FILE, set_url_quota),
+        (ObjectType.DIRECTORY, set_directory_quota),
+    ):
+        if limit is not None:
+            was = store.quota.set_limit(kind, limit)
+            click.echo(
+                f"{kind.label} quota limit: {was if was is not None else 'unset'} -> {limit}",
+                err=True,
+            )
+    unusable = store.quota.unusable_window()
+    if unusable is not None:
+        store.close()
+        click.echo(f"error: {unusable}", err=True)
+        sys.exit(1)
     data = quota_document(store)  # the API's GET /v1/quota answers the same document
     store.close()
     text = "\n".join(

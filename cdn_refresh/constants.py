@@ -64,6 +64,11 @@ MAX_MESSAGE_CHARS: Final = 500
 URL_DAILY_QUOTA: Final = 2000
 DIRECTORY_DAILY_QUOTA: Final = 100
 QUOTA_WINDOW_S: Final = 24 * 60 * 60
+# What `quota --set-window` takes: a window shorter than a minute forgets a reservation before
+# the provider does, and one longer than a week holds the quota back for days; neither is a
+# window anyone means (nan and inf are refused too: the claim script cannot count on them).
+QUOTA_WINDOW_MIN_S: Final = 60.0
+QUOTA_WINDOW_MAX_S: Final = 7 * 24 * 60 * 60.0
 # The provider resets its own count at 00:00 UTC+8.
 PROVIDER_RESET_UTC_OFFSET_H: Final = 8
 
@@ -88,6 +93,8 @@ FLUSH_INTERVAL_S: Final = 5.0
 INTERACTIVE_RESERVE: Final = 0.1
 RECORD_RETENTION_DAYS: Final = 30
 AUTH_HOLD_MAX_S: Final = 300.0
+# Off: nothing is accepted or claimed unless Redis's maxmemory-policy is noeviction.
+ALLOW_EVICTION: Final = False
 # Getting more out of the quota (README). 0: no cooldown; 60 is a good start for a CMS.
 REFRESH_COOLDOWN_S: Final = 0.0
 PROMOTE_MIN_PATHS: Final = 20

@@ -23,6 +23,9 @@ Rules, applied to the raw input first and then to the result:
 * Fragment dropped; empty path becomes ``/``; an empty query (a bare ``?``) is dropped; a query
   is otherwise kept. In path and query, spaces and non-ASCII become UTF-8 ``%XX``; existing
   ``%XX`` escapes are kept, their hex uppercased; nothing is decoded (the CDN may key on it).
+* Dot segments (``.`` and ``..``, also spelled ``%2E``) are removed from the path as RFC 3986
+  §5.2.4 says, as browsers and the CDN resolve them before they look up a cached object:
+  ``/x/../secret.png`` is ``/secret.png``, and must never read as lying under ``/x/``.
 * ``Directory`` paths must end with ``/`` and have no query.
 * The result is at most ``MAX_PATH_LENGTH`` characters of printable ASCII, shaped
   ``scheme://host[:port]/path[?query]``.
@@ -38,7 +41,13 @@ import idna
 
 from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
 
-__all__ = ["InvalidPathError", "OverlongInput", "normalize_path", "shown_path"]
+__all__ = [
+    "InvalidPathError",
+    "OverlongInput",
+    "normalize_path",
+    "remove_dot_segments",
+    "shown_path",
+]
 
 # A cheap guard so that a hostile multi-megabyte line costs nothing to refuse.
 MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
@@ -150,7 +159,7 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     if fragment >= 0:
         tail = tail[:fragment]
     path, _, query = tail.partition("?")
-    path = _encode(path) or "/"
+    path = remove_dot_segments(_encode(path) or "/")
     query = _encode(query)
 
     if object_type == "Directory":
@@ -185,6 +194,9 @@ def _fast_result(
     # A bare "?" at the end is an empty query, dropped; a Directory needs "/" at the end and
     # no query: leave both, and over-long results, to the general path and its reasons.
     if raw[-1] == "?":
+        return None
+    # A possible dot segment ("/." starts every one): the general path removes them.
+    if "/." in raw.partition("?")[0]:
         return None
     if object_type == "Directory" and (raw[-1] != "/" or "?" in raw):
         return None
@@ -327,6 +339,32 @@ def _encode(part: str) -> str:
     if part.isascii() and " " not in part:
         return part
     return quote(part, safe=_SAFE, encoding="utf-8", errors="strict")
+
+
+def remove_dot_segments(path: str) -> str:
+    """``path`` (absolute, escapes' hex uppercased) without its dot segments, RFC 3986 §5.2.4.
+
+    A segment that is ``.`` or ``..`` once ``%2E`` is read as ``.`` is a dot segment: the
+    escape is an unreserved character (§2.3), so ``/x/%2E%2E/y`` names ``/y`` as much as
+    ``/x/../y`` does. A dot segment at the end leaves the path ending in ``/`` (``/a/..`` is
+    ``/``), and ``..`` never climbs above the root.
+    """
+    if "/." not in path and "/%2E" not in path:
+        return path
+    segments = path.split("/")[1:]
+    kept: list[str] = []
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        dots = segment.replace("%2E", ".")
+        if dots == "..":
+            if kept:
+                kept.pop()
+        elif dots != ".":
+            kept.append(segment)
+            continue
+        if index == last:
+            kept.append("")
+    return "/" + "/".join(kept)
 
 
 def _upper_escape(match: re.Match[str]) -> str:

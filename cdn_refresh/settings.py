@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # An enqueue is acknowledged only once this many replicas have its writes (WAIT).
     redis_min_replicas_ack: int = Field(default=c.REDIS_MIN_REPLICAS_ACK, ge=0)
     redis_replica_ack_timeout_s: float = Field(default=c.REDIS_REPLICA_ACK_TIMEOUT_S, gt=0)
+    # Accept and claim even when Redis may evict keys (README "Redis must not evict").
+    allow_eviction: bool = c.ALLOW_EVICTION
     key_prefix: str = Field(default=c.KEY_PREFIX, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     endpoint: str = c.DEFAULT_ENDPOINT
     access_key_id: str = ""
@@ -60,7 +62,10 @@ class Settings(BaseSettings):
     # Quota (a rolling window shared by every worker through Redis)
     url_daily_quota: int = Field(default=c.URL_DAILY_QUOTA, ge=0)
     directory_daily_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
-    quota_window_s: float = Field(default=c.QUOTA_WINDOW_S, gt=0)
+    # Shorter than QUOTA_WINDOW_MIN_S is allowed here for the demo and tests, never nan or inf.
+    quota_window_s: float = Field(
+        default=c.QUOTA_WINDOW_S, gt=0, le=c.QUOTA_WINDOW_MAX_S, allow_inf_nan=False
+    )
     interactive_reserve: float = Field(default=c.INTERACTIVE_RESERVE, ge=0, le=1)
 
     # Getting more out of the quota (README "Getting more out of the quota")

@@ -86,6 +86,37 @@ def _refused_char(ch: str) -> bool:
     return ch != " " and (ch.isspace() or ord(ch) < 32 or ord(ch) == 127)
 
 
+def served_as(path: str) -> str:
+    """The object a refresh of ``path`` reaches: its path without dot segments, as the CDN
+    (like any HTTP server, RFC 3986 §5.2.4) resolves them before it looks up a cached object.
+    ``http://a.com/x/../s.png`` is ``http://a.com/s.png``, which lies under no ``/x/``.
+
+    Written as the RFC's input/output buffer loop, not as our producer's segment stack, so that
+    the two cross-check each other. ``%2E`` (any case) is a dot.
+    """
+    scheme = _SCHEME.match(path)
+    start = path.find("/", scheme.end() if scheme else 0)
+    if start < 0:
+        return path
+    body, mark, query = path[start:].partition("?")
+    source = re.sub("%2e", ".", body, flags=re.IGNORECASE)
+    if "/." not in source:
+        return path[:start] + source + mark + query
+    out: list[str] = []
+    while source:
+        if source.startswith(("/./", "/../")) or source in ("/.", "/.."):
+            dots = source[1:].partition("/")[0]
+            source = "/" + source[1 + len(dots) + 1 :]
+            if dots == ".." and out:
+                out.pop()
+            continue
+        end = source.find("/", 1)
+        end = len(source) if end < 0 else end
+        out.append(source[:end])
+        source = source[end:]
+    return path[:start] + "".join(out) + mark + query
+
+
 def distinct_domains(paths: list[ObjectPath]) -> list[str]:
     """The domains of ``paths`` in order of first appearance."""
     return list(dict.fromkeys(p.domain for p in paths))

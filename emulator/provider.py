@@ -26,7 +26,7 @@ from emulator.auth import NonceCache, authenticate
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, invalid_parameter, missing_parameter
 from emulator.faults import NO_FAULT, Fault, FaultPlan
-from emulator.paths import ObjectPath, check_path, distinct_domains, split_paths
+from emulator.paths import ObjectPath, check_path, distinct_domains, served_as, split_paths
 from emulator.quota import DailyQuota, QuotaKind, provider_day
 from emulator.ratelimit import CallRate
 from emulator.tasks import Task, TaskBook, parse_query, task_fails
@@ -139,24 +139,26 @@ class Provider:
         own: dict[str, dict[str, Any]] = {}
         directories: dict[str, dict[str, Any]] = {}
         for call in self._calls:
-            for path in call["paths"]:
-                own[path] = call
+            for sent in call["paths"]:
+                own[served_as(sent)] = call
                 if call["object_type"] == "Directory":
-                    directories[path] = call
+                    directories[served_as(sent)] = call
         answers = []
-        for path in paths:
+        for asked in paths:
+            # Both sides as the CDN serves them: "/x/../a" is "/a", under no "/x/".
+            path = served_as(asked)
             body = path.split("?", 1)[0]
             above = [d for d in directories if d != path and body.startswith(d)]
             # The latest refresh of either kind is what the CDN serves from.
             candidates = [("itself", path, own[path])] if path in own else []
             candidates += [("directory", d, directories[d]) for d in above]
             if not candidates:
-                answers.append({"path": path, "refreshed": False, "how": None})
+                answers.append({"path": asked, "refreshed": False, "how": None})
                 continue
             how, by, call = max(candidates, key=lambda c: (c[2]["call"], c[0] == "itself"))
             answers.append(
                 {
-                    "path": path,
+                    "path": asked,
                     "refreshed": True,
                     "how": how,
                     "directory": by if how == "directory" else None,

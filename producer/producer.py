@@ -25,7 +25,14 @@ import redis
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
 from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
 from cdn_refresh.settings import Settings
-from cdn_refresh.store import JobNotFoundError, Store, broker_transport_options, broker_url
+from cdn_refresh.store import (
+    JobNotFoundError,
+    RedisEvictsError,
+    Store,
+    broker_transport_options,
+    broker_url,
+    celery_names,
+)
 from cdn_refresh.store.jobs import ChunksRefusedError, JobStore
 from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
 
@@ -35,6 +42,7 @@ __all__ = [
     "JobNotFoundError",
     "Producer",
     "Receipt",
+    "RedisEvictsError",
     "RedisRefusesWritesError",
     "Rejection",
 ]
@@ -189,12 +197,15 @@ class Producer:
         Raises :class:`EnqueueRejectedError` (nothing enqueued) if a path is invalid, unless
         ``skip_invalid``: then the valid paths go in and the receipt lists the rest.
         Raises :class:`EnqueueInterruptedError` if Redis fails part way (its receipt says
-        what went in). ``progress(phase, n)`` reports ``n`` more inputs handled in phase
-        ``"validated"`` or ``"enqueued"``. ``job_id``: one reserved beforehand (the HTTP API
-        registers a callback or an Idempotency-Key under it before the job exists); by
-        default a fresh one.
+        what went in), and :class:`RedisEvictsError` (nothing read, nothing enqueued) when
+        Redis may evict keys (README "Redis must not evict"). ``progress(phase, n)``
+        reports ``n`` more inputs handled in phase ``"validated"`` or ``"enqueued"``.
+        ``job_id``: one reserved beforehand (the HTTP API registers a callback or an
+        Idempotency-Key under it before the job exists); by default a fresh one.
         """
         kind, rank_priority = _object_type(object_type), _priority(priority)
+        # Read once a minute, not at each enqueue: an evicting Redis would drop what we accept.
+        self._store.eviction.check()
         self._check_writable()
         receipt = Receipt(job_id="")
         with tempfile.SpooledTemporaryFile(
@@ -370,6 +381,8 @@ class FlushNotifier:
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
         self._celery.conf.broker_transport_options = broker_transport_options(store.settings)
+        # The workers' queue (KEY_PREFIX's own, or Celery's "celery" for the default prefix).
+        self._celery.conf.task_default_queue = celery_names(store.settings).queue
 
     def close(self) -> None:
         """Release the broker connection pool."""

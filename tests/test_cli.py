@@ -13,6 +13,9 @@ from click.testing import CliRunner
 from cdn_refresh.cli import main
 from cdn_refresh.lines import MAX_LINE_BYTES, read_lines
 from cdn_refresh.paths import InvalidPathError, OverlongInput, normalize_path
+from cdn_refresh.store import Store
+from cdn_refresh.store.quota import QuotaWindowMismatchError
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.redis
 
@@ -328,3 +331,38 @@ def test_plan_counts_a_file_of_directories_as_directories(run, tmp_path: Path) -
     (tmp_path / "bad.txt").write_text("a.com/section/x\n")
     refused = run("plan", "--type", "directory", "--from-file", str(tmp_path / "bad.txt"))
     assert refused.exit_code == 2 and "line 1:" in refused.output
+
+
+@pytest.mark.parametrize("window", ["nan", "inf", "-inf", "1", "0", "59", "604801"])
+def test_set_window_refuses_what_no_worker_could_count_on_as_bad_input(  # type: ignore[no-untyped-def]
+    run, redis_client: redis.Redis, window: str
+) -> None:
+    result = run("quota", "--set-window", window)
+    assert result.exit_code == 2, result.output
+    assert "--set-window" in result.output and "Traceback" not in result.output
+    assert Store(redis_client, make_settings()).quota.stored_window_s() is None
+
+
+def test_set_window_takes_a_sane_window(run, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    assert run("quota", "--set-window", "3600").exit_code == 0
+    assert Store(redis_client, make_settings()).quota.stored_window_s() == 3600
+
+
+@pytest.mark.parametrize("stored", ["nan", "inf"])
+def test_a_stored_window_that_is_no_number_is_refused_with_a_valid_command(  # type: ignore[no-untyped-def]
+    run, redis_client: redis.Redis, stored: str
+) -> None:
+    store = Store(redis_client, make_settings())
+    redis_client.set(store.keys.shared.quota_window, stored)
+    result = run("quota")
+    assert result.exit_code == 1
+    assert "`cdn-refresh quota --set-window 86400`" in result.output
+    assert "Traceback" not in result.output and "script" not in result.output.lower()
+    # What a worker says at start: never "Use nan".
+    with pytest.raises(QuotaWindowMismatchError) as caught:
+        store.quota.check_window()
+    assert "--set-window 86400`" in str(caught.value) and "Use " not in str(caught.value)
+    # The command it names mends it.
+    assert run("quota", "--set-window", "86400").exit_code == 0
+    assert run("quota").exit_code == 0
+    store.quota.check_window()

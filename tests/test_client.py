@@ -408,14 +408,26 @@ def test_200_without_refresh_task_id_is_transient(body: dict[str, str]) -> None:
 # --- network errors ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout])
-def test_error_before_sending_is_network_error_with_known_outcome(
+@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout])
+def test_no_connection_is_an_unreachable_endpoint_that_holds_not_a_retry(
     exc_type: type[httpx.TransportError],
 ) -> None:
-    with client_for(Raiser(exc_type)) as client, pytest.raises(NetworkError) as caught:
+    from worker.errors import HoldError, UnreachableError
+    from worker.policy import Action, policy_for
+
+    with client_for(Raiser(exc_type)) as client, pytest.raises(UnreachableError) as caught:
         client.refresh_object_caches(["example.com/a.png"])
     assert caught.value.outcome_unknown is False
     assert caught.value.code == exc_type.__name__
+    assert isinstance(caught.value, HoldError) and not isinstance(caught.value, RetryableError)
+    policy = policy_for(caught.value)
+    assert policy.action is Action.HOLD_ALL and policy.quota_back(caught.value)
+
+
+def test_a_busy_connection_pool_is_a_network_error_with_known_outcome() -> None:
+    with client_for(Raiser(httpx.PoolTimeout)) as client, pytest.raises(NetworkError) as caught:
+        client.refresh_object_caches(["example.com/a.png"])
+    assert caught.value.outcome_unknown is False
     assert isinstance(caught.value, RetryableError)
 
 

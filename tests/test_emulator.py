@@ -492,3 +492,15 @@ def test_cli_refuses_a_malformed_calls_per_s(value: str) -> None:
     result = CliRunner().invoke(emulator_command, ["--port", "0", "--calls-per-s", value])
     assert result.exit_code == 2
     assert "ACTION=N" in result.output
+
+
+def test_a_refresh_reaches_the_object_its_dot_segments_resolve_to(server: EmulatorServer) -> None:
+    state = server.state
+    with httpx.Client(base_url=server.url, timeout=5.0) as http:
+        assert code_of(http.post("/", data=refresh_params(["a.com/x/"], "Directory"))) == "Success"
+        sent = refresh_params(["a.com/y/%2e%2E/z.png"])
+        assert code_of(http.post("/", data=sent)) == "Success"
+    answers = {a["path"]: a for a in state.refreshed(["a.com/x/../s.png", "a.com/z.png"])}
+    # "/x/../s.png" is "/s.png" to the CDN: the Directory "/x/" never reached it.
+    assert not answers["a.com/x/../s.png"]["refreshed"]
+    assert answers["a.com/z.png"]["how"] == "itself"

@@ -4,6 +4,9 @@ real workers where a worker is involved."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,13 @@ from click.testing import CliRunner
 from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.local import RedisServer as LocalRedis
-from cdn_refresh.store import JobNotFoundError, QuotaWindowMismatchError, Store, broker_url
+from cdn_refresh.store import (
+    JobNotFoundError,
+    QuotaLimitMismatchError,
+    QuotaWindowMismatchError,
+    Store,
+    broker_url,
+)
 from cdn_refresh.store.records import Batch, Wait, WaitReason
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import (
@@ -24,7 +33,8 @@ from producer.producer import (
     RedisRefusesWritesError,
 )
 from tests.conftest import RedisServer, make_settings
-from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
+from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
+from worker.webhooks import WebhookSender
 
 pytestmark = pytest.mark.redis
 
@@ -86,7 +96,7 @@ def test_an_enqueue_that_redis_stops_half_way_says_what_went_in_and_the_job_ends
     assert status.incomplete and status.to_dict()["incomplete"] is True
     _drain(store)
     after = producer.status(receipt.job_id)
-    assert after.state == "done"
+    assert after.state == "incomplete"  # never done: not everything asked for went in
     assert after.counts.submitted == receipt.accepted
     client.close()
 
@@ -214,6 +224,34 @@ def test_a_worker_with_a_shorter_window_cannot_free_another_workers_reservations
     long.quota.check_window()
 
 
+def test_workers_with_different_url_quotas_spend_the_one_limit_the_first_claim_stored(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    small = Store(redis_client, make_settings(url_daily_quota=5))
+    large = Store(redis_client, make_settings(url_daily_quota=10))
+    Producer(small).enqueue([f"a.example.com/{i}" for i in range(20)])
+    first = small.batches.claim(ObjectType.FILE)
+    assert isinstance(first, Batch) and len(first.paths) == 5
+    # Before, the second worker counted its own 10 and spent 5 more: 10 in a window of 5.
+    wait = large.batches.claim(ObjectType.FILE)
+    assert isinstance(wait, Wait) and wait.reason is WaitReason.QUOTA
+    assert large.quota.usage(ObjectType.FILE).limit == 5
+    with pytest.raises(QuotaLimitMismatchError, match="URL_DAILY_QUOTA is 10") as caught:
+        large.quota.check_limits()
+    assert "`cdn-refresh quota --set-url-quota 10`" in str(caught.value)
+    small.quota.check_limits()
+    # The command it names changes the limit for every worker.
+    result = CliRunner().invoke(
+        main,
+        ["quota", "--set-url-quota", "10", "--json"],
+        env={"CDN_REFRESH_REDIS_URL": redis_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["file"]["limit"] == 10
+    large.quota.check_limits()
+    assert isinstance(large.batches.claim(ObjectType.FILE), Batch)
+
+
 @pytest.mark.e2e
 def test_a_worker_whose_window_differs_from_the_stored_one_refuses_to_start(
     redis_url: str, tmp_path: Path
@@ -268,3 +306,85 @@ def test_lookup_lists_every_recent_submission_of_a_path_newest_first(
     data = found.to_dict()
     assert [s["task_id"] for s in data["submissions"]] == ["t2", "t1"]
     assert data["submissions"][0]["submitted_at"] >= data["submissions"][1]["submitted_at"]
+
+
+# --- an endpoint that does not answer holds the work; it does not dead-letter it -------------
+
+
+@pytest.mark.e2e
+def test_a_worker_on_a_dead_endpoint_starts_says_so_once_and_holds_the_work(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+
+    values = cluster_values(
+        redis_url, f"http://127.0.0.1:{free_port()}", max_attempts=2, auth_hold_max_s=1
+    )
+    producer = Producer.from_settings(make_settings(**values))
+    job = producer.enqueue([f"a.example.com/{i}" for i in range(20)]).job_id
+    worker = WorkerProcess(worker_env(**values), tmp_path / "worker.log", name="dead", beat=True)
+    try:
+        worker.wait_ready()
+        wait_for(lambda: "endpoint does not answer" in worker.log(), 20, worker.log)
+        time.sleep(5)  # many holds of up to 1 s: every one of them would have spent attempts
+        status = producer.status(job).to_dict()
+        assert status["counts"]["failed"] == 0 and status["state"] == "pending", status
+        assert list(producer.dead_letters()) == []
+        assert "ConnectError" in (status["last_error"] or "")
+        assert worker.process.poll() is None  # it kept running
+        assert worker.log().count("endpoint does not answer") == 1
+    finally:
+        worker.stop()
+        producer.close()
+
+
+# --- a producer killed half way: its job reads incomplete within seconds, never complete ----
+
+_DYING_PRODUCER = """
+import os, signal, sys
+from cdn_refresh.store.jobs import JobStore
+from producer.producer import Producer
+from tests.conftest import make_settings
+
+real = JobStore.enqueue_chunks
+calls = []
+
+def dying(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) > 2:  # after two round trips of chunks: SIGKILL, mid-stream
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+
+JobStore.enqueue_chunks = dying
+producer = Producer.from_settings(make_settings(redis_url=sys.argv[1]), notify_workers=False)
+producer.enqueue(f"https://big.example.com/{i:06d}.png" for i in range(30_000))
+"""
+
+
+def test_a_job_whose_producer_died_half_way_ends_incomplete_within_seconds(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    store = Store(redis_client, make_settings(url_daily_quota=10**6, urls_per_call=1000))
+    store.webhooks.register("1", "http://127.0.0.1:9/hook")  # as the API does, before the job
+    argv = [sys.executable, "-c", _DYING_PRODUCER, redis_url]
+    dying = subprocess.run(argv, cwd=ROOT, timeout=60)
+    assert dying.returncode == -signal.SIGKILL
+    killed_at = time.monotonic()
+    time.sleep(0.5)  # a pipeline the producer sent just before it died may still be running
+    went_in = store.jobs.status("1").counts.pending
+    assert 0 < went_in < 30_000
+    _drain(store)
+    env = {"CDN_REFRESH_REDIS_URL": redis_url}
+    waited = CliRunner().invoke(
+        main, ["status", "1", "--wait", "--timeout", "40", "--json"], env=env
+    )
+    stalled_s = time.monotonic() - killed_at
+    data = json.loads(waited.stdout)
+    assert (waited.exit_code, data["state"], data["incomplete"]) == (1, "incomplete", True)
+    assert data["counts"]["submitted"] == went_in
+    assert stalled_s < 20, stalled_s  # the open mark's lease, not two minutes
+    # The webhook says so too.
+    sender = WebhookSender(store, store.settings)
+    assert sender.fire_ended() == 1
+    (delivery,) = store.webhooks.lease_due(10, lease_s=60)
+    assert json.loads(delivery.body)["job"]["state"] == "incomplete"

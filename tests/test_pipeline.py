@@ -37,7 +37,8 @@ class Rig:
 
     def __init__(self, redis_client: redis.Redis, emulator: EmulatorServer, **overrides: object):
         # The flush loop alone: no reads of the provider's own count unless a test asks.
-        self.settings = make_settings(endpoint=emulator.url, **{"quota_sync_s": 0, **overrides})
+        values = {"endpoint": emulator.url, "quota_sync_s": 0, **overrides}
+        self.settings = make_settings(**values)
         self.producer = Producer(Store(redis_client, self.settings))
         self.store = Store(redis_client, self.settings)
         self.client = CdnClient(self.settings)
@@ -202,6 +203,61 @@ def test_wrong_credentials_keep_the_paths_show_the_error_and_back_off(rig_factor
     fixed.drain()
     assert sorted(rig.accepted_paths()) == ["http://a.example.com/1", "http://a.example.com/2"]
     assert fixed.producer.status(job).to_dict()["state"] == "done"
+
+
+def test_a_path_that_climbs_out_of_a_directory_is_refreshed_where_it_lands(rig_factory) -> None:  # type: ignore[no-untyped-def]
+    rig = rig_factory(directory_daily_quota=1_000)
+    # Pending first, then the Directory: coverage would settle it with the Directory's call
+    # if "/x/../secret.png" still read as lying under "/x/".
+    rig.producer.enqueue(["http://a.com/x/../secret.png"])
+    rig.producer.enqueue(["http://a.com/x/"], object_type="Directory")
+    rig.drain("Directory")
+    rig.drain("File")
+    found = rig.producer.lookup("http://a.com/secret.png").to_dict()
+    assert found["state"] == "submitted" and found["covered_by"] is None, found
+    assert "http://a.com/secret.png" in rig.accepted_paths()
+    [answer] = rig.emulator.state.refreshed(["http://a.com/secret.png"])
+    assert answer["refreshed"] and answer["how"] == "itself", answer
+    # The spelling with dots is the same path: one lookup, one refresh.
+    assert rig.producer.lookup("a.com/x/%2E%2E/secret.png").to_dict() == found
+
+
+def test_an_endpoint_that_refuses_connections_holds_the_work_and_spends_nothing(
+    rig_factory,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    rig = rig_factory(
+        endpoint=dead,
+        max_attempts=2,
+        retry_base_delay_s=0.01,
+        retry_max_delay_s=0.02,
+        auth_hold_max_s=0.05,
+    )
+    job = rig.producer.enqueue([f"a.example.com/{i}" for i in range(30)]).job_id
+    with caplog.at_level(logging.DEBUG, logger="cdn_refresh.worker"):
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # a minute of outage, in fast motion
+            rig.flusher.flush("File")
+            time.sleep(0.01)
+    status = rig.producer.status(job).to_dict()
+    # Nothing dead-lettered, no attempt spent, no unit kept: the call never left.
+    assert status["state"] == "pending" and status["counts"]["pending"] == 30, status
+    assert [e.to_dict() for e in rig.producer.dead_letters()] == []
+    assert rig.producer.lookup("a.example.com/1").to_dict()["attempts"] == 0
+    assert rig.store.quota.usage("File", time.time()).used == 0
+    assert "ConnectError" in status["last_error"]
+    said = [r for r in caplog.records if "endpoint does not answer" in r.getMessage()]
+    assert len(said) > 1  # it did hold again and again ...
+    assert [r.levelno for r in said].count(logging.ERROR) == 1  # ... and said so once
+    # The endpoint answers again (here: the right one): the work goes out by itself.
+    time.sleep(0.06)
+    back = rig_factory(max_attempts=2)
+    back.drain()
+    assert len(rig.accepted_paths()) == 30
+    assert back.producer.status(job).to_dict()["state"] == "done"
 
 
 def test_directories_are_sent_as_directory_calls(rig_factory) -> None:  # type: ignore[no-untyped-def]

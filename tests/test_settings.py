@@ -170,6 +170,9 @@ def test_allowed_domains_accept_a_list_override() -> None:
         ("CDN_REFRESH_HTTP_CONNECT_TIMEOUT_S", "0"),
         ("CDN_REFRESH_KEY_PREFIX", "has space"),
         ("CDN_REFRESH_LOG_LEVEL", "LOUD"),
+        ("CDN_REFRESH_QUOTA_WINDOW_S", "nan"),
+        ("CDN_REFRESH_QUOTA_WINDOW_S", "inf"),
+        ("CDN_REFRESH_QUOTA_WINDOW_S", "604801"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_the_variable(

@@ -373,3 +373,13 @@ def test_a_later_submission_takes_the_path_out_of_the_dead_letter_set(
     assert [e.to_dict() for e in producer.dead_letters()] == []
     found = producer.lookup("a.com/1").to_dict()
     assert (found["state"], found["task_id"]) == ("submitted", "9")
+
+
+def test_a_new_problem_after_an_outage_starts_its_own_streak(redis_client: redis.Redis) -> None:
+    store = Store(redis_client, make_settings())
+    for _ in range(3):
+        outage = store.quota.set_auth_hold("ConnectError", "refused", base_s=0.01, max_s=1)
+    assert outage.failures == 3
+    # The endpoint answers again, with a wrong key: the first of its own streak, said once.
+    wrong = store.quota.set_auth_hold("SignatureDoesNotMatch", "bad", base_s=0.01, max_s=1)
+    assert (wrong.failures, wrong.seconds) == (1, 0.01)

@@ -23,10 +23,13 @@ from kombu.transport import redis as kombu_redis
 from cdn_refresh.constants import TASK_TICK, TASK_WEBHOOKS
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import (
+    QuotaLimitMismatchError,
     QuotaWindowMismatchError,
+    RedisEvictsError,
     Store,
     broker_transport_options,
     broker_url,
+    celery_names,
 )
 from cdn_refresh.store.liveness import node_id
 from worker import runtime
@@ -40,16 +43,14 @@ STOP_REQUEST_TTL_S = 600.0
 
 log = logging.getLogger("cdn_refresh.worker")
 
-# The queue of flushes and ticks: Celery's default, which a deployment already has.
-WORK_QUEUE = "celery"
-
 
 def queue_names(settings: Settings) -> tuple[str, str]:
     """(the queue of flushes and ticks, the queue of webhook runs). The webhook runs have
     their own, so that no flush ever waits in line behind one; a worker consumes both unless
-    told otherwise (``-Q``: README "Webhooks"). Every queue name is made here."""
-    del settings  # the names do not depend on it yet
-    return WORK_QUEUE, f"{WORK_QUEUE}.webhooks"
+    told otherwise (``-Q``: README "Webhooks"). The work queue is the deployment's own
+    (:func:`celery_names`); the webhook queue is named after it."""
+    work = celery_names(settings).queue
+    return work, f"{work}.webhooks"
 
 
 class _ReconnectSafeChannel(kombu_redis.Channel):
@@ -90,11 +91,16 @@ def create_app(settings: Settings) -> Celery:
     kombu_redis.Transport.Channel = _ReconnectSafeChannel
     kombu_redis.SentinelTransport.Channel = _ReconnectSafeSentinelChannel
     app = Celery("cdn_refresh", broker=broker_url(settings))
+    names = celery_names(settings)
     work_queue, webhook_queue = queue_names(settings)
     app.conf.update(
+        # KEY_PREFIX's own names, so that deployments sharing a Redis DB keep their tasks
+        # apart (the default prefix keeps Celery's "celery": an upgrade keeps its queue).
         task_default_queue=work_queue,
         task_queues={work_queue: {}, webhook_queue: {}},  # each bound to its own name
         task_routes={TASK_WEBHOOKS: {"queue": webhook_queue}},
+        control_exchange=names.control_exchange,
+        event_exchange=names.event_exchange,
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -198,18 +204,20 @@ def _leave_at_exit(**_: object) -> None:
 
 @worker_init.connect
 def _check_redis_at_start(**_: object) -> None:
-    """Refuse to start on a quota window other workers do not share; warn when Redis would
-    lose everything on a restart."""
+    """Refuse to start on a quota window or limit other workers do not share, or on a Redis
+    that may evict keys; warn when Redis would lose everything on a restart."""
     store = Store.from_settings(runtime.settings())
     try:
         store.quota.check_window()
+        store.quota.check_limits()
+        store.eviction.check(fresh=True)
         warning = store.persistence_warning()
         if warning:
             log.warning("redis: %s", warning)
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
-    except QuotaWindowMismatchError as exc:
+    except (QuotaWindowMismatchError, QuotaLimitMismatchError, RedisEvictsError) as exc:
         log.critical("%s", exc)
         # SystemExit, not an exception: Celery logs and ignores what a signal handler raises.
         raise SystemExit(1) from None

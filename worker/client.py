@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from cdn_refresh import constants as c
 from cdn_refresh.settings import Settings
 from cdn_refresh.signature import common_params, signed_query
-from worker.errors import CdnError, NetworkError, RetryableError, error_for
+from worker.errors import CdnError, NetworkError, RetryableError, UnreachableError, error_for
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _FORM_HEADERS = {"Content-Type": FORM_CONTENT_TYPE}
@@ -194,7 +194,11 @@ class CdnClient:
         body = self._auth.signed_form("POST", {"Action": action, **params}).encode("ascii")
         try:
             response = self._http.post("/", content=body, headers=_FORM_HEADERS)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection (DNS, refused, unreachable, TLS handshake): nothing was sent.
+            raise UnreachableError(type(exc).__name__, str(exc)) from exc
+        except httpx.PoolTimeout as exc:
+            # Our own pool was busy: nothing was sent, but the endpoint may well answer.
             raise NetworkError(type(exc).__name__, str(exc), outcome_unknown=False) from exc
         except httpx.TransportError as exc:
             # Read/write timeouts and dropped connections: the provider may have acted.

@@ -8,7 +8,8 @@
     │   └── RequestShapeError     the call itself broke a rule (limits, parameters)
     ├── HoldError                 the paths are fine: they wait, no attempt counted
     │   ├── QuotaExhaustedError   QuotaExceeded.Refresh: this type holds until the reset
-    │   └── CredentialError       keys, permissions, clock: everything holds for an operator
+    │   ├── CredentialError       keys, permissions, clock: everything holds for an operator
+    │   └── UnreachableError      no connection: the request never left; everything holds
     └── RejectedPathError         a path or domain refused: split, then dead-letter it
 
 What each one costs (quota back or not, backoff) is the table in :mod:`worker.policy`. An
@@ -80,6 +81,10 @@ class RequestShapeError(RetryableError):
 class HoldError(CdnError):
     """Nothing is wrong with the paths: they wait while the work holds."""
 
+    #: What the one log line of a hold of all work calls the problem, and what ends it.
+    problem: str = "hold"
+    remedy: str = ""
+
 
 class QuotaExhaustedError(HoldError):
     """The provider's daily quota is spent: the paths wait for the reset."""
@@ -87,6 +92,24 @@ class QuotaExhaustedError(HoldError):
 
 class CredentialError(HoldError):
     """Credentials, permissions or the clock are wrong; paths wait until an operator acts."""
+
+    problem = "credential error"
+    remedy = "fix the access key, then `cdn-refresh dead-letter replay --all` resumes"
+
+
+class UnreachableError(HoldError):
+    """No connection to the endpoint (refused, no route, DNS, connect timeout): the request
+    provably never left, so the provider spent nothing and the paths did nothing wrong. A
+    wrong endpoint or a network blip must not spend attempts and dead-letter everything:
+    the work holds, doubling, as for a credential error, and resumes when it answers. (A read
+    timeout is not this: the request may have reached the provider.)"""
+
+    problem = "endpoint does not answer"
+    remedy = (
+        "check CDN_REFRESH_ENDPOINT and the network; nothing is spent, and the work resumes "
+        "by itself once the endpoint answers (or at once with `cdn-refresh dead-letter replay "
+        "--all`)"
+    )
 
 
 class RejectedPathError(CdnError):

@@ -18,8 +18,9 @@ from cdn_refresh.store import Store
 from cdn_refresh.store.metrics import CallSample
 from cdn_refresh.store.records import Batch, Release, Settled, Wait
 from worker.client import CdnClient
-from worker.errors import CdnError, RejectedPathError
+from worker.errors import CdnError, HoldError, RejectedPathError
 from worker.policy import (
+    ACTION_OUTCOMES,
     MAX_SPLIT_CALLS,
     ON_LEASE_EXPIRED,
     ON_OUR_BUG,
@@ -70,16 +71,6 @@ class FlushReport:
         return calls
 
 
-# The ``outcome`` label of a call that raised, by what the policy does with it (as in the
-# batch log line).
-CALL_OUTCOMES = {
-    Action.RETRY: "retry",
-    Action.HOLD_TYPE: "provider_quota",
-    Action.HOLD_ALL: "credentials",
-    Action.SPLIT: "rejected_path",
-}
-
-
 class Flusher:
     """Drains pending paths into provider calls. Safe to run in many processes at once."""
 
@@ -99,6 +90,7 @@ class Flusher:
         self.in_hand = InHand()
         # Set when the process is asked to stop: no new call goes out after it.
         self.stopping = threading.Event()
+        self._eviction_said: str | None = None
         self._client = client
         self._settings = settings
         self._rng = rng or random.Random()
@@ -116,6 +108,8 @@ class Flusher:
     ) -> FlushReport:
         """Claim and send batches of one type until none is left, or a wait, or the cap."""
         report = FlushReport()
+        if self._evicting():
+            return report
         self.provider_count.sync()
         if object_type == ObjectType.FILE:
             self.promoter.maybe_promote()
@@ -146,6 +140,18 @@ class Flusher:
             self.send(claimed, report)
         report.more = True
         return report
+
+    def _evicting(self) -> bool:
+        """True while Redis may evict keys (read once a minute): nothing is claimed, since an
+        eviction would drop the paths of the batch in hand with the rest. Said once a change."""
+        problem = self._store.eviction.problem()
+        if problem != self._eviction_said:
+            if problem is not None:
+                log.critical("claiming nothing: %s", problem)
+            else:
+                log.warning("redis may no longer evict keys: claiming again")
+            self._eviction_said = problem
+        return problem is not None
 
     def _cover(self, batch: Batch) -> Batch | None:
         """Let a Directory batch carry the pending paths under it (they go back with it if
@@ -210,11 +216,11 @@ class Flusher:
         try:
             result = self._client.refresh_object_caches(list(paths), batch.object_type)
         except RejectedPathError as exc:
-            report.note_call(CALL_OUTCOMES[Action.SPLIT], started)
+            report.note_call(ACTION_OUTCOMES[Action.SPLIT], started)
             self._split(batch, paths, exc, report)
             return
         except CdnError as exc:
-            report.note_call(CALL_OUTCOMES[policy_for(exc).action], started)
+            report.note_call(policy_for(exc).outcome_label(), started)
             raise
         except Exception:
             report.note_call("error", started)
@@ -326,20 +332,8 @@ class Flusher:
             self._hold_type(batch, exc, done.settled)
             return "provider_quota"
         if policy.action is Action.HOLD_ALL:
-            hold_s = self._store.quota.set_auth_hold(
-                exc.code,
-                exc.message,
-                self._settings.retry_base_delay_s,
-                self._settings.auth_hold_max_s,
-            )
-            log.error(
-                "credential error code=%s paths_kept=%d all_work_holds_for_s=%.1f: "
-                "fix the access key, then `cdn-refresh dead-letter replay --all` resumes",
-                exc.code,
-                done.settled,
-                hold_s,
-            )
-            return "credentials"
+            self._hold_all(exc, done.settled)
+            return policy.outcome_label()
         if done.dead_lettered:
             log.warning(
                 "dead-lettered type=%s paths=%d code=%s after attempts=%d",
@@ -352,6 +346,26 @@ class Flusher:
         self._store.quota.set_backoff(kind, delay)
         log.info("backing off type=%s for_s=%.2f after code=%s", kind, delay, exc.code)
         return "retry"
+
+    def _hold_all(self, exc: CdnError, kept: int) -> None:
+        """Hold every claim, doubling, after a credential error or an endpoint that does not
+        answer; said once per streak (a worker meeting a dead endpoint every few seconds
+        must not fill the log), then only at DEBUG until a call goes through."""
+        hold = self._store.quota.set_auth_hold(
+            exc.code, exc.message, self._settings.retry_base_delay_s, self._settings.auth_hold_max_s
+        )
+        problem = exc.problem if isinstance(exc, HoldError) else "hold"
+        remedy = exc.remedy if isinstance(exc, HoldError) else ""
+        log.log(
+            logging.ERROR if hold.failures == 1 else logging.DEBUG,
+            "%s code=%s paths_kept=%d all_work_holds_for_s=%.1f failures=%d: %s",
+            problem,
+            exc.code,
+            kept,
+            hold.seconds,
+            hold.failures,
+            remedy,
+        )
 
     def _hold_type(self, batch: Batch, exc: CdnError, kept: int) -> None:
         """The provider says its quota of this type is spent: hold the type."""

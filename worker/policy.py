@@ -20,6 +20,7 @@ from worker.errors import (
     QuotaExhaustedError,
     RejectedPathError,
     RetryableError,
+    UnreachableError,
 )
 
 
@@ -52,11 +53,26 @@ class Policy:
     # answer whose outcome is unknown (``CdnError.outcome_unknown``) always keeps it.
     returns_quota: bool
     wait: Wait
+    # The call's ``outcome`` in the batch log line and the calls metric; "" for the action's.
+    outcome: str = ""
+
+    def outcome_label(self) -> str:
+        """What the batch log line and ``cdn_refresh_calls_total`` call this answer."""
+        return self.outcome or ACTION_OUTCOMES[self.action]
 
     def quota_back(self, error: CdnError) -> bool:
         """Whether this answer gives the batch's reservation back."""
         return self.returns_quota and not error.outcome_unknown
 
+
+# The ``outcome`` label of a call that raised, by what the policy does with it.
+ACTION_OUTCOMES = {
+    Action.RETRY: "retry",
+    Action.HOLD_TYPE: "provider_quota",
+    Action.HOLD_ALL: "credentials",
+    Action.SPLIT: "rejected_path",
+    Action.REQUEUE: "requeued",
+}
 
 # Looked up by the error's class, most specific first (see policy_for).
 POLICIES: dict[type[CdnError], Policy] = {
@@ -65,6 +81,10 @@ POLICIES: dict[type[CdnError], Policy] = {
         Action.HOLD_TYPE, returns_quota=True, wait=Wait.UNTIL_PROVIDER_RESET
     ),
     CredentialError: Policy(Action.HOLD_ALL, returns_quota=True, wait=Wait.DOUBLING_HOLD),
+    # The request never left: nothing spent, no attempt; everything holds until it answers.
+    UnreachableError: Policy(
+        Action.HOLD_ALL, returns_quota=True, wait=Wait.DOUBLING_HOLD, outcome="unreachable"
+    ),
     # Transient answers, network errors, call-shape errors and unknown codes alike.
     RetryableError: Policy(Action.RETRY, returns_quota=True, wait=Wait.JITTERED_BACKOFF),
     # Anything else a client may raise: retried, like an unknown code.

@@ -44,9 +44,10 @@ MAX_ANSWER_BYTES = 4096
 SETTINGS_RECHECK_S = 60.0
 # A lease outlasts its round (every delivery's overall timeout) by this much.
 LEASE_MARGIN_S = 5.0
-# A job has ended when every path is complete (its task ended Complete) or it failed; or
-# when it is done (every path submitted) and tracking gave up on what is not complete.
-ENDED = (JobState.COMPLETE, JobState.FAILED)
+# A job has ended when every path is complete (its task ended Complete), it failed, or its
+# enqueue ended part way and what went in is settled; or when it is done (every path
+# submitted) and tracking gave up on what is not complete.
+ENDED = (JobState.COMPLETE, JobState.FAILED, JobState.INCOMPLETE)
 Resolver = Callable[[str, int], list[str]]
 
 

@@ -18,6 +18,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.idempotency`: the HTTP API's Idempotency-Keys.
 - :mod:`~cdn_refresh.store.webhooks`: job-end callbacks and their outbox.
 - :mod:`~cdn_refresh.store.liveness`: worker heartbeats; batches whose owner died.
+- :mod:`~cdn_refresh.store.eviction`: whether this Redis may evict keys (then nothing goes in).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import redis
 from cdn_refresh.settings import Settings
 from cdn_refresh.store.batches import BatchStore
 from cdn_refresh.store.connection import (
+    CeleryNames,
     broker_transport_options,
     broker_url,
+    celery_names,
     redis_from_settings,
 )
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.eviction import EvictionGuard, RedisEvictsError
 from cdn_refresh.store.idempotency import IdempotencyStore
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
 from cdn_refresh.store.keys import Keys
@@ -39,18 +43,22 @@ from cdn_refresh.store.liveness import LivenessStore
 from cdn_refresh.store.lookups import PathStore
 from cdn_refresh.store.metrics import MetricsStore
 from cdn_refresh.store.promotion import PromotionStore
-from cdn_refresh.store.quota import QuotaStore, QuotaWindowMismatchError
+from cdn_refresh.store.quota import QuotaLimitMismatchError, QuotaStore, QuotaWindowMismatchError
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
 from cdn_refresh.store.tracking import TrackingStore
 from cdn_refresh.store.webhooks import WebhookStore
 
 __all__ = [
+    "CeleryNames",
     "JobNotFoundError",
+    "QuotaLimitMismatchError",
     "QuotaWindowMismatchError",
+    "RedisEvictsError",
     "Store",
     "broker_transport_options",
     "broker_url",
+    "celery_names",
     "redis_from_settings",
 ]
 
@@ -72,6 +80,7 @@ class Store:
         self.idempotency = IdempotencyStore(self._ctx)
         self.webhooks = WebhookStore(self._ctx)
         self.liveness = LivenessStore(self._ctx)
+        self.eviction = EvictionGuard(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

@@ -2,11 +2,14 @@
 or the Sentinels to ask for the primary (``redis+sentinel://``, README "High availability").
 
 The store's own client and Celery's broker URL (with its transport options) are both made
-here, from the same setting.
+here, from the same setting, and so are the names Celery uses in that Redis (its queue, its
+control exchange, kombu's keys of unacknowledged tasks): derived from ``KEY_PREFIX``, so that
+two deployments on one Redis DB never take each other's tasks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -15,6 +18,7 @@ from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from cdn_refresh.constants import KEY_PREFIX
 from cdn_refresh.sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from cdn_refresh.settings import Settings
 
@@ -129,14 +133,42 @@ def _credentials_in_userinfo(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(rest), parts.fragment))
 
 
+@dataclass(frozen=True, slots=True)
+class CeleryNames:
+    """What Celery and kombu call things in Redis, for one deployment (``KEY_PREFIX``)."""
+
+    queue: str  # the task queue (a Redis list of that name) and its exchange
+    control_exchange: str  # remote control (`celery inspect`), a pub/sub channel
+    event_exchange: str  # worker events, when enabled
+    # kombu's keys of delivered but unacknowledged tasks (restored after a worker dies);
+    # empty: kombu's own names.
+    unacked_prefix: str
+
+
+def celery_names(settings: Settings) -> CeleryNames:
+    """Celery's names for this deployment. The default prefix keeps Celery's defaults, so that
+    an upgraded deployment keeps its queue and the tasks in it; any other prefix names its own,
+    so that two deployments sharing one Redis DB never consume each other's tasks."""
+    prefix = settings.key_prefix
+    if prefix == KEY_PREFIX:
+        return CeleryNames("celery", "celery", "celeryev", "")
+    return CeleryNames(f"{prefix}.celery", f"{prefix}.celery", f"{prefix}.celeryev", f"{prefix}.")
+
+
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """What kombu needs besides the URL: behind Sentinel, the primary's name (and the
-    Sentinels' own password); nothing otherwise."""
+    Sentinels' own password); with a prefix of its own, this deployment's names of the
+    unacknowledged-task keys; nothing otherwise."""
+    options: dict[str, Any] = {}
+    unacked = celery_names(settings).unacked_prefix
+    if unacked:
+        for key in ("unacked_key", "unacked_index_key", "unacked_mutex_key"):
+            options[key] = unacked + key.removesuffix("_key")
     raw = settings.redis_url.get_secret_value()
     if not is_sentinel_url(raw):
-        return {}
+        return options
     target = parse_sentinel_url(raw)
-    options: dict[str, Any] = {"master_name": target.master}
+    options["master_name"] = target.master
     if target.sentinel_password:
         options["sentinel_kwargs"] = {"password": target.sentinel_password}
     return options

@@ -26,8 +26,10 @@ from cdn_refresh.store.records import (
     JobStatus,
 )
 
-# How long an open job may go without a chunk before it counts as abandoned.
-OPEN_JOB_LEASE_S = 120.0
+# How long an open job may go without a chunk before it counts as abandoned (its producer
+# died). Every round trip of chunks renews it (a fraction of a second apart), so a few seconds
+# are plenty; a job whose producer died reads incomplete within them, not minutes later.
+OPEN_JOB_LEASE_S = 10.0
 
 
 class JobNotFoundError(KeyError):
@@ -88,9 +90,12 @@ class JobStore:
             raise ReplicaAckError(int(answers[-1]), wanted)
 
     def _touch(self, header: JobHeader, mode: str, pipe: redis.client.Pipeline) -> None:
-        self._ctx.scripts.run(
-            scripts.TOUCH_JOB, [header.job_id, repr(OPEN_JOB_LEASE_S), mode], client=pipe
+        s = self._ctx.settings
+        # A round trip that waits for replicas may take their whole timeout.
+        lease = OPEN_JOB_LEASE_S + (
+            s.redis_replica_ack_timeout_s if s.redis_min_replicas_ack else 0
         )
+        self._ctx.scripts.run(scripts.TOUCH_JOB, [header.job_id, repr(lease), mode], client=pipe)
 
     @staticmethod
     def rank(now: float, priority: Priority) -> int:
@@ -188,7 +193,7 @@ class JobStore:
         problem = CredentialProblem.decode(auth_raw)
         return JobStatus(
             job_id=job_id,
-            state=_job_state(counts, streaming),
+            state=_job_state(counts, streaming, incomplete),
             counts=counts,
             task_ids=tuple(t for t in (tasks_raw or "").split(",") if t),
             object_type=header.object_type,
@@ -212,8 +217,10 @@ class JobStore:
         return pending / limit * s.quota_window_s / 86400
 
 
-def _job_state(counts: JobCounts, streaming: bool) -> JobState:
+def _job_state(counts: JobCounts, streaming: bool, incomplete: bool) -> JobState:
     if counts.waiting == 0 and not streaming:
+        if incomplete:
+            return JobState.INCOMPLETE
         if counts.failed:
             return JobState.FAILED
         return JobState.DONE if counts.submitted else JobState.COMPLETE

@@ -46,6 +46,9 @@ class TypeKeys:
     backoff: str  # STRING with a TTL: back off after a transient error
     flush_scheduled: str  # STRING with a TTL: a flush is already scheduled
     wait_noticed: str  # STRING with a TTL: this wait was logged already
+    # STRING the limit (paths per window) every worker's quota of this type runs on: stored by
+    # the first claim, like the shared window (URL_DAILY_QUOTA, DIRECTORY_DAILY_QUOTA).
+    quota_limit: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,12 @@ class MetricsStore:
                 pipe.zrangebyscore(k.pending, "-inf", f"({BULK_RANK_OFFSET}", 0, 1, True)
                 pipe.zrangebyscore(k.pending, BULK_RANK_OFFSET, "+inf", 0, 1, True)
                 pipe.hlen(k.dead)
-                ctx.scripts.run(scripts.QUOTA_USED, ["", repr(s.quota_window_s)], kind, client=pipe)
+                ctx.scripts.run(
+                    scripts.QUOTA_USED,
+                    ["", repr(s.quota_window_s), s.daily_quota(kind)],
+                    kind,
+                    client=pipe,
+                )
             answers = pipe.execute()
         (seconds, micros), counters = answers[0], cast(dict[str, str], answers[1])
         now = seconds + micros / 1e6
@@ -121,7 +126,7 @@ class MetricsStore:
                 pending_bulk=int(bulk),
                 oldest_pending_age_s=max(0.0, now - min(ranks) / 1000) if ranks else 0.0,
                 quota_used=int(used[0]),
-                quota_limit=s.daily_quota(kind),
+                quota_limit=int(used[3]),
                 dead_letters=int(dead),
             )
         _add_counters(figures, counters)

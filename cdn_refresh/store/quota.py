@@ -6,16 +6,53 @@ the claim or settle they belong to (:mod:`cdn_refresh.store.batches`).
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
-from cdn_refresh.constants import MAX_MESSAGE_CHARS, OBJECT_TYPES, ObjectType
+from cdn_refresh.constants import (
+    MAX_MESSAGE_CHARS,
+    OBJECT_TYPES,
+    QUOTA_WINDOW_MAX_S,
+    QUOTA_WINDOW_MIN_S,
+    QUOTA_WINDOW_S,
+    ObjectType,
+)
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
-from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsage
+from cdn_refresh.store.records import AuthHold, CredentialProblem, ProviderQuota, QuotaUsage
 
 
 class QuotaWindowMismatchError(RuntimeError):
     """This process's ``QUOTA_WINDOW_S`` is not the window the stored quota runs on."""
+
+
+class QuotaLimitMismatchError(RuntimeError):
+    """This process's ``URL_DAILY_QUOTA`` or ``DIRECTORY_DAILY_QUOTA`` is not the limit the
+    stored quota of that type runs on."""
+
+
+# The variable that sets each type's limit, and the quota option that changes the stored one.
+LIMIT_VARIABLES = {
+    ObjectType.FILE: "URL_DAILY_QUOTA",
+    ObjectType.DIRECTORY: "DIRECTORY_DAILY_QUOTA",
+}
+LIMIT_OPTIONS = {ObjectType.FILE: "--set-url-quota", ObjectType.DIRECTORY: "--set-directory-quota"}
+
+
+def window_problem(window_s: float) -> str | None:
+    """Why ``window_s`` cannot be the window every worker counts, or None when it can."""
+    if not math.isfinite(window_s):
+        return f"{window_s} is not a number of seconds"
+    if not QUOTA_WINDOW_MIN_S <= window_s <= QUOTA_WINDOW_MAX_S:
+        return f"{window_s:g} s is outside {QUOTA_WINDOW_MIN_S:g} s .. {QUOTA_WINDOW_MAX_S:g} s"
+    return None
+
+
+def set_window_command(window_s: float) -> str:
+    """The command that makes ``window_s`` everyone's window, or the default when the command
+    would refuse ``window_s`` (a demo's few seconds)."""
+    valid = window_s if window_problem(window_s) is None else QUOTA_WINDOW_S
+    return f"`cdn-refresh quota --set-window {valid:g}`"
 
 
 class QuotaStore:
@@ -26,19 +63,31 @@ class QuotaStore:
 
     def usage(self, object_type: ObjectType, now: float | None = None) -> QuotaUsage:
         """Our count of the rolling window (reservations older than the window excluded)."""
-        used, window, frees_in = self._ctx.scripts.run(
+        s = self._ctx.settings
+        used, window, frees_in, limit = self._ctx.scripts.run(
             scripts.QUOTA_USED,
-            [time_arg(now), repr(self._ctx.settings.quota_window_s)],
+            [time_arg(now), repr(s.quota_window_s), s.daily_quota(object_type)],
             object_type,
         )
-        return QuotaUsage(
-            self._ctx.settings.daily_quota(object_type), int(used), float(window), float(frees_in)
-        )
+        return QuotaUsage(int(limit), int(used), float(window), float(frees_in))
 
     def stored_window_s(self) -> float | None:
         """The window the first worker stored, if any worker ever claimed."""
         raw = self._ctx.redis.get(self._ctx.keys.shared.quota_window)
         return float(raw) if raw is not None else None
+
+    def unusable_window(self) -> str | None:
+        """Why the stored window cannot be counted on (nan or inf, stored by hand or by an
+        older release), with the command that mends it; None when it can."""
+        stored = self.stored_window_s()
+        if stored is None or math.isfinite(stored):
+            return None
+        # Never advise the stored value itself: nobody can run on it.
+        mine = self._ctx.settings.quota_window_s
+        return (
+            f"the quota window stored in Redis ({stored}) is not a number of seconds. "
+            f"Set a valid one for every worker with {set_window_command(mine)}."
+        )
 
     def check_window(self) -> None:
         """Raise :class:`QuotaWindowMismatchError` when our window is not the stored one.
@@ -47,19 +96,56 @@ class QuotaStore:
         that a longer one still counts, and the two together would spend more than either
         allows.
         """
+        unusable = self.unusable_window()
+        if unusable is not None:
+            raise QuotaWindowMismatchError(unusable)
         stored = self.stored_window_s()
         mine = self._ctx.settings.quota_window_s
         if stored is not None and stored != mine:
             raise QuotaWindowMismatchError(
                 f"CDN_REFRESH_QUOTA_WINDOW_S is {mine:g} but the quota in Redis runs on a "
                 f"window of {stored:g} s (stored by the first worker). Use {stored:g}, or "
-                f"change it for every worker with `cdn-refresh quota --set-window {mine:g}`."
+                f"change it for every worker with {set_window_command(mine)}."
             )
 
     def set_window(self, window_s: float) -> float | None:
-        """Store a new window for every worker; returns the one it replaces."""
+        """Store a new window for every worker; returns the one it replaces.
+
+        Raises ValueError for a window :func:`window_problem` refuses: a nan would stop every
+        claim script, an inf would never free a unit.
+        """
+        problem = window_problem(window_s)
+        if problem is not None:
+            raise ValueError(problem)
         previous = self.stored_window_s()
         self._ctx.redis.set(self._ctx.keys.shared.quota_window, repr(float(window_s)))
+        return previous
+
+    def stored_limit(self, object_type: ObjectType) -> int | None:
+        """The limit of one type the first claim stored, if any worker ever claimed."""
+        raw = self._ctx.redis.get(self._ctx.keys.of(object_type).quota_limit)
+        return int(float(raw)) if raw is not None else None
+
+    def check_limits(self) -> None:
+        """Raise :class:`QuotaLimitMismatchError` when our limit of a type is not the stored
+        one: the claims count the stored one, so a worker's own value would be silently
+        ignored (or, before it was stored, two workers would each spend their own)."""
+        for kind in OBJECT_TYPES:
+            stored, mine = self.stored_limit(kind), self._ctx.settings.daily_quota(kind)
+            if stored is not None and stored != mine:
+                raise QuotaLimitMismatchError(
+                    f"CDN_REFRESH_{LIMIT_VARIABLES[kind]} is {mine} but the quota in Redis "
+                    f"runs on a limit of {stored} (stored by the first worker). Use {stored}, "
+                    f"or change it for every worker with `cdn-refresh quota "
+                    f"{LIMIT_OPTIONS[kind]} {mine}`."
+                )
+
+    def set_limit(self, object_type: ObjectType, limit: int) -> int | None:
+        """Store a new limit of one type for every worker; returns the one it replaces."""
+        if limit < 0:
+            raise ValueError("a quota limit is a count of paths, 0 or more")
+        previous = self.stored_limit(object_type)
+        self._ctx.redis.set(self._ctx.keys.of(object_type).quota_limit, str(int(limit)))
         return previous
 
     def set_hold(self, object_type: ObjectType, seconds: float, reason: str) -> None:
@@ -78,9 +164,14 @@ class QuotaStore:
             extra_keys={"target": key},
         )
 
-    def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> float:
-        """Stop claiming anything after a credential error, backing off exponentially."""
+    def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> AuthHold:
+        """Stop claiming anything after a credential error or an endpoint that does not
+        answer, backing off exponentially (the streak ends when a call goes through, or when
+        another problem takes over: an endpoint that answers again with a wrong key is news)."""
         k = self._ctx.keys.shared
+        previous = self.credential_problem()
+        if previous is not None and previous.code != code:
+            self._ctx.redis.delete(k.auth_failures)
         failures = int(self._ctx.redis.incr(k.auth_failures))
         seconds = min(max_s, base_s * 2 ** min(failures - 1, 30))
         value = CredentialProblem(code, message[:MAX_MESSAGE_CHARS], failures).encode()
@@ -88,7 +179,7 @@ class QuotaStore:
             pipe.set(k.auth_hold, value, px=max(1, int(seconds * 1000)))
             pipe.set(k.auth_error, value)
             pipe.execute()
-        return float(seconds)
+        return AuthHold(float(seconds), failures)
 
     def lift_auth_hold(self) -> None:
         """An operator acted: claims may try the credentials again at once."""

@@ -12,8 +12,10 @@ A path's life (one object type)::
 (PENDING includes a path cooling down, and one covered by a Directory rides along with it.)
 A job is the set of paths one enqueue asked for: PENDING until one of them moves,
 IN_PROGRESS while some are settled and some are not, then DONE (all submitted), COMPLETE
-(every path's task Complete) or FAILED (nothing waits and some were dead-lettered). A job's
-state is computed from its counts, never stored.
+(every path's task Complete) or FAILED (nothing waits and some were dead-lettered); a job
+whose enqueue ended part way (Redis failed, the producer died) ends INCOMPLETE instead, once
+what went in is settled: it never reads as done or complete. A job's state is computed from
+its counts, never stored.
 
 Each record's JSON shape is written by one script (``lua/submit.lua`` writes
 :class:`SubmissionRecord`, ``lua/release.lua`` :class:`DeadLetter` and :class:`PathInfo`,
@@ -50,6 +52,9 @@ class JobState(StrEnum):
     DONE = "done"  # every path submitted (some tasks may still run)
     COMPLETE = "complete"  # every path's task ended Complete
     FAILED = "failed"
+    # Its enqueue ended part way: what went in is settled, the rest never came. Never done or
+    # complete, however well the paths that went in fared: they are not all that was asked.
+    INCOMPLETE = "incomplete"
 
 
 class Release(StrEnum):
@@ -282,6 +287,15 @@ class DeadLetter:
             "attempts": self.attempts,
             "failed_at": self.failed_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AuthHold:
+    """A hold of all work just set: how long, and how many failures in a row led to it (1:
+    the first of a streak, the one worth a log line)."""
+
+    seconds: float
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)

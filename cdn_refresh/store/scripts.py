@@ -80,6 +80,8 @@ CLAIM = ScriptSpec(
         "batch_owners",
         "claim_token",
         "other.provider_quota",
+        "quota_limit",
+        "other.quota_limit",
     ),
 )
 COVER = ScriptSpec(
@@ -173,7 +175,7 @@ TRACK = ScriptSpec(
     ),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
-QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window"))
+QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window", "quota_limit"))
 TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
 WEBHOOK_FIRE = ScriptSpec(
     "webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created")

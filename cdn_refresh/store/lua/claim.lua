@@ -28,6 +28,8 @@ local provider_quota = KEYS[25]  -- HASH remaining, limit, checked_at: the provi
 local batch_owners = KEYS[26]  -- HASH batch id -> the worker process that claimed it
 local claim_token = KEYS[27]   -- STRING: the batch this claim attempt took (a retried claim)
 local dir_provider_quota = KEYS[28]  -- for a File claim: what the provider has left of Directories
+local quota_limit_key = KEYS[29]  -- the limit every worker runs on (see the prelude)
+local dir_quota_limit = KEYS[30]  -- for a File claim: the Directories' stored limit
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
 -- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
@@ -41,7 +43,6 @@ local dir_provider_quota = KEYS[28]  -- for a File claim: what the provider has 
 -- ARGV[17] owner (worker process; empty: none, the lease alone reclaims the batch)
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
 local now = clock(ARGV[1])
-local limit = tonumber(ARGV[3])
 local reserve = tonumber(ARGV[4])
 local max_paths = tonumber(ARGV[5])
 local max_domains = tonumber(ARGV[6])
@@ -61,6 +62,7 @@ for _, held in ipairs({{hold, 'provider_quota'}, {auth_hold, 'credentials'}, {ba
   if ttl > 0 then return {'wait', held[2], tostring(ttl / 1000)} end
 end
 local window = quota_window(quota_window_key, ARGV[2])
+local limit = quota_limit(quota_limit_key, ARGV[3])
 
 -- Forget reservations that left the rolling window.
 local expired = redis.call('ZRANGEBYSCORE', quota, '-inf', now - window)
@@ -122,7 +124,8 @@ local dir_room, dir_checks = -1, false
 if ARGV[12] == '1' then
   if redis.call('ZCARD', dir_pending) > 0
       and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
-    dir_room = tonumber(ARGV[13]) - tonumber(redis.call('GET', dir_quota_total) or '0')
+    local dir_limit = tonumber(redis.call('GET', dir_quota_limit)) or tonumber(ARGV[13])
+    dir_room = dir_limit - tonumber(redis.call('GET', dir_quota_total) or '0')
     -- A Directory the provider has no quota left for cannot go before its reset.
     local dir_left = provider_remaining(dir_provider_quota, tonumber(ARGV[15]))
     if dir_left then dir_room = math.min(dir_room, dir_left) end

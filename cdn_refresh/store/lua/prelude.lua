@@ -46,6 +46,16 @@ local function quota_window(key, proposed)
   return tonumber(proposed)
 end
 
+-- The limit (paths per window) every worker's quota of one type runs on: stored by the first
+-- claim, as the window is, so that workers started with different URL_DAILY_QUOTA values
+-- still share one limit and together never spend more than it.
+local function quota_limit(key, proposed)
+  local stored = tonumber(redis.call('GET', key))
+  if stored then return stored end
+  redis.call('SET', key, proposed)
+  return tonumber(proposed)
+end
+
 -- Job counters ("job:state" -> n) gathered in a table, written once per script.
 local function count_move(counts, jobs, from, to, n)
   for job in string.gmatch(jobs, '[^,]+') do
