@@ -80,11 +80,24 @@ def _read_lines(source: str) -> Iterator[str]:
     """
     from cdn_refresh.lines import read_lines
 
-    binary: IO[bytes] = (
-        sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    )
+    binary: IO[bytes] = sys.stdin.buffer if source == "-" else _open_input(source)
     with binary:
         yield from read_lines(binary)
+
+
+def _open_input(source: str) -> IO[bytes]:
+    """``source`` opened for reading, or a one-line error and exit 2 (bad input)."""
+    try:
+        return open(source, "rb")
+    except OSError as exc:
+        click.echo(f"error: cannot read {source}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _check_input(source: str | None) -> None:
+    """Fail before anything is written when ``--from-file`` cannot be read."""
+    if source is not None and source != "-":
+        _open_input(source).close()
 
 
 @main.command()
@@ -141,6 +154,7 @@ def enqueue(
 
     if not paths and from_file is None:
         raise click.UsageError("give PATHS or --from-file")
+    _check_input(from_file)
     settings = _settings()
     object_type = _object_type(type_)
 
@@ -391,6 +405,7 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     from cdn_refresh.planning import Limits, make_plan
     from cdn_refresh.store import Store
 
+    _check_input(from_file)
     settings = _settings()
     extra_type = _object_type(type_)
     paths: dict[ObjectType, set[str]] = {kind: set() for kind in OBJECT_TYPES}
@@ -486,9 +501,17 @@ def dead_letter_replay(
     """Return dead-lettered paths to pending (and lift a credential hold)."""
     if replay_all == bool(paths):
         raise click.UsageError("give either --all or PATHS")
+    from cdn_refresh.paths import InvalidPathError
+
     producer = _producer(_settings())
     kind = _object_type(type_) if type_ else None
-    count = producer.replay(None if replay_all else list(paths), kind)
+    try:
+        count = producer.replay(None if replay_all else list(paths), kind)
+    except InvalidPathError as exc:
+        click.echo(f"error: invalid path: {exc.reason}; nothing replayed", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    finally:
+        producer.close()
     _emit({"replayed": count}, as_json, f"replayed {count} path(s)")
 
 
