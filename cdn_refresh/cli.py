@@ -16,6 +16,7 @@ import click
 
 from cdn_refresh.constants import API_HOST, API_PORT, OBJECT_TYPES, ObjectType
 from cdn_refresh.settings import Settings, SettingsError, load_settings
+from cdn_refresh.times import TIME_KEYS, shown_time
 
 if TYPE_CHECKING:
     from producer.producer import (
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 1
+EXIT_UNKNOWN = 1  # lookup: a path never seen
 TYPE_CHOICE = click.Choice([t.label for t in OBJECT_TYPES], case_sensitive=False)
 
 
@@ -267,7 +269,7 @@ def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json:
             )
         state = data["state"]
         timed_out = deadline is not None and time.monotonic() >= deadline
-        unconfirmed = _given_up(producer, data) if state == "done" else []
+        unconfirmed = _given_up(producer, data) if state == "submitted" else []
         if state in ("complete", "failed") or unconfirmed or timed_out:
             if show:
                 click.echo(err=True)
@@ -328,11 +330,41 @@ def _status_text(data: dict[str, Any]) -> str:
         f"submitted={c['submitted']} complete={c['complete']} failed={c['failed']}\n"
         f"task ids: {', '.join(data['task_ids']) or '-'}"
     )
+    text += f"\ncreated: {shown_time(data['created_at'])}"
+    if data.get("place"):
+        text += f"\nlast pending path: {_shown('place', data['place'])}"
     if data["last_error"]:
         text += f"\nlast error: {data['last_error']}"
     if data.get("incomplete"):
         text += f"\nincomplete: {data['error']}"
     return text
+
+
+@main.command()
+@click.option("--state", "state", default=None, help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs(state: str | None, limit: int, as_json: bool) -> None:
+    """List recent jobs, newest first (only those in STATE with --state)."""
+    from cdn_refresh.store import Store
+    from cdn_refresh.store.records import JobState
+
+    try:
+        wanted = JobState(state) if state else None
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise click.BadParameter(f"{state!r} is none of {names}", param_hint="--state") from None
+    store = Store.from_settings(_settings())
+    try:
+        found = [j.to_dict() for j in store.jobs.recent(limit, wanted)]
+    finally:
+        store.close()
+    text = "\n".join(
+        f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<9} "
+        f"paths={sum(j['counts'].values()):,} created {shown_time(j['created_at'])}"
+        for j in found
+    )
+    _emit(found, as_json, text or "no jobs")
 
 
 @main.command()
@@ -348,12 +380,38 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
     except InvalidPathError as exc:
         click.echo(f"error: invalid path: {exc.reason}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    submissions = data.pop("submissions")
-    text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in data.items())
-    for entry in submissions[1:]:
-        text += f"\nearlier: task {entry['task_id']} at {entry['submitted_at']}"
-    data["submissions"] = submissions
-    _emit(data, as_json, text)
+    _emit(data, as_json, _lookup_text(data))
+    if data["state"] == "unknown":
+        sys.exit(EXIT_UNKNOWN)
+
+
+def _lookup_text(data: dict[str, Any]) -> str:
+    lines = []
+    for key, value in data.items():
+        if key == "submissions":
+            continue
+        lines.append(f"{key}: {_shown(key, value)}")
+    lines += [
+        f"earlier: task {entry['task_id']} at {shown_time(entry['submitted_at'])}"
+        for entry in data["submissions"][1:]
+    ]
+    return "\n".join(lines)
+
+
+def _shown(key: str, value: Any) -> str:
+    """One field of a document as a person reads it: times local, a place in words."""
+    if value is None:
+        return "-"
+    if key in TIME_KEYS:
+        return shown_time(float(value))
+    if key == "place":
+        when = value["estimated_at"]
+        if value["fits_now"]:
+            estimate = "now: the quota window has room"
+        else:
+            estimate = "never (quota 0)" if when is None else shown_time(float(when))
+        return f"{value['ahead']:,} path(s) ahead; expected to go {estimate}"
+    return str(value)
 
 
 @main.command()

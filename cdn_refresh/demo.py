@@ -290,7 +290,7 @@ def _watch(
             click.echo("\r" + line, nl=False)
         else:
             say(line)
-        if all(s.state in ("done", "failed") for s in statuses):
+        if all(s.state in ("submitted", "failed") for s in statuses):
             break
         if worker.poll() is not None:
             raise click.ClickException("the worker exited early:\n" + _log_tail(log_path))

@@ -114,7 +114,8 @@ class Cluster:
     def wait_done(self, job_ids: list[str], timeout_s: float = 60) -> None:
         wait_for(
             lambda: all(
-                self.producer.status(j).to_dict()["state"] in ("done", "failed") for j in job_ids
+                self.producer.status(j).to_dict()["state"] in ("submitted", "failed")
+                for j in job_ids
             ),
             timeout_s,
             lambda: json.dumps([self.producer.status(j).to_dict() for j in job_ids]) + self.logs(),

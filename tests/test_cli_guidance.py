@@ -5,6 +5,7 @@ redis-server."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -81,3 +82,76 @@ def test_a_missing_from_file_is_a_one_line_error_and_exit_2(
     assert result.output.strip().count("\n") == 0
     assert "no-such-file.txt" in result.output and "Traceback" not in result.output
     assert redis_client.dbsize() == 0
+
+
+def test_a_path_never_seen_is_unknown_exit_1_with_a_hint_at_the_other_scheme(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("enqueue", "https://www.example.com/a.png").exit_code == 0
+    result = run("lookup", "www.example.com/a.png", "--json")
+    assert result.exit_code == 1
+    body = json.loads(result.stdout)
+    assert body["state"] == "unknown"
+    assert "https://www.example.com/a.png (File, pending)" in body["hint"]
+    nothing_near = json.loads(run("lookup", "other.example.com/x", "--json").stdout)
+    assert (nothing_near["state"], nothing_near["hint"]) == ("unknown", None)
+
+
+def test_a_lookup_as_the_wrong_type_hints_at_the_type_it_was_enqueued_as(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("enqueue", "--type", "directory", "a.com/static/").exit_code == 0
+    result = run("lookup", "a.com/static/")
+    assert result.exit_code == 1
+    assert "http://a.com/static/ (Directory, pending)" in result.output
+
+
+def test_a_job_whose_paths_are_all_submitted_is_submitted_and_done_still_reads() -> None:
+    from cdn_refresh.store.records import JobState
+
+    assert JobState("done") is JobState.SUBMITTED
+    assert JobState.SUBMITTED.value == "submitted"
+
+
+def test_human_output_shows_local_iso_times_and_json_keeps_numbers(run) -> None:  # type: ignore[no-untyped-def]
+    job = json.loads(run("enqueue", "a.com/1", "--json").stdout)["job_id"]
+    as_json = json.loads(run("status", job, "--json").stdout)
+    assert isinstance(as_json["created_at"], float)
+    text = run("status", job).output
+    assert re.search(r"created: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d \(\d+ s ago\)", text)
+    assert str(int(as_json["created_at"])) not in text
+
+
+def test_a_pending_path_and_its_job_show_their_place_and_when_the_window_lets_them_go(
+    run, redis_client: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    store = Store(redis_client, make_settings(url_daily_quota=2))
+    store.batches.claim("File", time.time())  # stores the window; nothing pending yet
+    first = json.loads(run("enqueue", "a.com/1", "a.com/2", "--json").stdout)["job_id"]
+    batch = store.batches.claim("File", time.time())  # type: ignore[arg-type]
+    assert isinstance(batch, Batch)  # the two units of the window are spent
+    before = time.time()
+    job = json.loads(
+        run("enqueue", "a.com/3", "a.com/4", "--json", CDN_REFRESH_URL_DAILY_QUOTA="2").stdout
+    )["job_id"]
+    place = json.loads(run("lookup", "a.com/4", "--json", CDN_REFRESH_URL_DAILY_QUOTA="2").stdout)[
+        "place"
+    ]
+    assert place["ahead"] == 1
+    # Two units free when the first batch leaves the window (86,400 s after its claim).
+    assert before + 86_000 < place["estimated_at"] < time.time() + 86_400 + 5
+    status = json.loads(run("status", job, "--json", CDN_REFRESH_URL_DAILY_QUOTA="2").stdout)
+    assert status["place"]["ahead"] == 1
+    shown = run("status", job, CDN_REFRESH_URL_DAILY_QUOTA="2").output
+    assert "1 path(s) ahead; expected to go 20" in shown
+    assert json.loads(run("status", first, "--json").stdout)["place"] is None
+    fresh = run("enqueue", "b.com/1", "--json", CDN_REFRESH_URL_DAILY_QUOTA="10")
+    roomy = json.loads(run("lookup", "b.com/1", "--json", CDN_REFRESH_URL_DAILY_QUOTA="10").stdout)
+    assert fresh.exit_code == 0
+    assert roomy["place"] == {"ahead": 2, "fits_now": True, "estimated_at": None}
+
+
+def test_jobs_lists_recent_jobs_newest_first_and_filters_by_state(run) -> None:  # type: ignore[no-untyped-def]
+    ids = [json.loads(run("enqueue", f"a.com/{n}", "--json").stdout)["job_id"] for n in range(3)]
+    listed = json.loads(run("jobs", "--json").stdout)
+    assert [j["job_id"] for j in listed] == ids[::-1]
+    assert json.loads(run("jobs", "--state", "submitted", "--json").stdout) == []
+    assert len(json.loads(run("jobs", "--state", "pending", "--json").stdout)) == 3
+    assert run("jobs", "--state", "nonsense").exit_code == 2
+    assert ids[0] in run("jobs").output

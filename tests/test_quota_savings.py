@@ -59,7 +59,7 @@ def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
     assert store.quota.usage(FILE).used == 2
     assert store.quota.usage(DIRECTORY).used == 1
     assert job_counts(producer, files.job_id) == {"submitted": 4}
-    assert producer.status(files.job_id).to_dict()["state"] == "done"
+    assert producer.status(files.job_id).to_dict()["state"] == "submitted"
     assert job_counts(producer, directory.job_id) == {"submitted": 1}
     _all_pending_indexed(redis_client, store)
 

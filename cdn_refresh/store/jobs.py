@@ -17,6 +17,7 @@ import redis
 from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.places import PlaceStore
 from cdn_refresh.store.records import (
     JOB_COUNT_STATES,
     CredentialProblem,
@@ -28,6 +29,8 @@ from cdn_refresh.store.records import (
 
 # How long an open job may go without a chunk before it counts as abandoned.
 OPEN_JOB_LEASE_S = 120.0
+# How many of the most recent jobs ``jobs --state S`` looks through.
+RECENT_SCAN = 1_000
 
 
 class JobNotFoundError(KeyError):
@@ -181,6 +184,10 @@ class JobStore:
         # Neither complete nor open: its enqueue died before it could say so.
         incomplete = header.incomplete or (not header.complete and not streaming)
         problem = CredentialProblem.decode(auth_raw)
+        place = None
+        if counts.pending:
+            rank = self.rank(header.created_at, header.priority)
+            place = PlaceStore(self._ctx).of_rank(rank, header.object_type)
         return JobStatus(
             job_id=job_id,
             state=_job_state(counts, streaming),
@@ -193,7 +200,24 @@ class JobStore:
             incomplete=incomplete,
             error=header.error
             or ("the enqueue ended before every path was in" if incomplete else ""),
+            place=place,
         )
+
+    def recent(self, limit: int, state: JobState | None = None) -> list[JobStatus]:
+        """The ``limit`` most recent jobs (in ``state``, when given), newest first; with a
+        state, at most the ``RECENT_SCAN`` most recent jobs are looked at."""
+        found: list[JobStatus] = []
+        scan = RECENT_SCAN if state else limit
+        for job_id in self._ctx.redis.zrevrange(self._ctx.keys.shared.jobs_by_time, 0, scan - 1):
+            try:
+                status = self.status(str(job_id))
+            except JobNotFoundError:
+                continue  # forgotten between the two reads
+            if state is None or status.state is state:
+                found.append(status)
+                if len(found) >= limit:
+                    break
+        return found
 
     def backlog_days(self, object_type: ObjectType) -> float:
         """How many quota windows' worth of paths of this type wait, in days."""
@@ -211,7 +235,7 @@ def _job_state(counts: JobCounts, streaming: bool) -> JobState:
     if counts.waiting == 0 and not streaming:
         if counts.failed:
             return JobState.FAILED
-        return JobState.DONE if counts.submitted else JobState.COMPLETE
+        return JobState.SUBMITTED if counts.submitted else JobState.COMPLETE
     if counts.in_flight or counts.submitted or counts.failed or counts.complete:
         return JobState.IN_PROGRESS
     return JobState.PENDING

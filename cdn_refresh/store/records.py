@@ -11,7 +11,7 @@ A path's life (one object type)::
 
 (PENDING includes a path cooling down, and one covered by a Directory rides along with it.)
 A job is the set of paths one enqueue asked for: PENDING until one of them moves,
-IN_PROGRESS while some are settled and some are not, then DONE (all submitted), COMPLETE
+IN_PROGRESS while some are settled and some are not, then SUBMITTED (all submitted), COMPLETE
 (every path's task Complete) or FAILED (nothing waits and some were dead-lettered). A job's
 state is computed from its counts, never stored.
 
@@ -47,9 +47,15 @@ class JobState(StrEnum):
 
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
-    DONE = "done"  # every path submitted (some tasks may still run)
+    SUBMITTED = "submitted"  # every path submitted (some tasks may still run)
     COMPLETE = "complete"  # every path's task ended Complete
     FAILED = "failed"
+
+    @classmethod
+    def _missing_(cls, value: object) -> JobState | None:
+        # SUBMITTED was named "done" until this release: a value stored (or sent in a
+        # webhook) under the old name still reads. Drop it in the next release.
+        return cls.SUBMITTED if value == "done" else None
 
 
 class Release(StrEnum):
@@ -374,6 +380,21 @@ JOB_COUNT_STATES: tuple[str, ...] = tuple(f.name for f in fields(JobCounts))
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePlace:
+    """Where a pending path stands: how many pending paths go before it, whether what our
+    rolling window has left takes it now, else when the window lets it go (an estimate;
+    ``None``: a quota of 0, never)."""
+
+    ahead: int
+    fits_now: bool
+    estimated_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``"place"`` shape of ``lookup --json`` and ``status --json``."""
+        return {"ahead": self.ahead, "fits_now": self.fits_now, "estimated_at": self.estimated_at}
+
+
+@dataclass(frozen=True, slots=True)
 class JobStatus:
     """A job's state, counts and task IDs (``status --json``)."""
 
@@ -387,6 +408,7 @@ class JobStatus:
     last_error: str | None = None
     incomplete: bool = False
     error: str = ""
+    place: QueuePlace | None = None  # while paths wait: the place of its last pending path
 
     def to_dict(self) -> dict[str, Any]:
         """The ``status --json`` shape."""
@@ -399,6 +421,7 @@ class JobStatus:
             "priority": self.priority.value,
             "created_at": self.created_at,
             "last_error": self.last_error,
+            "place": self.place.to_dict() if self.place else None,
         }
         if self.incomplete:
             data["incomplete"] = True
@@ -422,6 +445,8 @@ class PathLookup:
     covered_by: str | None = None  # its latest submission was a Directory's that covers it
     cooling_until: float | None = None  # held by the cooldown until then (state pending)
     completed_at: float | None = None  # when its task ended Complete (state complete)
+    place: QueuePlace | None = None  # state pending: its place in the queue
+    hint: str | None = None  # state unknown: a near spelling that is known
 
     def to_dict(self) -> dict[str, Any]:
         """The ``lookup --json`` shape."""
@@ -438,4 +463,6 @@ class PathLookup:
             "covered_by": self.covered_by,
             "cooling_until": self.cooling_until,
             "completed_at": self.completed_at,
+            "place": self.place.to_dict() if self.place else None,
+            "hint": self.hint,
         }
