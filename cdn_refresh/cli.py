@@ -248,42 +248,69 @@ class _ProgressLine:
 # `--wait`: exit codes a deploy script can branch on (124 is timeout(1)'s).
 EXIT_COMPLETE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124
 WAIT_POLL_S = 0.5
+WAIT_REPORT_S = 5.0  # without a terminal: a progress line this often
+BAR_WIDTH = 30
+
+
+def wait_bar(counts: dict[str, int]) -> str:
+    """``[###===    ] complete=3 submitted=3 waiting=4 failed=0 of 10``: ``#`` complete (or
+    failed), ``=`` submitted (the provider has it, the task runs), blank still waiting."""
+    total = sum(counts.values()) or 1
+    ended = counts["complete"] + counts["failed"]
+    done = BAR_WIDTH * ended // total
+    sent = BAR_WIDTH * (ended + counts["submitted"]) // total - done
+    bar = "#" * done + "=" * sent
+    return (
+        f"[{bar:<{BAR_WIDTH}}] complete={counts['complete']:,} "
+        f"submitted={counts['submitted']:,} waiting={counts['pending'] + counts['in_flight']:,} "
+        f"failed={counts['failed']:,} of {sum(counts.values()):,}"
+    )
 
 
 def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json: bool) -> NoReturn:
     """Block until the job is complete (exit 0) or failed (1), or ``timeout_s`` (124)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    show = not as_json and sys.stderr.isatty()
+    started = time.monotonic()
+    deadline = None if timeout_s is None else started + timeout_s
+    tty = not as_json and sys.stderr.isatty()
+    reported = -WAIT_REPORT_S
     while True:
         data = producer.status(job_id).to_dict()
-        c = data["counts"]
-        if show:
-            total = sum(c.values()) or 1
-            ended = c["complete"] + c["failed"]
-            bar = "#" * (30 * ended // total)
-            click.echo(
-                f"\r[{bar:<30}] {ended:,}/{total:,} complete={c['complete']:,} "
-                f"submitted={c['submitted']:,} pending={c['pending'] + c['in_flight']:,}",
-                nl=False,
-                err=True,
-            )
+        now = time.monotonic()
+        if tty:
+            click.echo("\r" + wait_bar(data["counts"]), nl=False, err=True)
+        elif not as_json and now - reported >= WAIT_REPORT_S:
+            reported = now
+            click.echo(f"job {job_id}: {data['state']} {wait_bar(data['counts'])}", err=True)
         state = data["state"]
-        timed_out = deadline is not None and time.monotonic() >= deadline
+        timed_out = deadline is not None and now >= deadline
         unconfirmed = _given_up(producer, data) if state == "submitted" else []
         if state in ("complete", "failed") or unconfirmed or timed_out:
-            if show:
+            if tty:
                 click.echo(err=True)
-            _emit(data, as_json, _status_text(data))
-            if unconfirmed:
-                click.echo(
-                    f"tracking gave up on task(s) {', '.join(unconfirmed)} (still running "
-                    "after TASK_TIMEOUT_S, or unknown to the provider): not confirmed",
-                    err=True,
-                )
-            if state == "complete":
-                sys.exit(EXIT_COMPLETE)
-            sys.exit(EXIT_TIMEOUT if timed_out and not unconfirmed else EXIT_FAILED)
+            _end_wait(data, as_json, unconfirmed, timed_out, now - started)
         time.sleep(WAIT_POLL_S)
+
+
+def _end_wait(
+    data: dict[str, Any], as_json: bool, unconfirmed: list[str], timed_out: bool, waited: float
+) -> NoReturn:
+    _emit(data, as_json, _status_text(data))
+    if unconfirmed:
+        click.echo(
+            f"tracking gave up on task(s) {', '.join(unconfirmed)} (still running "
+            "after TASK_TIMEOUT_S, or unknown to the provider): not confirmed",
+            err=True,
+        )
+    if data["state"] == "complete":
+        sys.exit(EXIT_COMPLETE)
+    if timed_out and not unconfirmed and data["state"] != "failed":
+        click.echo(
+            f"timed out after {waited:.0f} s: job {data['job_id']} is {data['state']}, "
+            "not complete (exit 124)",
+            err=True,
+        )
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_FAILED)
 
 
 def _given_up(producer: Producer, data: dict[str, Any]) -> list[str]:

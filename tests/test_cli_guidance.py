@@ -155,3 +155,24 @@ def test_jobs_lists_recent_jobs_newest_first_and_filters_by_state(run) -> None: 
     assert len(json.loads(run("jobs", "--state", "pending", "--json").stdout)) == 3
     assert run("jobs", "--state", "nonsense").exit_code == 2
     assert ids[0] in run("jobs").output
+
+
+def test_a_wait_that_times_out_says_so_and_reports_every_few_seconds_without_a_terminal(
+    run,
+) -> None:  # type: ignore[no-untyped-def]
+    job = json.loads(run("enqueue", "a.com/1", "--json").stdout)["job_id"]
+    started = time.monotonic()
+    result = run("status", job, "--wait", "--timeout", "6")
+    assert result.exit_code == 124
+    assert time.monotonic() - started < 10
+    progress = [line for line in result.stderr.splitlines() if line.startswith(f"job {job}:")]
+    assert len(progress) == 2, result.stderr  # at once, then 5 s later
+    assert f"timed out after 6 s: job {job} is pending" in result.stderr
+
+
+def test_the_wait_bar_shows_complete_and_submitted_apart() -> None:
+    from cdn_refresh.cli import wait_bar
+
+    counts = {"pending": 4, "in_flight": 0, "submitted": 3, "failed": 0, "complete": 3}
+    assert wait_bar(counts).startswith("[" + "#" * 9 + "=" * 9 + " " * 12 + "] complete=3")
+    assert "submitted=3 waiting=4 failed=0 of 10" in wait_bar(counts)
