@@ -13,6 +13,7 @@ from typing import cast
 import redis
 from celery import Celery
 from celery.signals import (
+    after_setup_logger,
     task_prerun,
     worker_init,
     worker_process_init,
@@ -107,6 +108,20 @@ def create_app(settings: Settings) -> Celery:
         imports=["worker.tasks"],
     )
     return app
+
+
+# Celery's own line per task received, per task ended and per tick sent: 36 lines a minute
+# from an idle worker. Below DEBUG they say nothing an operator needs (a task that fails is
+# still logged, as an error); what a task did is logged by the task, one line per action.
+ROUTINE_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+
+
+@after_setup_logger.connect
+def _quiet_routine_lines(loglevel: int | str | None = None, **_: object) -> None:
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    if isinstance(level, int) and level > logging.DEBUG:
+        for name in ROUTINE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_process_init.connect
