@@ -43,6 +43,36 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+# How long a command waits for Redis before it says it cannot reach it.
+REDIS_PREFLIGHT_TIMEOUT_S = 1.5
+
+
+def _redis_settings() -> Settings:
+    """The settings, once Redis answers: an unreachable Redis fails the command in under
+    2 s, naming the setting (never its value: the URL may hold a password)."""
+    import redis
+
+    from cdn_refresh.store import redis_from_settings
+
+    settings = _settings()
+    client = redis_from_settings(
+        settings,
+        retries=0,
+        connect_timeout_s=REDIS_PREFLIGHT_TIMEOUT_S,
+        socket_timeout_s=REDIS_PREFLIGHT_TIMEOUT_S,
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        # redis-py's messages name the host and port, never the password.
+        raise click.ClickException(
+            f"cannot reach Redis at CDN_REFRESH_REDIS_URL: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        client.close()
+    return settings
+
+
 def _producer(settings: Settings, *, notify: bool = True) -> Producer:
     from producer.producer import Producer
 
@@ -157,7 +187,7 @@ def enqueue(
     if not paths and from_file is None:
         raise click.UsageError("give PATHS or --from-file")
     _check_input(from_file)
-    settings = _settings()
+    settings = _redis_settings()
     object_type = _object_type(type_)
 
     def inputs() -> Iterator[str]:
@@ -339,7 +369,7 @@ def status(job_id: str, as_json: bool, wait: bool, timeout_s: float | None) -> N
     """Show a job's state, its counts by state and its task IDs."""
     from producer.producer import JobNotFoundError
 
-    producer = _producer(_settings(), notify=False)
+    producer = _producer(_redis_settings(), notify=False)
     try:
         data = producer.status(job_id).to_dict()
         if wait:
@@ -381,7 +411,7 @@ def jobs(state: str | None, limit: int, as_json: bool) -> None:
     except ValueError:
         names = ", ".join(s.value for s in JobState)
         raise click.BadParameter(f"{state!r} is none of {names}", param_hint="--state") from None
-    store = Store.from_settings(_settings())
+    store = Store.from_settings(_redis_settings())
     try:
         found = [j.to_dict() for j in store.jobs.recent(limit, wanted)]
     finally:
@@ -403,7 +433,9 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
     from cdn_refresh.paths import InvalidPathError
 
     try:
-        data = _producer(_settings(), notify=False).lookup(path, _object_type(type_)).to_dict()
+        data = (
+            _producer(_redis_settings(), notify=False).lookup(path, _object_type(type_)).to_dict()
+        )
     except InvalidPathError as exc:
         click.echo(f"error: invalid path: {exc.reason}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -455,7 +487,7 @@ def quota(as_json: bool, set_window_s: float | None) -> None:
     from cdn_refresh.documents import quota_document
     from cdn_refresh.store import Store
 
-    store = Store.from_settings(_settings())
+    store = Store.from_settings(_redis_settings())
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
@@ -491,7 +523,7 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     from cdn_refresh.store import Store
 
     _check_input(from_file)
-    settings = _settings()
+    settings = _redis_settings()
     extra_type = _object_type(type_)
     paths: dict[ObjectType, set[str]] = {kind: set() for kind in OBJECT_TYPES}
     if from_file is not None:
@@ -565,7 +597,7 @@ def dead_letter() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dead_letter_list(as_json: bool) -> None:
     """List dead-lettered paths with their last error."""
-    entries = [e.to_dict() for e in _producer(_settings(), notify=False).dead_letters()]
+    entries = [e.to_dict() for e in _producer(_redis_settings(), notify=False).dead_letters()]
     if as_json:
         click.echo(json.dumps(entries))
         return
@@ -588,7 +620,7 @@ def dead_letter_replay(
         raise click.UsageError("give either --all or PATHS")
     from cdn_refresh.paths import InvalidPathError
 
-    producer = _producer(_settings())
+    producer = _producer(_redis_settings())
     kind = _object_type(type_) if type_ else None
     try:
         count = producer.replay(None if replay_all else list(paths), kind)

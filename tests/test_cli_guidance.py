@@ -176,3 +176,18 @@ def test_the_wait_bar_shows_complete_and_submitted_apart() -> None:
     counts = {"pending": 4, "in_flight": 0, "submitted": 3, "failed": 0, "complete": 3}
     assert wait_bar(counts).startswith("[" + "#" * 9 + "=" * 9 + " " * 12 + "] complete=3")
     assert "submitted=3 waiting=4 failed=0 of 10" in wait_bar(counts)
+
+
+@pytest.mark.parametrize("command", [("quota",), ("lookup", "a.com/1"), ("jobs",)])
+def test_an_unreachable_redis_fails_in_under_2_s_naming_the_setting_not_the_password(
+    run, command: tuple[str, ...]
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port
+
+    url = f"redis://:hidden-pw-2@127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    result = run(*command, CDN_REFRESH_REDIS_URL=url)
+    assert time.monotonic() - started < 2
+    assert result.exit_code == 1
+    assert "CDN_REFRESH_REDIS_URL" in result.output
+    assert "hidden-pw-2" not in result.output and "Traceback" not in result.output

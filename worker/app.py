@@ -203,6 +203,29 @@ def _leave_at_exit(**_: object) -> None:
         rt.heartbeat.stop()
 
 
+def missing_credentials(settings: Settings) -> list[str]:
+    """The settings of the static credentials that are empty: a worker does not start
+    without them (every call would meet a credential error and hold every path)."""
+    missing = []
+    if not settings.access_key_id.strip():
+        missing.append("CDN_REFRESH_ACCESS_KEY_ID")
+    if not settings.access_key_secret.get_secret_value().strip():
+        missing.append("CDN_REFRESH_ACCESS_KEY_SECRET")
+    return missing
+
+
+@worker_init.connect
+def _refuse_empty_credentials(**_: object) -> None:
+    missing = missing_credentials(runtime.settings())
+    if missing:
+        log.critical(
+            "%s empty: set the AccessKey of a RAM user allowed cdn:RefreshObjectCaches "
+            "(see .env.example); the worker does not start without it",
+            " and ".join(missing) + (" is" if len(missing) == 1 else " are"),
+        )
+        raise SystemExit(1)
+
+
 @worker_init.connect
 def _check_redis_at_start(**_: object) -> None:
     """Refuse to start on a quota window other workers do not share; warn when Redis would
