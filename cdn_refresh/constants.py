@@ -98,7 +98,7 @@ QUOTA_SYNC_S: Final = 60.0
 # Reservations this recent may be calls the provider had not counted yet when it answered.
 PROVIDER_COUNT_MARGIN_S: Final = 30.0
 # Completion tracking (DescribeRefreshTaskById): first check, longest gap, give up.
-TASK_FIRST_CHECK_S: Final = 30.0
+TASK_FIRST_CHECK_S: Final = 10.0
 TASK_CHECK_MAX_S: Final = 600.0
 TASK_TIMEOUT_S: Final = 3600.0
 # The shortest gap between two promotion plans, deployment-wide.
