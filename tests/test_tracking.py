@@ -222,7 +222,7 @@ def test_a_path_the_answer_does_not_name_follows_its_calls_only_task(
 def test_an_older_call_that_failed_leaves_a_path_sent_again_since_alone(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = store_and_producer(redis_client)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=0)
     first = producer.enqueue(["a.com/p"]).job_id
     t0 = time.time()
     store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)

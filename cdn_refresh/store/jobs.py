@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import redis
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.constants import BULK_RANK_OFFSET, REPEAT_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.places import PlaceStore
@@ -113,7 +113,7 @@ class JobStore:
             for chunk in chunks:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
-                    [header.job_id, rank, *chunk],
+                    [header.job_id, rank, *repeat_args(self._ctx), *chunk],
                     header.object_type,
                     client=pipe,
                 )
@@ -229,6 +229,12 @@ class JobStore:
         if limit == 0:
             return float("inf")
         return pending / limit * s.quota_window_s / 86400
+
+
+def repeat_args(ctx: StoreContext) -> tuple[str, int]:
+    """``enqueue.lua``'s window (s) in which a submission makes a path a repeat, and the rank
+    offset that puts a repeat after every first refresh of its priority."""
+    return repr(ctx.settings.quota_window_s), REPEAT_RANK_OFFSET
 
 
 def _job_state(counts: JobCounts, streaming: bool) -> JobState:
