@@ -63,6 +63,9 @@ def cluster_values(redis_url: str, endpoint: str, **values: object) -> dict[str,
         "retry_base_delay_s": 0.05,
         "retry_max_delay_s": 0.2,
         "http_read_timeout_s": 5,
+        # Paths of a Failed task cool before their retry with a cooldown: the tests of
+        # retries and failures run without one; those of the cooldown set it.
+        "refresh_cooldown_s": 0,
     }
     base.update(values)
     return base

@@ -256,7 +256,7 @@ def test_persistence_warning_names_a_redis_that_keeps_nothing(tmp_path: Path) ->
 def test_lookup_lists_every_recent_submission_of_a_path_newest_first(
     redis_client: redis.Redis,
 ) -> None:
-    store = Store(redis_client, make_settings())
+    store = Store(redis_client, make_settings(refresh_cooldown_s=0))
     producer = Producer(store)
     producer.enqueue(["a.example.com/page"])
     assert _drain(store) == ["t1"]
