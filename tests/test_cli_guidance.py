@@ -191,3 +191,13 @@ def test_an_unreachable_redis_fails_in_under_2_s_naming_the_setting_not_the_pass
     assert result.exit_code == 1
     assert "CDN_REFRESH_REDIS_URL" in result.output
     assert "hidden-pw-2" not in result.output and "Traceback" not in result.output
+
+
+def test_a_bulk_paths_estimate_leaves_the_interactive_reserve_unspent(run) -> None:  # type: ignore[no-untyped-def]
+    quota = {"CDN_REFRESH_URL_DAILY_QUOTA": "10"}
+    paths = [f"a.com/{n}" for n in range(10)]
+    assert run("enqueue", "--priority", "bulk", *paths, **quota).exit_code == 0
+    ninth = json.loads(run("lookup", "a.com/8", "--json", **quota).stdout)["place"]
+    last = json.loads(run("lookup", "a.com/9", "--json", **quota).stdout)["place"]
+    assert ninth["fits_now"] is True  # 9 of 10 units: what bulk work may spend
+    assert last["fits_now"] is False and last["estimated_at"] is not None

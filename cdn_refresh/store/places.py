@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import cast
 
-from cdn_refresh.constants import ObjectType
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.records import QueuePlace
 
@@ -23,19 +23,23 @@ class PlaceStore:
 
     def of_path(self, path: str, object_type: ObjectType) -> QueuePlace | None:
         """The place of a pending ``path`` (``None`` when it is not pending, or cooling)."""
-        ahead = self._ctx.redis.zrank(self._ctx.keys.of(object_type).pending, path)
-        if ahead is None:
+        pending = self._ctx.keys.of(object_type).pending
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.zrank(pending, path)
+            pipe.zscore(pending, path)
+            ahead, rank = pipe.execute()
+        if ahead is None or rank is None:
             return None
-        return self._estimate(cast(int, ahead), object_type)
+        return self._estimate(cast(int, ahead), object_type, float(rank) >= BULK_RANK_OFFSET)
 
     def of_rank(self, rank: int, object_type: ObjectType) -> QueuePlace:
         """The place of the last path enqueued at ``rank`` (a job's): every pending path at
         or before that rank goes first."""
         pending = self._ctx.keys.of(object_type).pending
         ahead = int(self._ctx.redis.zcount(pending, "-inf", rank))
-        return self._estimate(max(0, ahead - 1), object_type)
+        return self._estimate(max(0, ahead - 1), object_type, rank >= BULK_RANK_OFFSET)
 
-    def _estimate(self, ahead: int, object_type: ObjectType) -> QueuePlace:
+    def _estimate(self, ahead: int, object_type: ObjectType, bulk: bool) -> QueuePlace:
         s = self._ctx.settings
         tk = self._ctx.keys.of(object_type)
         with self._ctx.redis.pipeline(transaction=False) as pipe:
@@ -46,6 +50,8 @@ class PlaceStore:
         window = s.quota_window_s
         live = [(m, at) for m, at in reservations if at > now - window]
         limit = s.daily_quota(object_type)
+        if bulk:  # bulk work leaves the interactive reserve unspent
+            limit -= math.ceil(limit * s.interactive_reserve)
         needed = ahead + 1 - max(0, limit - sum(_count(m) for m, _ in live))
         if needed <= 0:
             return QueuePlace(ahead, fits_now=True)
