@@ -522,3 +522,14 @@ def test_at_the_defaults_a_hot_path_costs_two_units_a_minute_and_its_last_reques
     assert len(sent) == 2  # not 30
     assert sent[-1] > t0 + 58  # after the last request: nothing dropped
     assert store.quota.pending_count(FILE) == store.quota.cooling_count(FILE) == 0
+
+
+def test_a_jobs_place_counts_its_repeats_where_they_wait(redis_client: redis.Redis) -> None:
+    producer, store = _default_store(redis_client)
+    t0 = time.time()
+    producer.enqueue(["a.com/old"])
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
+    job = producer.enqueue(["a.com/old", "a.com/new"]).job_id
+    producer.enqueue(["a.com/later"])  # never refreshed: goes before the job's repeat
+    place = producer.status(job).place
+    assert place is not None and place.ahead == 2

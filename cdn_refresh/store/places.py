@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import cast
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType
+from cdn_refresh.constants import BULK_RANK_OFFSET, REPEAT_RANK_OFFSET, ObjectType
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.records import QueuePlace
 
@@ -33,9 +33,12 @@ class PlaceStore:
         return self._estimate(cast(int, ahead), object_type, float(rank) >= BULK_RANK_OFFSET)
 
     def of_rank(self, rank: int, object_type: ObjectType) -> QueuePlace:
-        """The place of the last path enqueued at ``rank`` (a job's): every pending path at
-        or before that rank goes first."""
+        """The place of the last path enqueued at ``rank`` (a job's; its repeats wait later,
+        at the repeat offset): every pending path at or before that rank goes first."""
         pending = self._ctx.keys.of(object_type).pending
+        repeats = rank + REPEAT_RANK_OFFSET  # where its repeats wait, if it has any
+        if int(self._ctx.redis.zcount(pending, repeats, repeats)):
+            rank = repeats
         ahead = int(self._ctx.redis.zcount(pending, "-inf", rank))
         return self._estimate(max(0, ahead - 1), object_type, rank >= BULK_RANK_OFFSET)
 
