@@ -38,7 +38,7 @@ from cdn_refresh.store.idempotency import (
     fingerprint,
     scoped_key,
 )
-from cdn_refresh.store.records import JobHeader
+from cdn_refresh.store.records import JobHeader, JobState, PathState
 from cdn_refresh.store.webhooks import Registration
 from producer.producer import (
     EnqueueInterruptedError,
@@ -103,7 +103,6 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
 
 def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=openapi.V1_ERRORS)
-    store = producer.store
 
     @router.post(
         "/refresh",
@@ -126,6 +125,14 @@ def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
         key = None if idempotency_key is None else (scope, idempotency_key)
         return _refresh(producer, settings, body, key)
 
+    _add_reads(router, producer)
+    return router
+
+
+def _add_reads(router: APIRouter, producer: Producer) -> None:
+    """The ``/v1`` routes that only read: each answers the CLI's ``--json`` document."""
+    store = producer.store
+
     @router.get("/jobs/{job_id}", responses={404: openapi.error("`not_found`: no such job")})
     def job(job_id: str) -> dict[str, Any]:
         """A job's state, counts and task IDs: the ``status --json`` document."""
@@ -134,23 +141,41 @@ def _v1(producer: Producer, settings: Settings, auth: TokenCheck) -> APIRouter:
         except JobNotFoundError:
             raise ApiError(404, "not_found", f"no job {job_id}") from None
 
-    @router.get("/lookup")
+    @router.get("/jobs")
+    def jobs(
+        state: Annotated[str | None, Query(pattern="^[a-z_]+$")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    ) -> list[dict[str, Any]]:
+        """The most recent jobs, newest first (in ``state``, when given): the ``jobs --json``
+        document."""
+        try:
+            wanted = JobState(state) if state else None
+        except ValueError:
+            raise ApiError(400, "invalid_request", f"no job state {state}") from None
+        return [j.to_dict() for j in store.jobs.recent(limit, wanted)]
+
+    @router.get(
+        "/lookup",
+        response_model=None,
+        responses={404: {"description": "a path never seen: the document, `state` unknown"}},
+    )
     def lookup(
         path: Annotated[str, Query(max_length=16 * 1024)],
         object_type: Annotated[str, Query(alias="type", pattern="^(?i:file|directory)$")] = "file",
-    ) -> dict[str, Any]:
-        """Was ``path`` refreshed, and under which task? The ``lookup --json`` document."""
+    ) -> JSONResponse:
+        """Was ``path`` refreshed, and under which task? The ``lookup --json`` document; 404
+        with it when the path was never seen (``hint`` names a near spelling that is)."""
         try:
-            return producer.lookup(path, object_type).to_dict()
+            found = producer.lookup(path, object_type)
         except InvalidPathError as exc:
             raise ApiError(400, "invalid_path", f"invalid path: {exc.reason}") from None
+        status = 404 if found.state is PathState.UNKNOWN else 200
+        return JSONResponse(found.to_dict(), status_code=status)
 
     @router.get("/quota")
     def quota() -> dict[str, Any]:
         """Our count of the rolling quota window: the ``quota --json`` document."""
         return quota_document(store)
-
-    return router
 
 
 def _open(store: Store) -> APIRouter:

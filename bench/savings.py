@@ -12,7 +12,10 @@ Three parts, each compared with a baseline measured in the same run:
    with the check off.
 3. **Repeats.** 4 producers request 2,500 distinct paths twice each over about 7 s, with a
    real worker and the emulator: units spent per distinct path with no cooldown (the
-   baseline) and with a 60 s cooldown, counted when the burst has drained.
+   baseline) and with a 60 s cooldown (the default), counted when the burst has drained.
+4. **Repeats under quota pressure**, at the default settings: 1,250 distinct paths twice
+   each (2,500 requests) and a quota of 1,000 URLs: units that went to a repeat while a path
+   never refreshed waited (goal: none).
 """
 
 from __future__ import annotations
@@ -195,6 +198,42 @@ def _repeats(redis_server: RedisServer, workdir: Path, result: Result, unique: i
     )
 
 
+def _repeats_under_pressure(
+    redis_server: RedisServer, workdir: Path, result: Result, unique: int
+) -> None:
+    """At the default settings: ``unique`` distinct paths asked for twice, seconds apart, with
+    a quota of 80 % of them: no unit may go to a repeat while a first refresh waits."""
+    redis_server.flush()
+    quota = unique * 4 // 5
+    distinct = [f"https://www.cms.example/news/{i}.html" for i in range(unique)]
+    with EmulatorProcess(100_000_000) as emulator:
+        values = bench_settings(redis_server.url, emulator.url, url_daily_quota=quota)
+        settings = make_settings(values)
+        logdir = workdir / "repeats-pressure"
+        logdir.mkdir(exist_ok=True)
+        with Workers(values, logdir) as pool:
+            pool.start(1, 4)
+            _burst(settings, distinct)
+            store = Store(redis_server.client, settings)
+            wait_until(lambda: store.quota.usage(FILE).used >= quota, 60, "quota spent", 0.1)
+            wait_until(lambda: store.batches.count() == 0, 30, "calls settled", 0.1)
+            sent = [p for call in emulator.calls() for p in call["paths"]]
+    repeats = len(sent) - len(set(sent))
+    result.add(
+        f"quota pressure at the defaults: units on repeats ({unique:,} paths x2, quota {quota:,})",
+        repeats,
+        "units",
+        target="0",
+        ok=repeats == 0,
+    )
+    result.notes.append(
+        f"Quota pressure at the default settings: {unique:,} distinct paths, each asked for "
+        f"twice seconds apart by 4 producers, {quota:,} URL units: {len(sent):,} units spent, "
+        f"{len(set(sent)):,} on distinct paths and {repeats} on repeats; the repeats wait for "
+        "the window to free, after the first refreshes."
+    )
+
+
 def _repeat_round(
     redis_server: RedisServer, workdir: Path, distinct: list[str], cooldown: float
 ) -> tuple[int, int]:
@@ -256,4 +295,5 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
     _purge(redis_server, result, total)
     _claim_cost(redis_server, result, 3 if quick else 7)
     _repeats(redis_server, workdir, result, unique)
+    _repeats_under_pressure(redis_server, workdir, result, unique // 2)
     return result

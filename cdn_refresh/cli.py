@@ -16,6 +16,7 @@ import click
 
 from cdn_refresh.constants import API_HOST, API_PORT, OBJECT_TYPES, ObjectType
 from cdn_refresh.settings import Settings, SettingsError, load_settings
+from cdn_refresh.times import TIME_KEYS, shown_time
 
 if TYPE_CHECKING:
     from producer.producer import (
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 1
+EXIT_UNKNOWN = 1  # lookup: a path never seen
 TYPE_CHOICE = click.Choice([t.label for t in OBJECT_TYPES], case_sensitive=False)
 
 
@@ -39,6 +41,36 @@ def _settings() -> Settings:
         return load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+# How long a command waits for Redis before it says it cannot reach it.
+REDIS_PREFLIGHT_TIMEOUT_S = 1.5
+
+
+def _redis_settings() -> Settings:
+    """The settings, once Redis answers: an unreachable Redis fails the command in under
+    2 s, naming the setting (never its value: the URL may hold a password)."""
+    import redis
+
+    from cdn_refresh.store import redis_from_settings
+
+    settings = _settings()
+    client = redis_from_settings(
+        settings,
+        retries=0,
+        connect_timeout_s=REDIS_PREFLIGHT_TIMEOUT_S,
+        socket_timeout_s=REDIS_PREFLIGHT_TIMEOUT_S,
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        # redis-py's messages name the host and port, never the password.
+        raise click.ClickException(
+            f"cannot reach Redis at CDN_REFRESH_REDIS_URL: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        client.close()
+    return settings
 
 
 def _producer(settings: Settings, *, notify: bool = True) -> Producer:
@@ -80,11 +112,24 @@ def _read_lines(source: str) -> Iterator[str]:
     """
     from cdn_refresh.lines import read_lines
 
-    binary: IO[bytes] = (
-        sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    )
+    binary: IO[bytes] = sys.stdin.buffer if source == "-" else _open_input(source)
     with binary:
         yield from read_lines(binary)
+
+
+def _open_input(source: str) -> IO[bytes]:
+    """``source`` opened for reading, or a one-line error and exit 2 (bad input)."""
+    try:
+        return open(source, "rb")
+    except OSError as exc:
+        click.echo(f"error: cannot read {source}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _check_input(source: str | None) -> None:
+    """Fail before anything is written when ``--from-file`` cannot be read."""
+    if source is not None and source != "-":
+        _open_input(source).close()
 
 
 @main.command()
@@ -142,7 +187,8 @@ def enqueue(
 
     if not paths and from_file is None:
         raise click.UsageError("give PATHS or --from-file")
-    settings = _settings()
+    _check_input(from_file)
+    settings = _redis_settings()
     object_type = _object_type(type_)
 
     def inputs() -> Iterator[str]:
@@ -233,43 +279,70 @@ class _ProgressLine:
 # `--wait`: exit codes a deploy script can branch on (124 is timeout(1)'s).
 EXIT_COMPLETE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 124
 WAIT_POLL_S = 0.5
+WAIT_REPORT_S = 5.0  # without a terminal: a progress line this often
+BAR_WIDTH = 30
+
+
+def wait_bar(counts: dict[str, int]) -> str:
+    """``[###===    ] complete=3 submitted=3 waiting=4 failed=0 of 10``: ``#`` complete (or
+    failed), ``=`` submitted (the provider has it, the task runs), blank still waiting."""
+    total = sum(counts.values()) or 1
+    ended = counts["complete"] + counts["failed"]
+    done = BAR_WIDTH * ended // total
+    sent = BAR_WIDTH * (ended + counts["submitted"]) // total - done
+    bar = "#" * done + "=" * sent
+    return (
+        f"[{bar:<{BAR_WIDTH}}] complete={counts['complete']:,} "
+        f"submitted={counts['submitted']:,} waiting={counts['pending'] + counts['in_flight']:,} "
+        f"failed={counts['failed']:,} of {sum(counts.values()):,}"
+    )
 
 
 def _wait_for(producer: Producer, job_id: str, timeout_s: float | None, as_json: bool) -> NoReturn:
     """Block until the job is complete (exit 0), failed or incomplete (1), or ``timeout_s``
     (124)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    show = not as_json and sys.stderr.isatty()
+    started = time.monotonic()
+    deadline = None if timeout_s is None else started + timeout_s
+    tty = not as_json and sys.stderr.isatty()
+    reported = -WAIT_REPORT_S
     while True:
         data = producer.status(job_id).to_dict()
-        c = data["counts"]
-        if show:
-            total = sum(c.values()) or 1
-            ended = c["complete"] + c["failed"]
-            bar = "#" * (30 * ended // total)
-            click.echo(
-                f"\r[{bar:<30}] {ended:,}/{total:,} complete={c['complete']:,} "
-                f"submitted={c['submitted']:,} pending={c['pending'] + c['in_flight']:,}",
-                nl=False,
-                err=True,
-            )
+        now = time.monotonic()
+        if tty:
+            click.echo("\r" + wait_bar(data["counts"]), nl=False, err=True)
+        elif not as_json and now - reported >= WAIT_REPORT_S:
+            reported = now
+            click.echo(f"job {job_id}: {data['state']} {wait_bar(data['counts'])}", err=True)
         state = data["state"]
-        timed_out = deadline is not None and time.monotonic() >= deadline
-        unconfirmed = _given_up(producer, data) if state == "done" else []
+        timed_out = deadline is not None and now >= deadline
+        unconfirmed = _given_up(producer, data) if state == "submitted" else []
         if state in ("complete", "failed", "incomplete") or unconfirmed or timed_out:
-            if show:
+            if tty:
                 click.echo(err=True)
-            _emit(data, as_json, _status_text(data))
-            if unconfirmed:
-                click.echo(
-                    f"tracking gave up on task(s) {', '.join(unconfirmed)} (still running "
-                    "after TASK_TIMEOUT_S, or unknown to the provider): not confirmed",
-                    err=True,
-                )
-            if state == "complete":
-                sys.exit(EXIT_COMPLETE)
-            sys.exit(EXIT_TIMEOUT if timed_out and not unconfirmed else EXIT_FAILED)
+            _end_wait(data, as_json, unconfirmed, timed_out, now - started)
         time.sleep(WAIT_POLL_S)
+
+
+def _end_wait(
+    data: dict[str, Any], as_json: bool, unconfirmed: list[str], timed_out: bool, waited: float
+) -> NoReturn:
+    _emit(data, as_json, _status_text(data))
+    if unconfirmed:
+        click.echo(
+            f"tracking gave up on task(s) {', '.join(unconfirmed)} (still running "
+            "after TASK_TIMEOUT_S, or unknown to the provider): not confirmed",
+            err=True,
+        )
+    if data["state"] == "complete":
+        sys.exit(EXIT_COMPLETE)
+    if timed_out and not unconfirmed and data["state"] not in ("failed", "incomplete"):
+        click.echo(
+            f"timed out after {waited:.0f} s: job {data['job_id']} is {data['state']}, "
+            "not complete (exit 124)",
+            err=True,
+        )
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_FAILED)
 
 
 def _given_up(producer: Producer, data: dict[str, Any]) -> list[str]:
@@ -298,7 +371,7 @@ def status(job_id: str, as_json: bool, wait: bool, timeout_s: float | None) -> N
     """Show a job's state, its counts by state and its task IDs."""
     from producer.producer import JobNotFoundError
 
-    producer = _producer(_settings(), notify=False)
+    producer = _producer(_redis_settings(), notify=False)
     try:
         data = producer.status(job_id).to_dict()
         if wait:
@@ -316,11 +389,41 @@ def _status_text(data: dict[str, Any]) -> str:
         f"submitted={c['submitted']} complete={c['complete']} failed={c['failed']}\n"
         f"task ids: {', '.join(data['task_ids']) or '-'}"
     )
+    text += f"\ncreated: {shown_time(data['created_at'])}"
+    if data.get("place"):
+        text += f"\nlast pending path: {_shown('place', data['place'])}"
     if data["last_error"]:
         text += f"\nlast error: {data['last_error']}"
     if data.get("incomplete"):
         text += f"\nincomplete: {data['error']}"
     return text
+
+
+@main.command()
+@click.option("--state", "state", default=None, help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs(state: str | None, limit: int, as_json: bool) -> None:
+    """List recent jobs, newest first (only those in STATE with --state)."""
+    from cdn_refresh.store import Store
+    from cdn_refresh.store.records import JobState
+
+    try:
+        wanted = JobState(state) if state else None
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise click.BadParameter(f"{state!r} is none of {names}", param_hint="--state") from None
+    store = Store.from_settings(_redis_settings())
+    try:
+        found = [j.to_dict() for j in store.jobs.recent(limit, wanted)]
+    finally:
+        store.close()
+    text = "\n".join(
+        f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<9} "
+        f"paths={sum(j['counts'].values()):,} created {shown_time(j['created_at'])}"
+        for j in found
+    )
+    _emit(found, as_json, text or "no jobs")
 
 
 @main.command()
@@ -332,16 +435,44 @@ def lookup(path: str, type_: str, as_json: bool) -> None:
     from cdn_refresh.paths import InvalidPathError
 
     try:
-        data = _producer(_settings(), notify=False).lookup(path, _object_type(type_)).to_dict()
+        data = (
+            _producer(_redis_settings(), notify=False).lookup(path, _object_type(type_)).to_dict()
+        )
     except InvalidPathError as exc:
         click.echo(f"error: invalid path: {exc.reason}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    submissions = data.pop("submissions")
-    text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in data.items())
-    for entry in submissions[1:]:
-        text += f"\nearlier: task {entry['task_id']} at {entry['submitted_at']}"
-    data["submissions"] = submissions
-    _emit(data, as_json, text)
+    _emit(data, as_json, _lookup_text(data))
+    if data["state"] == "unknown":
+        sys.exit(EXIT_UNKNOWN)
+
+
+def _lookup_text(data: dict[str, Any]) -> str:
+    lines = []
+    for key, value in data.items():
+        if key == "submissions":
+            continue
+        lines.append(f"{key}: {_shown(key, value)}")
+    lines += [
+        f"earlier: task {entry['task_id']} at {shown_time(entry['submitted_at'])}"
+        for entry in data["submissions"][1:]
+    ]
+    return "\n".join(lines)
+
+
+def _shown(key: str, value: Any) -> str:
+    """One field of a document as a person reads it: times local, a place in words."""
+    if value is None:
+        return "-"
+    if key in TIME_KEYS:
+        return shown_time(float(value))
+    if key == "place":
+        when = value["estimated_at"]
+        if value["fits_now"]:
+            estimate = "now: the quota window has room"
+        else:
+            estimate = "never (quota 0)" if when is None else shown_time(float(when))
+        return f"{value['ahead']:,} path(s) ahead; expected to go {estimate}"
+    return str(value)
 
 
 def _valid_window(
@@ -391,7 +522,7 @@ def quota(
     from cdn_refresh.documents import quota_document
     from cdn_refresh.store import Store
 
-    store = Store.from_settings(_settings())
+    store = Store.from_settings(_redis_settings())
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
@@ -441,7 +572,8 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     from cdn_refresh.planning import Limits, make_plan
     from cdn_refresh.store import Store
 
-    settings = _settings()
+    _check_input(from_file)
+    settings = _redis_settings()
     extra_type = _object_type(type_)
     paths: dict[ObjectType, set[str]] = {kind: set() for kind in OBJECT_TYPES}
     if from_file is not None:
@@ -515,7 +647,7 @@ def dead_letter() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dead_letter_list(as_json: bool) -> None:
     """List dead-lettered paths with their last error."""
-    entries = [e.to_dict() for e in _producer(_settings(), notify=False).dead_letters()]
+    entries = [e.to_dict() for e in _producer(_redis_settings(), notify=False).dead_letters()]
     if as_json:
         click.echo(json.dumps(entries))
         return
@@ -536,9 +668,17 @@ def dead_letter_replay(
     """Return dead-lettered paths to pending (and lift a credential hold)."""
     if replay_all == bool(paths):
         raise click.UsageError("give either --all or PATHS")
-    producer = _producer(_settings())
+    from cdn_refresh.paths import InvalidPathError
+
+    producer = _producer(_redis_settings())
     kind = _object_type(type_) if type_ else None
-    count = producer.replay(None if replay_all else list(paths), kind)
+    try:
+        count = producer.replay(None if replay_all else list(paths), kind)
+    except InvalidPathError as exc:
+        click.echo(f"error: invalid path: {exc.reason}; nothing replayed", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    finally:
+        producer.close()
     _emit({"replayed": count}, as_json, f"replayed {count} path(s)")
 
 

@@ -95,8 +95,9 @@ RECORD_RETENTION_DAYS: Final = 30
 AUTH_HOLD_MAX_S: Final = 300.0
 # Off: nothing is accepted or claimed unless Redis's maxmemory-policy is noeviction.
 ALLOW_EVICTION: Final = False
-# Getting more out of the quota (README). 0: no cooldown; 60 is a good start for a CMS.
-REFRESH_COOLDOWN_S: Final = 0.0
+# Getting more out of the quota (README): a path submitted less than this long ago waits
+# this long before it goes again (0: no cooldown).
+REFRESH_COOLDOWN_S: Final = 60.0
 PROMOTE_MIN_PATHS: Final = 20
 PROMOTE_MIN_DEPTH: Final = 1
 # The provider's own count (DescribeRefreshQuota): read at most this often, and at once after
@@ -105,7 +106,7 @@ QUOTA_SYNC_S: Final = 60.0
 # Reservations this recent may be calls the provider had not counted yet when it answered.
 PROVIDER_COUNT_MARGIN_S: Final = 30.0
 # Completion tracking (DescribeRefreshTaskById): first check, longest gap, give up.
-TASK_FIRST_CHECK_S: Final = 30.0
+TASK_FIRST_CHECK_S: Final = 10.0
 TASK_CHECK_MAX_S: Final = 600.0
 TASK_TIMEOUT_S: Final = 3600.0
 # The shortest gap between two promotion plans, deployment-wide.
@@ -120,6 +121,18 @@ KEY_PREFIX: Final = "cdnr"
 
 # Bulk ranks sort after every interactive rank: enqueue times in ms stay far below this.
 BULK_RANK_OFFSET: Final = 10**13
+# Added to the rank of a repeat (a path submitted within the quota window and asked for
+# again): after every path of its priority never refreshed, still before bulk work (an
+# interactive rank stays below BULK_RANK_OFFSET until the year 2128).
+REPEAT_RANK_OFFSET: Final = 5 * 10**12
+
+
+def enqueued_ms(rank: float) -> float:
+    """When a pending path was asked for (ms since the epoch), from its rank."""
+    rank = rank - BULK_RANK_OFFSET if rank >= BULK_RANK_OFFSET else rank
+    return rank - REPEAT_RANK_OFFSET if rank >= REPEAT_RANK_OFFSET else rank
+
+
 # Celery task names, shared so the producer can send a flush without importing the worker.
 TASK_FLUSH: Final = "cdn_refresh.flush"
 TASK_TICK: Final = "cdn_refresh.tick"

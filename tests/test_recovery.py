@@ -250,7 +250,9 @@ def test_a_worker_sigkilled_mid_call_has_its_batch_sent_by_another_within_15_s(
     try:
         wait_for(lambda: len(emulator.state.calls()) >= 1, 15, survivor.log)
         took = time.monotonic() - killed_at
-        wait_for(lambda: Producer(store).status(job).to_dict()["state"] == "done", 10, survivor.log)
+        wait_for(
+            lambda: Producer(store).status(job).to_dict()["state"] == "submitted", 10, survivor.log
+        )
     finally:
         survivor.stop()
     accepted = [p for call in emulator.state.calls() for p in call["paths"]]
@@ -285,7 +287,9 @@ def test_a_worker_that_never_ran_a_task_reclaims_the_batch_of_a_dead_one_and_its
     emulator.state.configure(drop_rate=0.0, latency_s=0)
     try:
         wait_for(lambda: len(emulator.state.calls()) >= 1, 20, idle.log)
-        wait_for(lambda: Producer(store).status(job).to_dict()["state"] == "done", 10, idle.log)
+        wait_for(
+            lambda: Producer(store).status(job).to_dict()["state"] == "submitted", 10, idle.log
+        )
     finally:
         idle.stop()
     accepted = sorted(p for call in emulator.state.calls() for p in call["paths"])

@@ -166,7 +166,7 @@ def test_submitted_paths_are_recorded_with_task_ids_and_jobs_finish(
     assert producer.lookup("a.com/1").to_dict()["state"] == "in_flight"
     store.batches.submit(batch, (), ("7", "8"), "R1", time.time())
     status = producer.status(job).to_dict()
-    assert status["state"] == "done"
+    assert status["state"] == "submitted"
     assert status["counts"] == {
         "pending": 0,
         "in_flight": 0,

@@ -17,9 +17,10 @@ from cdn_refresh.store import Store
 from cdn_refresh.store.batches import provider_day_start
 from cdn_refresh.store.records import PathState, Wait, WaitReason
 from cdn_refresh.store.tracking import TrackedCall
+from tests.conftest import make_settings
 from tests.harness import claim_batch, job_counts, store_and_producer
 from worker.client import RefreshTask
-from worker.tracking import decide
+from worker.tracking import decide, next_check_s
 
 pytestmark = pytest.mark.redis
 
@@ -120,12 +121,12 @@ def test_a_task_that_runs_on_is_asked_about_later_then_given_up_left_submitted(
     running = [RefreshTask("T1", "http://a.com/1", "file", "Refreshing", "50%", "", "")]
     call = _only_call(store, t0 + 11)
     decision = decide(call, running, t0 + 11, store.settings)
-    assert (decision.outcome, decision.next_s) == ("wait", 20)
+    assert (decision.outcome, decision.next_s) == ("wait", 10)
     store.tracking.wait(call, decision.next_s, t0 + 11)
-    assert store.tracking.due(10, t0 + 30) == []
-    call = _only_call(store, t0 + 32)
+    assert store.tracking.due(10, t0 + 20) == []
+    call = _only_call(store, t0 + 22)
     assert call.checks == 1
-    assert decide(call, running, t0 + 32, store.settings).next_s == 40
+    assert decide(call, running, t0 + 22, store.settings).next_s == 10
     assert decide(call, running, t0 + 101, store.settings).outcome == "give_up"
     store.tracking.give_up(call, "Timeout", t0 + 101)
     assert store.tracking.count() == 0
@@ -221,7 +222,7 @@ def test_a_path_the_answer_does_not_name_follows_its_calls_only_task(
 def test_an_older_call_that_failed_leaves_a_path_sent_again_since_alone(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = store_and_producer(redis_client)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=0)
     first = producer.enqueue(["a.com/p"]).job_id
     t0 = time.time()
     store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
@@ -262,3 +263,27 @@ def test_files_do_not_wait_for_a_directory_the_provider_has_no_quota_for(
     now = time.time()
     store.quota.record_provider(DIRECTORY, 0, 100, now)
     assert claim_batch(store, FILE, now + 1).paths == ("http://a.com/img/1.png",)
+
+
+@pytest.mark.parametrize("ends_at", [0.5, 9, 14, 40, 149, 151, 299, 330, 600, 1799, 3500])
+def test_at_the_defaults_a_tasks_end_is_noticed_within_15_s_or_a_tenth_of_its_age(
+    ends_at: float,
+) -> None:
+    settings = make_settings()
+    due = settings.task_first_check_s
+    checks = 1
+    while (ran := due + settings.flush_interval_s) < ends_at:  # at worst, a tick late
+        due = ran + next_check_s(ran, settings)
+        checks += 1
+    assert ran - ends_at <= max(15.0, 0.1 * ends_at)
+    assert checks <= 50  # a task of an hour: about 48 requests
+
+
+def test_the_tasks_process_brings_the_next_check_to_the_end_it_foretells() -> None:
+    settings = make_settings()
+    # 80 % done after 200 s: the rest takes about 50 s, sooner than a tenth of the age (20 s)?
+    assert next_check_s(200, settings, 80) == 15.0
+    # 98 % after 200 s: about 4 s more; asked again 2 s after that, not 15 s later.
+    assert next_check_s(200, settings, 98) == pytest.approx(200 * 2 / 98 + 2)
+    # Without a Process figure, or a meaningless one, the age rule alone.
+    assert next_check_s(200, settings) == next_check_s(200, settings, 0) == 15.0

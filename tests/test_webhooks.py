@@ -37,7 +37,7 @@ def ended_job(store: Store, paths: list[str]) -> str:
     batch = store.batches.claim(ObjectType.FILE)
     assert isinstance(batch, Batch)
     store.batches.submit(batch, (), ("T1",), "R1")
-    assert store.jobs.status(job_id).state == "done"  # submitted: no call back yet
+    assert store.jobs.status(job_id).state == "submitted"  # submitted: no call back yet
     (call,) = store.tracking.due(10, store.now() + 3600)
     store.tracking.settle(call, {"T1": "Complete"}, {})
     assert store.jobs.status(job_id).state == "complete"

@@ -13,6 +13,7 @@ from typing import cast
 import redis
 from celery import Celery
 from celery.signals import (
+    after_setup_logger,
     task_prerun,
     worker_init,
     worker_process_shutdown,
@@ -129,6 +130,20 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
+# Celery's own line per task received, per task ended and per tick sent: 36 lines a minute
+# from an idle worker. Below DEBUG they say nothing an operator needs (a task that fails is
+# still logged, as an error); what a task did is logged by the task, one line per action.
+ROUTINE_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+
+
+@after_setup_logger.connect
+def _quiet_routine_lines(loglevel: int | str | None = None, **_: object) -> None:
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    if isinstance(level, int) and level > logging.DEBUG:
+        for name in ROUTINE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 # The SIGTERM handler billiard installed in this pool process (it exits cleanly), and the
 # process it was installed in (a handler inherited across a fork is not this process's).
 _billiard_sigterm: list[object] = [None, 0]
@@ -200,6 +215,29 @@ def _leave_at_exit(**_: object) -> None:
         rt.flusher.stopping.set()
         _leave(rt)
         rt.heartbeat.stop()
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    """The settings of the static credentials that are empty: a worker does not start
+    without them (every call would meet a credential error and hold every path)."""
+    missing = []
+    if not settings.access_key_id.strip():
+        missing.append("CDN_REFRESH_ACCESS_KEY_ID")
+    if not settings.access_key_secret.get_secret_value().strip():
+        missing.append("CDN_REFRESH_ACCESS_KEY_SECRET")
+    return missing
+
+
+@worker_init.connect
+def _refuse_empty_credentials(**_: object) -> None:
+    missing = missing_credentials(runtime.settings())
+    if missing:
+        log.critical(
+            "%s empty: set the AccessKey of a RAM user allowed cdn:RefreshObjectCaches "
+            "(see .env.example); the worker does not start without it",
+            " and ".join(missing) + (" is" if len(missing) == 1 else " are"),
+        )
+        raise SystemExit(1)
 
 
 @worker_init.connect

@@ -110,6 +110,7 @@ def tick() -> dict[str, Any]:
     for kind in pending:
         request_flush(kind)
     rt.flusher.provider_count.sync()
+    _notice_window_change(rt)
     # Back to pending (a Failed task) needs a flush too: the next tick's types_pending sees it.
     tracked = rt.flusher.tracker.poll()
     scheduled = rt.store.webhooks.has_work() and request_webhooks()
@@ -120,6 +121,20 @@ def tick() -> dict[str, Any]:
         "webhooks_scheduled": scheduled,
         "tracked": {"calls": tracked.calls, "complete": tracked.complete},
     }
+
+
+def _notice_window_change(rt: Runtime) -> None:
+    """Log a new quota window once for the deployment (the first tick that sees it)."""
+    change = rt.store.quota.window_change()
+    if change is not None:
+        previous, new = change
+        log.warning(
+            "quota window changed: %g s -> %g s (quota --set-window); every worker counts "
+            "the new one now; restart each with CDN_REFRESH_QUOTA_WINDOW_S=%g",
+            previous,
+            new,
+            new,
+        )
 
 
 def webhook_mark_s(settings: Settings) -> float:

@@ -5,8 +5,9 @@ mark while it polls, so that a second tick, or a tick on another host, never ask
 Per tracked call: ``DescribeRefreshTaskById`` with the call's task IDs (at most 10 a
 request, the provider's limit), whose answer names every path's own task. Then, by
 :func:`decide`: every task ended (settle: Complete paths complete, Failed ones back to
-pending), a task still runs (ask again later, the gap doubling from TASK_FIRST_CHECK_S up to
-TASK_CHECK_MAX_S), or give up (past TASK_TIMEOUT_S, or a task the provider no longer knows:
+pending), a task still runs (ask again after TASK_FIRST_CHECK_S or a tenth of the call's age,
+whichever is longer, at most TASK_CHECK_MAX_S; sooner when its Process foretells the end), or
+give up (past TASK_TIMEOUT_S, or a task the provider no longer knows:
 logged, the paths left as submitted, never re-sent in a loop).
 """
 
@@ -36,6 +37,12 @@ POLL_BUDGET_S = 10.0
 # DescribeRefreshTaskById allows about 30 requests a second per account: the one poller
 # stays well under it.
 DESCRIBE_GAP_S = 1 / 25
+# A running call is asked about again after TASK_FIRST_CHECK_S or this share of its age,
+# whichever is longer: its end is noticed within that (README "From pending to complete").
+CHECK_AGE_SHARE = 0.1
+# Asked about this long after the end its Process foretells (a pace is no promise).
+PROGRESS_MARGIN_S = 2.0
+MIN_CHECK_GAP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +70,38 @@ def decide(call: TrackedCall, tasks: list[RefreshTask], now: float, settings: Se
     running = missing or [t for t in call.task_ids if statuses[t] in RUNNING]
     if not running:
         return Decision("settle", statuses, task_of)
-    if now - call.submitted_at >= settings.task_timeout_s:
+    age = now - call.submitted_at
+    if age >= settings.task_timeout_s:
         return Decision("give_up", statuses, task_of, reason="Unknown" if missing else "Timeout")
-    return Decision("wait", statuses, task_of, next_s=next_check_s(call, settings))
+    progress = None if missing else _least_progress(tasks, running)
+    return Decision("wait", statuses, task_of, next_s=next_check_s(age, settings, progress))
 
 
-def next_check_s(call: TrackedCall, settings: Settings) -> float:
-    """The gap before the next check: doubling from TASK_FIRST_CHECK_S to TASK_CHECK_MAX_S."""
-    gap = settings.task_first_check_s * 2.0 ** (call.checks + 1)
-    return float(max(1.0, min(settings.task_check_max_s, gap)))
+def next_check_s(age_s: float, settings: Settings, progress: float | None = None) -> float:
+    """The gap before the next check of a call ``age_s`` old: TASK_FIRST_CHECK_S, or a tenth
+    of its age less a tick once that is longer (at most TASK_CHECK_MAX_S). With the tick's
+    delay, a task's end is noticed within TASK_FIRST_CHECK_S + FLUSH_INTERVAL_S (15 s at the
+    defaults) or a tenth of its age, whichever is larger; sooner when the provider's
+    ``Process`` (``progress``, in %) says the task ends before then."""
+    # A check falls due between two ticks: it may run up to FLUSH_INTERVAL_S late.
+    share = CHECK_AGE_SHARE * age_s - settings.flush_interval_s
+    gap = min(settings.task_check_max_s, max(settings.task_first_check_s, share))
+    if progress is not None and 0 < progress < 100:
+        # Progress so far took age_s: at that pace, the rest takes this long.
+        gap = min(gap, age_s * (100 - progress) / progress + PROGRESS_MARGIN_S)
+    return float(max(MIN_CHECK_GAP_S, gap))
+
+
+def _least_progress(tasks: list[RefreshTask], running: list[str]) -> float | None:
+    """The lowest ``Process`` of the running tasks (``45%`` -> 45.0); None if unreadable."""
+    found = []
+    for task in tasks:
+        if task.task_id in running:
+            try:
+                found.append(float(task.process.strip().rstrip("%")))
+            except ValueError:
+                return None
+    return min(found) if found else None
 
 
 @dataclass
@@ -133,7 +163,8 @@ class Tracker:
             if clock - call.submitted_at >= self._settings.task_timeout_s:
                 self._store.tracking.give_up(call, f"DescribeFailed:{exc.code}", now)
             else:
-                self._store.tracking.wait(call, next_check_s(call, self._settings), now)
+                age = clock - call.submitted_at
+                self._store.tracking.wait(call, next_check_s(age, self._settings), now)
             return "Throttl" not in exc.code and "TooMany" not in exc.code
 
         decision = decide(call, tasks, clock, self._settings)

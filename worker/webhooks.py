@@ -57,7 +57,7 @@ class WebhookSender:
     def _ended(self, status: JobStatus) -> bool:
         if status.state in ENDED:
             return True
-        if status.state is not JobState.DONE or not status.task_ids:
+        if status.state is not JobState.SUBMITTED or not status.task_ids:
             return False
         # Done, and every task ended, yet not complete: tracking gave up on some (Timeout,
         # Unknown). Nothing more will happen to the job: call back now, with state done.

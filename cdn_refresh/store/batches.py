@@ -18,6 +18,7 @@ from cdn_refresh.constants import (
     MAX_MESSAGE_CHARS,
     PROVIDER_COUNT_MARGIN_S,
     PROVIDER_RESET_UTC_OFFSET_H,
+    REPEAT_RANK_OFFSET,
     ObjectType,
 )
 from cdn_refresh.store import scripts
@@ -111,7 +112,7 @@ class BatchStore:
         while more:
             answer = self._ctx.scripts.run(
                 scripts.COVER,
-                [batch.id, COVER_STEP, COVER_LIMIT, BULK_RANK_OFFSET],
+                [batch.id, COVER_STEP, COVER_LIMIT, BULK_RANK_OFFSET, REPEAT_RANK_OFFSET],
                 ObjectType.DIRECTORY,
             )
             if answer[0] == "gone":

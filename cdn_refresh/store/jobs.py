@@ -14,9 +14,10 @@ from typing import Any, cast
 
 import redis
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.constants import BULK_RANK_OFFSET, REPEAT_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.places import PlaceStore
 from cdn_refresh.store.records import (
     JOB_COUNT_STATES,
     CredentialProblem,
@@ -30,6 +31,8 @@ from cdn_refresh.store.records import (
 # died). Every round trip of chunks renews it (a fraction of a second apart), so a few seconds
 # are plenty; a job whose producer died reads incomplete within them, not minutes later.
 OPEN_JOB_LEASE_S = 10.0
+# How many of the most recent jobs ``jobs --state S`` looks through.
+RECENT_SCAN = 1_000
 
 
 class JobNotFoundError(KeyError):
@@ -115,7 +118,7 @@ class JobStore:
             for chunk in chunks:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
-                    [header.job_id, rank, *chunk],
+                    [header.job_id, rank, *repeat_args(self._ctx), *chunk],
                     header.object_type,
                     client=pipe,
                 )
@@ -191,6 +194,10 @@ class JobStore:
         # Neither complete nor open: its enqueue died before it could say so.
         incomplete = header.incomplete or (not header.complete and not streaming)
         problem = CredentialProblem.decode(auth_raw)
+        place = None
+        if counts.pending:
+            rank = self.rank(header.created_at, header.priority)
+            place = PlaceStore(self._ctx).of_rank(rank, header.object_type)
         return JobStatus(
             job_id=job_id,
             state=_job_state(counts, streaming, incomplete),
@@ -203,7 +210,24 @@ class JobStore:
             incomplete=incomplete,
             error=header.error
             or ("the enqueue ended before every path was in" if incomplete else ""),
+            place=place,
         )
+
+    def recent(self, limit: int, state: JobState | None = None) -> list[JobStatus]:
+        """The ``limit`` most recent jobs (in ``state``, when given), newest first; with a
+        state, at most the ``RECENT_SCAN`` most recent jobs are looked at."""
+        found: list[JobStatus] = []
+        scan = RECENT_SCAN if state else limit
+        for job_id in self._ctx.redis.zrevrange(self._ctx.keys.shared.jobs_by_time, 0, scan - 1):
+            try:
+                status = self.status(str(job_id))
+            except JobNotFoundError:
+                continue  # forgotten between the two reads
+            if state is None or status.state is state:
+                found.append(status)
+                if len(found) >= limit:
+                    break
+        return found
 
     def backlog_days(self, object_type: ObjectType) -> float:
         """How many quota windows' worth of paths of this type wait, in days."""
@@ -217,13 +241,19 @@ class JobStore:
         return pending / limit * s.quota_window_s / 86400
 
 
+def repeat_args(ctx: StoreContext) -> tuple[str, int]:
+    """``enqueue.lua``'s window (s) in which a submission makes a path a repeat, and the rank
+    offset that puts a repeat after every first refresh of its priority."""
+    return repr(ctx.settings.quota_window_s), REPEAT_RANK_OFFSET
+
+
 def _job_state(counts: JobCounts, streaming: bool, incomplete: bool) -> JobState:
     if counts.waiting == 0 and not streaming:
         if incomplete:
             return JobState.INCOMPLETE
         if counts.failed:
             return JobState.FAILED
-        return JobState.DONE if counts.submitted else JobState.COMPLETE
+        return JobState.SUBMITTED if counts.submitted else JobState.COMPLETE
     if counts.in_flight or counts.submitted or counts.failed or counts.complete:
         return JobState.IN_PROGRESS
     return JobState.PENDING

@@ -97,6 +97,9 @@ class SharedKeys:
     webhook_created: str  # ZSET delivery id -> when it was fired (s): the oldest one's age
     webhook_dead: str  # HASH delivery id -> JSON delivery given up on (WEBHOOK_MAX_AGE_S)
     webhook_send_scheduled: str  # STRING with a TTL: a delivery task is scheduled or running
+    # STRING the quota window the workers last logged: a change (quota --set-window) is
+    # logged once, by the first tick that sees it.
+    quota_window_noticed: str
 
 
 class Keys:

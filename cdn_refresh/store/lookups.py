@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import cast
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store import scripts
 from cdn_refresh.store.batches import BatchStore
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.places import PlaceStore
 from cdn_refresh.store.records import (
     CredentialProblem,
     DeadLetter,
@@ -28,11 +30,30 @@ class PathStore:
 
     def __init__(self, ctx: StoreContext, batches: BatchStore, tracking: TrackingStore) -> None:
         self._ctx = ctx
+        self._places = PlaceStore(ctx)
         self._batches = batches
         self._tracking = tracking
 
     def lookup(self, path: str, object_type: ObjectType) -> PathLookup:
-        """Where one normalized path stands: pending, in flight, submitted or failed."""
+        """Where one normalized path stands: pending (with its place in the queue), in
+        flight, submitted, complete, failed, or unknown (with a near spelling that is
+        known, if any: the other scheme, the other type)."""
+        found = self._lookup(path, object_type)
+        if found.state is PathState.PENDING and found.cooling_until is None:
+            return replace(found, place=self._places.of_path(path, object_type))
+        if found.state is PathState.UNKNOWN:
+            return replace(found, hint=self._hint(path, object_type))
+        return found
+
+    def _hint(self, path: str, object_type: ObjectType) -> str | None:
+        """``try <path> (<type>, <state>)`` for the first near spelling that is known."""
+        for near, kind in near_spellings(path, object_type):
+            state = self._lookup(near, kind).state
+            if state is not PathState.UNKNOWN:
+                return f"never seen as {object_type}; known: {near} ({kind}, {state})"
+        return None
+
+    def _lookup(self, path: str, object_type: ObjectType) -> PathLookup:
         k, tk = self._ctx.keys.shared, self._ctx.keys.of(object_type)
         with self._ctx.redis.pipeline(transaction=False) as pipe:
             pipe.zscore(tk.pending, path)
@@ -127,3 +148,19 @@ class PathStore:
                 )
             )
         return replayed
+
+
+def near_spellings(path: str, object_type: ObjectType) -> list[tuple[str, ObjectType]]:
+    """Normalized paths a user may have meant: the other scheme, the other type (a
+    Directory ends with ``/``), and both."""
+    scheme, sep, rest = path.partition("://")
+    other = {"http": "https", "https": "http"}.get(scheme)
+    schemes = [path] + ([f"{other}{sep}{rest}"] if other else [])
+    found: list[tuple[str, ObjectType]] = [(p, object_type) for p in schemes[1:]]
+    if object_type is ObjectType.FILE:
+        kind = ObjectType.DIRECTORY
+        found += [(p if p.endswith("/") else p + "/", kind) for p in schemes if "?" not in p]
+    else:
+        kind = ObjectType.FILE
+        found += [(p, kind) for p in schemes] + [(p.rstrip("/"), kind) for p in schemes]
+    return [(p, k) for p, k in dict.fromkeys(found) if p != path or k != object_type]

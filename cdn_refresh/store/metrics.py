@@ -18,6 +18,7 @@ from cdn_refresh.constants import (
     CALL_DURATION_BUCKETS_S,
     OBJECT_TYPES,
     ObjectType,
+    enqueued_ms,
 )
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
@@ -118,9 +119,8 @@ class MetricsStore:
         figures = {}
         for i, kind in enumerate(OBJECT_TYPES):
             interactive, bulk, first_i, first_b, dead, used = answers[2 + 6 * i : 8 + 6 * i]
-            # A rank is the enqueue time in ms; a bulk rank has the offset on top.
-            ranks = [float(r) for _, r in first_i]
-            ranks += [float(r) - BULK_RANK_OFFSET for _, r in first_b]
+            # A rank is the enqueue time in ms, with offsets on top (bulk, a repeat).
+            ranks = [enqueued_ms(float(r)) for _, r in [*first_i, *first_b]]
             figures[kind] = TypeFigures(
                 pending_interactive=int(interactive),
                 pending_bulk=int(bulk),

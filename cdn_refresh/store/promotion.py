@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
-from cdn_refresh.store.jobs import JobStore
+from cdn_refresh.store.jobs import JobStore, repeat_args
 
 # Pending paths read per round trip.
 READ_STEP = 10_000
@@ -75,7 +75,10 @@ class PromotionStore:
         with self._ctx.redis.pipeline(transaction=False) as pipe:
             for directory in directories:
                 self._ctx.scripts.run(
-                    scripts.ENQUEUE, ["", rank, directory], ObjectType.DIRECTORY, client=pipe
+                    scripts.ENQUEUE,
+                    ["", rank, *repeat_args(self._ctx), directory],
+                    ObjectType.DIRECTORY,
+                    client=pipe,
                 )
             answers = pipe.execute()
         return [d for d, (accepted, _) in zip(directories, answers, strict=True) if accepted]

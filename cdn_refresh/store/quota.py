@@ -148,6 +148,21 @@ class QuotaStore:
         self._ctx.redis.set(self._ctx.keys.of(object_type).quota_limit, str(int(limit)))
         return previous
 
+    def window_change(self) -> tuple[float, float] | None:
+        """``(previous, new)`` the first time any caller sees a window other than the one
+        noticed before (``quota --set-window``); ``None`` otherwise, for every other caller."""
+        k = self._ctx.keys.shared
+        stored = self._ctx.redis.get(k.quota_window)
+        if stored is None:
+            # No worker claimed yet: the window is the configured one until one does.
+            configured = repr(self._ctx.settings.quota_window_s)
+            self._ctx.redis.set(k.quota_window_noticed, configured, nx=True)
+            return None
+        noticed = self._ctx.redis.set(k.quota_window_noticed, stored, get=True)
+        if noticed is None or float(noticed) == float(stored):
+            return None  # the first notice of a deployment is its start, not a change
+        return float(noticed), float(stored)
+
     def set_hold(self, object_type: ObjectType, seconds: float, reason: str) -> None:
         """Stop claiming one type for ``seconds`` (the provider's quota is spent)."""
         self._extend_ttl(self._ctx.keys.of(object_type).hold, reason, seconds)

@@ -11,10 +11,10 @@ A path's life (one object type)::
 
 (PENDING includes a path cooling down, and one covered by a Directory rides along with it.)
 A job is the set of paths one enqueue asked for: PENDING until one of them moves,
-IN_PROGRESS while some are settled and some are not, then DONE (all submitted), COMPLETE
+IN_PROGRESS while some are settled and some are not, then SUBMITTED (all submitted), COMPLETE
 (every path's task Complete) or FAILED (nothing waits and some were dead-lettered); a job
 whose enqueue ended part way (Redis failed, the producer died) ends INCOMPLETE instead, once
-what went in is settled: it never reads as done or complete. A job's state is computed from
+what went in is settled: it never reads as submitted or complete. A job's state is computed from
 its counts, never stored.
 
 Each record's JSON shape is written by one script (``lua/submit.lua`` writes
@@ -49,12 +49,18 @@ class JobState(StrEnum):
 
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
-    DONE = "done"  # every path submitted (some tasks may still run)
+    SUBMITTED = "submitted"  # every path submitted (some tasks may still run)
     COMPLETE = "complete"  # every path's task ended Complete
     FAILED = "failed"
-    # Its enqueue ended part way: what went in is settled, the rest never came. Never done or
+    # Its enqueue ended part way: what went in is settled, the rest never came. Never submitted or
     # complete, however well the paths that went in fared: they are not all that was asked.
     INCOMPLETE = "incomplete"
+
+    @classmethod
+    def _missing_(cls, value: object) -> JobState | None:
+        # SUBMITTED was named "done" until this release: a value stored (or sent in a
+        # webhook) under the old name still reads. Drop it in the next release.
+        return cls.SUBMITTED if value == "done" else None
 
 
 class Release(StrEnum):
@@ -388,6 +394,21 @@ JOB_COUNT_STATES: tuple[str, ...] = tuple(f.name for f in fields(JobCounts))
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePlace:
+    """Where a pending path stands: how many pending paths go before it, whether what our
+    rolling window has left takes it now, else when the window lets it go (an estimate;
+    ``None``: a quota of 0, never)."""
+
+    ahead: int
+    fits_now: bool
+    estimated_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``"place"`` shape of ``lookup --json`` and ``status --json``."""
+        return {"ahead": self.ahead, "fits_now": self.fits_now, "estimated_at": self.estimated_at}
+
+
+@dataclass(frozen=True, slots=True)
 class JobStatus:
     """A job's state, counts and task IDs (``status --json``)."""
 
@@ -401,6 +422,7 @@ class JobStatus:
     last_error: str | None = None
     incomplete: bool = False
     error: str = ""
+    place: QueuePlace | None = None  # while paths wait: the place of its last pending path
 
     def to_dict(self) -> dict[str, Any]:
         """The ``status --json`` shape."""
@@ -413,6 +435,7 @@ class JobStatus:
             "priority": self.priority.value,
             "created_at": self.created_at,
             "last_error": self.last_error,
+            "place": self.place.to_dict() if self.place else None,
         }
         if self.incomplete:
             data["incomplete"] = True
@@ -436,6 +459,8 @@ class PathLookup:
     covered_by: str | None = None  # its latest submission was a Directory's that covers it
     cooling_until: float | None = None  # held by the cooldown until then (state pending)
     completed_at: float | None = None  # when its task ended Complete (state complete)
+    place: QueuePlace | None = None  # state pending: its place in the queue
+    hint: str | None = None  # state unknown: a near spelling that is known
 
     def to_dict(self) -> dict[str, Any]:
         """The ``lookup --json`` shape."""
@@ -452,4 +477,6 @@ class PathLookup:
             "covered_by": self.covered_by,
             "cooling_until": self.cooling_until,
             "completed_at": self.completed_at,
+            "place": self.place.to_dict() if self.place else None,
+            "hint": self.hint,
         }

@@ -34,7 +34,17 @@ class ScriptSpec:
 
 ENQUEUE = ScriptSpec(
     "enqueue.lua",
-    ("pending", "pending_lex", "waiters", "cooling", "cooling_rank", "job_counts", "dead"),
+    (
+        "pending",
+        "pending_lex",
+        "waiters",
+        "cooling",
+        "cooling_rank",
+        "job_counts",
+        "dead",
+        "records_by_time",
+        "last_sent",
+    ),
 )
 REPLAY = ScriptSpec(
     "replay.lua",

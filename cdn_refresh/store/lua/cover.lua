@@ -19,20 +19,24 @@ local file_pending_lex = KEYS[12]
 local file_waiters = KEYS[13]
 -- ARGV[1] batch id   ARGV[2] most index entries to read in this run
 -- ARGV[3] most paths one batch covers   ARGV[4] lowest bulk rank
+-- ARGV[5] the rank offset of a repeat (enqueue.lua)
 -- Returns {'gone'} when the batch is settled or reclaimed already, else {files covered,
 -- directories covered, directories of the batch under another of it (taken out, their unit
 -- given back), 1 when more may be left, the batch's new JSON when its paths changed}
 local id, budget, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local bulk_floor = tonumber(ARGV[4])
+local repeat_offset = tonumber(ARGV[5])
 local raw = redis.call('HGET', batches, id)
 if not raw then return {'gone'} end
 local batch = cjson.decode(raw)
 -- Only what was enqueued before the batch was claimed is covered: a rank is its enqueue
--- time in ms (bulk ranks offset by bulk_floor), and a later request may be for newer content.
+-- time in ms (bulk ranks offset by bulk_floor, a repeat's by repeat_offset), and a later
+-- request may be for newer content.
 local claimed_ms = batch.claimed_at * 1000
 local function before_claim(rank)
   local at = tonumber(rank)
   if at >= bulk_floor then at = at - bulk_floor end
+  if at >= repeat_offset then at = at - repeat_offset end
   return at <= claimed_ms
 end
 local counts = {}

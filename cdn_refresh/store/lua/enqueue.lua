@@ -6,9 +6,13 @@ local cooling = KEYS[4]      -- ZSET path -> cooldown end (a cooling path coales
 local cooling_rank = KEYS[5] -- HASH path -> rank it goes back to pending with
 local job_counts = KEYS[6]   -- HASH "job:state" -> count
 local dead = KEYS[7]         -- HASH path -> JSON (a path enqueued again leaves the dead-letter set)
+local records_by_time = KEYS[8]  -- ZSET path -> last submitted at (s)
+local last_sent = KEYS[9]    -- ZSET path -> last claimed for a call (s), with a cooldown
 -- ARGV[1] job id (empty: no job waits, as for a Directory the workers promote)
 -- ARGV[2] rank of this chunk (enqueue time in ms; bulk ranks are offset after interactive)
--- ARGV[3..n] normalized paths
+-- ARGV[3] how recent a submission makes a path a repeat (s: the quota window)
+-- ARGV[4] the rank offset of a repeat: after every first refresh of its priority
+-- ARGV[5..n] normalized paths
 -- Returns {accepted, duplicates}: new pending paths, and paths that were pending (or cooling)
 -- already, or came earlier in the chunk.
 --
@@ -19,12 +23,13 @@ local job = ARGV[1]
 local rank = ARGV[2]
 local rank_number = tonumber(rank)
 local accepted, duplicates, joined = 0, 0, 0
+local FIRST = 5  -- ARGV index of the first path
 
 -- Counters instead of #t + 1: Lua 5.1 finds a table's length by a search each time.
 local scores, n_scores = {}, 0
 local n_argv = #ARGV
-in_slices(n_argv - 2, 1, function(first, last)
-  local part = redis.call('ZMSCORE', pending, unpack(ARGV, first + 2, last + 2))
+in_slices(n_argv - FIRST + 1, 1, function(first, last)
+  local part = redis.call('ZMSCORE', pending, unpack(ARGV, first + FIRST - 1, last + FIRST - 1))
   for i = 1, #part do scores[n_scores + i] = part[i] end
   n_scores = n_scores + #part
 end)
@@ -37,7 +42,7 @@ if redis.call('ZCARD', cooling) > 0 then
   for i = 1, n_scores do
     if not scores[i] then
       n_absent = n_absent + 1
-      absent[n_absent] = ARGV[i + 2]
+      absent[n_absent] = ARGV[i + FIRST - 1]
     end
   end
   in_slices(n_absent, 1, function(first, last)
@@ -52,14 +57,14 @@ local seen = {}
 local cool_forward, n_cool_forward = {}, 0
 local new_members, new_waiters, new_paths, n_new = {}, {}, {}, 0
 local forward, n_forward, pending_paths, n_pending = {}, 0, {}, 0
-for i = 3, n_argv do
+for i = FIRST, n_argv do
   local path = ARGV[i]
   if seen[path] then
     duplicates = duplicates + 1
   else
     seen[path] = true
     local cooling_at = cool_rank[path]
-    local waiting_at = cooling_at or scores[i - 2]
+    local waiting_at = cooling_at or scores[i - FIRST + 1]
     if waiting_at then
       duplicates = duplicates + 1
       n_pending = n_pending + 1
@@ -84,6 +89,27 @@ for i = 3, n_argv do
       n_new = n_new + 1
       new_paths[n_new] = path
     end
+  end
+end
+
+-- A repeat (a path submitted, or claimed, within the window) ranks after every path of its
+-- priority that was never refreshed: under quota pressure a repeat never takes a unit a
+-- first refresh waits for (README "Getting more out of the quota").
+local function mark_repeats(times_key, since, repeat_rank)
+  in_slices(n_new, 1, function(first, last)
+    local part = redis.call('ZMSCORE', times_key, unpack(new_paths, first, last))
+    for i = 1, #part do
+      if part[i] and tonumber(part[i]) > since then
+        new_members[2 * (first + i - 1) - 1] = repeat_rank
+      end
+    end
+  end)
+end
+if n_new > 0 then
+  local since = clock('') - tonumber(ARGV[3])
+  local repeat_rank = tostring(rank_number + tonumber(ARGV[4]))
+  for _, times_key in ipairs({records_by_time, last_sent}) do
+    if redis.call('ZCARD', times_key) > 0 then mark_repeats(times_key, since, repeat_rank) end
   end
 end
 
