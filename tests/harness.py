@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.local import ROOT, WorkerProcess, wait_for, worker_env
+from cdn_refresh.local import ROOT, WorkerProcess, celery_worker_argv, wait_for, worker_env
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch
@@ -23,6 +23,7 @@ __all__ = [
     "ROOT",
     "Cluster",
     "WorkerProcess",
+    "celery_worker_argv",
     "claim_batch",
     "cluster_values",
     "job_counts",

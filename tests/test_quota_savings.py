@@ -304,6 +304,8 @@ def test_files_do_not_wait_for_a_directory_far_back_in_the_queue(
 ) -> None:
     producer, store = store_and_producer(redis_client, directory_daily_quota=3)
     producer.enqueue(["a.com/x/", "a.com/y/", "a.com/z/"], DIRECTORY)
+    # Ranks are in milliseconds: a later enqueue must land in a later one to queue behind.
+    time.sleep(0.005)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     producer.enqueue(["a.com/img/1.png", "a.com/x/1.png"])
     # /x/ goes in the next Directory claim; /img/ is fourth of three units left.
