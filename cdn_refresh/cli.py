@@ -703,7 +703,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @click.option("--timeout", "timeout_s", type=float, default=180, show_default=True)
 def demo(as_json: bool, timeout_s: float) -> None:
     """Run the whole pipeline locally on embedded defaults and show what happens."""
-    from cdn_refresh.demo import run_demo
+    from sandbox.demo import run_demo
 
     sys.exit(run_demo(as_json=as_json, timeout_s=timeout_s))
 

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.local import RedisServer as LocalRedis
 from cdn_refresh.store import (
     JobNotFoundError,
     QuotaLimitMismatchError,
@@ -32,6 +31,7 @@ from producer.producer import (
     Producer,
     RedisRefusesWritesError,
 )
+from sandbox.local import RedisServer as LocalRedis
 from tests.conftest import RedisServer, make_settings
 from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
 from worker.webhooks import WebhookSender

@@ -16,7 +16,7 @@ import pytest
 from cdn_refresh.store import scripts
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_PACKAGES = ("cdn_refresh", "worker", "producer", "emulator", "api")
+SOURCE_PACKAGES = ("cdn_refresh", "worker", "producer", "emulator", "api", "sandbox")
 MAX_FUNCTION_LINES = 60
 _KEY_LINE = re.compile(r"^local (\w+) = KEYS\[(\d+)\]", re.MULTILINE)
 
