@@ -169,6 +169,16 @@ def test_an_enqueue_warns_when_the_pending_work_needs_more_than_30_days_of_quota
     assert big.to_dict()["backlog_days"] == 40
 
 
+def test_an_enqueue_at_a_quota_of_0_warns_that_the_paths_never_go_in_valid_json(
+    redis_client: redis.Redis,
+) -> None:
+    producer = Producer(Store(redis_client, make_settings(url_daily_quota=0)))
+    receipt = producer.enqueue(["a.example.com/x"])
+    assert receipt.backlog_days is None
+    assert "never go" in receipt.warning
+    assert json.loads(json.dumps(receipt.to_dict(), allow_nan=False))["backlog_days"] is None
+
+
 # --- 5. a Redis URL with ?password= works for the broker too -------------------------------
 
 
