@@ -172,3 +172,15 @@ def test_the_license_is_an_spdx_string() -> None:
 def test_bench_does_not_import_the_tests() -> None:
     for path in sorted((ROOT / "bench").glob("*.py")):
         assert "from tests" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_every_command_the_front_door_names_loads_from_its_package_under_that_name() -> None:
+    import click
+
+    from cdn_refresh import cli
+
+    ctx = click.Context(cli.main)
+    for name, target in cli.COMMANDS.items():
+        command = cli.main.get_command(ctx, name)
+        assert command is not None and command.name == name, target
+        assert target.split(".")[0] != "cdn_refresh", f"{name} lives on the floor"
