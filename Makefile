@@ -42,6 +42,7 @@ check-latest: redis-server
 	$(LATEST_VENV)/bin/pip freeze --exclude-editable
 	$(LATEST_VENV)/bin/ruff check .
 	$(LATEST_VENV)/bin/ruff format --check .
+	$(LATEST_VENV)/bin/lint-imports
 	$(LATEST_VENV)/bin/mypy
 	$(LATEST_VENV)/bin/pytest -m "not e2e and not fault and not locked_install" -p no:cacheprovider
 
@@ -55,6 +56,7 @@ redis-server:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
