@@ -258,6 +258,28 @@ def test_a_key_used_before_keys_were_per_token_still_gets_its_job(
     assert redis_client.ttl(redis_client.keys(store.keys.idempotency("*"))[0]) > 0
 
 
+def test_a_legacy_key_sent_by_another_token_with_another_body_stays_its_owners(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    body = {"paths": ["a.example.com/1"]}
+    store = make_store(redis_client)
+    legacy = store.keys.idempotency(hashlib.sha256(b"old-key").hexdigest())
+    with api_server(tmp_path, redis_url) as server, httpx.Client(base_url=server.url) as http:
+        first = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "k0"})
+        (scoped,) = redis_client.keys(store.keys.idempotency("*"))
+        redis_client.rename(scoped, legacy)  # as an API from before the upgrade kept it
+        other = {"paths": ["a.example.com/2"]}
+        theirs = http.post(
+            "/v1/refresh", json=other, headers={**OTHER_AUTH, "Idempotency-Key": "old-key"}
+        )
+        mine = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "old-key"})
+    assert theirs.status_code == 409 and theirs.json()["error"] == "idempotency_conflict"
+    # The owner's retry still finds its mark, and gets its one job.
+    assert mine.status_code == 202 and mine.headers["idempotent-replayed"] == "true"
+    assert mine.json() == first.json()
+    assert redis_client.hkeys(store.keys.shared.jobs) == [first.json()["job_id"]]
+
+
 def job_paths(redis_client: redis.Redis, job_id: str) -> int:
     counts = redis_client.hgetall(make_store(redis_client).keys.shared.job_counts)
     return sum(int(v) for k, v in counts.items() if k.startswith(f"{job_id}:"))
