@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
         settings.api_max_body_bytes,
         settings.api_max_body_bytes_in_flight,
         settings.api_body_timeout_s,
+        settings.api_body_max_s,
     )
     app.add_middleware(BodyLimit, bounds=bounds)
     check = TokenCheck(tokens)

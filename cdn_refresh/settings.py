@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     api_max_body_bytes_in_flight: int = Field(default=c.API_MAX_BODY_BYTES_IN_FLIGHT, ge=1024)
     api_header_timeout_s: float = Field(default=c.API_HEADER_TIMEOUT_S, gt=0)
     api_body_timeout_s: float = Field(default=c.API_BODY_TIMEOUT_S, gt=0)
+    api_body_max_s: float = Field(default=c.API_BODY_MAX_S, gt=0)
     webhook_secret: SecretStr = SecretStr("")
     # Hosts a callback_url may name; empty: callbacks are refused.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -164,6 +165,9 @@ class Settings(BaseSettings):
     def _check_delays(self) -> Settings:
         if self.retry_max_delay_s < self.retry_base_delay_s:
             raise ValueError("RETRY_MAX_DELAY_S must not be below RETRY_BASE_DELAY_S")
+        if self.api_max_body_bytes > self.api_max_body_bytes_in_flight:
+            # Else a body within its own bound could never fit: every large POST a 503.
+            raise ValueError("API_MAX_BODY_BYTES must not be above API_MAX_BODY_BYTES_IN_FLIGHT")
         return self
 
     def daily_quota(self, object_type: c.ObjectType) -> int:
