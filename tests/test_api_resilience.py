@@ -228,10 +228,15 @@ def died_after(
     if ended:
         header.accepted = put_in
         store.jobs.abandon(header)
-    (mark_key,) = redis_client.keys(store.keys.idempotency("*"))
+    make_stale(redis_client)
+    return claim.job_id
+
+
+def make_stale(redis_client: redis.Redis) -> None:
+    """Make the one idempotency mark's beat stale, as it goes once its POST died."""
+    (mark_key,) = redis_client.keys(make_store(redis_client).keys.idempotency("*"))
     mark = json.loads(str(redis_client.get(mark_key)))
     redis_client.set(mark_key, json.dumps({**mark, "beat": 0}), keepttl=True)
-    return claim.job_id
 
 
 def paths_counted(redis_client: redis.Redis, job_id: str) -> int:
@@ -254,6 +259,26 @@ def test_a_retry_never_registers_again_a_callback_that_fired(
     # Nothing left to fire when the job ends again: the receiver gets one job.finished.
     assert list(store.webhooks.registrations()) == []
     assert store.webhooks.outbox_size() == 1
+
+
+def test_a_retry_registers_again_the_callback_of_a_job_never_opened(
+    served: str, redis_client: redis.Redis
+) -> None:
+    body = {**BODY, "callback_url": "http://127.0.0.1:9/hook"}
+    store = make_store(redis_client, **SERVED)
+    request = RefreshRequest.model_validate(body)
+    digest = fingerprint(request.model_dump_json().encode("utf-8"))
+    key = scoped_key(scope_of(TOKEN), "unopened")
+    claim = store.idempotency.begin(key, digest, Registration.new(body["callback_url"]))
+    assert isinstance(claim, Reservation)
+    # Its POST died before the job opened, long enough ago that its registration was buried.
+    store.webhooks.forget(claim.job_id)
+    make_stale(redis_client)
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "unopened"})
+    assert retry.status_code == 202 and retry.json()["job_id"] == claim.job_id
+    (registration,) = store.webhooks.registrations()
+    assert registration.job_id == claim.job_id
 
 
 def test_a_resumed_retry_with_skip_invalid_skips_the_paths_the_workers_took(

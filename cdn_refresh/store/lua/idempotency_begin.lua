@@ -8,7 +8,7 @@ local jobs = KEYS[4]         -- HASH job id -> JSON JobHeader (written when the 
 local webhooks = KEYS[5]     -- HASH job id -> JSON callback registration
 -- ARGV[1] body fingerprint   ARGV[2] owner (this POST)   ARGV[3] stale after (s)
 -- ARGV[4] TTL of the key (s)   ARGV[5] JSON callback registration, '' for none (registered
--- only when the key is new)
+-- unless the job opened already)
 -- Returns {'begun', job id, done}: go on, as this job, past the first `done` valid paths
 -- (0 unless a POST that died had put them in). {'resume', job id, done}: the same, but that
 -- POST had opened the job. {'done', JSON mark}: answer it again. {'running', job id}: another
@@ -44,10 +44,13 @@ if raw then
 else
   local job_id = tostring(redis.call('INCR', job_seq))
   mark = {state = 'running', fingerprint = ARGV[1], owner = ARGV[2], job_id = job_id, done = 0}
-  -- Registered once, with the mark: a retry that takes the key over never registers again,
-  -- so that a callback that fired already (the job had ended) never fires a second time.
-  if ARGV[5] ~= '' then redis.call('HSET', webhooks, job_id, ARGV[5]) end
 end
 mark.beat = now
 redis.call('SET', idempotency, cjson.encode(mark), 'EX', tonumber(ARGV[4]))
+-- Never for a job that opened: its callback may have fired already (the job had ended), and
+-- must not fire a second time. Until the job opens it cannot have fired (a registration left
+-- that long without its job is buried): then a retry registers it again.
+if ARGV[5] ~= '' and outcome ~= 'resume' then
+  redis.call('HSET', webhooks, mark.job_id, ARGV[5])
+end
 return {outcome, mark.job_id, tostring(mark.done or 0)}
