@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,8 +36,9 @@ from cdn_refresh.store.idempotency import Reservation, fingerprint, scoped_key
 from cdn_refresh.store.jobs import JobStore
 from cdn_refresh.store.records import JobHeader
 from cdn_refresh.store.webhooks import Registration
+from emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import make_settings, make_store
-from tests.harness import claim_batch
+from tests.harness import Cluster, claim_batch, wait_for
 from worker.webhooks import WebhookSender
 
 pytestmark = pytest.mark.redis
@@ -299,6 +301,31 @@ def test_a_resumed_retry_with_skip_invalid_skips_the_paths_the_workers_took(
     assert redis_client.zcard(pending) == 20
     # The 10th valid path is the body's 14th: the retry went on after it.
     assert retry.json()["resumed_after"] == 14 and retry.json()["accepted"] == 20
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(seed=5, url_quota=1_000_000, dir_quota=10_000)) as server:
+        yield server
+
+
+def test_a_resumed_retry_refreshes_no_path_a_worker_refreshed_already(
+    served: str, redis_client: redis.Redis, cluster: Cluster
+) -> None:
+    cluster.configure()
+    paths = [f"a.example.com/w/{i}" if i % 4 else f"ftp://a.example.com/{i}" for i in range(40)]
+    body = {"paths": paths, "skip_invalid": True}
+    job_id = died_after(redis_client, "worked", body, 10)
+    cluster.start_workers(1)
+    wait_for(lambda: len(cluster.accepted()) == 10, 30, cluster.logs)  # refreshed: quota spent
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "worked"})
+    assert retry.status_code == 202, retry.text
+    cluster.wait_done([job_id])
+    refreshed = Counter(cluster.accepted())
+    assert set(refreshed) == {f"http://{p}" for p in paths if not p.startswith("ftp:")}
+    assert max(refreshed.values()) == 1  # none twice
+    assert paths_counted(redis_client, job_id) == 30
 
 
 def test_a_retry_after_every_path_went_in_closes_the_job_and_sends_none_again(
