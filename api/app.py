@@ -317,6 +317,9 @@ def _enqueue_once(producer: Producer, body: RefreshRequest, claim: Reservation) 
             body.paths[skipped:],
             resumed=claim.done if claim.resumed else None,
         )
+    if claim.resumed:
+        for rejection in answer.document.get("rejected") or []:
+            rejection["line"] += skipped  # a line of the body, not of the rest
     if answer.status == 202:
         if claim.resumed:
             answer.document["resumed_after"] = skipped

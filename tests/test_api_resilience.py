@@ -301,6 +301,7 @@ def test_a_resumed_retry_with_skip_invalid_skips_the_paths_the_workers_took(
     assert redis_client.zcard(pending) == 20
     # The 10th valid path is the body's 14th: the retry went on after it.
     assert retry.json()["resumed_after"] == 14 and retry.json()["accepted"] == 20
+    assert [r["line"] for r in retry.json()["rejected"]] == [17, 21, 25, 29, 33, 37]
 
 
 @pytest.fixture
