@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
         settings.api_max_body_bytes,
         settings.api_max_body_bytes_in_flight,
         settings.api_body_timeout_s,
+        settings.api_body_max_s,
     )
     app.add_middleware(BodyLimit, bounds=bounds)
     check = TokenCheck(tokens)
@@ -251,6 +252,11 @@ def _refresh(
         if header is not None and header.complete and not header.incomplete:
             # Every path went in; only the answer was lost: the receipt from the job itself.
             return _answer(_keep(producer, claim, _receipt_of(header)), replayed=True)
+        if _rest_of(producer, body, claim)[1] == 0:
+            # Every path went in, but the POST died before it closed the job: close it (a
+            # path sent again would be counted, or refreshed, twice).
+            header = producer.finish_resumed(claim.job_id, claim.done)
+            return _answer(_keep(producer, claim, _receipt_of(header)), replayed=True)
     return _answer(_enqueue_once(producer, body, claim))
 
 
@@ -301,8 +307,19 @@ def _enqueue_once(producer: Producer, body: RefreshRequest, claim: Reservation) 
     going stale: a retry then takes the key over with the same job id and goes on from the
     paths that are in. A request that opened no job (its paths refused) frees the key.
     """
-    paths, skipped = _rest_of(body, claim)
-    answer = _enqueue(producer, body, claim.job_id, _beat(producer, claim, skipped), paths)
+    skipped, _ = _rest_of(producer, body, claim)
+    with _Heartbeat(producer.store.idempotency, claim):
+        answer = _enqueue(
+            producer,
+            body,
+            claim.job_id,
+            _progress(producer, claim),
+            body.paths[skipped:],
+            resumed=claim.done if claim.resumed else None,
+        )
+    if claim.resumed:
+        for rejection in answer.document.get("rejected") or []:
+            rejection["line"] += skipped  # a line of the body, not of the rest
     if answer.status == 202:
         if claim.resumed:
             answer.document["resumed_after"] = skipped
@@ -316,16 +333,17 @@ def _enqueue_once(producer: Producer, body: RefreshRequest, claim: Reservation) 
     return answer
 
 
-def _rest_of(body: RefreshRequest, claim: Reservation) -> tuple[list[str], int]:
-    """The paths still to enqueue, and how many are skipped: those a POST that died had
-    put in, in order. Valid paths are counted; without ``skip_invalid`` every path is valid
-    (else nothing had gone in), so they are the body's first ones. With ``skip_invalid`` all
-    go again: what is in already coalesces. The last path always goes, so that the job is
-    closed by this enqueue even when the POST that died had put in every path."""
-    if not claim.resumed or body.skip_invalid:
-        return body.paths, 0
-    skipped = min(claim.done, len(body.paths) - 1)
-    return body.paths[skipped:], skipped
+def _rest_of(producer: Producer, body: RefreshRequest, claim: Reservation) -> tuple[int, int]:
+    """How many of the body's paths a POST that died had put in (the first ``claim.done``
+    valid ones, in order: the retry skips them, and every path before them), and how many
+    valid paths remain. Without ``skip_invalid`` every path is valid (else nothing had gone
+    in); with it, the body's paths are validated again to find where those ``done`` end."""
+    if not claim.resumed:
+        return 0, len(body.paths)
+    if body.skip_invalid:
+        return producer.split_valid(body.paths, body.type, claim.done)
+    skipped = min(claim.done, len(body.paths))
+    return skipped, len(body.paths) - skipped
 
 
 def _keep(producer: Producer, claim: Reservation, answer: StoredAnswer) -> StoredAnswer:
@@ -339,24 +357,50 @@ def _keep(producer: Producer, claim: Reservation, answer: StoredAnswer) -> Store
     return answer
 
 
-def _beat(producer: Producer, claim: Reservation, skipped: int) -> Callable[[str, int], None]:
-    """The enqueue's progress callback: refresh the key's beat every RUNNING_BEAT_S, and
-    record every confirmed round of paths (in order), so that a retry after this POST dies
-    goes on from there."""
+class _Heartbeat:
+    """Refresh the key's beat every RUNNING_BEAT_S while this POST enqueues, from a thread
+    of its own: whatever the enqueue waits on (replicas, a Redis blip, a slow round trip),
+    the mark goes stale only when this process is gone, never while it still writes."""
+
+    def __init__(self, idempotency: IdempotencyStore, claim: Reservation) -> None:
+        self._idempotency = idempotency
+        self._claim = claim
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"idempotency-beat-{claim.job_id}", daemon=True
+        )
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(RUNNING_BEAT_S):
+            try:
+                if not self._idempotency.beat(self._claim):
+                    return  # taken over, or answered: nothing more to keep alive
+            except redis.RedisError as exc:  # the enqueue itself will say if Redis is gone
+                log.debug("idempotency beat of job %s failed (%s)", self._claim.job_id, exc)
+
+
+def _progress(producer: Producer, claim: Reservation) -> Callable[[str, int], None]:
+    """The enqueue's progress callback: record every confirmed round of valid paths (in
+    order, after the ``claim.done`` a POST that died had put in), so that a retry after
+    this POST dies goes on from there."""
     idempotency: IdempotencyStore = producer.store.idempotency
-    last = time.monotonic()
-    done = skipped
+    done = claim.done
 
     def progress(phase: str, n: int) -> None:
-        nonlocal last, done
-        enqueued = phase == "enqueued"
-        if enqueued:
-            done += n
-        elif time.monotonic() - last < RUNNING_BEAT_S:
+        nonlocal done
+        if phase != "enqueued":
             return
-        last = time.monotonic()
+        done += n
         try:
-            idempotency.beat(claim, done if enqueued else None)
+            idempotency.beat(claim, done)
         except redis.RedisError as exc:  # the enqueue itself will say if Redis is gone
             log.debug("idempotency beat of job %s failed (%s)", claim.job_id, exc)
 
@@ -369,6 +413,8 @@ def _enqueue(
     job_id: str | None,
     progress: Callable[[str, int], None] | None = None,
     paths: list[str] | None = None,
+    *,
+    resumed: int | None = None,
 ) -> StoredAnswer:
     """Enqueue ``paths`` (default: the body's) as ``job_id``: the answer (202, or an error
     document) to keep for a key."""
@@ -380,6 +426,7 @@ def _enqueue(
             skip_invalid=body.skip_invalid,
             progress=progress,
             job_id=job_id,
+            resumed=resumed,
         )
     except EnqueueRejectedError as exc:
         return _error(400, "rejected", str(exc), exc.receipt.to_dict())

@@ -1,9 +1,10 @@
 """Request bodies, bounded as they arrive: one body's size (``CDN_REFRESH_API_MAX_BODY_BYTES``:
-413), the bytes all bodies held at once may take (``API_MAX_BODY_BYTES_IN_FLIGHT``: 503, so
-that many clients sending at once cannot take the process's memory), and the time a client
-may take to send one (``API_BODY_TIMEOUT_S``: 408, so that a stalled sender cannot hold a
-buffer, or a connection, for ever). Nothing parses a body, and nothing is enqueued, until it
-is all in within these bounds.
+413, at once when the declared length is over it), the bytes all bodies held at once may take
+(``API_MAX_BODY_BYTES_IN_FLIGHT``: 503, so that many clients sending at once cannot take the
+process's memory), and the time a client may take to send one (408, so that a stalled sender
+cannot hold a buffer, or a connection, for ever): ``API_BODY_TIMEOUT_S`` without a byte, and
+``API_BODY_MAX_S`` for the whole body, so that a slow but steady sender gets through. Nothing
+parses a body, and nothing is enqueued, until it is all in within these bounds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_document
+from cdn_refresh.constants import API_BODY_MAX_S
 
 # Past the limit the rest of a body is read and dropped (so that the client, still sending,
 # reads the 413 instead of a reset connection) up to this much more; then the connection goes.
@@ -23,11 +25,12 @@ DRAIN_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class BodyBounds:
-    """The three bounds above."""
+    """The bounds above (``timeout_s``: without a byte; ``max_s``: the whole body)."""
 
     max_bytes: int
     in_flight_bytes: int
     timeout_s: float
+    max_s: float = API_BODY_MAX_S
 
 
 class _Refused(Exception):
@@ -51,17 +54,20 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        # A declared length is reserved at once: a body that cannot fit is refused unread.
         reserved = int(declared) if declared is not None and declared.isdigit() else 0
-        reserved = min(reserved, self.bounds.max_bytes + 1)
+        if reserved > self.bounds.max_bytes:
+            # Refused unread, at once: nothing of it is held, or waited for.
+            await _refuse(send, _too_large(self.bounds.max_bytes))
+            return
+        # A declared length is reserved at once: a body that cannot fit is refused unread.
         self._held += reserved
         try:
-            body = await asyncio.wait_for(self._read(receive, reserved), self.bounds.timeout_s)
+            body = await asyncio.wait_for(self._read(receive, reserved), self.bounds.max_s)
         except _Refused as refused:
             await _refuse(send, refused)
             return
         except TimeoutError:
-            message = f"the request body did not arrive within {self.bounds.timeout_s:g} s"
+            message = f"the request body did not arrive within {self.bounds.max_s:g} s"
             await _refuse(send, _Refused(408, "body_timeout", message))
             return
         finally:
@@ -75,10 +81,10 @@ class BodyLimit:
         limit = self.bounds.max_bytes
         self._check_room()
         chunks: list[bytes] = []
-        size, extra, too_large = 0, 0, reserved > limit
+        size, extra, too_large = 0, 0, False
         try:
             while True:
-                message = await receive()
+                message = await self._next(receive)
                 if message["type"] == "http.disconnect":
                     return None
                 chunk = message.get("body", b"")
@@ -95,9 +101,17 @@ class BodyLimit:
         finally:
             self._held -= extra
         if too_large:
-            message_text = f"the request body is over {limit} bytes: nothing was enqueued"
-            raise _Refused(413, "body_too_large", message_text)
+            raise _too_large(limit)
         return b"".join(chunks)
+
+    async def _next(self, receive: Receive) -> Message:
+        """The next message of the body, unless the client sends nothing for the idle
+        timeout (then a 408)."""
+        try:
+            return await asyncio.wait_for(receive(), self.bounds.timeout_s)
+        except TimeoutError:
+            message = f"no byte of the request body arrived for {self.bounds.timeout_s:g} s"
+            raise _Refused(408, "body_timeout", message) from None
 
     def _check_room(self) -> None:
         if self._held > self.bounds.in_flight_bytes:
@@ -107,6 +121,11 @@ class BodyLimit:
                 "too many request bodies are arriving at once: retry shortly "
                 "(nothing was enqueued)",
             )
+
+
+def _too_large(limit: int) -> _Refused:
+    message = f"the request body is over {limit} bytes: nothing was enqueued"
+    return _Refused(413, "body_too_large", message)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

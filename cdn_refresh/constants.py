@@ -144,9 +144,12 @@ API_MAX_BODY_BYTES: Final = 10 * 1024 * 1024
 # Request bodies the API holds at once, all requests together: past it, a 503 (the memory
 # an API process may spend on bodies is bounded, however many clients send at once).
 API_MAX_BODY_BYTES_IN_FLIGHT: Final = 64 * 1024 * 1024
-# How long a client may take to send a request's headers, and then its body.
+# How long a client may take to send a request's headers; then how long it may go without
+# sending a byte of its body, and how long the whole body may take at most (a slow but steady
+# sender gets through; one that stalls does not hold a buffer for long).
 API_HEADER_TIMEOUT_S: Final = 10.0
 API_BODY_TIMEOUT_S: Final = 30.0
+API_BODY_MAX_S: Final = 600.0
 # Paths one POST may carry: a 10 MB body holds about this many typical URLs.
 API_MAX_PATHS: Final = 100_000
 # How long a POST's Idempotency-Key returns the job it made.

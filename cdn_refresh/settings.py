@@ -172,7 +172,9 @@ class Settings(BaseSettings):
     api_header_timeout_s: float = Field(default=c.API_HEADER_TIMEOUT_S, gt=0)
     """Time a client has to send its headers (else the connection is closed)."""
     api_body_timeout_s: float = Field(default=c.API_BODY_TIMEOUT_S, gt=0)
-    """Time a client has to send its body (else 408)."""
+    """No byte of the body for this long: 408."""
+    api_body_max_s: float = Field(default=c.API_BODY_MAX_S, gt=0)
+    """The longest a whole body may take to arrive (else 408), however steadily it comes."""
     webhook_secret: SecretStr = SecretStr("")
     """HMAC-SHA256 key of webhook signatures, for callbacks without their own `callback_secret`
     (secret; empty: only those are accepted).
@@ -249,6 +251,9 @@ class Settings(BaseSettings):
     def _check_delays(self) -> Settings:
         if self.retry_max_delay_s < self.retry_base_delay_s:
             raise ValueError("RETRY_MAX_DELAY_S must not be below RETRY_BASE_DELAY_S")
+        if self.api_max_body_bytes > self.api_max_body_bytes_in_flight:
+            # Else a body within its own bound could never fit: every large POST a 503.
+            raise ValueError("API_MAX_BODY_BYTES must not be above API_MAX_BODY_BYTES_IN_FLIGHT")
         return self
 
     def daily_quota(self, object_type: c.ObjectType) -> int:

@@ -82,6 +82,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "api_max_body_bytes_in_flight",
             "api_header_timeout_s",
             "api_body_timeout_s",
+            "api_body_max_s",
         ),
     ),
     (

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any, cast
 
 import redis
@@ -194,6 +194,7 @@ class Producer:
         skip_invalid: bool = False,
         progress: Callable[[str, int], None] | None = None,
         job_id: str | None = None,
+        resumed: int | None = None,
     ) -> Receipt:
         """Validate and enqueue ``paths`` as one job.
 
@@ -205,6 +206,9 @@ class Producer:
         reports ``n`` more inputs handled in phase ``"validated"`` or ``"enqueued"``.
         ``job_id``: one reserved beforehand (the HTTP API registers a callback or an
         Idempotency-Key under it before the job exists); by default a fresh one.
+        ``resumed``: ``job_id`` is a job whose enqueue died after its first ``resumed`` valid
+        paths went in, and ``paths`` are the rest: the job keeps its header (its time, its
+        place, the paths asked for), whose counts grow by what this enqueue adds.
         """
         kind, rank_priority = _object_type(object_type), _priority(priority)
         # Read once a minute, not at each enqueue: an evicting Redis would drop what we accept.
@@ -228,7 +232,8 @@ class Producer:
                 paths=valid,
                 rejected=receipt.rejected_count,
             )
-            self._write(cast(IO[str], spool), header, receipt, progress)
+            base = (0, 0) if resumed is None else self._carry_over(header, resumed)
+            self._write(cast(IO[str], spool), header, receipt, progress, base)
         try:
             self._warn_of_backlog(kind, receipt)
         except redis.RedisError as exc:
@@ -282,7 +287,10 @@ class Producer:
         header: JobHeader,
         receipt: Receipt,
         progress: Callable[[str, int], None] | None,
+        base: tuple[int, int] = (0, 0),
     ) -> None:
+        """Stream the spool in as ``header``'s job; ``base``: the (accepted, duplicates) it
+        had before (a resumed job's)."""
         jobs = self._store.jobs
         receipt.job_id = header.job_id
         rank = JobStore.rank(header.created_at, header.priority)
@@ -310,13 +318,60 @@ class Producer:
             for done in refused:
                 receipt.accepted += sum(a for a, _ in done)
                 receipt.duplicates += sum(d for _, d in done)
-            header.accepted, header.duplicates = receipt.accepted, receipt.duplicates
+            header.accepted = base[0] + receipt.accepted
+            header.duplicates = base[1] + receipt.duplicates
             header.error = f"{type(exc).__name__}: {exc}"[:500]
             jobs.abandon(header)
             receipt.incomplete, receipt.error = True, header.error
             raise EnqueueInterruptedError(receipt, exc) from exc
-        header.accepted, header.duplicates = receipt.accepted, receipt.duplicates
+        header.accepted = base[0] + receipt.accepted
+        header.duplicates = base[1] + receipt.duplicates
         jobs.close(header)
+
+    def _carry_over(self, header: JobHeader, resumed: int) -> tuple[int, int]:
+        """Give ``header`` (of a resumed job) what the job's first header said: its time
+        (and so its place), the paths and rejections of the request. The (accepted,
+        duplicates) the job had: as its header said when its enqueue ended there, else
+        (the enqueue was killed) the paths the job counts, of the ``resumed`` that went in."""
+        before = self._store.jobs.header(header.job_id)
+        if before is None:
+            return 0, 0
+        header.created_at, header.paths = before.created_at, max(before.paths, header.paths)
+        header.rejected = max(before.rejected, header.rejected)
+        if before.complete:
+            return before.accepted, before.duplicates
+        counted = self._store.jobs.paths_counted(header.job_id)
+        return counted, max(0, resumed - counted)
+
+    def finish_resumed(self, job_id: str, resumed: int) -> JobHeader:
+        """Close a job every path of which is in already (its enqueue died before it could
+        say so): its header, as if its enqueue had ended."""
+        header = self._store.jobs.header(job_id)
+        if header is None:
+            raise JobNotFoundError(job_id)
+        fresh = replace(header, complete=False, incomplete=False, error="")
+        fresh.accepted, fresh.duplicates = self._carry_over(fresh, resumed)
+        self._store.jobs.close(fresh)
+        return fresh
+
+    def split_valid(
+        self, paths: list[str], object_type: ObjectType | str, count: int
+    ) -> tuple[int, int]:
+        """Where the first ``count`` valid paths of ``paths`` end (an index), and how many
+        valid paths come after: what a resumed enqueue with ``skip_invalid`` skips."""
+        kind = _object_type(object_type)
+        cut, valid = 0, 0
+        for index, raw in enumerate(paths):
+            try:
+                normalize_path(raw, kind, self._allowed)
+            except InvalidPathError:
+                continue
+            valid += 1
+            if valid == count:
+                cut = index + 1
+        if valid < count:
+            cut = len(paths)
+        return cut, max(0, valid - count)
 
     def _warn_of_backlog(self, object_type: ObjectType, receipt: Receipt) -> None:
         days = days_to_drain(

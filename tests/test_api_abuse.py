@@ -156,6 +156,51 @@ def test_a_client_stalling_in_its_body_gets_a_408_and_nothing_is_enqueued(
     assert redis_client.hlen(make_store(redis_client).keys.shared.jobs) == 0
 
 
+def test_a_declared_body_over_the_limit_is_a_413_at_once(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    with api_server(tmp_path, redis_url, api_max_body_bytes=100_000) as server:
+        sock = connect(server)
+        try:
+            head = (
+                "POST /v1/refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Length: 200000\r\n\r\n"
+            )
+            sock.sendall(head.encode() + b'{"paths": [')  # and nothing more, for now
+            started = time.monotonic()
+            closed, answer = closed_within(sock, 10)
+        finally:
+            sock.close()
+    assert closed and time.monotonic() - started < 2
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "body_too_large"
+    assert redis_client.hlen(make_store(redis_client).keys.shared.jobs) == 0
+
+
+def test_a_slow_but_steady_body_gets_through(tmp_path: Path, redis_url: str) -> None:
+    body = json.dumps({"paths": [f"a.example.com/slow/{i}" for i in range(200)]}).encode()
+    with api_server(tmp_path, redis_url, api_body_timeout_s=1) as server:
+        sock = connect(server)
+        try:
+            head = (
+                "POST /v1/refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode())
+            started = time.monotonic()
+            step = len(body) // 8 + 1
+            for start in range(0, len(body), step):  # a piece every 0.4 s: 3 s in all
+                sock.sendall(body[start : start + step])
+                time.sleep(0.4)
+            took = time.monotonic() - started
+            sock.settimeout(10)
+            answer = sock.recv(65536)
+        finally:
+            sock.close()
+    assert took > 2  # longer than the timeout without a byte, and still taken
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+
+
 def test_bodies_past_the_in_flight_bound_are_a_503_and_the_rest_go_on(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -256,6 +301,28 @@ def test_a_key_used_before_keys_were_per_token_still_gets_its_job(
     assert retry.json() == first.json()
     assert not redis_client.exists(legacy) and redis_client.keys(store.keys.idempotency("*"))
     assert redis_client.ttl(redis_client.keys(store.keys.idempotency("*"))[0]) > 0
+
+
+def test_a_legacy_key_sent_by_another_token_with_another_body_stays_its_owners(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    body = {"paths": ["a.example.com/1"]}
+    store = make_store(redis_client)
+    legacy = store.keys.idempotency(hashlib.sha256(b"old-key").hexdigest())
+    with api_server(tmp_path, redis_url) as server, httpx.Client(base_url=server.url) as http:
+        first = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "k0"})
+        (scoped,) = redis_client.keys(store.keys.idempotency("*"))
+        redis_client.rename(scoped, legacy)  # as an API from before the upgrade kept it
+        other = {"paths": ["a.example.com/2"]}
+        theirs = http.post(
+            "/v1/refresh", json=other, headers={**OTHER_AUTH, "Idempotency-Key": "old-key"}
+        )
+        mine = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "old-key"})
+    assert theirs.status_code == 409 and theirs.json()["error"] == "idempotency_conflict"
+    # The owner's retry still finds its mark, and gets its one job.
+    assert mine.status_code == 202 and mine.headers["idempotent-replayed"] == "true"
+    assert mine.json() == first.json()
+    assert redis_client.hkeys(store.keys.shared.jobs) == [first.json()["job_id"]]
 
 
 def job_paths(redis_client: redis.Redis, job_id: str) -> int:

@@ -8,9 +8,12 @@ make one Redis call fail (monkeypatch) while everything else talks HTTP and real
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,28 +24,39 @@ import pytest
 import redis
 import uvicorn
 
+import api.app
 from api.app import create_app
+from api.auth import scope_of
+from api.models import RefreshRequest
+from cdn_refresh.constants import ObjectType, Priority
+from cdn_refresh.paths import InvalidPathError, normalize_path
 from cdn_refresh.store import idempotency
+from cdn_refresh.store.idempotency import Reservation, fingerprint, scoped_key
 from cdn_refresh.store.jobs import JobStore
+from cdn_refresh.store.records import JobHeader
+from cdn_refresh.store.webhooks import Registration
+from emulator import EmulatorConfig, EmulatorServer
 from sandbox.local import ApiProcess, free_port, worker_env
 from tests.conftest import make_settings, make_store
+from tests.harness import Cluster, claim_batch, wait_for
+from worker.webhooks import WebhookSender
 
 pytestmark = pytest.mark.redis
 
 TOKEN = "tok-resilience-3c9e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BODY = {"paths": [f"a.example.com/r/{i}" for i in range(30)]}
+SERVED: dict[str, object] = {
+    "api_tokens": TOKEN,
+    "webhook_secret": "hook-secret",
+    "webhook_allowed_hosts": "127.0.0.1:*",
+}
 
 
 @pytest.fixture
 def served(redis_url: str) -> Iterator[str]:
     """The application on a real uvicorn, in this process (monkeypatches reach it)."""
-    settings = make_settings(
-        redis_url=redis_url,
-        api_tokens=TOKEN,
-        webhook_secret="hook-secret",
-        webhook_allowed_hosts="127.0.0.1:*",
-    )
+    settings = make_settings(redis_url=redis_url, **SERVED)
     config = uvicorn.Config(
         create_app(settings, notify_workers=False),
         host="127.0.0.1",
@@ -185,3 +199,184 @@ def test_a_redis_that_never_answers_is_a_quick_503_on_every_route(
             assert answer.status_code == 503, (path, answer.text)
             assert answer.json()["error"] == "redis_unavailable"
             assert time.monotonic() - started < 5, path
+
+
+def died_after(
+    redis_client: redis.Redis, key: str, body: dict[str, Any], put_in: int, *, ended: bool = False
+) -> str:
+    """What a POST of ``body`` with ``key`` leaves when the API dies once its first ``put_in``
+    valid paths are in: its job open (``ended``: closed as incomplete, as after
+    ``enqueue_interrupted``), and its mark's beat stale. The job id."""
+    store = make_store(redis_client, **SERVED)
+    request = RefreshRequest.model_validate(body)
+    registration = None
+    if request.callback_url is not None:
+        registration = Registration.new(request.callback_url)
+    digest = fingerprint(request.model_dump_json().encode("utf-8"))
+    claim = store.idempotency.begin(scoped_key(scope_of(TOKEN), key), digest, registration)
+    assert isinstance(claim, Reservation)
+    valid = []
+    for path in request.paths:
+        with contextlib.suppress(InvalidPathError):
+            valid.append(normalize_path(path, ObjectType.FILE, frozenset()))
+    rejected = len(request.paths) - len(valid)
+    header = JobHeader(
+        claim.job_id, ObjectType.FILE, Priority.INTERACTIVE, 1e9, len(valid), rejected
+    )
+    store.jobs.open(header)
+    if put_in:
+        store.jobs.enqueue_chunks(header, JobStore.rank(1e9, header.priority), [valid[:put_in]])
+    store.idempotency.beat(claim, put_in)
+    if ended:
+        header.accepted = put_in
+        store.jobs.abandon(header)
+    make_stale(redis_client)
+    return claim.job_id
+
+
+def make_stale(redis_client: redis.Redis) -> None:
+    """Make the one idempotency mark's beat stale, as it goes once its POST died."""
+    (mark_key,) = redis_client.keys(make_store(redis_client).keys.idempotency("*"))
+    mark = json.loads(str(redis_client.get(mark_key)))
+    redis_client.set(mark_key, json.dumps({**mark, "beat": 0}), keepttl=True)
+
+
+def paths_counted(redis_client: redis.Redis, job_id: str) -> int:
+    """The paths a job counts, in every state."""
+    counts = redis_client.hgetall(make_store(redis_client).keys.shared.job_counts)
+    return sum(int(v) for k, v in counts.items() if k.startswith(f"{job_id}:"))
+
+
+def test_a_retry_never_registers_again_a_callback_that_fired(
+    served: str, redis_client: redis.Redis
+) -> None:
+    body = {**BODY, "callback_url": "http://127.0.0.1:9/hook"}
+    job_id = died_after(redis_client, "hooked", body, 0, ended=True)
+    store = make_store(redis_client, **SERVED)
+    sender = WebhookSender(store, make_settings(**SERVED))
+    assert sender.fire_ended() == 1  # the job ended (incomplete): its callback fired, once
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "hooked"})
+    assert retry.status_code == 202 and retry.json()["job_id"] == job_id
+    # Nothing left to fire when the job ends again: the receiver gets one job.finished.
+    assert list(store.webhooks.registrations()) == []
+    assert store.webhooks.outbox_size() == 1
+
+
+def test_a_retry_registers_again_the_callback_of_a_job_never_opened(
+    served: str, redis_client: redis.Redis
+) -> None:
+    body = {**BODY, "callback_url": "http://127.0.0.1:9/hook"}
+    store = make_store(redis_client, **SERVED)
+    request = RefreshRequest.model_validate(body)
+    digest = fingerprint(request.model_dump_json().encode("utf-8"))
+    key = scoped_key(scope_of(TOKEN), "unopened")
+    claim = store.idempotency.begin(key, digest, Registration.new(body["callback_url"]))
+    assert isinstance(claim, Reservation)
+    # Its POST died before the job opened, long enough ago that its registration was buried.
+    store.webhooks.forget(claim.job_id)
+    make_stale(redis_client)
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "unopened"})
+    assert retry.status_code == 202 and retry.json()["job_id"] == claim.job_id
+    (registration,) = store.webhooks.registrations()
+    assert registration.job_id == claim.job_id
+
+
+def test_a_resumed_retry_with_skip_invalid_skips_the_paths_the_workers_took(
+    served: str, redis_client: redis.Redis
+) -> None:
+    paths = [f"a.example.com/s/{i}" if i % 4 else f"ftp://a.example.com/{i}" for i in range(40)]
+    body = {"paths": paths, "skip_invalid": True}
+    job_id = died_after(redis_client, "skipping", body, 10)
+    store = make_store(redis_client, **SERVED)
+    taken = claim_batch(store, ObjectType.FILE)  # a worker takes what is in
+    assert len(taken.paths) == 10
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "skipping"})
+    assert retry.status_code == 202, retry.text
+    assert paths_counted(redis_client, job_id) == 30  # the valid paths asked for, once each
+    pending = store.keys.of(ObjectType.FILE).pending
+    assert not any(redis_client.zscore(pending, p) is not None for p in taken.paths)
+    assert redis_client.zcard(pending) == 20
+    # The 10th valid path is the body's 14th: the retry went on after it.
+    assert retry.json()["resumed_after"] == 14 and retry.json()["accepted"] == 20
+    assert [r["line"] for r in retry.json()["rejected"]] == [17, 21, 25, 29, 33, 37]
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(seed=5, url_quota=1_000_000, dir_quota=10_000)) as server:
+        yield server
+
+
+def test_a_resumed_retry_refreshes_no_path_a_worker_refreshed_already(
+    served: str, redis_client: redis.Redis, cluster: Cluster
+) -> None:
+    cluster.configure()
+    paths = [f"a.example.com/w/{i}" if i % 4 else f"ftp://a.example.com/{i}" for i in range(40)]
+    body = {"paths": paths, "skip_invalid": True}
+    job_id = died_after(redis_client, "worked", body, 10)
+    cluster.start_workers(1)
+    wait_for(lambda: len(cluster.accepted()) == 10, 30, cluster.logs)  # refreshed: quota spent
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "worked"})
+    assert retry.status_code == 202, retry.text
+    cluster.wait_done([job_id])
+    refreshed = Counter(cluster.accepted())
+    assert set(refreshed) == {f"http://{p}" for p in paths if not p.startswith("ftp:")}
+    assert max(refreshed.values()) == 1  # none twice
+    assert paths_counted(redis_client, job_id) == 30
+
+
+def test_a_retry_after_every_path_went_in_closes_the_job_and_sends_none_again(
+    served: str, redis_client: redis.Redis
+) -> None:
+    job_id = died_after(redis_client, "all-in", BODY, len(BODY["paths"]))
+    store = make_store(redis_client, **SERVED)
+    taken = claim_batch(store, ObjectType.FILE)
+    assert len(taken.paths) == len(BODY["paths"])
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=BODY, headers={**AUTH, "Idempotency-Key": "all-in"})
+        status = http.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+    assert retry.status_code == 202 and retry.json()["job_id"] == job_id
+    assert retry.json()["accepted"] == len(BODY["paths"])
+    assert paths_counted(redis_client, job_id) == len(BODY["paths"])
+    assert redis_client.zcard(store.keys.of(ObjectType.FILE).pending) == 0
+    assert status["state"] == "in_progress" and "incomplete" not in status
+
+
+def test_a_resumed_job_keeps_its_header(served: str, redis_client: redis.Redis) -> None:
+    job_id = died_after(redis_client, "header", BODY, 10)
+    with httpx.Client(base_url=served, timeout=10) as http:
+        retry = http.post("/v1/refresh", json=BODY, headers={**AUTH, "Idempotency-Key": "header"})
+    assert retry.status_code == 202 and retry.json()["accepted"] == 20
+    header = make_store(redis_client).jobs.header(job_id)
+    assert header is not None and header.complete and not header.incomplete
+    # The time (and so the place) of the first request, and counts of the whole job.
+    assert header.created_at == 1e9
+    assert (header.paths, header.accepted, header.duplicates) == (30, 30, 0)
+
+
+def test_a_slow_post_keeps_its_key_while_its_enqueue_waits(
+    served: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(idempotency, "RUNNING_STALE_S", 1.0)
+    monkeypatch.setattr(api.app, "RUNNING_BEAT_S", 0.2)
+    original = JobStore.enqueue_chunks
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(2.5)  # a WAIT for replicas, a Redis blip: no progress to beat on
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(JobStore, "enqueue_chunks", slow)
+    headers = {**AUTH, "Idempotency-Key": "slow"}
+    with httpx.Client(base_url=served, timeout=10) as http, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(http.post, "/v1/refresh", json=BODY, headers=headers)
+        time.sleep(1.8)
+        retry = http.post("/v1/refresh", json=BODY, headers=headers)
+        answered = first.result()
+    assert answered.status_code == 202
+    (job_id,) = jobs_made(redis_client)
+    assert retry.status_code == 409 and retry.json()["job_id"] == job_id
+    assert paths_counted(redis_client, job_id) == len(BODY["paths"])

@@ -205,6 +205,16 @@ def test_inverted_retry_delays_are_refused(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
 
 
+def test_a_body_bound_over_the_in_flight_bound_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDN_REFRESH_API_MAX_BODY_BYTES", str(20 * 1024 * 1024))
+    monkeypatch.setenv("CDN_REFRESH_API_MAX_BODY_BYTES_IN_FLIGHT", str(16 * 1024 * 1024))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "API_MAX_BODY_BYTES must not be above API_MAX_BODY_BYTES_IN_FLIGHT" in str(caught.value)
+
+
 def test_settings_error_never_shows_secrets_or_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDN_REFRESH_ACCESS_KEY_SECRET", SECRET)
     monkeypatch.setenv("CDN_REFRESH_SECURITY_TOKEN", "Sts-Token-Secret")

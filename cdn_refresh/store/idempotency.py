@@ -8,14 +8,16 @@ a key *begins* it (``idempotency_begin.lua``): in one step it marks the key ``ru
 reserves the job id the enqueue will use and registers the callback for that id. From then
 on a retry always knows the job:
 
-- while the first POST runs (its mark's beat, refreshed as the enqueue streams, is fresh),
-  a retry is told to wait, with the job id (:class:`IdempotencyConflictError`);
+- while the first POST runs (its mark's beat, refreshed every ``RUNNING_BEAT_S`` while it
+  runs, is fresh), a retry is told to wait, with the job id
+  (:class:`IdempotencyConflictError`);
 - once it answered (``finish``, only by the POST that owns the mark), a retry gets the same
   answer (:class:`StoredAnswer`);
 - when it died (the beat went stale), a retry takes the key over with the same job id (a
-  :class:`Reservation` of its own) and goes on from the paths the first had put in (its
-  beat records how many, in order): the rest go into the same job, and what is in already
-  coalesces, until every path is in.
+  :class:`Reservation` of its own) and goes on after the valid paths the first had put in
+  (its beat records how many, in order): the rest go into the same job, and none twice,
+  until every path is in. The callback is registered by the first POST only (or again by a
+  retry while the job was never opened): one that fired never fires a second time.
 
 The key is freed (``abandon``) only when no job was opened: its paths were refused.
 """
@@ -35,7 +37,8 @@ from cdn_refresh.store.webhooks import Registration
 
 # A running mark whose beat is older than this belongs to a POST that died: a retry may act.
 RUNNING_STALE_S = 30.0
-# How often the POST that owns a mark refreshes its beat while its enqueue streams.
+# How often the POST that owns a mark refreshes its beat while it runs (from a thread of its
+# own: a slow enqueue is not a dead one).
 RUNNING_BEAT_S = 5.0
 
 
@@ -103,7 +106,8 @@ class IdempotencyStore:
         """What this POST does with ``key`` (see the module's docstring). Raises
         :class:`IdempotencyConflictError` while another POST with the key runs, or when the
         key was used with a different body. ``unscoped``: the key as the client sent it,
-        whose mark from before keys were scoped moves under ``key`` if it is still there."""
+        whose mark from before keys were scoped moves under ``key`` if it is still there and
+        was used with this body."""
         owner = uuid.uuid4().hex
         legacy = self._key(unscoped) if unscoped else self._key(key)
         answer = self._ctx.scripts.run(

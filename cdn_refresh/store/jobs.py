@@ -167,6 +167,12 @@ class JobStore:
         with contextlib.suppress(redis.RedisError):
             self.close(header)
 
+    def paths_counted(self, job_id: str) -> int:
+        """How many paths the job counts, in every state: each path it waits on, once."""
+        k = self._ctx.keys.shared
+        raws = self._ctx.redis.hmget(k.job_counts, [f"{job_id}:{s}" for s in JOB_COUNT_STATES])
+        return sum(max(0, int(v or 0)) for v in cast(list[Any], raws))
+
     def header(self, job_id: str) -> JobHeader | None:
         """What the job's enqueue wrote of it; None when there is no such job."""
         raw = self._ctx.redis.hget(self._ctx.keys.shared.jobs, job_id)

@@ -7,7 +7,8 @@ local job_seq = KEYS[3]      -- STRING counter of job ids
 local jobs = KEYS[4]         -- HASH job id -> JSON JobHeader (written when the job opens)
 local webhooks = KEYS[5]     -- HASH job id -> JSON callback registration
 -- ARGV[1] body fingerprint   ARGV[2] owner (this POST)   ARGV[3] stale after (s)
--- ARGV[4] TTL of the key (s)   ARGV[5] JSON callback registration, '' for none
+-- ARGV[4] TTL of the key (s)   ARGV[5] JSON callback registration, '' for none (registered
+-- unless the job opened already)
 -- Returns {'begun', job id, done}: go on, as this job, past the first `done` valid paths
 -- (0 unless a POST that died had put them in). {'resume', job id, done}: the same, but that
 -- POST had opened the job. {'done', JSON mark}: answer it again. {'running', job id}: another
@@ -17,8 +18,11 @@ local raw = redis.call('GET', idempotency)
 if not raw and legacy_idempotency ~= idempotency then
   -- A key used before the upgrade moves under its token's scope (it keeps its TTL): a retry
   -- across the upgrade still gets its one job.
+  -- Only with the body it was used with: another token's request with another body is
+  -- refused, and leaves the mark where its own retry will find it.
   raw = redis.call('GET', legacy_idempotency)
   if raw then
+    if cjson.decode(raw).fingerprint ~= ARGV[1] then return {'conflict', ''} end
     local ttl = redis.call('PTTL', legacy_idempotency)
     redis.call('DEL', legacy_idempotency)
     redis.call('SET', idempotency, raw, 'PX', math.max(ttl, 1))
@@ -43,5 +47,10 @@ else
 end
 mark.beat = now
 redis.call('SET', idempotency, cjson.encode(mark), 'EX', tonumber(ARGV[4]))
-if ARGV[5] ~= '' then redis.call('HSET', webhooks, mark.job_id, ARGV[5]) end
+-- Never for a job that opened: its callback may have fired already (the job had ended), and
+-- must not fire a second time. Until the job opens it cannot have fired (a registration left
+-- that long without its job is buried): then a retry registers it again.
+if ARGV[5] ~= '' and outcome ~= 'resume' then
+  redis.call('HSET', webhooks, mark.job_id, ARGV[5])
+end
 return {outcome, mark.job_id, tostring(mark.done or 0)}
