@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from api.limits import BodyBounds, BodyLimit
 from api.metrics import registry_for
 from api.models import RefreshReceipt, RefreshRequest
 from cdn_refresh import callbacks
+from cdn_refresh.beat import Beat
 from cdn_refresh.documents import quota_document
 from cdn_refresh.paths import InvalidPathError
 from cdn_refresh.settings import Settings
@@ -308,7 +308,10 @@ def _enqueue_once(producer: Producer, body: RefreshRequest, claim: Reservation) 
     paths that are in. A request that opened no job (its paths refused) frees the key.
     """
     skipped, _ = _rest_of(producer, body, claim)
-    with _Heartbeat(producer.store.idempotency, claim):
+    idempotency = producer.store.idempotency
+    # Whatever the enqueue waits on, the key goes stale only when this process is gone.
+    beat = Beat(lambda: idempotency.beat(claim), RUNNING_BEAT_S, f"idempotency-beat-{claim.job_id}")
+    with beat:
         answer = _enqueue(
             producer,
             body,
@@ -355,36 +358,6 @@ def _keep(producer: Producer, claim: Reservation, answer: StoredAnswer) -> Store
     except redis.RedisError as exc:
         log.warning("could not keep the answer of job %s for retries (%s)", claim.job_id, exc)
     return answer
-
-
-class _Heartbeat:
-    """Refresh the key's beat every RUNNING_BEAT_S while this POST enqueues, from a thread
-    of its own: whatever the enqueue waits on (replicas, a Redis blip, a slow round trip),
-    the mark goes stale only when this process is gone, never while it still writes."""
-
-    def __init__(self, idempotency: IdempotencyStore, claim: Reservation) -> None:
-        self._idempotency = idempotency
-        self._claim = claim
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"idempotency-beat-{claim.job_id}", daemon=True
-        )
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(RUNNING_BEAT_S):
-            try:
-                if not self._idempotency.beat(self._claim):
-                    return  # taken over, or answered: nothing more to keep alive
-            except redis.RedisError as exc:  # the enqueue itself will say if Redis is gone
-                log.debug("idempotency beat of job %s failed (%s)", self._claim.job_id, exc)
 
 
 def _progress(producer: Producer, claim: Reservation) -> Callable[[str, int], None]:

@@ -22,6 +22,7 @@ from typing import IO, Any, cast
 
 import redis
 
+from cdn_refresh.beat import Beat
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
 from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
 from cdn_refresh.planning import days_to_drain
@@ -34,7 +35,7 @@ from cdn_refresh.store import (
     broker_url,
     celery_names,
 )
-from cdn_refresh.store.jobs import ChunksRefusedError, JobStore
+from cdn_refresh.store.jobs import OPEN_JOB_BEAT_S, ChunksRefusedError, JobStore
 from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
 
 __all__ = [
@@ -312,8 +313,11 @@ class Producer:
             if progress is not None:
                 progress("enqueued", sum(len(chunk) for chunk in group))
 
+        # The job stays open while this enqueue lives, however long a round trip takes.
+        beat = Beat(lambda: jobs.renew(header), OPEN_JOB_BEAT_S, f"job-open-{header.job_id}")
         try:
-            _stream(_grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE), send, tally)
+            with beat:
+                _stream(_grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE), send, tally)
         except redis.RedisError as exc:
             for done in refused:
                 receipt.accepted += sum(a for a, _ in done)
@@ -374,15 +378,13 @@ class Producer:
         return cut, max(0, valid - count)
 
     def _warn_of_backlog(self, object_type: ObjectType, receipt: Receipt) -> None:
-        days = days_to_drain(
-            self._store.quota.pending_count(object_type),
-            self._settings.daily_quota(object_type),
-            self._settings.quota_window_s,
-        )
+        # The window and limit every worker runs on (stored by the first claim, or changed
+        # with `quota --set-window` / `--set-url-quota`), not this process's settings.
+        pending, window, quota = self._store.quota.backlog(object_type)
+        days = days_to_drain(pending, quota, window)
         if days is not None and days <= BACKLOG_WARNING_DAYS:
             return
         receipt.backlog_days = days
-        quota = self._settings.daily_quota(object_type)
         needed = (
             "never go: their quota is 0"
             if days is None

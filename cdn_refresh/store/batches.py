@@ -7,7 +7,6 @@ passes them their arguments and turns their answers into records.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -77,7 +76,8 @@ class BatchStore:
                 time_arg(now),
                 repr(s.quota_window_s),
                 limit,
-                math.ceil(limit * s.interactive_reserve),
+                # A share: the script takes it of the stored limit (quota --set-url-quota).
+                repr(s.interactive_reserve),
                 s.paths_per_call(object_type),
                 s.max_domains_per_call,
                 repr(s.batch_lease_s),
@@ -89,7 +89,7 @@ class BatchStore:
                 # Directory batches.
                 "1" if object_type == ObjectType.FILE else "0",
                 dir_limit,
-                math.ceil(dir_limit * s.interactive_reserve),
+                repr(s.interactive_reserve),
                 repr(provider_day_start(time.time() if now is None else now)),
                 repr(PROVIDER_COUNT_MARGIN_S),
                 owner,

@@ -1,9 +1,11 @@
 """Jobs: the header an enqueue writes, the chunks it streams in, and the status read back.
 
 A job is *open* while its enqueue streams: its id sits in ``jobs_open`` with a deadline that
-each chunk pushes on. ``status`` never calls an open job done (paths may still come), and a
-job whose enqueue died (the process killed, Redis refusing writes) stops being open when its
-deadline passes, so that it is never left pending forever.
+each chunk, and the producer's beat in between, push on. ``status`` never calls an open job
+done (paths may still come), and a job whose enqueue died (the process killed, Redis refusing
+writes) stops being open when its deadline passes, so that it is never left pending forever.
+That end is final: once the deadline passed, a chunk of the job is refused and no renewal
+opens it again (a producer that was only slow learns its enqueue was interrupted).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any, cast
 
 import redis
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, REPEAT_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.places import PlaceStore
+from cdn_refresh.store.quota import QuotaStore
 from cdn_refresh.store.records import (
     JOB_COUNT_STATES,
     CredentialProblem,
@@ -27,10 +30,12 @@ from cdn_refresh.store.records import (
     JobStatus,
 )
 
-# How long an open job may go without a chunk before it counts as abandoned (its producer
-# died). Every round trip of chunks renews it (a fraction of a second apart), so a few seconds
-# are plenty; a job whose producer died reads incomplete within them, not minutes later.
+# How long an open job may go without a renewal before it counts as abandoned (its producer
+# died). The producer renews it every OPEN_JOB_BEAT_S from a thread of its own, however slow
+# its round trips, so a few seconds are plenty; a job whose producer died reads incomplete
+# within them, not minutes later.
 OPEN_JOB_LEASE_S = 10.0
+OPEN_JOB_BEAT_S = 2.0
 # How many of the most recent jobs ``jobs --state S`` looks through.
 RECENT_SCAN = 1_000
 
@@ -92,13 +97,22 @@ class JobStore:
         if wanted and int(answers[-1]) < wanted:
             raise ReplicaAckError(int(answers[-1]), wanted)
 
-    def _touch(self, header: JobHeader, mode: str, pipe: redis.client.Pipeline) -> None:
+    def renew(self, header: JobHeader) -> bool:
+        """Push the open job's deadline on; False when it had passed already (the job ended
+        incomplete, for good)."""
+        return bool(self._touch(header, "renew"))
+
+    def _touch(
+        self, header: JobHeader, mode: str, pipe: redis.client.Pipeline | None = None
+    ) -> Any:
         s = self._ctx.settings
         # A round trip that waits for replicas may take their whole timeout.
         lease = OPEN_JOB_LEASE_S + (
             s.redis_replica_ack_timeout_s if s.redis_min_replicas_ack else 0
         )
-        self._ctx.scripts.run(scripts.TOUCH_JOB, [header.job_id, repr(lease), mode], client=pipe)
+        return self._ctx.scripts.run(
+            scripts.TOUCH_JOB, [header.job_id, repr(lease), mode], client=pipe
+        )
 
     @staticmethod
     def rank(now: float, priority: Priority) -> int:
@@ -237,20 +251,18 @@ class JobStore:
 
     def backlog_days(self, object_type: ObjectType) -> float:
         """How many quota windows' worth of paths of this type wait, in days."""
-        s = self._ctx.settings
-        pending = int(self._ctx.redis.zcard(self._ctx.keys.of(object_type).pending))
-        limit = s.daily_quota(object_type)
+        pending, window, limit = QuotaStore(self._ctx).backlog(object_type)
         if pending == 0:
             return 0.0
         if limit == 0:
             return float("inf")
-        return pending / limit * s.quota_window_s / 86400
+        return pending / limit * window / 86400
 
 
-def repeat_args(ctx: StoreContext) -> tuple[str, int]:
-    """``enqueue.lua``'s window (s) in which a submission makes a path a repeat, and the rank
-    offset that puts a repeat after every first refresh of its priority."""
-    return repr(ctx.settings.quota_window_s), REPEAT_RANK_OFFSET
+def repeat_args(ctx: StoreContext) -> tuple[str]:
+    """``enqueue.lua``'s quota window (s) when none is stored: a submission that recent makes
+    a path a repeat, which ranks one window later (the script reads the stored one)."""
+    return (repr(ctx.settings.quota_window_s),)
 
 
 def _job_state(counts: JobCounts, streaming: bool, incomplete: bool) -> JobState:

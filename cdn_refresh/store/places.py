@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from typing import cast
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, REPEAT_RANK_OFFSET, ObjectType
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.quota import QuotaStore
 from cdn_refresh.store.records import QueuePlace
 
 
@@ -33,10 +34,11 @@ class PlaceStore:
         return self._estimate(cast(int, ahead), object_type, float(rank) >= BULK_RANK_OFFSET)
 
     def of_rank(self, rank: int, object_type: ObjectType) -> QueuePlace:
-        """The place of the last path enqueued at ``rank`` (a job's; its repeats wait later,
-        at the repeat offset): every pending path at or before that rank goes first."""
+        """The place of the last path enqueued at ``rank`` (a job's; its repeats wait one
+        quota window later): every pending path at or before that rank goes first."""
         pending = self._ctx.keys.of(object_type).pending
-        repeats = rank + REPEAT_RANK_OFFSET  # where its repeats wait, if it has any
+        window, _ = QuotaStore(self._ctx).effective(object_type)
+        repeats = rank + int(window * 1000)  # where its repeats wait, if it has any
         if int(self._ctx.redis.zcount(pending, repeats, repeats)):
             rank = repeats
         ahead = int(self._ctx.redis.zcount(pending, "-inf", rank))
@@ -48,11 +50,13 @@ class PlaceStore:
         with self._ctx.redis.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zrange(tk.quota, 0, -1, withscores=True)
-            (seconds, micros), reservations = pipe.execute()
+            # The window and limit every worker runs on: the stored ones, not our settings.
+            pipe.get(self._ctx.keys.shared.quota_window)
+            pipe.get(tk.quota_limit)
+            (seconds, micros), reservations, window_raw, limit_raw = pipe.execute()
         now = seconds + micros / 1e6
-        window = s.quota_window_s
+        window, limit = QuotaStore(self._ctx).effective_of(object_type, window_raw, limit_raw)
         live = [(m, at) for m, at in reservations if at > now - window]
-        limit = s.daily_quota(object_type)
         if bulk:  # bulk work leaves the interactive reserve unspent
             limit -= math.ceil(limit * s.interactive_reserve)
         needed = ahead + 1 - max(0, limit - sum(_count(m) for m, _ in live))

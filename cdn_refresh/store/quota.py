@@ -71,6 +71,36 @@ class QuotaStore:
         )
         return QuotaUsage(int(limit), int(used), float(window), float(frees_in))
 
+    def effective(self, object_type: ObjectType) -> tuple[float, int]:
+        """The window (s) and the limit of one type every worker's quota runs on, in one
+        round trip: the stored ones (the first claim's, or ``quota --set-window`` and
+        ``--set-url-quota``), else this process's settings, as ``quota_used.lua`` reads
+        them. For readers: the scripts read the stored values themselves."""
+        _, window, limit = self.backlog(object_type)
+        return window, limit
+
+    def backlog(self, object_type: ObjectType) -> tuple[int, float, int]:
+        """How many paths of one type wait, and the window and the limit they drain at
+        (:meth:`effective`), in one round trip."""
+        tk = self._ctx.keys.of(object_type)
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(tk.pending)
+            pipe.get(self._ctx.keys.shared.quota_window)
+            pipe.get(tk.quota_limit)
+            pending, window_raw, limit_raw = pipe.execute()
+        return int(pending), *self.effective_of(object_type, window_raw, limit_raw)
+
+    def effective_of(
+        self, object_type: ObjectType, window_raw: object, limit_raw: object
+    ) -> tuple[float, int]:
+        """:meth:`effective` from the raw stored values (read in a caller's pipeline)."""
+        s = self._ctx.settings
+        window = float(str(window_raw)) if window_raw is not None else math.nan
+        if not math.isfinite(window):  # none stored, or one nobody can run on
+            window = s.quota_window_s
+        limit = s.daily_quota(object_type) if limit_raw is None else int(float(str(limit_raw)))
+        return window, limit
+
     def stored_window_s(self) -> float | None:
         """The window the first worker stored, if any worker ever claimed."""
         raw = self._ctx.redis.get(self._ctx.keys.shared.quota_window)

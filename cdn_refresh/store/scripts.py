@@ -44,6 +44,8 @@ ENQUEUE = ScriptSpec(
         "dead",
         "records_by_time",
         "last_sent",
+        "jobs_open",
+        "quota_window",
     ),
 )
 REPLAY = ScriptSpec(

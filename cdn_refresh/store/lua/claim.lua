@@ -31,19 +31,19 @@ local dir_provider_quota = KEYS[28]  -- for a File claim: what the provider has 
 local quota_limit_key = KEYS[29]  -- the limit every worker runs on (see the prelude)
 local dir_quota_limit = KEYS[30]  -- for a File claim: the Directories' stored limit
 -- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] window (s) this worker was configured with
--- ARGV[3] limit (paths per window)        ARGV[4] reserve: what bulk work must leave unspent
+-- ARGV[3] limit (paths per window)        ARGV[4] reserve: the share of the (stored) limit
+--                                          bulk work must leave unspent
 -- ARGV[5] max paths per call              ARGV[6] max domains per call
 -- ARGV[7] lease (s)                       ARGV[8] lowest bulk rank
 -- ARGV[9] object type                     ARGV[10] most pending paths to scan for a batch
 -- ARGV[11] cooldown (s; 0: none)          ARGV[12] '1': a File waits for a pending
 --                                          Directory that covers it and can go now
--- ARGV[13] Directory limit                ARGV[14] Directory reserve
+-- ARGV[13] Directory limit                ARGV[14] Directory reserve (a share, as ARGV[4])
 -- ARGV[15] the provider's last reset (s)  ARGV[16] how recent a reservation may be and still
 --                                          be missing from the provider's count (s)
 -- ARGV[17] owner (worker process; empty: none, the lease alone reclaims the batch)
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
 local now = clock(ARGV[1])
-local reserve = tonumber(ARGV[4])
 local max_paths = tonumber(ARGV[5])
 local max_domains = tonumber(ARGV[6])
 local lease = tonumber(ARGV[7])
@@ -63,6 +63,8 @@ for _, held in ipairs({{hold, 'provider_quota'}, {auth_hold, 'credentials'}, {ba
 end
 local window = quota_window(quota_window_key, ARGV[2])
 local limit = quota_limit(quota_limit_key, ARGV[3])
+-- A share of the stored limit, not of this worker's own: every worker keeps one reserve.
+local reserve = math.ceil(limit * tonumber(ARGV[4]))
 
 -- Forget reservations that left the rolling window.
 local expired = redis.call('ZRANGEBYSCORE', quota, '-inf', now - window)
@@ -120,12 +122,13 @@ end
 -- Coverage: a File waits when a pending Directory above it can go now (it is settled with
 -- that Directory's task, for no unit of its own). An interactive File waits only for an
 -- interactive Directory: bulk work never holds it back.
-local dir_room, dir_checks = -1, false
+local dir_room, dir_reserve, dir_checks = -1, 0, false
 if ARGV[12] == '1' then
   if redis.call('ZCARD', dir_pending) > 0
       and redis.call('PTTL', dir_hold) <= 0 and redis.call('PTTL', dir_backoff) <= 0 then
     local dir_limit = tonumber(redis.call('GET', dir_quota_limit)) or tonumber(ARGV[13])
     dir_room = dir_limit - tonumber(redis.call('GET', dir_quota_total) or '0')
+    dir_reserve = math.ceil(dir_limit * tonumber(ARGV[14]))
     -- A Directory the provider has no quota left for cannot go before its reset.
     local dir_left = provider_remaining(dir_provider_quota, tonumber(ARGV[15]))
     if dir_left then dir_room = math.min(dir_room, dir_left) end
@@ -135,7 +138,6 @@ end
 -- A Directory claimed and being covered ranks as IN_FLIGHT: a File under it always waits
 -- (the coverage takes it within moments, or, if it was asked for after the claim, leaves it).
 local IN_FLIGHT = -1
-local dir_reserve = tonumber(ARGV[14])
 -- The pending Directories of each host met, read once per claim: host -> {path -> rank},
 -- or false for a host without any. A host with very many is asked per directory instead.
 local HOST_DIRS_READ = 1000

@@ -8,13 +8,16 @@ local job_counts = KEYS[6]   -- HASH "job:state" -> count
 local dead = KEYS[7]         -- HASH path -> JSON (a path enqueued again leaves the dead-letter set)
 local records_by_time = KEYS[8]  -- ZSET path -> last submitted at (s)
 local last_sent = KEYS[9]    -- ZSET path -> last claimed for a call (s), with a cooldown
+local jobs_open = KEYS[10]   -- ZSET job id -> when its enqueue must have ended (s)
+local quota_window = KEYS[11]  -- the stored quota window (s; see the prelude)
 -- ARGV[1] job id (empty: no job waits, as for a Directory the workers promote)
 -- ARGV[2] rank of this chunk (enqueue time in ms; bulk ranks are offset after interactive)
--- ARGV[3] how recent a submission makes a path a repeat (s: the quota window)
--- ARGV[4] the rank offset of a repeat: after every first refresh of its priority
--- ARGV[5..n] normalized paths
+-- ARGV[3] this process's configured quota window (s), when none is stored: a submission
+-- that recent makes a path a repeat, and a repeat ranks one window later
+-- ARGV[4..n] normalized paths
 -- Returns {accepted, duplicates}: new pending paths, and paths that were pending (or cooling)
--- already, or came earlier in the chunk.
+-- already, or came earlier in the chunk. An error when the job is no longer open: its
+-- deadline passed and it was declared incomplete, which is final.
 --
 -- A handful of commands per chunk, not a few per path: one ZMSCORE sorts the chunk into new
 -- and pending paths, then one ZADD NX and one HSET take every new path, one HMGET reads the
@@ -23,7 +26,15 @@ local job = ARGV[1]
 local rank = ARGV[2]
 local rank_number = tonumber(rank)
 local accepted, duplicates, joined = 0, 0, 0
-local FIRST = 5  -- ARGV index of the first path
+local FIRST = 4  -- ARGV index of the first path
+local now = clock('')
+if job ~= '' then
+  local open_until = tonumber(redis.call('ZSCORE', jobs_open, job))
+  if not open_until or open_until <= now then
+    return redis.error_reply('JOBENDED job ' .. job .. ' is no longer open (declared incomplete ' ..
+      'when its enqueue went too long without a sign of life): nothing of this chunk went in')
+  end
+end
 
 -- Counters instead of #t + 1: Lua 5.1 finds a table's length by a search each time.
 local scores, n_scores = {}, 0
@@ -57,6 +68,7 @@ local seen = {}
 local cool_forward, n_cool_forward = {}, 0
 local new_members, new_waiters, new_paths, n_new = {}, {}, {}, 0
 local forward, n_forward, pending_paths, n_pending = {}, 0, {}, 0
+local waiting_ranks, waits_cooling = {}, {}
 for i = FIRST, n_argv do
   local path = ARGV[i]
   if seen[path] then
@@ -69,18 +81,8 @@ for i = FIRST, n_argv do
       duplicates = duplicates + 1
       n_pending = n_pending + 1
       pending_paths[n_pending] = path
-      -- An interactive request for a path waiting as bulk moves it forward, never back.
-      if tonumber(waiting_at) <= rank_number then
-        -- it waits at a sooner rank already
-      elseif cooling_at then
-        cool_forward[n_cool_forward + 1] = path
-        cool_forward[n_cool_forward + 2] = rank
-        n_cool_forward = n_cool_forward + 2
-      else
-        forward[n_forward + 1] = rank
-        forward[n_forward + 2] = path
-        n_forward = n_forward + 2
-      end
+      waiting_ranks[n_pending] = tonumber(waiting_at)
+      waits_cooling[n_pending] = cooling_at ~= nil
     else
       new_members[2 * n_new + 1] = rank
       new_members[2 * n_new + 2] = path
@@ -92,24 +94,48 @@ for i = FIRST, n_argv do
   end
 end
 
--- A repeat (a path submitted, or claimed, within the window) ranks after every path of its
--- priority that was never refreshed: under quota pressure a repeat never takes a unit a
--- first refresh waits for (README "Getting more out of the quota").
-local function mark_repeats(times_key, since, repeat_rank)
-  in_slices(n_new, 1, function(first, last)
-    local part = redis.call('ZMSCORE', times_key, unpack(new_paths, first, last))
-    for i = 1, #part do
-      if part[i] and tonumber(part[i]) > since then
-        new_members[2 * (first + i - 1) - 1] = repeat_rank
-      end
-    end
-  end)
-end
-if n_new > 0 then
-  local since = clock('') - tonumber(ARGV[3])
-  local repeat_rank = tostring(rank_number + tonumber(ARGV[4]))
+-- A repeat (a path submitted, or claimed, within the quota window) ranks as a first request
+-- made one window later: under quota pressure it never takes a unit a first refresh of the
+-- last window waits for, and it still goes within a window of first refreshes (README
+-- "Getting more out of the quota"). Which of `paths` (1..n) are repeats:
+local function repeats_among(paths, n, since)
+  local found = {}
   for _, times_key in ipairs({records_by_time, last_sent}) do
-    if redis.call('ZCARD', times_key) > 0 then mark_repeats(times_key, since, repeat_rank) end
+    if n > 0 and redis.call('ZCARD', times_key) > 0 then
+      in_slices(n, 1, function(first, last)
+        local part = redis.call('ZMSCORE', times_key, unpack(paths, first, last))
+        for i = 1, #part do
+          if part[i] and tonumber(part[i]) > since then found[first + i - 1] = true end
+        end
+      end)
+    end
+  end
+  return found
+end
+local window = tonumber(redis.call('GET', quota_window))
+-- nan or inf (stored by hand): no worker runs on it, and no rank can be made of it.
+if not window or window ~= window or window == math.huge then window = tonumber(ARGV[3]) end
+local repeat_rank = tostring(rank_number + math.floor(window * 1000))
+local new_repeats = repeats_among(new_paths, n_new, now - window)
+for i = 1, n_new do
+  if new_repeats[i] then new_members[2 * i - 1] = repeat_rank end
+end
+-- A request for a path that waits moves it forward to this request's own rank (a repeat's,
+-- if it is one), never back: an interactive request for a bulk path, say, but a repeat asked
+-- for again keeps its repeat rank.
+local pending_repeats = repeats_among(pending_paths, n_pending, now - window)
+for i = 1, n_pending do
+  local wanted = pending_repeats[i] and repeat_rank or rank
+  if waiting_ranks[i] > tonumber(wanted) then
+    if waits_cooling[i] then
+      cool_forward[n_cool_forward + 1] = pending_paths[i]
+      cool_forward[n_cool_forward + 2] = wanted
+      n_cool_forward = n_cool_forward + 2
+    else
+      forward[n_forward + 1] = wanted
+      forward[n_forward + 2] = pending_paths[i]
+      n_forward = n_forward + 2
+    end
   end
 end
 
