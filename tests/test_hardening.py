@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -398,3 +399,68 @@ def test_a_job_whose_producer_died_half_way_ends_incomplete_within_seconds(
     assert sender.fire_ended() == 1
     (delivery,) = store.webhooks.lease_due(10, lease_s=60)
     assert json.loads(delivery.body)["job"]["state"] == "incomplete"
+
+
+# --- a slow producer keeps its job open; a job declared incomplete stays so ----------------
+
+
+def test_a_producer_whose_round_trips_stall_past_the_lease_keeps_its_job_open(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import producer.producer as producer_module
+    from cdn_refresh.store import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "OPEN_JOB_LEASE_S", 1.0)
+    monkeypatch.setattr(producer_module, "OPEN_JOB_BEAT_S", 0.2, raising=False)
+    store = Store(redis_client, make_settings())
+    seen: list[str] = []
+    original = jobs_module.JobStore.enqueue_chunks
+
+    def slow(self: jobs_module.JobStore, header: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(2.5)  # a slow first pipeline, a WAIT, a paused host: no chunk for a while
+        seen.append(store.jobs.status(header.job_id).state.value)
+        return original(self, header, *args, **kwargs)
+
+    monkeypatch.setattr(jobs_module.JobStore, "enqueue_chunks", slow)
+    receipt = Producer(store).enqueue([f"a.example.com/{i}" for i in range(10)])
+    assert seen == ["pending"]  # open all along: never incomplete while its producer lives
+    status = store.jobs.status(receipt.job_id)
+    assert (receipt.accepted, status.state.value, status.incomplete) == (10, "pending", False)
+
+
+def test_a_chunk_for_a_job_declared_incomplete_is_refused_and_the_job_stays_incomplete(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import producer.producer as producer_module
+    from cdn_refresh.store import jobs as jobs_module
+
+    # One chunk of 10 paths per round trip, one round trip at a time.
+    monkeypatch.setattr(producer_module, "CHUNK_PATHS", 10)
+    monkeypatch.setattr(producer_module, "CHUNKS_PER_PIPELINE", 1)
+    monkeypatch.setattr(producer_module, "PIPELINES_IN_FLIGHT", 1)
+    store = Store(redis_client, make_settings())
+    states: list[str] = []
+    original = jobs_module.JobStore.enqueue_chunks
+
+    def late(self: jobs_module.JobStore, header: Any, *args: Any, **kwargs: Any) -> Any:
+        if states == [] and store.quota.pending_count(ObjectType.FILE):
+            # The second round trip comes after the open mark ran out (the mark is still
+            # there, past its deadline): the job reads incomplete once its paths went out.
+            redis_client.zadd(store.keys.shared.jobs_open, {header.job_id: time.time() - 1})
+            _drain(store)
+            states.append(store.jobs.status(header.job_id).state.value)
+        return original(self, header, *args, **kwargs)
+
+    monkeypatch.setattr(jobs_module.JobStore, "enqueue_chunks", late)
+    with pytest.raises(EnqueueInterruptedError) as caught:
+        Producer(store).enqueue([f"a.example.com/{i}" for i in range(30)])
+    assert states == ["incomplete"]
+    assert (caught.value.receipt.accepted, caught.value.receipt.incomplete) == (10, True)
+    # Nothing of the refused chunks went in, and nothing brings the job back.
+    assert _drain(store) == []
+    status = store.jobs.status(caught.value.receipt.job_id)
+    assert (status.state.value, status.counts.submitted, status.counts.pending) == (
+        "incomplete",
+        10,
+        0,
+    )

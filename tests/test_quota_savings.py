@@ -418,19 +418,21 @@ def test_coverage_of_a_batch_reclaimed_meanwhile_answers_none(
 def test_a_covered_path_that_cools_meanwhile_goes_back_to_one_place(
     redis_client: redis.Redis,
 ) -> None:
-    producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=120)
+    store.quota.set_window(60)
     path = "http://a.com/img/p.png"
     producer.enqueue([path])
     t0 = time.time()
     store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     producer.enqueue([path])  # pending again: it will cool at the next File claim
     producer.enqueue(["a.com/img/"], DIRECTORY)
-    batch = claim_batch(store, DIRECTORY, t0 + 1)
+    # A repeat ranks one window later: a Directory claimed past that covers it.
+    batch = claim_batch(store, DIRECTORY, t0 + 61)
     coverage = store.batches.cover(batch)
     assert coverage is not None and coverage.files == 1
     producer.enqueue([path])  # asked again while covered: pending, then cooling
-    assert isinstance(store.batches.claim(FILE, t0 + 2), Wait)
-    store.batches.release(batch.id, DIRECTORY, Release.RETRY, t0 + 3, code="InternalError")
+    assert isinstance(store.batches.claim(FILE, t0 + 62), Wait)
+    store.batches.release(batch.id, DIRECTORY, Release.RETRY, t0 + 63, code="InternalError")
     tk = store.keys.of(FILE)
     assert redis_client.zscore(tk.pending, path) is not None
     assert redis_client.zscore(tk.cooling, path) is None
