@@ -539,6 +539,54 @@ def test_a_jobs_place_counts_its_repeats_where_they_wait(redis_client: redis.Red
     assert place is not None and place.ahead == 2
 
 
+@pytest.mark.parametrize("cooling", [False, True], ids=["pending", "cooling"])
+def test_a_repeat_asked_for_again_keeps_its_repeat_rank(
+    redis_client: redis.Redis, cooling: bool
+) -> None:
+    producer, store = _default_store(redis_client, url_daily_quota=2)
+    t0 = time.time()
+    producer.enqueue(["a.com/saved"])
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
+    producer.enqueue(["a.com/saved"])  # a repeat: it waits after first refreshes
+    if cooling:
+        assert isinstance(store.batches.claim(FILE, t0 + 1), Wait)
+    producer.enqueue(["a.com/saved"])  # saved a second time: still a repeat
+    producer.enqueue(["b.com/new"])  # never refreshed
+    # One unit left, past the cooldown: the path never refreshed takes it.
+    batch = claim_batch(store, FILE, t0 + 61)
+    assert batch.paths == ("http://b.com/new",)
+
+
+def test_a_repeat_waits_at_most_one_window_behind_first_refreshes(
+    redis_client: redis.Redis,
+) -> None:
+    store = Store(
+        redis_client,
+        Settings(
+            _env_file=None,
+            access_key_id="id",
+            access_key_secret="s",
+            url_daily_quota=3,
+            urls_per_call=1,
+            refresh_cooldown_s=0,
+        ),
+    )  # type: ignore[call-arg]
+    store.quota.set_window(60)  # the stored window, whatever this process's settings say
+    t0 = time.time()
+    at = [t0]
+    producer = Producer(store, clock=lambda: at[0])
+    producer.enqueue(["a.com/saved"])
+    store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R1", t0)
+    producer.enqueue(["a.com/saved"])  # a repeat, asked for at t0
+    at[0] = t0 + 30
+    producer.enqueue(["c.com/within"])  # a first refresh within the window: it goes first
+    at[0] = t0 + 61
+    producer.enqueue(["b.com/after"])  # one asked for more than a window later goes after
+    sent = [claim_batch(store, FILE, t0 + i).paths for i in (1, 2)]
+    assert sent == [("http://c.com/within",), ("http://a.com/saved",)]
+    assert store.quota.pending_count(FILE) == 1
+
+
 @pytest.mark.parametrize(
     ("paths", "quota", "window_s", "days"),
     [
