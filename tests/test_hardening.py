@@ -263,6 +263,37 @@ def test_workers_with_different_url_quotas_spend_the_one_limit_the_first_claim_s
     assert isinstance(large.batches.claim(ObjectType.FILE), Batch)
 
 
+def test_places_estimates_and_the_reserve_follow_the_stored_window_and_limit(
+    redis_client: redis.Redis,
+) -> None:
+    # This process says 100 a day; the quota in Redis runs on 10 an hour.
+    store = Store(redis_client, make_settings(url_daily_quota=100, quota_window_s=86400))
+    store.quota.set_window(3600)
+    store.quota.set_limit(ObjectType.FILE, 10)
+    producer = Producer(store)
+    job = producer.enqueue([f"a.example.com/{i}" for i in range(25)]).job_id
+    place = store.jobs.status(job).place
+    now = time.time()
+    # 24 paths ahead of the last, 10 an hour: two more windows, not "fits now".
+    assert place is not None and (place.ahead, place.fits_now) == (24, False)
+    assert place.estimated_at == pytest.approx(now + 2 * 3600, abs=60)
+    assert store.jobs.backlog_days(ObjectType.FILE) == pytest.approx(25 / 10 * 3600 / 86400)
+
+
+def test_bulk_work_leaves_the_reserve_of_the_stored_limit_not_of_its_own(
+    redis_client: redis.Redis,
+) -> None:
+    # This process's reserve would be 10 of 100; the stored limit's is 1 of 10.
+    store = Store(redis_client, make_settings(url_daily_quota=100, interactive_reserve=0.1))
+    store.quota.set_limit(ObjectType.FILE, 10)
+    Producer(store).enqueue([f"b.example.com/{i}" for i in range(20)], priority="bulk")
+    batch = store.batches.claim(ObjectType.FILE)
+    assert isinstance(batch, Batch), batch
+    assert len(batch.paths) == 9
+    wait = store.batches.claim(ObjectType.FILE)
+    assert isinstance(wait, Wait) and wait.reason is WaitReason.RESERVE
+
+
 @pytest.mark.e2e
 def test_a_worker_whose_window_differs_from_the_stored_one_refuses_to_start(
     redis_url: str, tmp_path: Path
