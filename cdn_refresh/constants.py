@@ -120,14 +120,15 @@ KEY_PREFIX: Final = "cdnr"
 
 # Bulk ranks sort after every interactive rank: enqueue times in ms stay far below this.
 BULK_RANK_OFFSET: Final = 10**13
-# Added to the rank of a repeat (a path submitted within the quota window and asked for
-# again): after every path of its priority never refreshed, still before bulk work (an
-# interactive rank stays below BULK_RANK_OFFSET until the year 2128).
+# A repeat (a path submitted within the quota window and asked for again) ranks one quota
+# window later (enqueue.lua). Earlier releases added this offset instead: ranks made so are
+# still read as such (an interactive rank stays below it until the year 2128).
 REPEAT_RANK_OFFSET: Final = 5 * 10**12
 
 
 def enqueued_ms(rank: float) -> float:
-    """When a pending path was asked for (ms since the epoch), from its rank."""
+    """When a pending path was asked for (ms since the epoch), from its rank (a repeat's
+    reads one quota window later: its rank does not say it is one)."""
     rank = rank - BULK_RANK_OFFSET if rank >= BULK_RANK_OFFSET else rank
     return rank - REPEAT_RANK_OFFSET if rank >= REPEAT_RANK_OFFSET else rank
 

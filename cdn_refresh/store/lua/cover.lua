@@ -19,7 +19,8 @@ local file_pending_lex = KEYS[12]
 local file_waiters = KEYS[13]
 -- ARGV[1] batch id   ARGV[2] most index entries to read in this run
 -- ARGV[3] most paths one batch covers   ARGV[4] lowest bulk rank
--- ARGV[5] the rank offset of a repeat (enqueue.lua)
+-- ARGV[5] the rank offset of a repeat made by earlier releases (today's repeat ranks one
+-- window later, and reads as asked for then: covered only when that is before the claim)
 -- Returns {'gone'} when the batch is settled or reclaimed already, else {files covered,
 -- directories covered, directories of the batch under another of it (taken out, their unit
 -- given back), 1 when more may be left, the batch's new JSON when its paths changed}
