@@ -142,8 +142,12 @@ def test_a_pending_path_and_its_job_show_their_place_and_when_the_window_lets_th
     assert "1 path(s) ahead; expected to go 20" in shown
     assert json.loads(run("status", first, "--json").stdout)["place"] is None
     fresh = run("enqueue", "b.com/1", "--json", CDN_REFRESH_URL_DAILY_QUOTA="10")
-    roomy = json.loads(run("lookup", "b.com/1", "--json", CDN_REFRESH_URL_DAILY_QUOTA="10").stdout)
     assert fresh.exit_code == 0
+    # A reader's own limit changes nothing: the quota runs on the stored one, until it is set.
+    mine = json.loads(run("lookup", "b.com/1", "--json", CDN_REFRESH_URL_DAILY_QUOTA="10").stdout)
+    assert mine["place"]["fits_now"] is False
+    assert run("quota", "--set-url-quota", "10").exit_code == 0
+    roomy = json.loads(run("lookup", "b.com/1", "--json").stdout)
     assert roomy["place"] == {"ahead": 2, "fits_now": True, "estimated_at": None}
 
 
