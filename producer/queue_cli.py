@@ -125,11 +125,14 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
         for kind in OBJECT_TYPES:
             paths[kind].update(store.promotion.pending_paths(kind))
             paths[kind].update(store.promotion.cooling_paths(kind))
+        # The limits every worker runs on: the stored ones, not this process's settings.
+        _, url_limit = store.quota.effective(ObjectType.FILE)
+        _, dir_limit = store.quota.effective(ObjectType.DIRECTORY)
     finally:
         store.close()
     limits = Limits(
-        url_daily_quota=settings.url_daily_quota,
-        directory_daily_quota=settings.directory_daily_quota,
+        url_daily_quota=url_limit,
+        directory_daily_quota=dir_limit,
         urls_per_call=settings.urls_per_call,
         directories_per_call=settings.directories_per_call,
         domains_per_call=settings.max_domains_per_call,

@@ -311,6 +311,15 @@ def test_plan_counts_calls_and_days_with_and_without_promotion_and_writes_nothin
     assert "promotion  off" in text
 
 
+def test_plan_drains_at_the_stored_limit_not_the_readers_own(run) -> None:  # type: ignore[no-untyped-def]
+    paths = [f"a.com/{i}.jpg" for i in range(300)]
+    assert run("enqueue", *paths, "--json").exit_code == 0
+    assert run("quota", "--set-url-quota", "100").exit_code == 0
+    result = run("plan", "--json", CDN_REFRESH_URL_DAILY_QUOTA="300")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["file"]["days_to_drain"] == 3.0
+
+
 def test_plan_refuses_invalid_input_and_names_the_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.txt"
     bad.write_text("a.com/ok\nftp://a.com/x\n")
