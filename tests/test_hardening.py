@@ -495,3 +495,53 @@ def test_a_chunk_for_a_job_declared_incomplete_is_refused_and_the_job_stays_inco
         10,
         0,
     )
+
+
+_PAUSED_PRODUCER = """
+import sys, time
+import producer.producer as producer_module
+from cdn_refresh.store import jobs
+from producer.producer import EnqueueInterruptedError, Producer
+from tests.conftest import make_settings
+
+jobs.OPEN_JOB_LEASE_S = 1.0
+producer_module.OPEN_JOB_BEAT_S = 0.2
+producer_module.CHUNK_PATHS, producer_module.CHUNKS_PER_PIPELINE = 10, 1
+producer_module.PIPELINES_IN_FLIGHT = 1
+real = jobs.JobStore.enqueue_chunks
+
+def paced(self, *args, **kwargs):
+    time.sleep(0.3)  # time for the test to pause this process between round trips
+    return real(self, *args, **kwargs)
+
+jobs.JobStore.enqueue_chunks = paced
+producer = Producer.from_settings(make_settings(redis_url=sys.argv[1]), notify_workers=False)
+try:
+    producer.enqueue(f"a.example.com/{i}" for i in range(100))
+except EnqueueInterruptedError as exc:
+    print("interrupted", exc.receipt.accepted, flush=True)
+    sys.exit(1)
+"""
+
+
+def test_a_producer_paused_past_the_lease_finds_its_job_ended_for_good(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    store = Store(redis_client, make_settings())
+    argv = [sys.executable, "-c", _PAUSED_PRODUCER, redis_url]
+    paused = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: store.quota.pending_count(ObjectType.FILE) > 0, 30)
+        paused.send_signal(signal.SIGSTOP)  # a frozen host: no chunk, no beat
+        time.sleep(2.0)
+        _drain(store)
+        went_in = store.jobs.status("1").counts.submitted
+        assert store.jobs.status("1").state.value == "incomplete"
+        paused.send_signal(signal.SIGCONT)
+        out, _ = paused.communicate(timeout=30)
+    finally:
+        paused.kill()
+    assert paused.returncode == 1 and out.split() == ["interrupted", str(went_in)]
+    assert _drain(store) == []
+    status = store.jobs.status("1")
+    assert (status.state.value, status.counts.submitted) == ("incomplete", went_in)
