@@ -263,7 +263,7 @@ def test_workers_with_different_url_quotas_spend_the_one_limit_the_first_claim_s
     assert isinstance(large.batches.claim(ObjectType.FILE), Batch)
 
 
-def test_places_estimates_and_the_reserve_follow_the_stored_window_and_limit(
+def test_places_estimates_and_the_backlog_follow_the_stored_window_and_limit(
     redis_client: redis.Redis,
 ) -> None:
     # This process says 100 a day; the quota in Redis runs on 10 an hour.
