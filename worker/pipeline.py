@@ -335,7 +335,9 @@ class Flusher:
                 exc.code,
                 done.top_attempts,
             )
-        facts = WaitFacts(self._settings, self._rng, attempts=done.top_attempts)
+        facts = WaitFacts(
+            self._settings, self._rng, attempts=done.top_attempts, retry_after_s=exc.retry_after_s
+        )
         if policy.action is Action.HOLD_TYPE:
             self._hold_type(batch, exc, policy, facts, done.settled)
         elif policy.action is Action.HOLD_ALL:
@@ -345,9 +347,9 @@ class Flusher:
         return policy.outcome_label()
 
     def _back_off(self, batch: Batch, exc: CdnError, policy: Policy, facts: WaitFacts) -> None:
-        """Stop claiming the batch's type for the row's wait (the provider's hint counts)."""
+        """Stop claiming the batch's type for the row's wait."""
         kind = batch.object_type
-        delay = policy.wait_s(replace(facts, retry_after_s=exc.retry_after_s))
+        delay = policy.wait_s(facts)
         self._store.quota.set_backoff(kind, delay)
         log.info("backing off type=%s for_s=%.2f after code=%s", kind, delay, exc.code)
 

@@ -44,7 +44,9 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WaitFacts:
-    """What a wait may depend on; the pipeline gathers what its row's action needs."""
+    """What a wait may depend on. The pipeline gathers what its row's action needs (the clock
+    and the provider's count for a hold of a type, the streak for a hold of all work): each
+    costs a round trip, and the other rows never read them."""
 
     settings: Settings
     rng: random.Random

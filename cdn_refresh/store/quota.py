@@ -192,7 +192,7 @@ class QuotaStore:
 
     def set_auth_hold(self, code: str, message: str, seconds: float, failures: int) -> None:
         """Stop claiming anything for ``seconds`` after a credential error or an endpoint that
-        does not answer (how long is the policy's: :mod:`worker.policy`), and keep the problem
+        does not answer (how long is the caller's policy to say), and keep the problem
         for ``status`` and ``lookup`` until a call goes through."""
         k = self._ctx.keys.shared
         value = CredentialProblem(code, message[:MAX_MESSAGE_CHARS], failures).encode()
