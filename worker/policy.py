@@ -135,8 +135,8 @@ ACTION_OUTCOMES = {
     Action.REQUEUE: "requeued",
 }
 
+# The row every retried answer shares.
 _RETRY = Policy(Action.RETRY, returns_quota=True, spends_attempt=True, wait=jittered_backoff)
-_HOLD_ALL = Policy(Action.HOLD_ALL, returns_quota=True, spends_attempt=False, wait=doubling_hold)
 
 # One row for every class in worker.errors, looked up by the error's class (see policy_for).
 POLICIES: dict[type[CdnError], Policy] = {
@@ -144,7 +144,9 @@ POLICIES: dict[type[CdnError], Policy] = {
     QuotaExhaustedError: Policy(
         Action.HOLD_TYPE, returns_quota=True, spends_attempt=False, wait=until_provider_reset
     ),
-    CredentialError: _HOLD_ALL,
+    CredentialError: Policy(
+        Action.HOLD_ALL, returns_quota=True, spends_attempt=False, wait=doubling_hold
+    ),
     # The request never left: nothing spent, no attempt; everything holds until it answers.
     UnreachableError: Policy(
         Action.HOLD_ALL,
