@@ -20,9 +20,10 @@ covered by a Directory moves with it (claimed, submitted, settled or sent back t
 
 A path's state is never stored: :mod:`~cdn_refresh.store.lookups` finds it from which key
 holds it (:data:`LOOKUP_ORDER`). Each job counts its paths per state in the ``job_counts``
-hash (field ``"<job>:<state>"``, :data:`JOB_COUNT_STATES`); the Lua scripts move those counts
-by the names in :data:`MOVES`, which they get as generated constants (:func:`lua_constants`),
-and a test holds every move a script makes to this table.
+hash (field ``"<job>:<state>"``, :data:`JOB_COUNT_STATES`). The Lua scripts move those
+counts along :data:`MOVES`, naming each state by a constant generated from this module
+(:func:`lua_constants`: ``STATE.PENDING``); a test holds every move a script makes to the
+table.
 
 A job's state is computed from its counts (:func:`job_state`): PENDING until one of its paths
 moves, IN_PROGRESS while some wait and some do not, then, once nothing waits, the first of
@@ -93,8 +94,6 @@ COUNTED_STATES: tuple[PathState, ...] = (
 JOB_COUNT_STATES: tuple[str, ...] = tuple(s.value for s in COUNTED_STATES)
 # Not settled yet: a job with a path here has not ended, and the retention keeps it.
 WAITING_STATES: frozenset[PathState] = frozenset({PathState.PENDING, PathState.IN_FLIGHT})
-# Settled: the workers are done sending it (tracking may still move a SUBMITTED path).
-SETTLED_STATES: frozenset[PathState] = frozenset(COUNTED_STATES) - WAITING_STATES
 # No worker moves a path on from here by itself: only an operator's replay, a new request or
 # the retention does.
 FINAL_STATES: frozenset[PathState] = frozenset({PathState.COMPLETE, PathState.FAILED})
