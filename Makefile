@@ -16,7 +16,7 @@ PACKAGE ?=
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock"
 
-.PHONY: install redis-server lint typecheck test test-fast bench demo emulator clean lock check-latest
+.PHONY: install redis-server lint typecheck test test-fast bench demo emulator clean lock check-latest docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ check-latest: redis-server
 	$(LATEST_VENV)/bin/pip freeze --exclude-editable
 	$(LATEST_VENV)/bin/ruff check .
 	$(LATEST_VENV)/bin/ruff format --check .
+	$(LATEST_VENV)/bin/lint-imports
 	$(LATEST_VENV)/bin/mypy
 	$(LATEST_VENV)/bin/pytest -m "not e2e and not fault and not locked_install" -p no:cacheprovider
 
@@ -52,9 +53,14 @@ redis-server:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "install redis-server (Debian: sudo apt-get install redis-server)"; exit 1; fi; }
 
+# The settings reference, made from the settings model (a test checks it is up to date).
+docs: install
+	$(BIN)/python -m cdn_refresh.settings_reference > docs/settings.md
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

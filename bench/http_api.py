@@ -20,9 +20,9 @@ import httpx
 from bench.data import unique_paths
 from bench.infra import RedisServer, bench_settings, child_env, make_settings
 from bench.report import Result
-from cdn_refresh.local import ApiProcess
 from cdn_refresh.store import Store, redis_from_settings
 from producer.producer import Producer
+from sandbox.local import ApiProcess
 
 TOKEN = "bench-token"
 PATHS_PER_BODY = 1_000

@@ -1,7 +1,7 @@
 """The processes a benchmark needs, each in its own process group, all stopped on the way out.
 
 ``redis-server`` and the emulator are children of the bench on free loopback ports; Celery
-workers are :class:`cdn_refresh.local.WorkerProcess` (the demo's and tests' own). Anything still
+workers are :class:`sandbox.local.WorkerProcess` (the demo's and tests' own). Anything still
 alive when the bench leaves, by an exception, a timeout or Ctrl-C, is killed with its group.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import redis
 
-from cdn_refresh import local
-from cdn_refresh.local import WorkerProcess, kill_group, worker_env
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
+from sandbox import local
+from sandbox.local import WorkerProcess, kill_group, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 10.0
@@ -59,7 +59,7 @@ def _kill_leftovers() -> None:
 
 
 def stop_group(process: subprocess.Popen[Any], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """Stop the child's whole group (see cdn_refresh.local) and stop tracking it."""
+    """Stop the child's whole group (see sandbox.local) and stop tracking it."""
     local.stop_group(process, grace_s=timeout_s)
     _untrack(process.pid)
 
@@ -76,7 +76,7 @@ def wait_until(
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` (:class:`cdn_refresh.local.RedisServer`), no persistence,
+    """A throwaway ``redis-server`` (:class:`sandbox.local.RedisServer`), no persistence,
     tracked so that it is killed whatever happens."""
 
     def __init__(self, workdir: Path) -> None:

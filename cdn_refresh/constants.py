@@ -50,7 +50,6 @@ class Promotion(StrEnum):
 
 
 OBJECT_TYPES: Final = tuple(ObjectType)
-PRIORITIES: Final = tuple(Priority)
 
 # Per-call limits of RefreshObjectCaches.
 URLS_PER_CALL: Final = 1000

@@ -44,6 +44,7 @@ from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
 __all__ = [
     "InvalidPathError",
     "OverlongInput",
+    "domain_of",
     "normalize_path",
     "remove_dot_segments",
     "shown_path",
@@ -118,6 +119,13 @@ def shown_path(raw: str) -> str:
     if length <= SHOWN_PATH_CHARS:
         return str(raw)
     return f"{raw[:SHOWN_PATH_CHARS]}... ({length} characters)"
+
+
+def domain_of(path: str) -> str:
+    """The domain of a normalized path: its host, without a port. The provider's limit of
+    domains per call counts hosts, so ``plan`` counts them so too, as the claim script does
+    when it packs a call (``https://a.com:8443/x`` and ``https://a.com/y`` are one domain)."""
+    return path.split("/", 3)[2].partition(":")[0]
 
 
 def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collection[str] = ()) -> str:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.paths import InvalidPathError, normalize_path
+from cdn_refresh.paths import InvalidPathError, domain_of, normalize_path
+
+DAY_S = 86_400.0  # days_to_drain counts days of this many seconds
 
 
 def directories_above(path: str) -> list[str]:
@@ -185,10 +187,10 @@ def make_plan(files: set[str], directories: set[str], limits: Limits, *, enabled
         allowed_domains=limits.allowed_domains,
     )
     covered = sum(p.paths for p in chosen)
-    file_days = days_to_drain(len(to_send), limits.url_daily_quota)
+    file_days = _plan_days(len(to_send), limits.url_daily_quota)
     promoted = [
-        days_to_drain(len(to_send) - covered, limits.url_daily_quota),
-        days_to_drain(len(directories) + len(chosen), limits.directory_daily_quota),
+        _plan_days(len(to_send) - covered, limits.url_daily_quota),
+        _plan_days(len(directories) + len(chosen), limits.directory_daily_quota),
     ]
     return Plan(
         file=TypePlan(
@@ -209,7 +211,7 @@ def make_plan(files: set[str], directories: set[str], limits: Limits, *, enabled
                 limits.directories_per_call,
                 limits.domains_per_call,
             ),
-            days_to_drain(len(directories), limits.directory_daily_quota),
+            _plan_days(len(directories), limits.directory_daily_quota),
         ),
         promotions=tuple(chosen),
         promoted_days_to_drain=None if None in promoted else max(d or 0.0 for d in promoted),
@@ -225,15 +227,18 @@ def calls_for(paths: int, domains: int, per_call: int, domains_per_call: int) ->
     return max(math.ceil(paths / per_call), math.ceil(domains / domains_per_call))
 
 
-def days_to_drain(paths: int, daily_quota: int) -> float | None:
-    """Days of quota that ``paths`` need (None when the quota is 0 and paths wait)."""
+def days_to_drain(paths: int, quota: int, window_s: float = DAY_S) -> float | None:
+    """Days the quota takes to send ``paths`` at ``quota`` per window of ``window_s`` seconds:
+    0.0 for no paths, and None when the quota is 0 and the paths never go. None, not inf,
+    because it means "never", which a person reads and JSON can carry (inf is no JSON)."""
     if paths == 0:
         return 0.0
-    if daily_quota <= 0:
+    if quota <= 0:
         return None
-    return round(paths / daily_quota, 2)
+    return paths / quota * (window_s / DAY_S)
 
 
-def domain_of(path: str) -> str:
-    """The host (and port) of a normalized path."""
-    return path.split("/", 3)[2]
+def _plan_days(paths: int, daily_quota: int) -> float | None:
+    """``days_to_drain`` as the plan shows it, to a hundredth of a day."""
+    days = days_to_drain(paths, daily_quota)
+    return None if days is None else round(days, 2)

@@ -200,3 +200,16 @@ def emulator_command(
     except OSError as exc:
         # Port taken or address not local: say so without a traceback.
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+@click.command(
+    "emulator",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("emulator_args", nargs=-1, type=click.UNPROCESSED)
+def front_door_command(emulator_args: tuple[str, ...]) -> None:
+    """Run the provider emulator on loopback (`cdn-refresh emulator --help` for its options)."""
+    # Every argument passed through, --help too: the command above parses them, and answers
+    # as `cdn-refresh emulator` the same as `python -m emulator`.
+    emulator_command.main(list(emulator_args), prog_name="cdn-refresh emulator")

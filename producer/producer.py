@@ -24,6 +24,7 @@ import redis
 
 from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
 from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
+from cdn_refresh.planning import days_to_drain
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import (
     JobNotFoundError,
@@ -85,8 +86,9 @@ class Receipt:
     # The enqueue failed part way: only ``accepted`` paths went in (see ``error``).
     incomplete: bool = False
     error: str = ""
-    # Days of quota the pending work of this type needs, and a warning when that is long.
-    backlog_days: float = 0.0
+    # Days of quota the pending work of this type needs (None: never, the quota is 0), and a
+    # warning when that is long.
+    backlog_days: float | None = 0.0
     warning: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +102,8 @@ class Receipt:
         if self.incomplete:
             data.update(incomplete=True, error=self.error)
         if self.warning:
-            data.update(backlog_days=round(self.backlog_days, 1), warning=self.warning)
+            days = None if self.backlog_days is None else round(self.backlog_days, 1)
+            data.update(backlog_days=days, warning=self.warning)
         return data
 
 
@@ -316,15 +319,24 @@ class Producer:
         jobs.close(header)
 
     def _warn_of_backlog(self, object_type: ObjectType, receipt: Receipt) -> None:
-        days = self._store.jobs.backlog_days(object_type)
-        if days > BACKLOG_WARNING_DAYS:
-            receipt.backlog_days = days
-            receipt.warning = (
-                f"{object_type.label} paths pending need about {days:,.0f} days of quota "
-                f"({self._settings.daily_quota(object_type):,} per window): consider "
-                "directories, or a larger quota"
-            )
-            log.warning("%s", receipt.warning)
+        days = days_to_drain(
+            self._store.quota.pending_count(object_type),
+            self._settings.daily_quota(object_type),
+            self._settings.quota_window_s,
+        )
+        if days is not None and days <= BACKLOG_WARNING_DAYS:
+            return
+        receipt.backlog_days = days
+        quota = self._settings.daily_quota(object_type)
+        needed = (
+            "never go: their quota is 0"
+            if days is None
+            else f"need about {days:,.0f} days of quota ({quota:,} per window)"
+        )
+        receipt.warning = (
+            f"{object_type.label} paths pending {needed}: consider directories, or a larger quota"
+        )
+        log.warning("%s", receipt.warning)
 
     def status(self, job_id: str) -> JobStatus:
         """A job's state, counts by state and task IDs (``to_dict()``: ``status --json``)."""

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from cdn_refresh import local
-from cdn_refresh.local import free_port
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
+from sandbox import local
+from sandbox.local import free_port
 
 __all__ = ["RedisServer", "free_port", "in_ci", "make_settings", "make_store"]
 
@@ -29,7 +29,7 @@ def in_ci() -> bool:
 
 
 def RedisServer(workdir: Path, **options: Any) -> local.RedisServer:
-    """A :class:`cdn_refresh.local.RedisServer`, or skip (fail in CI) without the binary."""
+    """A :class:`sandbox.local.RedisServer`, or skip (fail in CI) without the binary."""
     try:
         return local.RedisServer(workdir, **options)
     except FileNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""Real worker processes for end-to-end tests (the toolkit is cdn_refresh.local, shared with
+"""Real worker processes for end-to-end tests (the toolkit is sandbox.local, shared with
 the demo and the benchmarks), and the settings a test cluster runs on."""
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ from typing import Any
 import redis
 
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.local import ROOT, WorkerProcess, wait_for, worker_env
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch
 from emulator import EmulatorServer
 from producer.producer import Producer
+from sandbox.local import ROOT, WorkerProcess, celery_worker_argv, wait_for, worker_env
 from tests.conftest import make_settings
 
 __all__ = [
     "ROOT",
     "Cluster",
     "WorkerProcess",
+    "celery_worker_argv",
     "claim_batch",
     "cluster_values",
     "job_counts",

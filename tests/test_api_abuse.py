@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from cdn_refresh.local import ApiProcess, free_port, kill_group, worker_env
+from sandbox.local import ApiProcess, free_port, kill_group, worker_env
 from tests.conftest import make_store
 
 pytestmark = pytest.mark.redis

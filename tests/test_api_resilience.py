@@ -22,9 +22,9 @@ import redis
 import uvicorn
 
 from api.app import create_app
-from cdn_refresh.local import ApiProcess, free_port, worker_env
 from cdn_refresh.store import idempotency
 from cdn_refresh.store.jobs import JobStore
+from sandbox.local import ApiProcess, free_port, worker_env
 from tests.conftest import make_settings, make_store
 
 pytestmark = pytest.mark.redis

@@ -171,7 +171,7 @@ def test_a_wait_that_times_out_says_so_and_reports_every_few_seconds_without_a_t
 
 
 def test_the_wait_bar_shows_complete_and_submitted_apart() -> None:
-    from cdn_refresh.cli import wait_bar
+    from producer.cli import wait_bar
 
     counts = {"pending": 4, "in_flight": 0, "submitted": 3, "failed": 0, "complete": 3}
     assert wait_bar(counts).startswith("[" + "#" * 9 + "=" * 9 + " " * 12 + "] complete=3")

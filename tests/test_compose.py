@@ -311,7 +311,7 @@ def test_cdn_refresh_commands_and_options_exist() -> None:
         if argv[0] != "cdn-refresh":
             continue
         group: click.Group = cli.main
-        command = group.commands.get(argv[1])
+        command = group.get_command(click.Context(group), argv[1])
         assert command is not None, f"{where}: no subcommand {argv[1]}"
         # Full parsing without invoking: unknown options and bad values raise UsageError.
         ctx = command.make_context(argv[1], list(argv[2:]))

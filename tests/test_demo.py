@@ -109,7 +109,7 @@ def test_the_demo_says_what_happened_in_the_states_own_words(tmp_path: Path) -> 
 
 
 def test_a_task_cell_names_what_covered_a_path_and_a_calls_several_tasks() -> None:
-    from cdn_refresh.demo import task_cell
+    from sandbox.demo import task_cell
 
     assert task_cell({"task_id": "7", "covered_by": "https://a.com/d/"}) == (
         "covered by https://a.com/d/ (task 7)"

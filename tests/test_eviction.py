@@ -11,11 +11,11 @@ import httpx
 import pytest
 import redis
 
-from cdn_refresh.local import ApiProcess
-from cdn_refresh.local import RedisServer as LocalRedis
 from cdn_refresh.store import RedisEvictsError, Store
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
+from sandbox.local import ApiProcess
+from sandbox.local import RedisServer as LocalRedis
 from tests.conftest import RedisServer, make_settings
 from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
 from worker.client import CdnClient

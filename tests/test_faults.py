@@ -28,7 +28,14 @@ from cdn_refresh.store import Store
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import EnqueueRejectedError, Producer
 from tests.conftest import RedisServer, make_settings
-from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
+from tests.harness import (
+    ROOT,
+    WorkerProcess,
+    celery_worker_argv,
+    cluster_values,
+    wait_for,
+    worker_env,
+)
 from worker.client import CdnClient
 from worker.pipeline import Flusher
 
@@ -66,13 +73,15 @@ class Cluster:
     def start_worker(self, concurrency: int = 2) -> WorkerProcess:
         n = len(self.workers)
         beat = self.beat_worker is None or self.beat_worker.process.poll() is not None
-        worker = WorkerProcess(
-            worker_env(**self.values),
-            self.tmp_path / f"worker{n}.log",
+        log_path = self.tmp_path / f"worker{n}.log"
+        # DEBUG: Celery's line per task run shows only there, and the tests count them.
+        argv = celery_worker_argv(
             name=f"w{n}",
             concurrency=concurrency,
-            beat=beat,
+            loglevel="DEBUG",
+            beat_schedule=log_path.with_suffix(".beat") if beat else None,
         )
+        worker = WorkerProcess(worker_env(**self.values), log_path, name=f"w{n}", argv=argv)
         self.workers.append(worker)
         if beat:
             self.beat_worker = worker

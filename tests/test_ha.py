@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from cdn_refresh import local
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.sentinel import SentinelUrl, parse_sentinel_url
 from cdn_refresh.settings import SettingsError, load_settings
@@ -21,6 +20,7 @@ from cdn_refresh.store import Store, broker_transport_options, broker_url
 from cdn_refresh.store.jobs import ReplicaAckError
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import EnqueueInterruptedError, Producer, RedisRefusesWritesError
+from sandbox import local
 from tests.conftest import RedisServer, in_ci, make_settings, make_store
 from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
 

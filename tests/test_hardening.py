@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.local import RedisServer as LocalRedis
 from cdn_refresh.store import (
     JobNotFoundError,
     QuotaLimitMismatchError,
@@ -32,6 +31,7 @@ from producer.producer import (
     Producer,
     RedisRefusesWritesError,
 )
+from sandbox.local import RedisServer as LocalRedis
 from tests.conftest import RedisServer, make_settings
 from tests.harness import ROOT, WorkerProcess, cluster_values, wait_for, worker_env
 from worker.webhooks import WebhookSender
@@ -167,6 +167,16 @@ def test_an_enqueue_warns_when_the_pending_work_needs_more_than_30_days_of_quota
     assert big.backlog_days == pytest.approx(40)
     assert "40 days of quota" in big.warning
     assert big.to_dict()["backlog_days"] == 40
+
+
+def test_an_enqueue_at_a_quota_of_0_warns_that_the_paths_never_go_in_valid_json(
+    redis_client: redis.Redis,
+) -> None:
+    producer = Producer(Store(redis_client, make_settings(url_daily_quota=0)))
+    receipt = producer.enqueue(["a.example.com/x"])
+    assert receipt.backlog_days is None
+    assert "never go" in receipt.warning
+    assert json.loads(json.dumps(receipt.to_dict(), allow_nan=False))["backlog_days"] is None
 
 
 # --- 5. a Redis URL with ?password= works for the broker too -------------------------------

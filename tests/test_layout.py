@@ -16,7 +16,7 @@ import pytest
 from cdn_refresh.store import scripts
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_PACKAGES = ("cdn_refresh", "worker", "producer", "emulator", "api")
+SOURCE_PACKAGES = ("cdn_refresh", "worker", "producer", "emulator", "api", "sandbox")
 MAX_FUNCTION_LINES = 60
 _KEY_LINE = re.compile(r"^local (\w+) = KEYS\[(\d+)\]", re.MULTILINE)
 
@@ -86,11 +86,65 @@ def test_no_function_outside_tests_and_bench_is_longer_than_60_lines() -> None:
     assert long == []
 
 
+# What each package may import besides itself: the layers, read the same way as the
+# import-linter contract in pyproject.toml, so the rule holds where the tool is not installed.
+MAY_IMPORT = {
+    "cdn_refresh": set(),
+    "producer": {"cdn_refresh"},
+    "worker": {"cdn_refresh"},
+    "api": {"cdn_refresh", "producer", "worker", "emulator", "sandbox"},
+    "emulator": {"cdn_refresh", "producer", "worker", "api", "sandbox"},
+    "sandbox": {"cdn_refresh", "producer", "worker", "api", "emulator"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The top-level packages of this project that a module imports, at any depth (an import
+    inside a function counts: it runs all the same)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(MAY_IMPORT)
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_imports_point_down_the_layers_only(package: str) -> None:
+    above = set(MAY_IMPORT) - MAY_IMPORT[package] - {package}
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {sorted(imported_packages(path) & above)}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if imported_packages(path) & above
+    ]
+    assert offenders == []
+
+
+def test_the_layer_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from producer.producer import Producer\n", encoding="utf-8")
+    assert imported_packages(module) == {"producer"}
+
+
+def test_the_layers_are_the_ones_the_import_linter_contract_names() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    linter = config["tool"]["importlinter"]
+    assert set(linter["root_packages"]) == set(MAY_IMPORT)
+    (contract,) = linter["contracts"]
+    layers = [re.split(r"\s*[:|]\s*", layer) for layer in contract["layers"]]
+    for depth, layer in enumerate(layers):
+        below = {p for lower in layers[depth + 1 :] for p in lower}
+        for package in layer:
+            assert below <= MAY_IMPORT[package]
+            assert not MAY_IMPORT[package] - below - set(layer), package
+
+
 def test_importing_the_cli_loads_no_wing() -> None:
     code = (
         "import sys, cdn_refresh.cli\n"
-        "wings = ('emulator', 'worker', 'producer', 'celery', 'api', 'fastapi', 'uvicorn',"
-        " 'prometheus_client')\n"
+        "wings = ('emulator', 'worker', 'producer', 'sandbox', 'celery', 'api', 'fastapi',"
+        " 'uvicorn', 'prometheus_client')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in wings))\n"
     )
     out = subprocess.run(
@@ -118,3 +172,15 @@ def test_the_license_is_an_spdx_string() -> None:
 def test_bench_does_not_import_the_tests() -> None:
     for path in sorted((ROOT / "bench").glob("*.py")):
         assert "from tests" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_every_command_the_front_door_names_loads_from_its_package_under_that_name() -> None:
+    import click
+
+    from cdn_refresh import cli
+
+    ctx = click.Context(cli.main)
+    for name, target in cli.COMMANDS.items():
+        command = cli.main.get_command(ctx, name)
+        assert command is not None and command.name == name, target
+        assert target.split(".")[0] != "cdn_refresh", f"{name} lives on the floor"

@@ -15,8 +15,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdn_refresh import callbacks
-from cdn_refresh.local import ApiProcess
 from emulator import EmulatorConfig, EmulatorServer
+from sandbox.local import ApiProcess
 from tests.conftest import make_store
 from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
 from tests.webhook_receiver import Receiver

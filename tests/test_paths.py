@@ -13,6 +13,7 @@ from cdn_refresh.paths import (
     MAX_RAW_LENGTH,
     InvalidPathError,
     OverlongInput,
+    domain_of,
     normalize_path,
     remove_dot_segments,
     shown_path,
@@ -475,8 +476,11 @@ def _domain(normalized: str) -> str:
         ("http://example.com", "example.com"),
     ],
 )
-def test_a_batch_counts_the_host_without_port_as_the_domain(normalized: str, host: str) -> None:
+def test_a_batch_and_the_plan_count_the_host_without_port_as_the_domain(
+    normalized: str, host: str
+) -> None:
     assert _domain(normalized) == host
+    assert domain_of(normalized) == host
 
 
 # --- properties --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from cdn_refresh.constants import ObjectType, Priority
-from cdn_refresh.planning import directories_above, plan_promotions
+from cdn_refresh.planning import days_to_drain, directories_above, plan_promotions
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch, PathState, Release, Wait, WaitReason
@@ -304,6 +304,8 @@ def test_files_do_not_wait_for_a_directory_far_back_in_the_queue(
 ) -> None:
     producer, store = store_and_producer(redis_client, directory_daily_quota=3)
     producer.enqueue(["a.com/x/", "a.com/y/", "a.com/z/"], DIRECTORY)
+    # Ranks are in milliseconds: a later enqueue must land in a later one to queue behind.
+    time.sleep(0.005)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     producer.enqueue(["a.com/img/1.png", "a.com/x/1.png"])
     # /x/ goes in the next Directory claim; /img/ is fourth of three units left.
@@ -533,3 +535,18 @@ def test_a_jobs_place_counts_its_repeats_where_they_wait(redis_client: redis.Red
     producer.enqueue(["a.com/later"])  # never refreshed: goes before the job's repeat
     place = producer.status(job).place
     assert place is not None and place.ahead == 2
+
+
+@pytest.mark.parametrize(
+    ("paths", "quota", "window_s", "days"),
+    [
+        (0, 0, 86_400, 0.0),  # nothing waits: drained, even at a quota of 0
+        (200, 10, 86_400, 20.0),
+        (200, 10, 43_200, 10.0),  # a half-day window sends a quota twice a day
+        (1, 0, 86_400, None),  # a quota of 0 never sends: None, "never"
+    ],
+)
+def test_days_to_drain_counts_windows_in_days_and_never_is_none(
+    paths: int, quota: int, window_s: float, days: float | None
+) -> None:
+    assert days_to_drain(paths, quota, window_s) == days

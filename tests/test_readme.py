@@ -1,6 +1,6 @@
-"""The README's examples agree with each other and with the code: what an example looks up
-is what an example enqueued (the same normalized path and type), and every setting the code
-has is where the README says."""
+"""The README's and the docs' examples agree with each other and with the code: what an example
+looks up is what an example enqueued (the same normalized path and type), and every link
+between them leads to a file that is there."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from urllib.parse import parse_qs, urlsplit
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.paths import normalize_path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def _shell_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    return [
+        block
+        for page in (README, *DOCS)
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+    ]
 
 
 def _commands() -> list[list[str]]:
@@ -66,3 +71,16 @@ def test_every_path_an_example_looks_up_is_one_an_example_enqueued() -> None:
     assert len(looked_up) >= 2  # the CLI's and the API's examples are both read
     enqueued = _enqueued()
     assert [p for p in looked_up if p not in enqueued] == []
+
+
+def test_every_link_between_the_readme_and_the_docs_leads_somewhere() -> None:
+    broken = []
+    for page in (README, *DOCS):
+        for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", page.read_text("utf-8")):
+            if not (page.parent / target).is_file():
+                broken.append(f"{page.name} -> {target}")
+    assert broken == []
+
+
+def test_the_readme_is_read_in_ten_minutes() -> None:
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 200

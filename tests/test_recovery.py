@@ -18,11 +18,11 @@ import pytest
 import redis
 
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.local import free_port
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch
 from emulator import EmulatorConfig, EmulatorServer
 from producer.producer import Producer
+from sandbox.local import free_port
 from tests.conftest import make_settings, make_store
 from tests.harness import WorkerProcess, cluster_values, wait_for, worker_env
 from worker.recovery import InHand, hand_back, reclaim_orphaned

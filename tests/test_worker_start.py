@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cdn_refresh.local import WorkerProcess, celery_worker_argv
 from emulator import EmulatorConfig, EmulatorServer
+from sandbox.local import WorkerProcess, celery_worker_argv
 from tests.harness import Cluster, cluster_values, wait_for, worker_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]

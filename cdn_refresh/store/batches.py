@@ -56,15 +56,13 @@ class BatchStore:
         object_type: ObjectType,
         now: float | None = None,
         *,
-        coverage: bool = True,
         owner: str = "",
         token: str | None = None,
     ) -> Batch | Wait | None:
         """Claim the next batch and reserve its quota; ``None`` when nothing is pending.
 
         ``now`` defaults to Redis's clock, which every worker on every host shares. A File
-        under a pending Directory that can go now is left for that Directory to cover;
-        ``coverage=False`` skips that check (the benchmark's baseline, nothing else).
+        under a pending Directory that can go now is left for that Directory to cover.
         ``owner`` names the worker process whose heartbeat keeps the batch its own
         (:mod:`~cdn_refresh.store.liveness`). Each claim carries a fresh ``token``: when
         its reply is lost and redis-py sends it again, the retry gets the batch the first
@@ -87,7 +85,9 @@ class BatchStore:
                 str(object_type),
                 SCAN_LIMIT,
                 repr(s.refresh_cooldown_s),
-                "1" if coverage and object_type == ObjectType.FILE else "0",
+                # Only Files lie under a pending Directory; the script skips the check for
+                # Directory batches.
+                "1" if object_type == ObjectType.FILE else "0",
                 dir_limit,
                 math.ceil(dir_limit * s.interactive_reserve),
                 repr(provider_day_start(time.time() if now is None else now)),
@@ -136,16 +136,15 @@ class BatchStore:
         now: float | None = None,
         *,
         calls: Sequence[CallSample] = (),
-        track: bool = True,
     ) -> Settled:
         """Record ``paths`` of ``batch`` (all of them when empty) as submitted.
 
         Settles nothing when the batch's lease ran out first and its paths went back to
         pending (a stalled worker): then, see :meth:`record_late`. ``calls`` are the
-        provider calls this answer ends, for the metrics counters. ``track=False`` records
-        without tracking the call to completion (the benchmark's baseline, nothing else).
+        provider calls this answer ends, for the metrics counters. The call is tracked to
+        completion.
         """
-        answer = self._submit(batch, "batch", paths, task_ids, request_id, now, calls, track)
+        answer = self._submit(batch, "batch", paths, task_ids, request_id, now, calls)
         return Settled(int(answer[0]), 0, int(answer[1]), int(answer[2]))
 
     def record_late(
@@ -164,7 +163,6 @@ class BatchStore:
         request_id: str,
         now: float | None,
         calls: Sequence[CallSample],
-        track: bool = False,
     ) -> Any:
         info = {
             "task_ids": list(task_ids),
@@ -176,7 +174,8 @@ class BatchStore:
                 "File": submitted_field(ObjectType.FILE),
             },
         }
-        if track:
+        # A late answer's paths are pending again: only the batch's own answer is tracked.
+        if mode == "batch":
             info["track_after"] = self._ctx.settings.task_first_check_s
         return self._ctx.scripts.run(
             scripts.SUBMIT,

@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from cdn_refresh.local import RedisServer, celery_worker_argv, free_port, stop_group, worker_env
+from sandbox.local import RedisServer, celery_worker_argv, free_port, stop_group, worker_env
 
 DEMO_URL_QUOTA = 25
 DEMO_QUOTA_WINDOW_S = 5.0
