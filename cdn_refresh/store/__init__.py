@@ -6,7 +6,8 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.keys`: the key layout, one prefix, one hash tag.
 - :mod:`~cdn_refresh.store.connection`: the Redis client and Celery's broker URL.
 - :mod:`~cdn_refresh.store.scripts`: the Lua scripts (``lua/``) and their ``KEYS`` order.
-- :mod:`~cdn_refresh.store.records`: the states and typed records, with their encoding.
+- :mod:`~cdn_refresh.store.states`: every path and job state, the moves between them.
+- :mod:`~cdn_refresh.store.records`: the typed records, with their encoding.
 - :mod:`~cdn_refresh.store.jobs`: job headers, enqueue, status.
 - :mod:`~cdn_refresh.store.batches`: claim, submit, release, reclaim.
 - :mod:`~cdn_refresh.store.quota`: our window count, holds, backoffs.

@@ -155,7 +155,8 @@ in_slices(n_updates, 2, function(first, last)
   redis.call('HSET', waiters, unpack(updates, first, last))
 end)
 
-if accepted + joined > 0 then
-  redis.call('HINCRBY', job_counts, job .. ':pending', accepted + joined)
-end
+-- Every job count moves by count_move (a test checks each move against store/states.py).
+local counts = {}
+count_move(counts, job, nil, STATE.PENDING, accepted + joined)
+write_counts(job_counts, counts)
 return {accepted, duplicates}
