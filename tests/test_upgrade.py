@@ -4,8 +4,9 @@
 (``data/make_upgrade_fixture.py`` made it, and says how to make it again). Each test loads it
 into a real redis-server, its times moved to now, and reads or drains it with this release's
 code: every old path keeps its state and task id, every job reads, the stored quota window and
-its reservations still count, a worker drains every pending path exactly once (a path stored
-spelled with ``..`` too, as it was stored), the old dead letters replay, and an old
+its reservations still count, a worker drains every pending path exactly once (one stored
+spelled with ``..`` moves to this release's spelling at the worker's start, with its jobs, so
+that no Directory takes it for lying under it), the old dead letters replay, and an old
 Idempotency-Key still answers its job. A worker of this release refuses to start beside a
 live worker of that release (docs/operations.md, "Upgrades").
 """
@@ -19,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
-import httpx
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store.liveness import SCHEMA
@@ -163,12 +164,13 @@ def test_an_upgraded_worker_sends_every_old_pending_path_once_and_replays_old_de
     wait_for(lambda: len(cluster.accepted()) >= len(pending), 60, cluster.logs)
     time.sleep(1.5)  # several ticks later, nothing goes twice
     sent = Counter(cluster.accepted())
-    # Each as it was stored: a dot-spelled path goes as it was asked for (the CDN resolves
-    # its dot segments, as served_as does), never dropped or renamed on the way.
-    assert sent == Counter(p for p, _ in pending)
+    # A path stored with dot segments goes once, respelled as this release spells it: the
+    # object the CDN serves for the stored spelling (served_as), never dropped.
+    assert sent == Counter(served_as(p) for p, _ in pending)
     dotted = EXPECT["dotted"]
-    assert served_as(dotted["File"]) == "https://cdn.example.com/logo.png"
-    assert served_as(dotted["Directory"]) == "https://cdn.example.com/assets/"
+    for kind in (FILE, DIRECTORY):
+        found = cluster.producer.lookup(dotted[kind.value], kind)  # either spelling finds it
+        assert found.state in (PathState.SUBMITTED, PathState.COMPLETE), found
     for kind in (FILE, DIRECTORY):
         usage = cluster.store.quota.usage(kind)
         drained = sum(1 for _, k in pending if k is kind)
@@ -198,11 +200,52 @@ def test_an_upgraded_worker_never_spends_past_the_old_reservations(cluster: Clus
     used = EXPECT["quota_used"]["File"]
     cluster.configure(url_daily_quota=used + 3, directory_daily_quota=EXPECT["limits"]["Directory"])
     cluster.start_workers(1)
-    wait_for(lambda: sum(1 for p in cluster.accepted() if "/" != p[-1]) >= 3, 60, cluster.logs)
+    wait_for(lambda: sum(1 for p in cluster.accepted() if p[-1] != "/") >= 3, 60, cluster.logs)
     time.sleep(2)  # several ticks and flushes later, still nothing more goes out
     files = [p for p in cluster.accepted() if not p.endswith("/")]
     assert len(files) == 3
     assert cluster.store.quota.usage(FILE).used == used + 3
+
+
+def test_a_pending_path_stored_with_dot_segments_moves_to_its_new_spelling_with_its_jobs(
+    redis_client: redis.Redis,
+) -> None:
+    load_fixture(redis_client)
+    producer, store = store_and_producer(redis_client)
+    stored, spelled = EXPECT["dotted"]["File"], "https://cdn.example.com/logo.png"
+    rank = store.redis.zscore(store.keys.of(FILE).pending, stored)
+    # Asked for again under the new spelling, by the job that waits on the old one and
+    # another: the two spellings are one path once respelled.
+    coalesced = EXPECT["jobs"]["coalesced"]
+    later = producer.enqueue([spelled]).job_id
+    redis_client.hset(store.keys.of(FILE).waiters, spelled, f"{coalesced},{later}")
+    redis_client.hincrby(store.keys.shared.job_counts, f"{coalesced}:pending", 1)
+    pending_before = producer.status(coalesced).counts.pending
+    assert store.respelling.dot_segments() == 2
+    assert store.respelling.dot_segments() == 0  # nothing left to move
+    tk = store.keys.of(FILE)
+    assert store.redis.zscore(tk.pending, stored) is None
+    assert store.redis.zscore(tk.pending, spelled) == rank  # the sooner rank: the old one
+    assert store.redis.zscore(tk.pending_lex, spelled) == 0
+    assert set(redis_client.hget(tk.waiters, spelled).split(",")) == {coalesced, later}
+    assert producer.status(coalesced).counts.pending == pending_before - 1
+    for kind in (FILE, DIRECTORY):
+        assert producer.lookup(EXPECT["dotted"][kind.value], kind).state is PathState.PENDING
+
+
+@pytest.mark.e2e
+def test_a_directory_never_settles_an_old_dot_spelled_path_that_lies_outside_it(
+    cluster: Cluster,
+) -> None:
+    load_fixture(cluster.redis)
+    limits = EXPECT["limits"]
+    cluster.configure(url_daily_quota=limits["File"], directory_daily_quota=limits["Directory"])
+    # Textually under /img/, served as /logo.png: a refresh of /img/ does not reach it.
+    cluster.producer.enqueue(["https://cdn.example.com/img/"], ObjectType.DIRECTORY)
+    cluster.start_workers(1)
+    wait_for(lambda: "https://cdn.example.com/logo.png" in cluster.accepted(), 60, cluster.logs)
+    answer = cluster.emulator.state.refreshed([EXPECT["dotted"]["File"]])
+    assert answer[0]["refreshed"] and answer[0]["how"] == "itself", answer
 
 
 @pytest.mark.xfail(

@@ -66,7 +66,8 @@ class LivenessStore:
         release 1628e5c or before registers none); the schemas of processes whose heartbeat
         is gone are forgotten."""
         k = self._ctx.keys.shared
-        alive = set(self._ctx.redis.zrangebyscore(k.heartbeats, f"({self._ctx.now()!r}", "+inf"))
+        since = f"({self._ctx.now()!r}"
+        alive = set(cast(list[str], self._ctx.redis.zrangebyscore(k.heartbeats, since, "+inf")))
         schemas = cast(dict[str, str], self._ctx.redis.hgetall(k.worker_schemas))
         gone = [owner for owner in schemas if owner not in alive]
         if gone:

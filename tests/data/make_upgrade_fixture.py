@@ -5,7 +5,10 @@ Run with the OLD release's code, never in CI (tests/test_upgrade.py only reads t
     git worktree add --detach /tmp/old-release 1628e5c
     python3 -m venv /tmp/old-venv && /tmp/old-venv/bin/pip install -q -e '/tmp/old-release[test]'
     cd /tmp/old-release && /tmp/old-venv/bin/python \\
-        /path/to/checkout/tests/data/make_upgrade_fixture.py /path/to/checkout/tests/data/upgrade_from_1628e5c.json
+        "$CHECKOUT/tests/data/make_upgrade_fixture.py" \\
+        "$CHECKOUT/tests/data/upgrade_from_1628e5c.json"
+
+(``$CHECKOUT``: this checkout.)
 
 It starts a scratch ``redis-server``, builds the state through the old public API only
 (Producer, Store, the FastAPI app), then writes every key as portable JSON: its type, its
