@@ -248,12 +248,6 @@ def test_a_directory_never_settles_an_old_dot_spelled_path_that_lies_outside_it(
     assert answer[0]["refreshed"] and answer[0]["how"] == "itself", answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/app.py fingerprints body.model_dump_json(), which now holds "
-    '"callback_secret":null: every body fingerprinted by 1628e5c differs, so a retry across '
-    "the upgrade is a 409 (another body); leave callback_secret out of the dump when None",
-)
 def test_an_old_idempotency_key_still_answers_its_job_after_the_upgrade(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
