@@ -229,8 +229,7 @@ def _refresh(
         _check_callback(body.callback_url, body.callback_secret, settings)
     if idempotency_key is None:
         return _answer(_enqueue_fresh(producer, body))
-    # The parsed body, not its bytes: the same request spelled with other spacing is the same.
-    digest = fingerprint(body.model_dump_json().encode("utf-8"))
+    digest = fingerprint(body.canonical_json())
     registration = None
     if body.callback_url is not None:
         registration = Registration.new(body.callback_url, secret=body.callback_secret or "")

@@ -36,6 +36,13 @@ class RefreshRequest(BaseModel):
         "(so that a receiver holds no key to another's deliveries); never shown again",
     )
 
+    def canonical_json(self) -> bytes:
+        """The request as the Idempotency-Key fingerprints it: the parsed body, not its bytes
+        (other spacing is the same request). A field added since keys were first kept is left
+        out while unset, so that a key kept by an older release still matches the same body."""
+        unset_new = {"callback_secret"} if self.callback_secret is None else set()
+        return self.model_dump_json(exclude=unset_new).encode("utf-8")
+
 
 class RejectedPath(BaseModel):
     """One input path refused: its 1-based line, the path as shown, and why."""

@@ -13,7 +13,7 @@ import redis
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
-from cdn_refresh.store.records import Batch
+from cdn_refresh.store.records import Batch, JobState
 from emulator import EmulatorServer
 from producer.producer import Producer
 from sandbox.local import ROOT, WorkerProcess, celery_worker_argv, wait_for, worker_env
@@ -118,7 +118,9 @@ class Cluster:
     def wait_done(self, job_ids: list[str], timeout_s: float = 60) -> None:
         wait_for(
             lambda: all(
-                self.producer.status(j).to_dict()["state"] in ("submitted", "failed", "incomplete")
+                # Every path sent or settled: submitted, or already complete when the tasks ended
+                # quickly, failed or incomplete; never pending or in progress.
+                self.producer.status(j).state not in (JobState.PENDING, JobState.IN_PROGRESS)
                 for j in job_ids
             ),
             timeout_s,

@@ -212,7 +212,7 @@ def died_after(
     registration = None
     if request.callback_url is not None:
         registration = Registration.new(request.callback_url)
-    digest = fingerprint(request.model_dump_json().encode("utf-8"))
+    digest = fingerprint(request.canonical_json())
     claim = store.idempotency.begin(scoped_key(scope_of(TOKEN), key), digest, registration)
     assert isinstance(claim, Reservation)
     valid = []
@@ -269,7 +269,7 @@ def test_a_retry_registers_again_the_callback_of_a_job_never_opened(
     body = {**BODY, "callback_url": "http://127.0.0.1:9/hook"}
     store = make_store(redis_client, **SERVED)
     request = RefreshRequest.model_validate(body)
-    digest = fingerprint(request.model_dump_json().encode("utf-8"))
+    digest = fingerprint(request.canonical_json())
     key = scoped_key(scope_of(TOKEN), "unopened")
     claim = store.idempotency.begin(key, digest, Registration.new(body["callback_url"]))
     assert isinstance(claim, Reservation)

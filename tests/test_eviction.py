@@ -195,7 +195,7 @@ def test_under_a_volatile_policy_only_keys_with_a_ttl_are_ours_to_lose(
     batch = store.batches.claim("File")  # type: ignore[arg-type]
     assert batch is not None
     store.quota.set_backoff("File", 60)  # type: ignore[arg-type]
-    store.quota.set_auth_hold("ConnectError", "refused", base_s=60, max_s=60)
+    store.quota.set_auth_hold("ConnectError", "refused", seconds=60, failures=1)
     client = store.redis
     with_ttl = {k for k in client.keys("*") if client.pttl(k) > 0}
     # Holds, backoffs and a claim's token: transient by design (README "Redis must not evict").

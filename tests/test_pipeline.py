@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 
+from cdn_refresh.provider_day import seconds_until_reset
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Release
 from emulator import EmulatorConfig, EmulatorServer
@@ -21,7 +22,7 @@ from producer.producer import Producer
 from tests.conftest import make_settings
 from worker.client import CdnClient
 from worker.pipeline import Flusher
-from worker.policy import MAX_SPLIT_CALLS, seconds_until_provider_reset
+from worker.policy import MAX_SPLIT_CALLS
 
 pytestmark = pytest.mark.redis
 
@@ -174,7 +175,7 @@ def test_provider_quota_exhausted_holds_the_type_and_keeps_the_paths(rig_factory
     wait = rig.store.batches.claim("File", time.time())
     assert wait is not None and not hasattr(wait, "paths")
     assert wait.reason == "provider_quota"  # type: ignore[union-attr]
-    assert abs(wait.seconds - seconds_until_provider_reset(time.time())) < 5  # type: ignore[union-attr]
+    assert abs(wait.seconds - seconds_until_reset(time.time())) < 5  # type: ignore[union-attr]
     assert rig.producer.status(job).to_dict()["counts"]["pending"] == 1_000
     assert [e.to_dict() for e in rig.producer.dead_letters()] == []
     # The failed call's reservation came back: only what the provider took is counted.

@@ -276,7 +276,7 @@ def test_holds_stop_claims_until_they_expire(redis_client: redis.Redis) -> None:
     wait = store.batches.claim("File", time.time())
     assert isinstance(wait, Wait) and wait.reason == "provider_quota"
     time.sleep(0.25)
-    store.quota.set_auth_hold("SignatureDoesNotMatch", "bad", base_s=0.2, max_s=1)
+    store.quota.set_auth_hold("SignatureDoesNotMatch", "bad", seconds=0.2, failures=1)
     wait = store.batches.claim("File", time.time())
     assert isinstance(wait, Wait) and wait.reason == "credentials"
     assert "SignatureDoesNotMatch" in str(producer.lookup("a.com/1").to_dict()["last_error"])
@@ -301,7 +301,9 @@ def test_a_credential_error_stays_visible_between_holds_until_a_call_goes_throug
 ) -> None:
     producer, store = _setup(redis_client)
     job = producer.enqueue(["a.com/1"]).job_id
-    store.quota.set_auth_hold("InvalidAccessKeyId.NotFound", "no such key", base_s=0.05, max_s=0.05)
+    store.quota.set_auth_hold(
+        "InvalidAccessKeyId.NotFound", "no such key", seconds=0.05, failures=1
+    )
     time.sleep(0.1)  # the hold is over; the next claim may try again
     assert "InvalidAccessKeyId.NotFound" in producer.status(job).to_dict()["last_error"]
     batch = _claim(store)
@@ -378,8 +380,8 @@ def test_a_later_submission_takes_the_path_out_of_the_dead_letter_set(
 def test_a_new_problem_after_an_outage_starts_its_own_streak(redis_client: redis.Redis) -> None:
     store = Store(redis_client, make_settings())
     for _ in range(3):
-        outage = store.quota.set_auth_hold("ConnectError", "refused", base_s=0.01, max_s=1)
-    assert outage.failures == 3
+        outage = store.quota.count_hold_failure("ConnectError")
+        store.quota.set_auth_hold("ConnectError", "refused", seconds=0.01, failures=outage)
+    assert outage == 3
     # The endpoint answers again, with a wrong key: the first of its own streak, said once.
-    wrong = store.quota.set_auth_hold("SignatureDoesNotMatch", "bad", base_s=0.01, max_s=1)
-    assert (wrong.failures, wrong.seconds) == (1, 0.01)
+    assert store.quota.count_hold_failure("SignatureDoesNotMatch") == 1

@@ -32,7 +32,7 @@ from cdn_refresh.store import (
     broker_url,
     celery_names,
 )
-from cdn_refresh.store.liveness import node_id
+from cdn_refresh.store.liveness import OlderWorkerError, node_id
 from worker import runtime
 from worker.recovery import hand_back
 
@@ -242,10 +242,12 @@ def _refuse_empty_credentials(**_: object) -> None:
 
 @worker_init.connect
 def _check_redis_at_start(**_: object) -> None:
-    """Refuse to start on a quota window or limit other workers do not share, or on a Redis
-    that may evict keys; warn when Redis would lose everything on a restart."""
+    """Refuse to start beside a worker of an older release, on a quota window or limit other
+    workers do not share, or on a Redis that may evict keys; warn when Redis would lose
+    everything on a restart."""
     store = Store.from_settings(runtime.settings())
     try:
+        store.liveness.check_no_older_worker()
         store.quota.check_window()
         store.quota.check_limits()
         store.eviction.check(fresh=True)
@@ -255,7 +257,15 @@ def _check_redis_at_start(**_: object) -> None:
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
-    except (QuotaWindowMismatchError, QuotaLimitMismatchError, RedisEvictsError) as exc:
+        respelled = store.respelling.dot_segments()
+        if respelled:
+            log.info("respelled %d pending paths stored with dot segments", respelled)
+    except (
+        OlderWorkerError,
+        QuotaWindowMismatchError,
+        QuotaLimitMismatchError,
+        RedisEvictsError,
+    ) as exc:
         log.critical("%s", exc)
         # SystemExit, not an exception: Celery logs and ignores what a signal handler raises.
         raise SystemExit(1) from None

@@ -12,9 +12,10 @@
     │   └── UnreachableError      no connection: the request never left; everything holds
     └── RejectedPathError         a path or domain refused: split, then dead-letter it
 
-What each one costs (quota back or not, backoff) is the table in :mod:`worker.policy`. An
-unknown code falls back on its HTTP status (5xx and 429 retryable, other 4xx too, but as a
-call the provider refused) and keeps its code, so logs and ``lookup`` still show it.
+What each one costs (quota back or not, an attempt, how long the work waits) is the table in
+:mod:`worker.policy`, one row per class here. An unknown code falls back on its HTTP status
+(5xx and 429 retryable, other 4xx too, but as a call the provider refused) and keeps its
+code, so logs and ``lookup`` still show it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class CdnError(Exception):
     outcome_unknown: bool = False
     #: The provider's ``x-acs-retry-after`` hint, if any.
     retry_after_s: float | None = None
+    #: What the one log line of a hold of all work calls the problem, and what ends it (the
+    #: policy decides which errors hold: here only the words).
+    problem: str = "hold"
+    remedy: str = ""
 
 
 class RetryableError(CdnError):
@@ -80,10 +85,6 @@ class RequestShapeError(RetryableError):
 
 class HoldError(CdnError):
     """Nothing is wrong with the paths: they wait while the work holds."""
-
-    #: What the one log line of a hold of all work calls the problem, and what ends it.
-    problem: str = "hold"
-    remedy: str = ""
 
 
 class QuotaExhaustedError(HoldError):

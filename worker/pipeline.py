@@ -1,6 +1,8 @@
 """The flush loop: claim a batch, make the call, settle every path by the answer.
 
-What each answer does is the table in :mod:`worker.policy`; this module carries it out.
+What each answer does, and how long the work then waits, is the table in
+:mod:`worker.policy`; this module gathers the facts a row's wait needs, carries the row out
+and logs it.
 """
 
 from __future__ import annotations
@@ -10,26 +12,23 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from cdn_refresh.store.metrics import CallSample
-from cdn_refresh.store.records import Batch, Release, Settled, Wait
+from cdn_refresh.store.records import Batch, Settled, Wait
 from worker.client import CdnClient
-from worker.errors import CdnError, HoldError, RejectedPathError
+from worker.errors import CdnError
 from worker.policy import (
-    ACTION_OUTCOMES,
     MAX_SPLIT_CALLS,
-    ON_LEASE_EXPIRED,
     ON_OUR_BUG,
     ON_SPLIT_BUDGET_SPENT,
     Action,
     Policy,
+    WaitFacts,
     policy_for,
-    retry_delay_s,
-    seconds_until_provider_reset,
 )
 from worker.promotion import Promoter
 from worker.provider_count import ProviderCount
@@ -215,13 +214,13 @@ class Flusher:
         started = time.monotonic()
         try:
             result = self._client.refresh_object_caches(list(paths), batch.object_type)
-        except RejectedPathError as exc:
-            report.note_call(ACTION_OUTCOMES[Action.SPLIT], started)
+        except CdnError as exc:
+            policy = policy_for(exc)
+            report.note_call(policy.outcome_label(), started)
+            if policy.action is not Action.SPLIT:
+                raise
             self._split(batch, paths, exc, report)
             return
-        except CdnError as exc:
-            report.note_call(policy_for(exc).outcome_label(), started)
-            raise
         except Exception:
             report.note_call("error", started)
             raise
@@ -258,18 +257,19 @@ class Flusher:
         )
 
     def _split(
-        self, batch: Batch, paths: tuple[str, ...], exc: RejectedPathError, report: FlushReport
+        self, batch: Batch, paths: tuple[str, ...], exc: CdnError, report: FlushReport
     ) -> None:
         """Halve a refused call until the bad paths stand alone; dead-letter those."""
         if len(paths) == 1:
+            policy = policy_for(exc)
             done = self._store.batches.release(
                 batch.id,
                 batch.object_type,
-                Release.FAILED,
+                policy.release(),
                 paths=paths,
                 code=exc.code,
                 message=exc.message,
-                return_quota=policy_for(exc).quota_back(exc),
+                return_quota=policy.quota_back(exc),
                 calls=report.take_calls(),
             )
             report.dead_lettered += done.dead_lettered
@@ -298,12 +298,11 @@ class Flusher:
         calls: list[CallSample] | None = None,
     ) -> Settled:
         """Send what is left of a batch back to pending by ``policy`` (an attempt counted
-        for a retry, which dead-letters the paths that reach MAX_ATTEMPTS)."""
-        release = Release.RETRY if policy.action is Action.RETRY else Release.REQUEUE
+        when the row spends one, which dead-letters the paths that reach MAX_ATTEMPTS)."""
         return self._store.batches.release(
             batch.id,
             batch.object_type,
-            release,
+            policy.release(),
             code=code,
             message=message,
             return_quota=back,
@@ -311,7 +310,8 @@ class Flusher:
         )
 
     def _settle_error(self, batch: Batch, exc: CdnError, report: FlushReport) -> str:
-        """Settle what is left of a batch after an error; returns the outcome for the log."""
+        """Settle what is left of a batch after an error by its row, and start the row's
+        wait; returns the outcome for the log."""
         policy = policy_for(exc)
         if policy.action is Action.SPLIT:
             # Splitting gave up (MAX_SPLIT_CALLS): what is left is retried.
@@ -327,82 +327,64 @@ class Flusher:
         report.requeued += done.settled - done.dead_lettered
         report.dead_lettered += done.dead_lettered
         report.top_attempt = max(report.top_attempt, done.top_attempts)
-        kind = batch.object_type
-        if policy.action is Action.HOLD_TYPE:
-            self._hold_type(batch, exc, done.settled)
-            return "provider_quota"
-        if policy.action is Action.HOLD_ALL:
-            self._hold_all(exc, done.settled)
-            return policy.outcome_label()
         if done.dead_lettered:
             log.warning(
                 "dead-lettered type=%s paths=%d code=%s after attempts=%d",
-                kind,
+                batch.object_type,
                 done.dead_lettered,
                 exc.code,
                 done.top_attempts,
             )
-        delay = retry_delay_s(exc, done.top_attempts, self._settings, self._rng)
+        facts = WaitFacts(
+            self._settings, self._rng, attempts=done.top_attempts, retry_after_s=exc.retry_after_s
+        )
+        if policy.action is Action.HOLD_TYPE:
+            self._hold_type(batch, exc, policy, facts, done.settled)
+        elif policy.action is Action.HOLD_ALL:
+            self._hold_all(exc, policy, facts, done.settled)
+        else:
+            self._back_off(batch, exc, policy, facts)
+        return policy.outcome_label()
+
+    def _back_off(self, batch: Batch, exc: CdnError, policy: Policy, facts: WaitFacts) -> None:
+        """Stop claiming the batch's type for the row's wait."""
+        kind = batch.object_type
+        delay = policy.wait_s(facts)
         self._store.quota.set_backoff(kind, delay)
         log.info("backing off type=%s for_s=%.2f after code=%s", kind, delay, exc.code)
-        return "retry"
 
-    def _hold_all(self, exc: CdnError, kept: int) -> None:
-        """Hold every claim, doubling, after a credential error or an endpoint that does not
-        answer; said once per streak (a worker meeting a dead endpoint every few seconds
-        must not fill the log), then only at DEBUG until a call goes through."""
-        hold = self._store.quota.set_auth_hold(
-            exc.code, exc.message, self._settings.retry_base_delay_s, self._settings.auth_hold_max_s
-        )
-        problem = exc.problem if isinstance(exc, HoldError) else "hold"
-        remedy = exc.remedy if isinstance(exc, HoldError) else ""
+    def _hold_all(self, exc: CdnError, policy: Policy, facts: WaitFacts, kept: int) -> None:
+        """Hold every claim for the row's wait, which grows with the streak, after a
+        credential error or an endpoint that does not answer; said once per streak (a worker
+        meeting a dead endpoint every few seconds must not fill the log), then only at DEBUG
+        until a call goes through."""
+        failures = self._store.quota.count_hold_failure(exc.code)
+        seconds = policy.wait_s(replace(facts, failures=failures))
+        self._store.quota.set_auth_hold(exc.code, exc.message, seconds, failures)
         log.log(
-            logging.ERROR if hold.failures == 1 else logging.DEBUG,
+            logging.ERROR if failures == 1 else logging.DEBUG,
             "%s code=%s paths_kept=%d all_work_holds_for_s=%.1f failures=%d: %s",
-            problem,
+            exc.problem,
             exc.code,
             kept,
-            hold.seconds,
-            hold.failures,
-            remedy,
+            seconds,
+            failures,
+            exc.remedy,
         )
 
-    def _hold_type(self, batch: Batch, exc: CdnError, kept: int) -> None:
-        """The provider says its quota of this type is spent: hold the type."""
+    def _hold_type(
+        self, batch: Batch, exc: CdnError, policy: Policy, facts: WaitFacts, kept: int
+    ) -> None:
+        """The provider says its quota of this type is spent: hold the type for the row's
+        wait, which reads the provider's count (others may have spent the account's quota)."""
         kind = batch.object_type
-        hold_s = seconds_until_provider_reset(self._store.now())
-        # Others may have spent the account's quota: read the provider's count now. If some
-        # is left and this batch was larger than it, the claims take that much; a refusal
-        # the count does not explain holds until the reset, as before.
+        now = self._store.now()
         counted = self.provider_count.sync(now_too=True)
         left = self.provider_count.remaining(kind) if counted is not None else None
-        if left and left < len(batch.paths):
-            hold_s = max(1.0, self._settings.retry_base_delay_s)
+        hold_s = policy.wait_s(
+            replace(facts, now=now, provider_left=left, batch_paths=len(batch.paths))
+        )
         self._store.quota.set_hold(kind, hold_s, exc.code)
         log.warning(
             "provider quota exhausted type=%s paths_kept=%d holds_for_s=%d", kind, kept, hold_s
         )
-
-    def reclaim_expired(self) -> int:
-        """Return the paths of batches whose worker died to pending; the reservation stays,
-        since the call may have gone out. Returns how many paths came back."""
-        back = 0
-        for batch_id, kind in self._store.batches.expired():
-            done = self._store.batches.release(
-                batch_id,
-                kind,
-                Release.RETRY,
-                code="WorkerLost",
-                message="the batch's lease ran out before its answer was recorded",
-                return_quota=ON_LEASE_EXPIRED.returns_quota,
-                only_if_lease_expired=True,
-            )
-            if done.settled:
-                log.warning(
-                    "reclaimed batch id=%s type=%s paths=%d (lease ran out)",
-                    batch_id,
-                    kind,
-                    done.settled,
-                )
-            back += done.settled
-        return back

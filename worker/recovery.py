@@ -1,9 +1,9 @@
-"""Recovery in seconds (issue 13): the batches this process holds, handing them back when it
+"""Recovery in seconds: the batches this process holds, handing them back when it
 stops, and reclaiming those of processes whose heartbeat is gone.
 
 What each case does to the paths and the quota is a row of :mod:`worker.policy`:
 ``ON_HANDED_BACK`` for a batch whose call never went out (the reservation comes back),
-``ON_OWNER_LOST`` (= ``ON_LEASE_EXPIRED``) when the call may have gone out (it stays). Both
+``ON_OWNER_LOST`` (= ``ON_LEASE_EXPIRED``) when the call may have gone out (it stays). All
 go through ``BatchStore.release``, which also sends back what a Directory covered.
 """
 
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store import Store
-from cdn_refresh.store.records import Release
-from worker.policy import ON_HANDED_BACK, ON_OWNER_LOST, Action, Policy
+from worker.policy import ON_HANDED_BACK, ON_LEASE_EXPIRED, ON_OWNER_LOST, Policy
 
 log = logging.getLogger("cdn_refresh.worker")
 
@@ -89,11 +88,10 @@ class InHand:
 
 
 def _release(store: Store, held: Held, policy: Policy, code: str, message: str) -> int:
-    release = Release.RETRY if policy.action is Action.RETRY else Release.REQUEUE
     done = store.batches.release(
         held.batch_id,
         held.object_type,
-        release,
+        policy.release(),
         code=code,
         message=message,
         return_quota=policy.returns_quota,
@@ -159,4 +157,29 @@ def reclaim_let_go(store: Store, owner: str, in_hand: InHand) -> int:
         log.warning("reclaimed batch id=%s type=%s paths=%d (settle lost)", batch_id, kind, paths)
         back += paths
     in_hand.forget(set(let_go))
+    return back
+
+
+def reclaim_expired(store: Store) -> int:
+    """Return the paths of batches whose lease ran out (their worker died) to pending; the
+    reservation stays, since the call may have gone out. Returns how many paths came back."""
+    back = 0
+    for batch_id, kind in store.batches.expired():
+        done = store.batches.release(
+            batch_id,
+            kind,
+            ON_LEASE_EXPIRED.release(),
+            code="WorkerLost",
+            message="the batch's lease ran out before its answer was recorded",
+            return_quota=ON_LEASE_EXPIRED.returns_quota,
+            only_if_lease_expired=True,
+        )
+        if done.settled:
+            log.warning(
+                "reclaimed batch id=%s type=%s paths=%d (lease ran out)",
+                batch_id,
+                kind,
+                done.settled,
+            )
+        back += done.settled
     return back

@@ -22,7 +22,7 @@ from cdn_refresh.constants import (
 )
 from cdn_refresh.settings import Settings
 from cdn_refresh.store.records import Wait, WaitReason
-from worker.recovery import reclaim_orphaned
+from worker.recovery import reclaim_expired, reclaim_orphaned
 from worker.runtime import Runtime, get_runtime, reset
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -104,7 +104,7 @@ def tick() -> dict[str, Any]:
     waits (it sends; the tick never waits on a receiver)."""
     rt = _runtime()
     orphans = reclaim_orphaned(rt.store) if rt.heartbeat.steady() else 0
-    reclaimed = orphans + rt.flusher.reclaim_expired()
+    reclaimed = orphans + reclaim_expired(rt.store)
     trimmed = rt.store.retention.trim()
     pending = rt.store.quota.types_pending()
     for kind in pending:

@@ -31,6 +31,7 @@ from cdn_refresh.constants import WEBHOOK_RUN_BUDGET_S
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import JobNotFoundError, Store
 from cdn_refresh.store.records import JobState, JobStatus
+from cdn_refresh.store.states import JOB_FINAL_STATES
 from cdn_refresh.store.webhooks import UNOPENED_JOB_GRACE_S, Delivery, Registration
 
 log = logging.getLogger("cdn_refresh.worker")
@@ -47,7 +48,7 @@ LEASE_MARGIN_S = 5.0
 # A job has ended when every path is complete (its task ended Complete), it failed, or its
 # enqueue ended part way and what went in is settled; or when it is done (every path
 # submitted) and tracking gave up on what is not complete.
-ENDED = (JobState.COMPLETE, JobState.FAILED, JobState.INCOMPLETE)
+ENDED = JOB_FINAL_STATES
 Resolver = Callable[[str, int], list[str]]
 
 

@@ -6,7 +6,8 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.keys`: the key layout, one prefix, one hash tag.
 - :mod:`~cdn_refresh.store.connection`: the Redis client and Celery's broker URL.
 - :mod:`~cdn_refresh.store.scripts`: the Lua scripts (``lua/``) and their ``KEYS`` order.
-- :mod:`~cdn_refresh.store.records`: the states and typed records, with their encoding.
+- :mod:`~cdn_refresh.store.states`: every path and job state, the moves between them.
+- :mod:`~cdn_refresh.store.records`: the typed records, with their encoding.
 - :mod:`~cdn_refresh.store.jobs`: job headers, enqueue, status.
 - :mod:`~cdn_refresh.store.batches`: claim, submit, release, reclaim.
 - :mod:`~cdn_refresh.store.quota`: our window count, holds, backoffs.
@@ -19,6 +20,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.webhooks`: job-end callbacks and their outbox.
 - :mod:`~cdn_refresh.store.liveness`: worker heartbeats; batches whose owner died.
 - :mod:`~cdn_refresh.store.eviction`: whether this Redis may evict keys (then nothing goes in).
+- :mod:`~cdn_refresh.store.respelling`: pending paths stored under an older spelling, moved.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from cdn_refresh.store.lookups import PathStore
 from cdn_refresh.store.metrics import MetricsStore
 from cdn_refresh.store.promotion import PromotionStore
 from cdn_refresh.store.quota import QuotaLimitMismatchError, QuotaStore, QuotaWindowMismatchError
+from cdn_refresh.store.respelling import Respelling
 from cdn_refresh.store.retention import Retention
 from cdn_refresh.store.scripts import Scripts
 from cdn_refresh.store.tracking import TrackingStore
@@ -81,6 +84,7 @@ class Store:
         self.webhooks = WebhookStore(self._ctx)
         self.liveness = LivenessStore(self._ctx)
         self.eviction = EvictionGuard(self._ctx)
+        self.respelling = Respelling(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

@@ -16,10 +16,10 @@ from cdn_refresh.constants import (
     BULK_RANK_OFFSET,
     MAX_MESSAGE_CHARS,
     PROVIDER_COUNT_MARGIN_S,
-    PROVIDER_RESET_UTC_OFFSET_H,
     REPEAT_RANK_OFFSET,
     ObjectType,
 )
+from cdn_refresh.provider_day import last_reset
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.metrics import CallSample, call_increments, submitted_field
@@ -36,12 +36,6 @@ COVER_STEP = 5_000
 # must stay well under a second. What lies beyond waits, and goes by itself or under a later
 # Directory (promotion chooses it again while the File window is short).
 COVER_LIMIT = 50_000
-
-
-def provider_day_start(now: float) -> float:
-    """When the provider last reset its daily count (00:00 in UTC+8), as a Unix time."""
-    offset = PROVIDER_RESET_UTC_OFFSET_H * 3600
-    return (now + offset) // 86_400 * 86_400 - offset
 
 
 class BatchStore:
@@ -90,7 +84,7 @@ class BatchStore:
                 "1" if object_type == ObjectType.FILE else "0",
                 dir_limit,
                 repr(s.interactive_reserve),
-                repr(provider_day_start(time.time() if now is None else now)),
+                repr(last_reset(time.time() if now is None else now)),
                 repr(PROVIDER_COUNT_MARGIN_S),
                 owner,
             ],

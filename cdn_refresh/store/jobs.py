@@ -21,14 +21,8 @@ from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.places import PlaceStore
 from cdn_refresh.store.quota import QuotaStore
-from cdn_refresh.store.records import (
-    JOB_COUNT_STATES,
-    CredentialProblem,
-    JobCounts,
-    JobHeader,
-    JobState,
-    JobStatus,
-)
+from cdn_refresh.store.records import CredentialProblem, JobCounts, JobHeader, JobStatus
+from cdn_refresh.store.states import JOB_COUNT_STATES, JobState, job_state
 
 # How long an open job may go without a renewal before it counts as abandoned (its producer
 # died). The producer renews it every OPEN_JOB_BEAT_S from a thread of its own, however slow
@@ -208,7 +202,9 @@ class JobStore:
         if header_raw is None:
             raise JobNotFoundError(job_id)
         header = JobHeader.decode(header_raw)
-        counts = JobCounts(*(max(0, int(v or 0)) for v in cast(list[Any], counts_raw)))
+        counts = JobCounts(
+            **{s: max(0, int(v or 0)) for s, v in zip(JOB_COUNT_STATES, counts_raw, strict=True)}
+        )
         now = seconds + micros / 1e6
         streaming = not header.complete and open_until is not None and float(open_until) > now
         # Neither complete nor open: its enqueue died before it could say so.
@@ -220,7 +216,7 @@ class JobStore:
             place = PlaceStore(self._ctx).of_rank(rank, header.object_type)
         return JobStatus(
             job_id=job_id,
-            state=_job_state(counts, streaming, incomplete),
+            state=job_state(counts.by_state(), streaming=streaming, incomplete=incomplete),
             counts=counts,
             task_ids=tuple(t for t in (tasks_raw or "").split(",") if t),
             object_type=header.object_type,
@@ -263,15 +259,3 @@ def repeat_args(ctx: StoreContext) -> tuple[str]:
     """``enqueue.lua``'s quota window (s) when none is stored: a submission that recent makes
     a path a repeat, which ranks one window later (the script reads the stored one)."""
     return (repr(ctx.settings.quota_window_s),)
-
-
-def _job_state(counts: JobCounts, streaming: bool, incomplete: bool) -> JobState:
-    if counts.waiting == 0 and not streaming:
-        if incomplete:
-            return JobState.INCOMPLETE
-        if counts.failed:
-            return JobState.FAILED
-        return JobState.SUBMITTED if counts.submitted else JobState.COMPLETE
-    if counts.in_flight or counts.submitted or counts.failed or counts.complete:
-        return JobState.IN_PROGRESS
-    return JobState.PENDING

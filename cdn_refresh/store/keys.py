@@ -100,6 +100,9 @@ class SharedKeys:
     # STRING the quota window the workers last logged: a change (quota --set-window) is
     # logged once, by the first tick that sees it.
     quota_window_noticed: str
+    # HASH worker process -> the state schema it runs (store/liveness.py): a worker of a
+    # release before the field existed has a heartbeat and no entry.
+    worker_schemas: str
 
 
 class Keys:

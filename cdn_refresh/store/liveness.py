@@ -20,6 +20,16 @@ from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.records import Batch
 
+# The schema of the state in Redis this release reads and writes: raised when a release
+# writes what an older worker would misread (then the two must not run side by side). 1 is
+# release 1628e5c and before, which registered none; 2 added job states `submitted` and
+# `incomplete`, stored quota limits, repeat ranks, dot segments removed, the webhook queue.
+SCHEMA = 2
+
+
+class OlderWorkerError(RuntimeError):
+    """A worker of an older release is alive on this Redis: a current one must not join it."""
+
 
 def new_owner_id() -> str:
     """A name for this worker process that no other process, here or elsewhere, will use:
@@ -40,13 +50,41 @@ class LivenessStore:
         self._ctx = ctx
 
     def beat(self, owner: str, ttl_s: float) -> float:
-        """``owner`` is alive for ``ttl_s`` more seconds; returns when that runs out."""
+        """``owner`` is alive for ``ttl_s`` more seconds; returns when that runs out. Its
+        schema is written first, so that no reader sees its heartbeat without it."""
+        self._ctx.redis.hset(self._ctx.keys.shared.worker_schemas, owner, SCHEMA)
         answer = self._ctx.scripts.run(scripts.HEARTBEAT, [owner, repr(ttl_s)])
         return float(answer)
 
     def leave(self, owner: str) -> None:
         """``owner`` stops (a warm shutdown): its heartbeat goes now, not after its TTL."""
         self._ctx.scripts.run(scripts.HEARTBEAT, [owner, "0"])
+        self._ctx.redis.hdel(self._ctx.keys.shared.worker_schemas, owner)
+
+    def older_workers(self) -> list[str]:
+        """Worker processes alive now that run an older schema than this release (one of
+        release 1628e5c or before registers none); the schemas of processes whose heartbeat
+        is gone are forgotten."""
+        k = self._ctx.keys.shared
+        since = f"({self._ctx.now()!r}"
+        alive = set(cast(list[str], self._ctx.redis.zrangebyscore(k.heartbeats, since, "+inf")))
+        schemas = cast(dict[str, str], self._ctx.redis.hgetall(k.worker_schemas))
+        gone = [owner for owner in schemas if owner not in alive]
+        if gone:
+            self._ctx.redis.hdel(k.worker_schemas, *gone)
+        return sorted(o for o in alive if int(schemas.get(o) or 1) < SCHEMA)
+
+    def check_no_older_worker(self) -> None:
+        """Raise :class:`OlderWorkerError` while a worker of an older release is alive: the
+        two read each other's state wrongly (docs/operations.md, "Upgrades")."""
+        older = self.older_workers()
+        if older:
+            shown = ", ".join(older[:3]) + (f" and {len(older) - 3} more" if len(older) > 3 else "")
+            raise OlderWorkerError(
+                f"a worker of an older release is running on this Redis ({shown}): stop every "
+                "older worker first (they must not run beside this release; docs/operations.md "
+                '"Upgrades"), then start this one'
+            )
 
     def request_stop(self, node: str, ttl_s: float) -> None:
         """The worker ``node`` stops: its pool processes claim no more (for ``ttl_s``, in

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import cast
 
@@ -19,6 +19,7 @@ from cdn_refresh.store.records import (
     PathState,
     SubmissionRecord,
 )
+from cdn_refresh.store.states import LOOKUP_ORDER, WAITING_STATES
 from cdn_refresh.store.tracking import TrackingStore
 
 # Paths per replay script call.
@@ -66,20 +67,22 @@ class PathStore:
         info = PathInfo.decode(info_raw)
         record = SubmissionRecord.decode(record_raw)
         dead = DeadLetter.decode(path, object_type, dead_raw)
-        if pending is not None or cooling is not None:
-            state = PathState.PENDING
-        elif self._batches.in_flight(path, object_type):
-            state = PathState.IN_FLIGHT
-        elif dead and (record is None or (dead.failed_at or 0) >= record.submitted_at):
+        # Whether each state's keys hold the path, asked in the table's order (the batches
+        # are scanned only when the path is not pending).
+        held: dict[PathState, Callable[[], bool]] = {
+            PathState.PENDING: lambda: pending is not None or cooling is not None,
+            PathState.IN_FLIGHT: lambda: self._batches.in_flight(path, object_type),
             # Both can exist for a path enqueued again: the newer outcome is its state.
-            state = PathState.FAILED
-        elif record:
-            state = PathState.SUBMITTED
-        else:
-            state = PathState.UNKNOWN
+            PathState.FAILED: lambda: (
+                dead is not None
+                and (record is None or (dead.failed_at or 0) >= record.submitted_at)
+            ),
+            PathState.SUBMITTED: lambda: record is not None,
+        }
+        state = next((s for s, _ in LOOKUP_ORDER if held[s]()), PathState.UNKNOWN)
         last_error = (dead.code if dead else "") or (info.last_error if info else "") or None
         problem = CredentialProblem.decode(auth_raw)
-        if problem and state in (PathState.PENDING, PathState.IN_FLIGHT):
+        if problem and state in WAITING_STATES:
             last_error = problem.describe()
         attempts = (
             (dead.attempts if dead else 0)

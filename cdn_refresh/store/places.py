@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import cast
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType
+from cdn_refresh.constants import BULK_RANK_OFFSET, REPEAT_RANK_OFFSET, ObjectType
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.quota import QuotaStore
 from cdn_refresh.store.records import QueuePlace
@@ -38,9 +38,13 @@ class PlaceStore:
         quota window later): every pending path at or before that rank goes first."""
         pending = self._ctx.keys.of(object_type).pending
         window, _ = QuotaStore(self._ctx).effective(object_type)
-        repeats = rank + int(window * 1000)  # where its repeats wait, if it has any
-        if int(self._ctx.redis.zcount(pending, repeats, repeats)):
-            rank = repeats
+        # Where its repeats wait, if it has any (an earlier release put them further back).
+        latest = (rank + REPEAT_RANK_OFFSET, rank + int(window * 1000))
+        with self._ctx.redis.pipeline(transaction=False) as pipe:
+            for repeats in latest:
+                pipe.zcount(pending, repeats, repeats)
+            found = pipe.execute()
+        rank = next((r for r, n in zip(latest, found, strict=True) if int(n)), rank)
         ahead = int(self._ctx.redis.zcount(pending, "-inf", rank))
         return self._estimate(max(0, ahead - 1), object_type, rank >= BULK_RANK_OFFSET)
 

@@ -19,7 +19,7 @@ from cdn_refresh.constants import (
 )
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
-from cdn_refresh.store.records import AuthHold, CredentialProblem, ProviderQuota, QuotaUsage
+from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsage
 
 
 class QuotaWindowMismatchError(RuntimeError):
@@ -209,32 +209,32 @@ class QuotaStore:
             extra_keys={"target": key},
         )
 
-    def set_auth_hold(self, code: str, message: str, base_s: float, max_s: float) -> AuthHold:
-        """Stop claiming anything after a credential error or an endpoint that does not
-        answer, backing off exponentially (the streak ends when a call goes through, or when
-        another problem takes over: an endpoint that answers again with a wrong key is news)."""
+    def count_hold_failure(self, code: str) -> int:
+        """Count one more failure in the streak of holds of all work, and return the count
+        (1: the first of a streak, the one worth a log line). The streak ends when a call goes
+        through, or when another problem takes over: an endpoint that answers again with a
+        wrong key is news."""
         k = self._ctx.keys.shared
-        previous = self.credential_problem()
+        previous = CredentialProblem.decode(cast(str | None, self._ctx.redis.get(k.auth_error)))
         if previous is not None and previous.code != code:
             self._ctx.redis.delete(k.auth_failures)
-        failures = int(self._ctx.redis.incr(k.auth_failures))
-        seconds = min(max_s, base_s * 2 ** min(failures - 1, 30))
+        return int(self._ctx.redis.incr(k.auth_failures))
+
+    def set_auth_hold(self, code: str, message: str, seconds: float, failures: int) -> None:
+        """Stop claiming anything for ``seconds`` after a credential error or an endpoint that
+        does not answer (how long is the caller's policy to say), and keep the problem
+        for ``status`` and ``lookup`` until a call goes through."""
+        k = self._ctx.keys.shared
         value = CredentialProblem(code, message[:MAX_MESSAGE_CHARS], failures).encode()
         with self._ctx.redis.pipeline(transaction=False) as pipe:
             pipe.set(k.auth_hold, value, px=max(1, int(seconds * 1000)))
             pipe.set(k.auth_error, value)
             pipe.execute()
-        return AuthHold(float(seconds), failures)
 
     def lift_auth_hold(self) -> None:
         """An operator acted: claims may try the credentials again at once."""
         k = self._ctx.keys.shared
         self._ctx.redis.delete(k.auth_hold, k.auth_failures)
-
-    def credential_problem(self) -> CredentialProblem | None:
-        """The last credential error, until a call goes through."""
-        raw = self._ctx.redis.get(self._ctx.keys.shared.auth_error)
-        return CredentialProblem.decode(cast(str | None, raw))
 
     def pending_count(self, object_type: ObjectType) -> int:
         """How many paths of one type wait."""
@@ -268,10 +268,6 @@ class QuotaStore:
         provider's count."""
         key = self._ctx.keys.shared.quota_sync_gate
         return bool(self._ctx.redis.set(key, "1", nx=True, px=max(1, int(interval_s * 1000))))
-
-    def request_sync(self) -> None:
-        """Read the provider's count at the next chance (after a QuotaExceeded)."""
-        self._ctx.redis.delete(self._ctx.keys.shared.quota_sync_gate)
 
     def first_notice_of_limit(self, object_type: ObjectType, limit: int) -> bool:
         """True once per provider limit: a limit above ours is worth one log line."""

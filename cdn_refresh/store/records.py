@@ -1,21 +1,5 @@
-"""The states a path and a job go through, and the typed records the store keeps.
-
-A path's life (one object type)::
-
-    enqueue ──► PENDING ──claim──► IN_FLIGHT ──submit──► SUBMITTED ──task Complete──► COMPLETE
-                  ▲ ▲                  │                   │
-                  │ └──retry / requeue─┤                   └──task Failed (attempt counted)──┐
-                  │                    └──release 'failed' (or attempts spent)──► FAILED     │
-                  └──────────────────────────────────────────────────────────────────────────┘
-    FAILED ──replay──► PENDING
-
-(PENDING includes a path cooling down, and one covered by a Directory rides along with it.)
-A job is the set of paths one enqueue asked for: PENDING until one of them moves,
-IN_PROGRESS while some are settled and some are not, then SUBMITTED (all submitted), COMPLETE
-(every path's task Complete) or FAILED (nothing waits and some were dead-lettered); a job
-whose enqueue ended part way (Redis failed, the producer died) ends INCOMPLETE instead, once
-what went in is settled: it never reads as submitted or complete. A job's state is computed from
-its counts, never stored.
+"""The typed records the store keeps; the states live in :mod:`~cdn_refresh.store.states`
+(imported here too, so that callers of this module keep working).
 
 Each record's JSON shape is written by one script (``lua/submit.lua`` writes
 :class:`SubmissionRecord`, ``lua/release.lua`` :class:`DeadLetter` and :class:`PathInfo`,
@@ -31,44 +15,11 @@ from enum import StrEnum
 from typing import Any
 
 from cdn_refresh.constants import ObjectType, Priority
-
-
-class PathState(StrEnum):
-    """Where one path stands (``lookup``)."""
-
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    SUBMITTED = "submitted"
-    COMPLETE = "complete"  # its own task ended Complete: the CDN serves the new content
-    FAILED = "failed"  # dead-lettered, with its last error
-    UNKNOWN = "unknown"  # never enqueued, or its record is older than the retention
-
-
-class JobState(StrEnum):
-    """Where one job stands (``status``)."""
-
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    SUBMITTED = "submitted"  # every path submitted (some tasks may still run)
-    COMPLETE = "complete"  # every path's task ended Complete
-    FAILED = "failed"
-    # Its enqueue ended part way: what went in is settled, the rest never came. Never submitted or
-    # complete, however well the paths that went in fared: they are not all that was asked.
-    INCOMPLETE = "incomplete"
-
-    @classmethod
-    def _missing_(cls, value: object) -> JobState | None:
-        # SUBMITTED was named "done" until this release: a value stored (or sent in a
-        # webhook) under the old name still reads. Drop it in the next release.
-        return cls.SUBMITTED if value == "done" else None
-
-
-class Release(StrEnum):
-    """What ``release.lua`` does with paths that did not go through."""
-
-    RETRY = "retry"  # back to pending, an attempt counted; dead-lettered at MAX_ATTEMPTS
-    REQUEUE = "requeue"  # back to pending, no attempt counted
-    FAILED = "failed"  # dead-lettered now
+from cdn_refresh.store.states import JOB_COUNT_STATES as JOB_COUNT_STATES
+from cdn_refresh.store.states import WAITING_STATES
+from cdn_refresh.store.states import JobState as JobState
+from cdn_refresh.store.states import PathState as PathState
+from cdn_refresh.store.states import Release as Release
 
 
 class WaitReason(StrEnum):
@@ -386,11 +337,11 @@ class JobCounts:
     @property
     def waiting(self) -> int:
         """Paths not settled yet."""
-        return self.pending + self.in_flight
+        return sum(getattr(self, s.value) for s in WAITING_STATES)
 
-
-# The job_counts fields of a job, "job:<state>", one per field of JobCounts.
-JOB_COUNT_STATES: tuple[str, ...] = tuple(f.name for f in fields(JobCounts))
+    def by_state(self) -> dict[PathState, int]:
+        """The counts keyed by state (one field per counted state, named for it)."""
+        return {PathState(f.name): getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import cast
 
 from cdn_refresh.constants import OBJECT_TYPES
 from cdn_refresh.store.context import StoreContext
-from cdn_refresh.store.records import JOB_COUNT_STATES
+from cdn_refresh.store.states import JOB_COUNT_STATES, WAITING_STATES
 
 # How many old records or jobs one trim looks at (the tick trims again every interval).
 TRIM_BATCH = 1000
@@ -60,18 +60,19 @@ class Retention:
         old = cast(list[str], r.zrangebyscore(k.jobs_by_time, "-inf", cutoff, 0, limit))
         if not old:
             return 0
+        waiting = [s.value for s in WAITING_STATES]
         with r.pipeline(transaction=False) as pipe:
-            pipe.hmget(k.job_counts, [f"{j}:{s}" for j in old for s in ("pending", "in_flight")])
+            pipe.hmget(k.job_counts, [f"{j}:{s}" for j in old for s in waiting])
             for job in old:
                 pipe.zscore(k.jobs_open, job)
             waiting_raw, *open_marks = pipe.execute()
+        n = len(waiting)
         ended = [
             job
             for i, job in enumerate(old)
             # An open mark past its deadline is an enqueue that died: the job has ended.
             if (open_marks[i] is None or float(open_marks[i]) <= now)
-            and int(waiting_raw[2 * i] or 0) <= 0
-            and int(waiting_raw[2 * i + 1] or 0) <= 0
+            and all(int(v or 0) <= 0 for v in waiting_raw[n * i : n * (i + 1)])
         ]
         if ended:
             with r.pipeline(transaction=False) as pipe:

@@ -4,7 +4,9 @@ Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` 
 its :class:`ScriptSpec` here lists the same names in the same order (a test holds the two
 together), and :meth:`Scripts.run` binds them to this prefix's key names. ``prelude.lua``,
 the helpers every script shares (Redis's clock, slicing for ``unpack``, comma-separated
-lists, a batch's paths), is prepended to each script when it is registered. redis-py's
+lists, a batch's paths), is prepended to each script when it is registered, after the state
+names generated from :mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``):
+no script spells a state. redis-py's
 ``register_script`` reloads a script by itself after a NOSCRIPT (a Redis restart, say).
 """
 
@@ -20,6 +22,7 @@ from redis.commands.core import Script
 
 from cdn_refresh.constants import ObjectType
 from cdn_refresh.store.keys import Keys
+from cdn_refresh.store.states import lua_constants
 
 PRELUDE = "prelude.lua"
 
@@ -244,14 +247,19 @@ def prelude() -> str:
     return resources.files(__package__).joinpath("lua", PRELUDE).read_text(encoding="utf-8")
 
 
+def shared() -> str:
+    """What every script is prepended with: the state names, then the prelude."""
+    return lua_constants() + prelude()
+
+
 class Scripts:
     """Every script registered on one client, run with its keys bound by name."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._keys = keys
-        shared = prelude()
+        head = shared()
         self._registered: dict[str, Script] = {
-            spec.file: client.register_script(shared + "\n" + source(spec)) for spec in ALL
+            spec.file: client.register_script(head + "\n" + source(spec)) for spec in ALL
         }
 
     def shas(self) -> dict[str, str]:

@@ -315,7 +315,7 @@ redis.call('HDEL', waiters, unpack(taken))
 local counts, jobs_of = {}, {}
 for i = 1, ntaken do
   jobs_of[i] = waiting[i] or ''
-  count_move(counts, jobs_of[i], 'pending', 'in_flight', 1)
+  count_move(counts, jobs_of[i], STATE.PENDING, STATE.IN_FLIGHT, 1)
 end
 write_counts(job_counts, counts)
 

@@ -122,7 +122,7 @@ local function take_under(directory, cursor, group, pending_key, lex_key, waiter
     end)
     for t = 1, #paths do
       add(group, paths[t], ranks[took[t]], jobs[t])
-      count_move(counts, jobs[t], 'pending', 'in_flight', 1)
+      count_move(counts, jobs[t], STATE.PENDING, STATE.IN_FLIGHT, 1)
     end
     from_pending(pending_key, lex_key, paths, #paths)
     in_slices(#paths, 1, function(first, last)

@@ -31,8 +31,8 @@ local now = clock('')
 if job ~= '' then
   local open_until = tonumber(redis.call('ZSCORE', jobs_open, job))
   if not open_until or open_until <= now then
-    return redis.error_reply('JOBENDED job ' .. job .. ' is no longer open (declared incomplete ' ..
-      'when its enqueue went too long without a sign of life): nothing of this chunk went in')
+    return redis.error_reply('JOBENDED job ' .. job .. ' is no longer open (its enqueue went ' ..
+      'too long without a sign of life, and the job ended): nothing of this chunk went in')
   end
 end
 
@@ -181,7 +181,8 @@ in_slices(n_updates, 2, function(first, last)
   redis.call('HSET', waiters, unpack(updates, first, last))
 end)
 
-if accepted + joined > 0 then
-  redis.call('HINCRBY', job_counts, job .. ':pending', accepted + joined)
-end
+-- Every job count moves by count_move (a test checks each move against store/states.py).
+local counts = {}
+count_move(counts, job, nil, STATE.PENDING, accepted + joined)
+write_counts(job_counts, counts)
 return {accepted, duplicates}

@@ -73,7 +73,7 @@ local function rejoin_waiters(counts, known, jobs, from)
     if list_has(known, job) then
       count_move(counts, job, from, nil, 1)
     else
-      count_move(counts, job, from, 'pending', 1)
+      count_move(counts, job, from, STATE.PENDING, 1)
       merged = list_add(merged, job)
     end
   end

@@ -23,10 +23,10 @@ local file_cooling = KEYS[19]  -- a covered File that cools again leaves cooling
 local file_cooling_rank = KEYS[20]
 local covering = KEYS[21]    -- ZSET Directories whose coverage is under way
 -- ARGV[1] batch id   ARGV[2] now (s; empty: Redis's clock)
--- ARGV[3] what happens to the paths:
---   'retry'   back to pending with an attempt counted; dead-lettered at max_attempts
---   'requeue' back to pending, no attempt counted (nothing was wrong with the paths)
---   'failed'  dead-lettered now (the provider refused the path itself)
+-- ARGV[3] what happens to the paths (RELEASE, from store/states.py):
+--   RETRY    back to pending with an attempt counted; dead-lettered at max_attempts
+--   REQUEUE  back to pending, no attempt counted (nothing was wrong with the paths)
+--   FAILED   dead-lettered now (the provider refused the path itself)
 -- ARGV[4] JSON {code, message, return_quota, max_attempts, only_if_lease_expired,
 --         metrics (field -> increment: the calls this answer ends)}
 -- ARGV[5..n] the paths; none means every path still in the batch
@@ -57,12 +57,12 @@ local forget, n_forget = {}, 0
 local encoded = {}  -- attempts -> JSON pathinfo
 for i = 1, n do
   local attempts = prior[i] or 0
-  if mode ~= 'requeue' then attempts = attempts + 1 end
+  if mode ~= RELEASE.REQUEUE then attempts = attempts + 1 end
   if attempts > top_attempts then top_attempts = attempts end
-  if mode == 'failed' or (mode == 'retry' and attempts >= max_attempts) then
+  if mode == RELEASE.FAILED or (mode == RELEASE.RETRY and attempts >= max_attempts) then
     n_dead = n_dead + 1
     dead_paths[n_dead], dead_jobs[n_dead], dead_attempts[n_dead] = paths[i], taken.jobs[i], attempts
-    count_move(counts, taken.jobs[i], 'in_flight', 'failed', 1)
+    count_move(counts, taken.jobs[i], STATE.IN_FLIGHT, STATE.FAILED, 1)
     if prior[i] then
       n_forget = n_forget + 1
       forget[n_forget] = paths[i]
@@ -131,7 +131,7 @@ local function requeue(paths, ranks, jobs_of, n, pending_key, lex_key, waiters_k
     for k = 1, #waiting do
       local i = first + k - 1
       merged_fields[2 * i - 1] = paths[i]
-      merged_fields[2 * i] = rejoin_waiters(counts, waiting[k] or '', jobs_of[i], 'in_flight')
+      merged_fields[2 * i] = rejoin_waiters(counts, waiting[k] or '', jobs_of[i], STATE.IN_FLIGHT)
     end
   end)
   in_slices(2 * n, 2, function(first, last)

@@ -24,7 +24,7 @@ for i = 2, #ARGV do
     redis.call('ZREM', cooling, path)
     redis.call('HDEL', cooling_rank, path)
     local waiting = redis.call('HGET', waiters, path) or ''
-    local merged = rejoin_waiters(counts, waiting, entry.jobs or '', 'failed')
+    local merged = rejoin_waiters(counts, waiting, entry.jobs or '', STATE.FAILED)
     if merged ~= '' then redis.call('HSET', waiters, path, merged) end
     replayed = replayed + 1
   end

@@ -161,7 +161,7 @@ end)
 
 local counts, jobs_seen = {}, {}
 for jobs, count in pairs(moved) do
-  count_move(counts, jobs, 'in_flight', 'submitted', count)
+  count_move(counts, jobs, STATE.IN_FLIGHT, STATE.SUBMITTED, count)
   for job in string.gmatch(jobs, '[^,]+') do jobs_seen[job] = true end
 end
 write_counts(job_counts, counts)

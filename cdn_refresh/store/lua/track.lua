@@ -91,14 +91,14 @@ local function send_back(group, k, attempts_of)
       local entry = {code = code, message = message, attempts = attempts, at = now,
                      jobs = jobs, batch = track.batch, object_type = k.object_type}
       redis.call('HSET', k.dead, path, cjson.encode(entry))
-      count_move(counts, jobs, 'submitted', 'failed', 1)
+      count_move(counts, jobs, STATE.SUBMITTED, STATE.FAILED, 1)
       n_dead = n_dead + 1
     else
       redis.call('HSET', k.pathinfo, path,
         cjson.encode({attempts = attempts, last_error = code, message = message, at = now}))
       to_pending(k.pending, k.lex, {path}, {group.ranks[i]}, 1)
       local known = redis.call('HGET', k.waiters, path) or ''
-      local merged = rejoin_waiters(counts, known, jobs, 'submitted')
+      local merged = rejoin_waiters(counts, known, jobs, STATE.SUBMITTED)
       if merged ~= '' then redis.call('HSET', k.waiters, path, merged) end
       n_back = n_back + 1
     end
@@ -142,7 +142,7 @@ for i, path in ipairs(track.paths) do
     failed.paths[n], failed.ranks[n], failed.jobs[n] = path, track.ranks[i], track.jobs[i]
     attempts_own[n] = record and record.attempts or 1
   else
-    count_move(counts, track.jobs[i] or '', 'submitted', 'complete', 1)
+    count_move(counts, track.jobs[i] or '', STATE.SUBMITTED, STATE.COMPLETE, 1)
     n_complete = n_complete + 1
   end
 end
@@ -158,7 +158,7 @@ for directory, entries in pairs(track.covered) do
       if gone then
         send_back(group, k, attempts_from(records_key, group.paths))
       else
-        for i = 1, group.n do count_move(counts, group.jobs[i] or '', 'submitted', 'complete', 1) end
+        for i = 1, group.n do count_move(counts, group.jobs[i] or '', STATE.SUBMITTED, STATE.COMPLETE, 1) end
         n_complete = n_complete + group.n
       end
     end

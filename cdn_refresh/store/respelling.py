@@ -1,0 +1,89 @@
+"""Pending paths stored under a spelling this release no longer makes: respelled at a worker's
+start, with the jobs that wait on them.
+
+Release 1628e5c and before kept dot segments (``/img/../logo.png``) as they came; this one
+removes them (:func:`cdn_refresh.paths.remove_dot_segments`). A pending path stored the old
+way would still go out, but a lookup by either spelling would not find it, the same object
+asked for again would wait twice, and worst, a Directory ``/img/`` would take it as lying
+under it (the coverage index compares text) and settle it unsent, though the CDN serves it as
+``/logo.png``. So each such pending path moves to its normalized spelling: its rank (the
+sooner, when that spelling waits too), its waiting jobs (a job that waits on both counts one
+path fewer), its attempts. One path per transaction, which a concurrent claim aborts; then the
+path is looked at again. A path that is not pending (in flight, cooling, dead-lettered,
+submitted) is left as it is, and goes, or reads, under its stored spelling.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.paths import InvalidPathError, normalize_path
+from cdn_refresh.store.context import StoreContext
+
+# A dot segment begins with "/." or, escaped (the old release uppercased escapes), "/%2E".
+DOT_PATTERNS = ("*/.*", "*/%2E*")
+
+
+class Respelling:
+    """Moves pending paths to the spelling this release gives them."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self._ctx = ctx
+
+    def dot_segments(self) -> int:
+        """Respell every pending path that holds a dot segment; returns how many moved."""
+        moved = 0
+        for kind in OBJECT_TYPES:
+            pending = self._ctx.keys.of(kind).pending
+            found: set[str] = set()
+            for pattern in DOT_PATTERNS:
+                for member, _ in self._ctx.redis.zscan_iter(pending, match=pattern, count=1000):
+                    found.add(str(member))
+            for path in sorted(found):
+                try:
+                    spelled = normalize_path(path, kind)
+                except InvalidPathError:
+                    continue  # goes out as stored, as it always would have
+                if spelled != path and self._move(kind, path, spelled):
+                    moved += 1
+        return moved
+
+    def _move(self, kind: ObjectType, old: str, new: str) -> bool:
+        tk, counts = self._ctx.keys.of(kind), self._ctx.keys.shared.job_counts
+        moved: list[bool] = []
+
+        def step(pipe: redis.client.Pipeline) -> None:
+            moved.clear()  # a retry after a concurrent write starts over
+            rank = pipe.zscore(tk.pending, old)
+            if rank is None or pipe.zscore(tk.cooling, new) is not None:
+                return  # claimed meanwhile, or its new spelling cools: left as it is
+            was_pending = pipe.zscore(tk.pending, new) is not None
+            waiting_old = _jobs(pipe.hget(tk.waiters, old))
+            waiting_new = _jobs(pipe.hget(tk.waiters, new))
+            attempts = pipe.hget(tk.pathinfo, old)
+            pipe.multi()
+            pipe.zrem(tk.pending, old)
+            pipe.zrem(tk.pending_lex, old)
+            pipe.hdel(tk.waiters, old)
+            pipe.zadd(tk.pending, {new: rank}, lt=True)  # adds it, or keeps the sooner rank
+            pipe.zadd(tk.pending_lex, {new: 0})
+            for job in waiting_old:
+                if job in waiting_new:
+                    pipe.hincrby(counts, f"{job}:pending", -1)  # one path now, not two
+            merged = waiting_new + [j for j in waiting_old if j not in waiting_new]
+            if merged:
+                pipe.hset(tk.waiters, new, ",".join(merged))
+            if attempts is not None:
+                pipe.hdel(tk.pathinfo, old)
+                pipe.hsetnx(tk.pathinfo, new, attempts)
+            if not was_pending:
+                pipe.hdel(tk.dead, new)  # as an enqueue of a path newly pending does
+            moved.append(True)
+
+        self._ctx.redis.transaction(step, tk.pending, tk.waiters, tk.cooling)
+        return bool(moved)
+
+
+def _jobs(raw: object) -> list[str]:
+    return [j for j in str(raw or "").split(",") if j]
