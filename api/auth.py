@@ -7,7 +7,7 @@ A token is never logged, echoed or put in an error.
 
 The token is checked before a byte of the body is read (:class:`TokenGate`): a client
 without a valid token costs no buffer. Tokens are not tenants: every token sees every job
-(README "Tokens"); what a token owns is its Idempotency-Keys, kept under :func:`scope_of`.
+(docs/http-api.md "Tokens"); what a token owns is its Idempotency-Keys, kept under :func:`scope_of`.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ RECORD_RETENTION_DAYS: Final = 30
 AUTH_HOLD_MAX_S: Final = 300.0
 # Off: nothing is accepted or claimed unless Redis's maxmemory-policy is noeviction.
 ALLOW_EVICTION: Final = False
-# Getting more out of the quota (README): a path submitted less than this long ago waits
+# Getting more out of the quota (docs/behaviour.md): a path submitted less than this long ago waits
 # this long before it goes again (0: no cooldown).
 REFRESH_COOLDOWN_S: Final = 60.0
 PROMOTE_MIN_PATHS: Final = 20
@@ -112,8 +112,8 @@ TASK_TIMEOUT_S: Final = 3600.0
 PROMOTE_INTERVAL_S: Final = 10.0
 
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
-# High availability (README): replicas that must confirm an enqueue's writes (0: none), and
-# how long an enqueue waits for them before it says it was not acknowledged.
+# High availability (docs/operations.md): replicas that must confirm an enqueue's writes
+# (0: none), and how long an enqueue waits for them before it says it was not acknowledged.
 REDIS_MIN_REPLICAS_ACK: Final = 0
 REDIS_REPLICA_ACK_TIMEOUT_S: Final = 1.0
 KEY_PREFIX: Final = "cdnr"

@@ -1,5 +1,5 @@
 """``redis+sentinel://`` URLs: Redis behind Sentinel, for the store and Celery's broker alike
-(README "High availability").
+(docs/operations.md "High availability").
 
 ``redis+sentinel://[[user]:password@]host:port[,host2:port...]/<master>[/<db>]
 [?sentinel_password=...]``: the Sentinels to ask, the name they know the primary by, the

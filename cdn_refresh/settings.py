@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     """
     redis_replica_ack_timeout_s: float = Field(default=c.REDIS_REPLICA_ACK_TIMEOUT_S, gt=0)
     """How long an enqueue waits for those replicas."""
-    # Accept and claim even when Redis may evict keys (README "Redis must not evict").
+    # Accept and claim even when Redis may evict keys (docs/behaviour.md "Redis must not evict").
     allow_eviction: bool = c.ALLOW_EVICTION
     """Accept and claim even when Redis's `maxmemory-policy` is not `noeviction` (an evicted key is
     a lost path: only for those who know why).
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     interactive_reserve: float = Field(default=c.INTERACTIVE_RESERVE, ge=0, le=1)
     """Fraction of the quota that bulk work must leave unspent for interactive paths."""
 
-    # Getting more out of the quota (README "Getting more out of the quota")
+    # Getting more out of the quota (docs/behaviour.md "Getting more out of the quota")
     refresh_cooldown_s: float = Field(default=c.REFRESH_COOLDOWN_S, ge=0)
     """A path submitted less than this long ago waits this long before it goes again, so that a hot
     path costs a bounded number of units (0: off).
@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     promote_min_depth: int = Field(default=c.PROMOTE_MIN_DEPTH, ge=1)
     """Fewest path segments below the host of a promoted Directory."""
 
-    # The provider's own count and completion tracking (README "From pending to complete")
+    # The provider's own count and completion tracking (docs/behaviour.md, "From pending to
+    # complete")
     quota_sync_s: float = Field(default=c.QUOTA_SYNC_S, ge=0)  # 0: never read it
     """Read the provider's own count (`DescribeRefreshQuota`) at most this often, and at once after
     a `QuotaExceeded`; 0: never.

@@ -203,7 +203,7 @@ class Producer:
         ``skip_invalid``: then the valid paths go in and the receipt lists the rest.
         Raises :class:`EnqueueInterruptedError` if Redis fails part way (its receipt says
         what went in), and :class:`RedisEvictsError` (nothing read, nothing enqueued) when
-        Redis may evict keys (README "Redis must not evict"). ``progress(phase, n)``
+        Redis may evict keys (docs/behaviour.md "Redis must not evict"). ``progress(phase, n)``
         reports ``n`` more inputs handled in phase ``"validated"`` or ``"enqueued"``.
         ``job_id``: one reserved beforehand (the HTTP API registers a callback or an
         Idempotency-Key under it before the job exists); by default a fresh one.

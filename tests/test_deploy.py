@@ -45,7 +45,7 @@ def test_the_dashboard_charts_only_exported_metrics(redis_client: redis.Redis) -
         "cdn_refresh_webhook_oldest_delivery_age_seconds",
     ):
         assert name in used, name
-    # Instances show the same figures: merged with max, never added up (as the README says).
+    # Instances show the same figures: merged with max, never added up (as docs/operations.md says).
     assert not [e for e in exprs if "sum by" in e or "sum(" in e]
 
 

@@ -198,7 +198,8 @@ def test_under_a_volatile_policy_only_keys_with_a_ttl_are_ours_to_lose(
     store.quota.set_auth_hold("ConnectError", "refused", seconds=60, failures=1)
     client = store.redis
     with_ttl = {k for k in client.keys("*") if client.pttl(k) > 0}
-    # Holds, backoffs and a claim's token: transient by design (README "Redis must not evict").
+    # Holds, backoffs and a claim's token: transient by design (docs/behaviour.md, "Redis must
+    # not evict").
     transient = (":backoff", ":auth_hold", ":claim_token:", ":hold")
     assert with_ttl and all(any(t in k for t in transient) for k in with_ttl), with_ttl
     lasting = {store.keys.shared.jobs, store.keys.shared.batches, store.keys.shared.quota_window}

@@ -48,7 +48,7 @@ log = logging.getLogger("cdn_refresh.worker")
 def queue_names(settings: Settings) -> tuple[str, str]:
     """(the queue of flushes and ticks, the queue of webhook runs). The webhook runs have
     their own, so that no flush ever waits in line behind one; a worker consumes both unless
-    told otherwise (``-Q``: README "Webhooks"). The work queue is the deployment's own
+    told otherwise (``-Q``: docs/http-api.md "Webhooks"). The work queue is the deployment's own
     (:func:`celery_names`); the webhook queue is named after it."""
     work = celery_names(settings).queue
     return work, f"{work}.webhooks"

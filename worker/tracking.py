@@ -38,7 +38,8 @@ POLL_BUDGET_S = 10.0
 # stays well under it.
 DESCRIBE_GAP_S = 1 / 25
 # A running call is asked about again after TASK_FIRST_CHECK_S or this share of its age,
-# whichever is longer: its end is noticed within that (README "From pending to complete").
+# whichever is longer: its end is noticed within that (docs/behaviour.md, "From pending to
+# complete").
 CHECK_AGE_SHARE = 0.1
 # Asked about this long after the end its Process foretells (a pace is no promise).
 PROGRESS_MARGIN_S = 2.0

@@ -1,5 +1,6 @@
 """One way to open Redis from settings: the URL carries password, TLS (``rediss://``), db,
-or the Sentinels to ask for the primary (``redis+sentinel://``, README "High availability").
+or the Sentinels to ask for the primary (``redis+sentinel://``, docs/operations.md "High
+availability").
 
 The store's own client and Celery's broker URL (with its transport options) are both made
 here, from the same setting, and so are the names Celery uses in that Redis (its queue, its

@@ -59,7 +59,7 @@ def eviction_problem(policy: str | None) -> str | None:
         "one eviction drops whole, so nothing is accepted or claimed. Set maxmemory-policy "
         "noeviction (redis.conf, `CONFIG SET maxmemory-policy noeviction`, or your provider's "
         "parameter group), or set CDN_REFRESH_ALLOW_EVICTION=true to accept losing paths "
-        "(README, 'Redis must not evict')."
+        "(docs/behaviour.md, 'Redis must not evict')."
     )
 
 

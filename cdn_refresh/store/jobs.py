@@ -148,7 +148,7 @@ class JobStore:
 
     def _wait_for_replicas(self, pipe: redis.client.Pipeline) -> None:
         """WAIT, last on the pipeline's own connection: it confirms that connection's writes
-        (README "High availability")."""
+        (docs/operations.md "High availability")."""
         s = self._ctx.settings
         if s.redis_min_replicas_ack:
             timeout_ms = max(1, int(s.redis_replica_ack_timeout_s * 1000))

@@ -25,7 +25,7 @@ class TypeKeys:
 
     pending: str  # ZSET path -> rank (enqueue time in ms; bulk ranks after interactive)
     # ZSET path -> 0: the pending paths again, in byte order, so that "what lies under this
-    # directory" is one ZRANGEBYLEX (coverage, README "Getting more out of the quota").
+    # directory" is one ZRANGEBYLEX (coverage, docs/behaviour.md "Getting more out of the quota").
     pending_lex: str
     cooling: str  # ZSET path -> when its cooldown ends (s): requested again too soon
     cooling_rank: str  # HASH path -> the rank it goes back to pending with

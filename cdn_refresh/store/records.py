@@ -88,7 +88,7 @@ class Settled:
 
 @dataclass(frozen=True, slots=True)
 class Coverage:
-    """What the Directories of a claimed batch cover (README "Getting more out of the
+    """What the Directories of a claimed batch cover (docs/behaviour.md "Getting more out of the
     quota"): pending paths under them, which ride along for no unit of their own."""
 
     batch: Batch  # the batch as it now stands (a Directory under another one taken out)

@@ -45,7 +45,7 @@ in_slices(n_argv - FIRST + 1, 1, function(first, last)
   n_scores = n_scores + #part
 end)
 
--- A path that cools (submitted too recently, README "Getting more out of the quota") waits
+-- A path that cools (submitted too recently, docs/behaviour.md "Getting more out of the quota") waits
 -- too: a request for it joins it, as one for a pending path does.
 local cool_rank = {}
 if redis.call('ZCARD', cooling) > 0 then
@@ -96,8 +96,8 @@ end
 
 -- A repeat (a path submitted, or claimed, within the quota window) ranks as a first request
 -- made one window later: under quota pressure it never takes a unit a first refresh of the
--- last window waits for, and it still goes within a window of first refreshes (README
--- "Getting more out of the quota"). Which of `paths` (1..n) are repeats:
+-- last window waits for, and it still goes within a window of first refreshes
+-- (docs/behaviour.md "Getting more out of the quota"). Which of `paths` (1..n) are repeats:
 local function repeats_among(paths, n, since)
   local found = {}
   for _, times_key in ipairs({records_by_time, last_sent}) do
