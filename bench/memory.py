@@ -25,14 +25,15 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
     paths = unique_paths(total, offset=7_000_000)
     settings = make_settings(bench_settings(redis_server.url, "http://127.0.0.1:9"))
     client = redis_from_settings(settings)
-    producer = Producer(Store(client, settings))
+    store = Store(client, settings)
+    producer = Producer(store)
     producer.enqueue(paths[:1])  # load the script: its memory is not the paths'
     redis_server.flush()
     info = redis_server.client
     before = int(info.info("memory")["used_memory"])
     producer.enqueue(paths)
     after = int(info.info("memory")["used_memory"])
-    keys = producer.store.keys.of(ObjectType.FILE)
+    keys = store.keys.of(ObjectType.FILE)
     pending = int(info.zcard(keys.pending))
     zset = int(info.memory_usage(keys.pending, samples=0) or 0)
     lex = int(info.memory_usage(keys.pending_lex, samples=0) or 0)

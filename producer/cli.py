@@ -260,7 +260,7 @@ def _end_wait(
 def _given_up(producer: Producer, data: dict[str, Any]) -> list[str]:
     """A job done (every path submitted) whose every task ended, some given up rather than
     Complete: it will never be complete, and a wait must not last for ever."""
-    ends = producer.store.tracking.ends(data["task_ids"])
+    ends = producer.task_ends(data["task_ids"])
     if not data["task_ids"] or len(ends) < len(data["task_ids"]):
         return []
     return [t for t, end in ends.items() if end.status not in ("Complete", "Failed")]

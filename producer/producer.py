@@ -1,46 +1,52 @@
 """The producer API for backend services: validate, normalize, enqueue; ask about jobs/paths.
 
-Enqueue runs in two passes so that a bad path rejects the whole request before anything is
-written: the first normalizes every input into a spool (memory until it grows, then a temp
-file), the second streams the spool into Redis in pipelined chunks, two pipelines in flight
-so that this process packs one while Redis runs the other (``bench/`` measures both passes).
+Enqueue runs in two passes (:mod:`producer.enqueue`) so that a bad path rejects the whole
+request before anything is written. What it answers is in :mod:`producer.receipts`; the
+questions a backend asks are in :mod:`producer.questions`; an enqueue once per
+Idempotency-Key, with its callback, in :mod:`producer.idempotent`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import IO, Any, cast
 
 import redis
 
-from cdn_refresh.beat import Beat
-from cdn_refresh.constants import OBJECT_TYPES, TASK_FLUSH, ObjectType, Priority
-from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
+from cdn_refresh.constants import OBJECT_TYPES, ObjectType, Priority
+from cdn_refresh.documents import quota_document
+from cdn_refresh.paths import InvalidPathError, normalize_path
 from cdn_refresh.planning import days_to_drain
 from cdn_refresh.settings import Settings
-from cdn_refresh.store import (
-    JobNotFoundError,
-    RedisEvictsError,
-    Store,
-    broker_transport_options,
-    broker_url,
-    celery_names,
+from cdn_refresh.store import JobNotFoundError, RedisEvictsError, Store
+from cdn_refresh.store.jobs import JobStore
+from cdn_refresh.store.records import (
+    DeadLetter,
+    JobHeader,
+    JobState,
+    JobStatus,
+    PathLookup,
+    QuotaUsage,
 )
-from cdn_refresh.store.jobs import OPEN_JOB_BEAT_S, ChunksRefusedError, JobStore
-from cdn_refresh.store.records import DeadLetter, JobHeader, JobStatus, PathLookup
+from cdn_refresh.store.tracking import TaskEnd
+from producer import enqueue
+from producer.notify import FlushNotifier
+from producer.receipts import (
+    EnqueueInterruptedError,
+    EnqueueRejectedError,
+    Receipt,
+    RedisRefusesWritesError,
+    Rejection,
+)
 
 __all__ = [
     "EnqueueInterruptedError",
     "EnqueueRejectedError",
+    "FlushNotifier",
     "JobNotFoundError",
     "Producer",
     "Receipt",
@@ -50,100 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("cdn_refresh.producer")
-
-# Paths per enqueue script call, and script calls per pipeline round trip.
-CHUNK_PATHS = 2_000
-CHUNKS_PER_PIPELINE = 4
-# Pipelines in flight at once during a large enqueue (one connection and thread each).
-PIPELINES_IN_FLIGHT = 2
-# Spool in memory up to this size, then on disk: a million paths never sit in a list.
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
-SPOOL_READ_CHARS = 1024 * 1024
-# Rejections listed one by one at most; beyond this only the count grows.
-MAX_LISTED_REJECTIONS = 10_000
-PROGRESS_EVERY = 10_000
 # Pending work of one type beyond this many days of quota makes the receipt warn.
 BACKLOG_WARNING_DAYS = 30
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """One input path refused, with its 1-based line (position) and the reason."""
-
-    line: int
-    path: str
-    reason: str
-
-
-@dataclass
-class Receipt:
-    """What an enqueue did. ``job_id`` is empty when nothing was enqueued."""
-
-    job_id: str
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    rejected_count: int = 0
-    # The enqueue failed part way: only ``accepted`` paths went in (see ``error``).
-    incomplete: bool = False
-    error: str = ""
-    # Days of quota the pending work of this type needs (None: never, the quota is 0), and a
-    # warning when that is long.
-    backlog_days: float | None = 0.0
-    warning: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` shape."""
-        data: dict[str, Any] = {
-            "job_id": self.job_id,
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "rejected": [asdict(r) for r in self.rejected],
-        }
-        if self.incomplete:
-            data.update(incomplete=True, error=self.error)
-        if self.warning:
-            days = None if self.backlog_days is None else round(self.backlog_days, 1)
-            data.update(backlog_days=days, warning=self.warning)
-        return data
-
-
-class EnqueueRejectedError(ValueError):
-    """Invalid paths rejected the whole request: nothing was enqueued."""
-
-    def __init__(self, receipt: Receipt) -> None:
-        first = receipt.rejected[0]
-        super().__init__(
-            f"{receipt.rejected_count} invalid path(s), nothing enqueued; "
-            f"first at line {first.line}: {first.reason}"
-        )
-        self.receipt = receipt
-
-
-class RedisRefusesWritesError(RuntimeError):
-    """Redis refused the first write of an enqueue (out of memory, a read-only replica):
-    nothing was enqueued."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(
-            f"Redis refuses writes, nothing enqueued: {cause} (free memory or raise "
-            "maxmemory; point CDN_REFRESH_REDIS_URL at the primary)"
-        )
-
-
-class EnqueueInterruptedError(RuntimeError):
-    """Redis failed part way through an enqueue: ``receipt`` says what went in.
-
-    The job is closed as incomplete: its accepted paths go out as usual, and its status
-    ends (``done`` or ``failed``, with ``"incomplete": true``) instead of staying pending.
-    """
-
-    def __init__(self, receipt: Receipt, cause: Exception) -> None:
-        super().__init__(
-            f"Redis failed after {receipt.accepted} path(s) of job {receipt.job_id or '-'} "
-            f"went in: {type(cause).__name__}: {cause}"
-        )
-        self.receipt = receipt
 
 
 class Producer:
@@ -168,11 +82,6 @@ class Producer:
         store = Store.from_settings(settings)
         notify = FlushNotifier(store) if notify_workers else None
         return cls(store, notify=notify)
-
-    @property
-    def store(self) -> Store:
-        """The store this producer writes to."""
-        return self._store
 
     def close(self) -> None:
         """Release the Redis connections (and the workers' wake-up channel)."""
@@ -217,9 +126,9 @@ class Producer:
         self._check_writable()
         receipt = Receipt(job_id="")
         with tempfile.SpooledTemporaryFile(
-            max_size=SPOOL_MEMORY_BYTES, mode="w+", encoding="utf-8", newline="\n"
+            max_size=enqueue.SPOOL_MEMORY_BYTES, mode="w+", encoding="utf-8", newline="\n"
         ) as spool:
-            valid = self._validate(paths, kind, receipt, spool, progress)
+            valid = enqueue.validate(paths, kind, self._allowed, receipt, spool, progress)
             if receipt.rejected_count and not skip_invalid:
                 raise EnqueueRejectedError(receipt)
             if valid == 0:
@@ -234,7 +143,7 @@ class Producer:
                 rejected=receipt.rejected_count,
             )
             base = (0, 0) if resumed is None else self._carry_over(header, resumed)
-            self._write(cast(IO[str], spool), header, receipt, progress, base)
+            enqueue.write(self._store.jobs, cast(IO[str], spool), header, receipt, progress, base)
         try:
             self._warn_of_backlog(kind, receipt)
         except redis.RedisError as exc:
@@ -244,36 +153,6 @@ class Producer:
             self._notify()
         return receipt
 
-    def _validate(
-        self,
-        paths: Iterable[str],
-        object_type: ObjectType,
-        receipt: Receipt,
-        spool: IO[str],
-        progress: Callable[[str, int], None] | None,
-    ) -> int:
-        valid = 0
-        allowed = self._allowed
-        # Normalized paths go to the spool a block at a time: one write per path would cost
-        # as much as the normalization of the common, already canonical path.
-        block: list[str] = []
-        line = 0
-        for line, raw in enumerate(paths, start=1):
-            try:
-                block.append(normalize_path(raw, object_type, allowed))
-            except InvalidPathError as exc:
-                receipt.rejected_count += 1
-                if len(receipt.rejected) < MAX_LISTED_REJECTIONS:
-                    receipt.rejected.append(Rejection(line, shown_path(raw), exc.reason))
-            if line % PROGRESS_EVERY == 0:
-                valid += _spill(block, spool)
-                if progress is not None:
-                    progress("validated", PROGRESS_EVERY)
-        valid += _spill(block, spool)
-        if progress is not None and line % PROGRESS_EVERY:
-            progress("validated", line % PROGRESS_EVERY)
-        return valid
-
     def _check_writable(self) -> None:
         # Before any input is read: a Redis that refuses writes says so at once, not after a
         # million lines were validated.
@@ -281,56 +160,6 @@ class Producer:
             self._store.jobs.check_writable()
         except (redis.ResponseError, redis.ReadOnlyError) as exc:
             raise RedisRefusesWritesError(exc) from exc
-
-    def _write(
-        self,
-        spool: IO[str],
-        header: JobHeader,
-        receipt: Receipt,
-        progress: Callable[[str, int], None] | None,
-        base: tuple[int, int] = (0, 0),
-    ) -> None:
-        """Stream the spool in as ``header``'s job; ``base``: the (accepted, duplicates) it
-        had before (a resumed job's)."""
-        jobs = self._store.jobs
-        receipt.job_id = header.job_id
-        rank = JobStore.rank(header.created_at, header.priority)
-        jobs.open(header)
-
-        refused: list[list[tuple[int, int]]] = []
-
-        def send(group: list[list[str]]) -> list[tuple[int, int]]:
-            try:
-                return jobs.enqueue_chunks(header, rank, group)
-            except ChunksRefusedError as exc:
-                refused.append(exc.done)  # what the refused pipeline took still counts
-                raise
-
-        def tally(group: list[list[str]], answers: list[tuple[int, int]]) -> None:
-            for accepted, duplicates in answers:
-                receipt.accepted += accepted
-                receipt.duplicates += duplicates
-            if progress is not None:
-                progress("enqueued", sum(len(chunk) for chunk in group))
-
-        # The job stays open while this enqueue lives, however long a round trip takes.
-        beat = Beat(lambda: jobs.renew(header), OPEN_JOB_BEAT_S, f"job-open-{header.job_id}")
-        try:
-            with beat:
-                _stream(_grouped(_chunks(spool, CHUNK_PATHS), CHUNKS_PER_PIPELINE), send, tally)
-        except redis.RedisError as exc:
-            for done in refused:
-                receipt.accepted += sum(a for a, _ in done)
-                receipt.duplicates += sum(d for _, d in done)
-            header.accepted = base[0] + receipt.accepted
-            header.duplicates = base[1] + receipt.duplicates
-            header.error = f"{type(exc).__name__}: {exc}"[:500]
-            jobs.abandon(header)
-            receipt.incomplete, receipt.error = True, header.error
-            raise EnqueueInterruptedError(receipt, exc) from exc
-        header.accepted = base[0] + receipt.accepted
-        header.duplicates = base[1] + receipt.duplicates
-        jobs.close(header)
 
     def _carry_over(self, header: JobHeader, resumed: int) -> tuple[int, int]:
         """Give ``header`` (of a resumed job) what the job's first header said: its time
@@ -407,6 +236,26 @@ class Producer:
         kind = _object_type(object_type)
         return self._store.paths.lookup(normalize_path(path, kind, self._allowed), kind)
 
+    def recent_jobs(self, limit: int, state: JobState | None = None) -> list[JobStatus]:
+        """The most recent jobs, newest first (in ``state``, when given): ``jobs --json``."""
+        return self._store.jobs.recent(limit, state)
+
+    def quota(self) -> dict[str, Any]:
+        """Our count of the rolling quota window: the ``quota --json`` document."""
+        return quota_document(self._store)
+
+    def usage(self, object_type: ObjectType | str = ObjectType.FILE) -> QuotaUsage:
+        """The quota window of ``object_type`` now: used, remaining, limit."""
+        return self._store.quota.usage(_object_type(object_type))
+
+    def task_ends(self, task_ids: Collection[str]) -> dict[str, TaskEnd]:
+        """How each of ``task_ids`` ended at the provider (those not ended are absent)."""
+        return self._store.tracking.ends(task_ids)
+
+    def ping(self) -> None:
+        """Raise a ``redis.RedisError`` unless Redis answers."""
+        self._store.ping()
+
     def dead_letters(self) -> Iterator[DeadLetter]:
         """Every dead-lettered path with its last error."""
         return self._store.paths.dead_letters(OBJECT_TYPES)
@@ -450,45 +299,6 @@ class Producer:
         return chosen
 
 
-_CELERY_IMPORT = threading.Lock()
-
-
-class FlushNotifier:
-    """Wakes the workers after an enqueue: at once when the system was idle (leading
-    edge), else one trailing flush per debounce interval (see ``request_wake_up``)."""
-
-    def __init__(self, store: Store) -> None:
-        # Celery's package builds its names on first access, and two threads doing so at
-        # once can see it half-built ("cannot import name 'Celery'"): one at a time.
-        with _CELERY_IMPORT:
-            from celery import Celery
-
-        self._store = store
-        self._debounce_s = store.settings.flush_debounce_s
-        self._celery = Celery(broker=broker_url(store.settings), set_as_current=False)
-        self._celery.conf.task_serializer = "json"
-        self._celery.conf.broker_connection_retry_on_startup = True
-        self._celery.conf.broker_transport_options = broker_transport_options(store.settings)
-        # The workers' queue (KEY_PREFIX's own, or Celery's "celery" for the default prefix).
-        self._celery.conf.task_default_queue = celery_names(store.settings).queue
-
-    def close(self) -> None:
-        """Release the broker connection pool."""
-        self._celery.close()
-
-    def __call__(self) -> None:
-        try:
-            delay_s = self._store.quota.request_wake_up(self._debounce_s)
-            if delay_s is not None:
-                # No countdown at all for the leading edge: a countdown of 0 still makes the
-                # worker treat it as a scheduled task, a timer's tick later.
-                self._celery.send_task(TASK_FLUSH, countdown=delay_s or None)
-        except Exception as exc:
-            # The enqueue succeeded: failing it now would make a caller retry what is already
-            # queued. The workers' periodic tick finds the paths without this wake-up.
-            log.warning("could not wake the workers (%s); the periodic tick will", exc)
-
-
 def _object_type(value: ObjectType | str) -> ObjectType:
     try:
         return ObjectType.parse(str(value))
@@ -501,83 +311,3 @@ def _priority(value: Priority | str) -> Priority:
         return Priority(value)
     except ValueError:
         raise ValueError(f"priority must be one of {[p.value for p in Priority]}") from None
-
-
-def _stream(
-    groups: Iterator[list[list[str]]],
-    send: Callable[[list[list[str]]], list[tuple[int, int]]],
-    tally: Callable[[list[list[str]], list[tuple[int, int]]], None],
-) -> None:
-    """Send every group, several pipelines in flight at once when there is more than one.
-
-    Each in-flight pipeline runs on its own connection: while Redis runs the scripts of one,
-    this process packs the next, and neither side waits for the other.
-    """
-    first = next(groups)
-    second = next(groups, None)
-    if second is None:
-        tally(first, send(first))
-        return
-    window: deque[tuple[list[list[str]], Future[list[tuple[int, int]]]]] = deque()
-
-    def tally_oldest() -> None:
-        group, future = window.popleft()
-        tally(group, future.result())
-
-    with ThreadPoolExecutor(PIPELINES_IN_FLIGHT, thread_name_prefix="enqueue") as pool:
-        try:
-            for group in itertools.chain((first, second), groups):
-                if len(window) >= PIPELINES_IN_FLIGHT:
-                    tally_oldest()
-                window.append((group, pool.submit(send, group)))
-            while window:
-                tally_oldest()
-        except redis.RedisError:
-            # The other pipeline in flight may have gone in: count it, so that the receipt
-            # of a failed enqueue says exactly what was accepted.
-            while window:
-                with contextlib.suppress(redis.RedisError):
-                    tally_oldest()
-            raise
-
-
-def _spill(block: list[str], spool: IO[str]) -> int:
-    """Write ``block`` to the spool, one path a line, and empty it; returns its length."""
-    count = len(block)
-    if count:
-        block.append("")  # the last line's newline
-        spool.write("\n".join(block))
-        block.clear()
-    return count
-
-
-def _chunks(spool: IO[str], size: int) -> Iterator[list[str]]:
-    """The spool's lines, ``size`` at a time, read in large blocks."""
-    chunk: list[str] = []
-    tail = ""
-    while block := spool.read(SPOOL_READ_CHARS):
-        lines = (tail + block).split("\n")
-        tail = lines.pop()
-        start = 0
-        while len(chunk) + len(lines) - start >= size:
-            end = start + size - len(chunk)
-            chunk.extend(lines[start:end])
-            yield chunk
-            chunk = []
-            start = end
-        chunk.extend(lines[start:])
-    if tail:
-        chunk.append(tail)
-    if chunk:
-        yield chunk
-
-
-def _grouped(chunks: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
-    group: list[list[str]] = []
-    for chunk in chunks:
-        group.append(chunk)
-        if len(group) >= size:
-            yield group
-            group = []
-    if group:
-        yield group

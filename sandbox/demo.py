@@ -313,7 +313,7 @@ def _watch(
     shown = (-1, -1)
     while True:
         statuses = [producer.status(j) for j in jobs]
-        usage = producer.store.quota.usage(ObjectType.FILE)
+        usage = producer.usage(ObjectType.FILE)
         pending = sum(s.counts.waiting for s in statuses)
         submitted = sum(s.counts.submitted for s in statuses)
         line = (

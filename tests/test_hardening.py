@@ -438,7 +438,7 @@ def test_a_job_whose_producer_died_half_way_ends_incomplete_within_seconds(
 def test_a_producer_whose_round_trips_stall_past_the_lease_keeps_its_job_open(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import producer.producer as producer_module
+    import producer.enqueue as producer_module
     from cdn_refresh.store import jobs as jobs_module
 
     monkeypatch.setattr(jobs_module, "OPEN_JOB_LEASE_S", 1.0)
@@ -462,7 +462,7 @@ def test_a_producer_whose_round_trips_stall_past_the_lease_keeps_its_job_open(
 def test_a_chunk_for_a_job_declared_incomplete_is_refused_and_the_job_stays_incomplete(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import producer.producer as producer_module
+    import producer.enqueue as producer_module
     from cdn_refresh.store import jobs as jobs_module
 
     # One chunk of 10 paths per round trip, one round trip at a time.
@@ -499,7 +499,7 @@ def test_a_chunk_for_a_job_declared_incomplete_is_refused_and_the_job_stays_inco
 
 _PAUSED_PRODUCER = """
 import sys, time
-import producer.producer as producer_module
+import producer.enqueue as producer_module
 from cdn_refresh.store import jobs
 from producer.producer import EnqueueInterruptedError, Producer
 from tests.conftest import make_settings

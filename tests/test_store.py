@@ -314,9 +314,10 @@ def test_a_credential_error_stays_visible_between_holds_until_a_call_goes_throug
 
 def test_a_producer_used_as_a_context_manager_closes_its_connections(redis_url: str) -> None:
     settings = make_settings(redis_url=redis_url)
-    with Producer.from_settings(settings) as producer:
+    store = Store.from_settings(settings)
+    with Producer(store) as producer:
         assert producer.enqueue(["a.com/1"]).accepted == 1
-        pool = producer.store.redis.connection_pool
+        pool = store.redis.connection_pool
         opened = list(pool._available_connections)
         assert opened and all(c._sock is not None for c in opened)
     assert all(c._sock is None for c in opened)
