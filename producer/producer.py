@@ -33,7 +33,8 @@ from cdn_refresh.store.records import (
     QuotaUsage,
 )
 from cdn_refresh.store.tracking import TaskEnd
-from producer import enqueue
+from producer import enqueue, idempotent
+from producer.idempotent import Answers, RefreshOrder, Reply
 from producer.notify import FlushNotifier
 from producer.receipts import (
     EnqueueInterruptedError,
@@ -175,6 +176,12 @@ class Producer:
             return before.accepted, before.duplicates
         counted = self._store.jobs.paths_counted(header.job_id)
         return counted, max(0, resumed - counted)
+
+    def refresh(self, order: RefreshOrder, key: tuple[str, str] | None, answers: Answers) -> Reply:
+        """Enqueue ``order`` once per Idempotency-Key ``key`` (scope, key sent; None: no key),
+        registering its callback: see :mod:`producer.idempotent`. Raises
+        :class:`CallbackNotAllowedError` and :class:`IdempotencyConflictError`."""
+        return idempotent.refresh(self, self._store, order, key, answers)
 
     def finish_resumed(self, job_id: str, resumed: int) -> JobHeader:
         """Close a job every path of which is in already (its enqueue died before it could

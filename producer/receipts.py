@@ -39,6 +39,8 @@ class Receipt:
     # warning when that is long.
     backlog_days: float | None = 0.0
     warning: str = ""
+    # A resumed request: how many of its paths an earlier attempt had put in.
+    resumed_after: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape."""
@@ -53,6 +55,8 @@ class Receipt:
         if self.warning:
             days = None if self.backlog_days is None else round(self.backlog_days, 1)
             data.update(backlog_days=days, warning=self.warning)
+        if self.resumed_after is not None:
+            data["resumed_after"] = self.resumed_after
         return data
 
 
