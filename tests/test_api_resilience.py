@@ -24,7 +24,7 @@ import pytest
 import redis
 import uvicorn
 
-import api.app
+import producer.idempotent
 from api.app import create_app
 from api.auth import scope_of
 from api.models import RefreshRequest
@@ -362,7 +362,7 @@ def test_a_slow_post_keeps_its_key_while_its_enqueue_waits(
     served: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(idempotency, "RUNNING_STALE_S", 1.0)
-    monkeypatch.setattr(api.app, "RUNNING_BEAT_S", 0.2)
+    monkeypatch.setattr(producer.idempotent, "RUNNING_BEAT_S", 0.2)
     original = JobStore.enqueue_chunks
 
     def slow(*args: Any, **kwargs: Any) -> Any:
