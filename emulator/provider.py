@@ -10,7 +10,8 @@ rule can be read, and tested, without HTTP. Per request, in order:
 4. the action's call rate limit, if ``calls_per_s`` sets one (:mod:`emulator.ratelimit`);
 5. the action runs; a drawn ``drop_after_accept`` then throws its answer away.
 
-Tasks and their queries live in :mod:`emulator.tasks`.
+Tasks and their queries live in :mod:`emulator.tasks`, the read-only actions in
+:mod:`emulator.describe`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator import describe
 from emulator.auth import NonceCache, authenticate
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, invalid_parameter, missing_parameter
@@ -29,7 +31,7 @@ from emulator.faults import NO_FAULT, Fault, FaultPlan
 from emulator.paths import ObjectPath, check_path, distinct_domains, served_as, split_paths
 from emulator.quota import DailyQuota, QuotaKind, provider_day
 from emulator.ratelimit import CallRate
-from emulator.tasks import Task, TaskBook, parse_query, task_fails
+from emulator.tasks import Task, TaskBook, task_fails
 
 HOST_ID = "cdn.aliyuncs.com"
 # Real task IDs are numbers of about ten digits; start there so IDs look like the real ones.
@@ -344,56 +346,21 @@ class Provider:
     def _describe_refresh_quota(
         self, params: Params, now_s: float, request_id: str, dropped: bool
     ) -> dict[str, Any]:
-        config = self.config
-        day = provider_day(now_s, config.reset_utc_offset_h)
-        # The provider answers numbers as strings here.
-        return {
-            "UrlQuota": str(config.url_quota),
-            "UrlRemain": str(self._quota.remaining("url", self._quota_left_to_us("url"), day)),
-            "DirQuota": str(config.dir_quota),
-            "DirRemain": str(self._quota.remaining("dir", self._quota_left_to_us("dir"), day)),
-            "PreloadQuota": str(config.push_quota),
-            "PreloadRemain": str(self._quota.remaining("push", config.push_quota, day)),
-            "RegexQuota": str(config.regex_quota),
-            "RegexRemain": str(config.regex_quota),
-            "RequestId": request_id,
-        }
+        return describe.refresh_quota(
+            self.config, self._quota, self._quota_left_to_us, now_s, request_id
+        )
 
     def _describe_refresh_task_by_id(
         self, params: Params, now_s: float, request_id: str, dropped: bool
     ) -> dict[str, Any]:
-        raw = params.get("TaskId")
-        if not raw:
-            raise missing_parameter("TaskId")
-        ids = [part.strip() for part in raw.split(",")]
-        if len(ids) > self.config.task_ids_per_query:
-            raise ApiError(
-                400,
-                "InvalidTaskId.ExceedLimit",
-                f"{len(ids)} task IDs; at most {self.config.task_ids_per_query} are allowed.",
-            )
-        for task_id in ids:
-            if not task_id.isdigit():
-                raise ApiError(
-                    400, "InvalidTaskId.Malformed", f"The specified TaskId {task_id!r} is invalid."
-                )
-        entries = self._tasks.by_ids(ids, now_s, self.config)
-        return {"Tasks": entries, "TotalCount": len(entries), "RequestId": request_id}
+        return describe.tasks_by_id(
+            self.config, self._tasks, params.get("TaskId"), now_s, request_id
+        )
 
     def _describe_refresh_tasks(
         self, params: Params, now_s: float, request_id: str, dropped: bool
     ) -> dict[str, Any]:
-        query = parse_query(params)
-        page, total = self._tasks.search(query, now_s, self.config)
-        # Unlike DescribeRefreshTaskById, the entries sit in {"CDNTask": [...]} and the page
-        # numbers are integers: the shape of the API reference and of the official SDK's model.
-        return {
-            "Tasks": {"CDNTask": page},
-            "PageNumber": query.page_number,
-            "PageSize": query.page_size,
-            "TotalCount": total,
-            "RequestId": request_id,
-        }
+        return describe.tasks_search(self.config, self._tasks, params, now_s, request_id)
 
     def _push_object_cache(
         self, params: Params, now_s: float, request_id: str, dropped: bool
