@@ -18,6 +18,7 @@ from cdn_refresh.store import scripts
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_PACKAGES = ("cdn_refresh", "worker", "producer", "emulator", "api", "sandbox")
 MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
 _KEY_LINE = re.compile(r"^local (\w+) = KEYS\[(\d+)\]", re.MULTILINE)
 
 
@@ -84,6 +85,24 @@ def test_no_function_outside_tests_and_bench_is_longer_than_60_lines() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
     assert long == []
+
+
+def test_no_module_in_the_source_packages_is_longer_than_400_lines() -> None:
+    long = []
+    for path in _source_files():
+        length = len(path.read_text(encoding="utf-8").splitlines())
+        if length > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(ROOT)} ({length})")
+    assert long == []
+
+
+def test_the_producer_keeps_its_store_to_itself() -> None:
+    from producer.producer import Producer
+
+    # Callers ask the producer named questions; none reaches through it to Redis.
+    assert not hasattr(Producer, "store")
+    public = [name for name in vars(Producer) if not name.startswith("_")]
+    assert "store" not in public
 
 
 # What each package may import besides itself: the layers, read the same way as the
