@@ -259,6 +259,18 @@ class Producer:
         """How each of ``task_ids`` ended at the provider (those not ended are absent)."""
         return self._store.tracking.ends(task_ids)
 
+    def queued_paths(self, object_type: ObjectType) -> set[str]:
+        """Every path of ``object_type`` still to go out: pending, or cooling down before it
+        may be refreshed again (what ``plan`` drains)."""
+        paths = set(self._store.promotion.pending_paths(object_type))
+        paths.update(self._store.promotion.cooling_paths(object_type))
+        return paths
+
+    def daily_limit(self, object_type: ObjectType) -> int:
+        """The daily quota of ``object_type`` every worker runs on: the stored one (set by
+        the first claim or ``quota --set-url-quota``), not this process's settings."""
+        return self._store.quota.effective(object_type)[1]
+
     def ping(self) -> None:
         """Raise a ``redis.RedisError`` unless Redis answers."""
         self._store.ping()

@@ -35,19 +35,16 @@ EXIT_UNKNOWN = 1  # lookup: a path never seen
 @click.option("--json", "as_json", is_flag=True)
 def jobs(state: str | None, limit: int, as_json: bool) -> None:
     """List recent jobs, newest first (only those in STATE with --state)."""
-    from cdn_refresh.store import Store
     from cdn_refresh.store.records import JobState
+    from producer.producer import Producer
 
     try:
         wanted = JobState(state) if state else None
     except ValueError:
         names = ", ".join(s.value for s in JobState)
         raise click.BadParameter(f"{state!r} is none of {names}", param_hint="--state") from None
-    store = Store.from_settings(redis_settings())
-    try:
-        found = [j.to_dict() for j in store.jobs.recent(limit, wanted)]
-    finally:
-        store.close()
+    with Producer.from_settings(redis_settings(), notify_workers=False) as producer:
+        found = [j.to_dict() for j in producer.recent_jobs(limit, wanted)]
     text = "\n".join(
         f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<9} "
         f"paths={sum(j['counts'].values()):,} created {shown_time(j['created_at'])}"
@@ -103,7 +100,7 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     with promotion. Sends nothing and writes nothing."""
     from cdn_refresh.paths import InvalidPathError, normalize_path, shown_path
     from cdn_refresh.planning import Limits, make_plan
-    from cdn_refresh.store import Store
+    from producer.producer import Producer
 
     check_input(from_file)
     settings = redis_settings()
@@ -120,16 +117,11 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
             click.echo(f"{len(refused)} invalid paths, nothing planned:", err=True)
             click.echo("\n".join(refused[:20]), err=True)
             sys.exit(2)
-    store = Store.from_settings(settings)
-    try:
+    with Producer.from_settings(settings, notify_workers=False) as producer:
         for kind in OBJECT_TYPES:
-            paths[kind].update(store.promotion.pending_paths(kind))
-            paths[kind].update(store.promotion.cooling_paths(kind))
-        # The limits every worker runs on: the stored ones, not this process's settings.
-        _, url_limit = store.quota.effective(ObjectType.FILE)
-        _, dir_limit = store.quota.effective(ObjectType.DIRECTORY)
-    finally:
-        store.close()
+            paths[kind].update(producer.queued_paths(kind))
+        url_limit = producer.daily_limit(ObjectType.FILE)
+        dir_limit = producer.daily_limit(ObjectType.DIRECTORY)
     limits = Limits(
         url_daily_quota=url_limit,
         directory_daily_quota=dir_limit,
