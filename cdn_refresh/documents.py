@@ -2,7 +2,7 @@
 function, so that the two can never drift apart.
 
 ``enqueue``, ``status`` and ``lookup`` are their records' own ``to_dict()``
-(:class:`producer.producer.Receipt`, :class:`cdn_refresh.store.records.JobStatus`,
+(:class:`producer.receipts.Receipt`, :class:`cdn_refresh.store.records.JobStatus`,
 :class:`cdn_refresh.store.records.PathLookup`); ``quota`` spans several reads, built here.
 """
 

@@ -1,9 +1,9 @@
 """The producer API for backend services: validate, normalize, enqueue; ask about jobs/paths.
 
 Enqueue runs in two passes (:mod:`producer.enqueue`) so that a bad path rejects the whole
-request before anything is written. What it answers is in :mod:`producer.receipts`; the
-questions a backend asks are in :mod:`producer.questions`; an enqueue once per
-Idempotency-Key, with its callback, in :mod:`producer.idempotent`.
+request before anything is written. What it answers is in :mod:`producer.receipts`; an
+enqueue once per Idempotency-Key, with its callback, in :mod:`producer.idempotent`. Every
+read a caller needs is a named method here: the store stays private.
 """
 
 from __future__ import annotations
