@@ -43,3 +43,6 @@ class Beat:
                     return
             except redis.RedisError as exc:
                 log.debug("%s failed (%s)", self._thread.name, exc)
+            except Exception:
+                # Whatever it was, keep beating: a beat that stops declares a live writer dead.
+                log.exception("%s: unexpected error; beating on", self._thread.name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import redis
@@ -65,7 +65,7 @@ class RefreshOrder:
     priority: str = "interactive"
     skip_invalid: bool = False
     callback_url: str | None = None
-    callback_secret: str | None = None
+    callback_secret: str | None = field(default=None, repr=False)  # a secret: never shown
     fingerprint: str = ""
 
 

@@ -305,3 +305,39 @@ def test_a_worker_refuses_to_start_beside_a_live_worker_of_an_older_release(
         worker.wait_ready()
     finally:
         worker.stop()
+
+
+def test_a_dot_spelled_path_that_comes_back_to_pending_later_is_respelled_by_the_tick_pass(
+    redis_client: redis.Redis,
+) -> None:
+    store = make_store(redis_client)
+    tk = store.keys.of(FILE)
+    old = "https://cdn.example.com/img/../late.png"
+    # In a batch of a worker killed before the upgrade: not pending at the worker's start.
+    redis_client.hset(store.keys.shared.batches, "7", json.dumps({"paths": [old]}))
+    assert store.respelling.pass_once() == 0
+    assert not store.respelling.done()  # it may come back: the tick keeps looking
+    # Reclaimed: back to pending under its old spelling, then the next pass respells it.
+    redis_client.hdel(store.keys.shared.batches, "7")
+    redis_client.zadd(tk.pending, {old: 1})
+    redis_client.zadd(tk.pending_lex, {old: 0})
+    assert store.respelling.pass_once() == 1
+    assert redis_client.zscore(tk.pending, "https://cdn.example.com/late.png") == 1
+    assert store.respelling.done()
+    # Finished for good: a pass is one read from now on.
+    redis_client.zadd(tk.pending, {old: 2})
+    assert store.respelling.pass_once() == 0
+
+
+def test_the_schema_of_a_starting_worker_is_not_forgotten_before_its_first_heartbeat(
+    redis_client: redis.Redis,
+) -> None:
+    store = make_store(redis_client)
+    k = store.keys.shared
+    # Its schema is written, its heartbeat not yet; and a killed worker's heartbeat ran out.
+    redis_client.hset(k.worker_schemas, "host:2:starting", 2)
+    redis_client.hset(k.worker_schemas, "host:3:killed", 2)
+    redis_client.zadd(k.heartbeats, {"host:3:killed": 1})
+    assert store.liveness.older_workers() == []
+    assert redis_client.hget(k.worker_schemas, "host:2:starting") == "2"
+    assert redis_client.hget(k.worker_schemas, "host:3:killed") is None

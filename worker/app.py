@@ -257,7 +257,7 @@ def _check_redis_at_start(**_: object) -> None:
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
-        respelled = store.respelling.dot_segments()
+        respelled = store.respelling.pass_once()
         if respelled:
             log.info("respelled %d pending paths stored with dot segments", respelled)
     except (

@@ -106,6 +106,9 @@ def tick() -> dict[str, Any]:
     orphans = reclaim_orphaned(rt.store) if rt.heartbeat.steady() else 0
     reclaimed = orphans + reclaim_expired(rt.store)
     trimmed = rt.store.retention.trim()
+    respelled = rt.store.respelling.pass_once()  # one GET once no older spelling is left
+    if respelled:
+        log.info("respelled %d pending paths stored with dot segments", respelled)
     pending = rt.store.quota.types_pending()
     for kind in pending:
         request_flush(kind)

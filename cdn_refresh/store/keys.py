@@ -103,6 +103,9 @@ class SharedKeys:
     # HASH worker process -> the state schema it runs (store/liveness.py): a worker of a
     # release before the field existed has a heartbeat and no entry.
     worker_schemas: str
+    # STRING set once no path anywhere is left under an older spelling (store/respelling.py):
+    # from then on the tick no longer looks.
+    respelled: str
 
 
 class Keys:

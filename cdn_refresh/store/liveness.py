@@ -63,16 +63,21 @@ class LivenessStore:
 
     def older_workers(self) -> list[str]:
         """Worker processes alive now that run an older schema than this release (one of
-        release 1628e5c or before registers none); the schemas of processes whose heartbeat
-        is gone are forgotten."""
+        release 1628e5c or before registers none). The schemas of processes whose heartbeat
+        ran out are forgotten; one with no heartbeat yet is not: it may be starting (it writes
+        its schema, then its heartbeat)."""
         k = self._ctx.keys.shared
-        since = f"({self._ctx.now()!r}"
-        alive = set(cast(list[str], self._ctx.redis.zrangebyscore(k.heartbeats, since, "+inf")))
-        schemas = cast(dict[str, str], self._ctx.redis.hgetall(k.worker_schemas))
-        gone = [owner for owner in schemas if owner not in alive]
+        now = repr(self._ctx.now())
+        # One transaction: the schemas and the heartbeats are read at the same moment.
+        with self._ctx.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.worker_schemas)
+            pipe.zrangebyscore(k.heartbeats, f"({now}", "+inf")
+            pipe.zrangebyscore(k.heartbeats, "-inf", now)
+            schemas, alive, ran_out = pipe.execute()
+        gone = [owner for owner in cast(list[str], ran_out) if owner in schemas]
         if gone:
             self._ctx.redis.hdel(k.worker_schemas, *gone)
-        return sorted(o for o in alive if int(schemas.get(o) or 1) < SCHEMA)
+        return sorted(o for o in cast(list[str], alive) if int(schemas.get(o) or 1) < SCHEMA)
 
     def check_no_older_worker(self) -> None:
         """Raise :class:`OlderWorkerError` while a worker of an older release is alive: the

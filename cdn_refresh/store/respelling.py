@@ -9,11 +9,16 @@ under it (the coverage index compares text) and settle it unsent, though the CDN
 ``/logo.png``. So each such pending path moves to its normalized spelling: its rank (the
 sooner, when that spelling waits too), its waiting jobs (a job that waits on both counts one
 path fewer), its attempts. One path per transaction, which a concurrent claim aborts; then the
-path is looked at again. A path that is not pending (in flight, cooling, dead-lettered,
-submitted) is left as it is, and goes, or reads, under its stored spelling.
+path is looked at again. A path that is not pending (dead-lettered, submitted) is left as it
+is, and reads under its stored spelling. A path in flight or cooling comes back to pending
+later (a retry, a reclaimed batch of a worker killed before the upgrade, a cooldown that
+ends): so the tick respells too, until a pass finds no older spelling pending, cooling or in
+flight; then a mark says so, and neither the tick nor a start looks again.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import redis
 
@@ -30,6 +35,33 @@ class Respelling:
 
     def __init__(self, ctx: StoreContext) -> None:
         self._ctx = ctx
+
+    def done(self) -> bool:
+        """Whether no path is left under an older spelling (one GET: the tick asks it)."""
+        return bool(self._ctx.redis.exists(self._ctx.keys.shared.respelled))
+
+    def pass_once(self) -> int:
+        """Respell what is pending, unless that was finished for good; when nothing under an
+        older spelling is left anywhere it could come back from, mark it finished. Returns
+        how many paths moved."""
+        if self.done():
+            return 0
+        moved = self.dot_segments()
+        if not self._left_to_come_back():
+            self._ctx.redis.set(self._ctx.keys.shared.respelled, "1")
+        return moved
+
+    def _left_to_come_back(self) -> bool:
+        """A dot-spelled path still pending, cooling, or in a batch in flight."""
+        r, shared = self._ctx.redis, self._ctx.keys.shared
+        for kind in OBJECT_TYPES:
+            tk = self._ctx.keys.of(kind)
+            for key in (tk.pending, tk.cooling):
+                for pattern in DOT_PATTERNS:
+                    if next(iter(r.zscan_iter(key, match=pattern, count=1000)), None):
+                        return True
+        # Batches in flight are few (a handful per worker): their JSON is read whole.
+        return any("/." in raw or "/%2E" in raw for raw in cast(list[str], r.hvals(shared.batches)))
 
     def dot_segments(self) -> int:
         """Respell every pending path that holds a dot segment; returns how many moved."""
