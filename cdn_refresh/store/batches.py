@@ -66,28 +66,28 @@ class BatchStore:
         dir_limit = s.daily_quota(ObjectType.DIRECTORY)
         answer = self._ctx.scripts.run(
             scripts.CLAIM,
-            [
-                time_arg(now),
-                repr(s.quota_window_s),
-                limit,
+            {
+                "now": time_arg(now),
+                "window_s": repr(s.quota_window_s),
+                "limit": limit,
                 # A share: the script takes it of the stored limit (quota --set-url-quota).
-                repr(s.interactive_reserve),
-                s.paths_per_call(object_type),
-                s.max_domains_per_call,
-                repr(s.batch_lease_s),
-                BULK_RANK_OFFSET,
-                str(object_type),
-                SCAN_LIMIT,
-                repr(s.refresh_cooldown_s),
+                "reserve_share": repr(s.interactive_reserve),
+                "max_paths": s.paths_per_call(object_type),
+                "max_domains": s.max_domains_per_call,
+                "lease_s": repr(s.batch_lease_s),
+                "bulk_floor": BULK_RANK_OFFSET,
+                "object_type": str(object_type),
+                "scan_limit": SCAN_LIMIT,
+                "cooldown_s": repr(s.refresh_cooldown_s),
                 # Only Files lie under a pending Directory; the script skips the check for
                 # Directory batches.
-                "1" if object_type == ObjectType.FILE else "0",
-                dir_limit,
-                repr(s.interactive_reserve),
-                repr(last_reset(time.time() if now is None else now)),
-                repr(PROVIDER_COUNT_MARGIN_S),
-                owner,
-            ],
+                "file_claim": "1" if object_type == ObjectType.FILE else "0",
+                "dir_limit": dir_limit,
+                "dir_reserve_share": repr(s.interactive_reserve),
+                "last_reset": repr(last_reset(time.time() if now is None else now)),
+                "count_margin_s": repr(PROVIDER_COUNT_MARGIN_S),
+                "owner": owner,
+            },
             object_type,
             extra_keys={"claim_token": self._ctx.keys.claim_token(token or uuid.uuid4().hex)},
         )

@@ -12,7 +12,7 @@ no script spells a state. redis-py's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -29,10 +29,16 @@ PRELUDE = "prelude.lua"
 
 @dataclass(frozen=True, slots=True)
 class ScriptSpec:
-    """A script file and the names of its ``KEYS``, in order."""
+    """A script file, the names of its ``KEYS`` and of its ``ARGV``, in order.
+
+    ``parts`` are section files of this script alone, prepended to it after the prelude
+    (claim's sections), so that its own file is the short main that calls them.
+    """
 
     file: str
     keys: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()
 
 
 ENQUEUE = ScriptSpec(
@@ -66,7 +72,7 @@ REPLAY = ScriptSpec(
 )
 CLAIM = ScriptSpec(
     "claim.lua",
-    (
+    keys=(
         "pending",
         "pending_lex",
         "waiters",
@@ -98,6 +104,26 @@ CLAIM = ScriptSpec(
         "quota_limit",
         "other.quota_limit",
     ),
+    args=(
+        "now",
+        "window_s",
+        "limit",
+        "reserve_share",
+        "max_paths",
+        "max_domains",
+        "lease_s",
+        "bulk_floor",
+        "object_type",
+        "scan_limit",
+        "cooldown_s",
+        "file_claim",
+        "dir_limit",
+        "dir_reserve_share",
+        "last_reset",
+        "count_margin_s",
+        "owner",
+    ),
+    parts=("claim_quota.lua", "claim_coverage.lua", "claim_pack.lua"),
 )
 COVER = ScriptSpec(
     "cover.lua",
@@ -237,14 +263,31 @@ ALL: tuple[ScriptSpec, ...] = (
 )
 
 
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text(encoding="utf-8")
+
+
 def source(spec: ScriptSpec) -> str:
-    """The script's own text, without the prelude."""
-    return resources.files(__package__).joinpath("lua", spec.file).read_text(encoding="utf-8")
+    """The script's own text, without the prelude: its sections, then its main."""
+    return "\n".join(_read(name) for name in (*spec.parts, spec.file))
+
+
+def main(spec: ScriptSpec) -> str:
+    """The script's own file alone: its header and its main."""
+    return _read(spec.file)
+
+
+def bind_args(spec: ScriptSpec, args: Mapping[str, Any], rest: Sequence[Any] = ()) -> list[Any]:
+    """``args`` in the order of ``spec.args`` (each name given, no other), then ``rest``."""
+    if set(args) != set(spec.args):
+        missing, unknown = set(spec.args) - set(args), set(args) - set(spec.args)
+        raise ValueError(f"{spec.file}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return [args[name] for name in spec.args] + list(rest)
 
 
 def prelude() -> str:
     """The helpers prepended to every script."""
-    return resources.files(__package__).joinpath("lua", PRELUDE).read_text(encoding="utf-8")
+    return _read(PRELUDE)
 
 
 def shared() -> str:
@@ -269,7 +312,7 @@ class Scripts:
     def run(
         self,
         spec: ScriptSpec,
-        args: Sequence[Any],
+        args: Mapping[str, Any] | Sequence[Any],
         object_type: ObjectType | None = None,
         *,
         extra_keys: dict[str, str] | None = None,
@@ -277,10 +320,18 @@ class Scripts:
     ) -> Any:
         """Run ``spec`` with its keys for ``object_type``; ``client`` queues it on a pipeline.
 
-        ``extra_keys`` names keys that are no field of the layout (``target`` of extend_ttl).
+        A script whose spec names its ``args`` takes them by name (a mapping, checked against
+        the spec); one without takes a sequence. ``extra_keys`` names keys that are no field
+        of the layout (``target`` of extend_ttl).
         """
         if extra_keys:
             keys = [extra_keys.get(n) or self._keys.bind((n,), object_type)[0] for n in spec.keys]
         else:
             keys = self._keys.bind(spec.keys, object_type)
-        return self._registered[spec.file](keys=keys, args=list(args), client=client)
+        if isinstance(args, Mapping):
+            argv = bind_args(spec, args)
+        elif spec.args:
+            raise TypeError(f"{spec.file} takes its arguments by name")
+        else:
+            argv = list(args)
+        return self._registered[spec.file](keys=keys, args=argv, client=client)
