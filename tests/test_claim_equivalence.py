@@ -152,8 +152,12 @@ class Twin:
             return
         release = self.rng.choice(tuple(Release))
         self.store.batches.release(
-            batch.id, batch.object_type, release, self.now,
-            return_quota=self.rng.random() < 0.5, code="Throttling",
+            batch.id,
+            batch.object_type,
+            release,
+            self.now,
+            return_quota=self.rng.random() < 0.5,
+            code="Throttling",
         )
 
     def lift_holds(self) -> None:

@@ -22,8 +22,16 @@ LONGER_TODAY = {
     "submit.lua": 192,
     "track.lua": 169,
 }
-# Scripts that still take positional ARGV (their spec names no args yet): none may join.
-POSITIONAL_TODAY: set[str] = set()
+# Scripts that still take positional ARGV (a fixed head, then a list of paths; their spec
+# names no args yet): none may join.
+POSITIONAL_TODAY = {
+    "enqueue.lua",
+    "replay.lua",
+    "cover.lua",
+    "submit.lua",
+    "release.lua",
+    "track.lua",
+}
 # A header line names one argument, converted at most once: ``local now = clock(ARGV[1])``.
 _ARG_LINE = re.compile(r"^local (\w+) = (?:\w+\()?ARGV\[(\d+)\]\)?(?=\s|$)", re.MULTILINE)
 

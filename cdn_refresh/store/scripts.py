@@ -215,30 +215,46 @@ TRACK = ScriptSpec(
         "other.records",
     ),
 )
-EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
-QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window", "quota_limit"))
-TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
+EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",), ("value", "ttl_ms"))
+QUOTA_USED = ScriptSpec(
+    "quota_used.lua",
+    ("quota", "quota_window", "quota_limit"),
+    ("now", "configured_window_s", "configured_limit"),
+)
+TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",), ("job_id", "lease_s", "mode"))
 WEBHOOK_FIRE = ScriptSpec(
-    "webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created")
+    "webhook_fire.lua",
+    ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created"),
+    ("job_id", "delivery_id", "delivery", "now", "created_at"),
 )
 WEBHOOK_LEASE = ScriptSpec(
-    "webhook_lease.lua", ("webhook_outbox", "webhook_deliveries", "webhook_created")
+    "webhook_lease.lua",
+    ("webhook_outbox", "webhook_deliveries", "webhook_created"),
+    ("now", "most", "lease_s"),
 )
 WEBHOOK_BURY = ScriptSpec(
     "webhook_bury.lua",
     ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created", "webhook_dead"),
+    ("delivery_id", "delivery", "job_id"),
 )
-WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
-HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",))
-ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"))
+WEBHOOK_RETRY = ScriptSpec(
+    "webhook_retry.lua",
+    ("webhook_outbox", "webhook_deliveries"),
+    ("delivery_id", "delivery", "delay_s"),
+)
+HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",), ("owner", "ttl_s"))
+ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"), ("now",))
 # ``idempotency`` is one Idempotency-Key's own STRING: given as an extra key.
 IDEMPOTENCY_BEGIN = ScriptSpec(
     "idempotency_begin.lua",
     ("idempotency", "legacy_idempotency", "job_seq", "jobs", "webhooks"),
+    ("fingerprint", "owner", "stale_after_s", "ttl_s", "callback"),
 )
-IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",))
-IDEMPOTENCY_FINISH = ScriptSpec("idempotency_finish.lua", ("idempotency",))
-IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"))
+IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",), ("owner", "done"))
+IDEMPOTENCY_FINISH = ScriptSpec(
+    "idempotency_finish.lua", ("idempotency",), ("owner", "done_mark", "ttl_s")
+)
+IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"), ("owner",))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
