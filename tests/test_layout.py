@@ -51,7 +51,7 @@ def test_the_prelude_reads_no_key_and_every_script_file_has_a_spec_or_is_a_part_
     assert "KEYS[" not in scripts.prelude()
     files = {p.name for p in (ROOT / "cdn_refresh" / "store" / "lua").glob("*.lua")}
     parts = {part for s in scripts.ALL for part in s.parts}
-    assert files == {s.file for s in scripts.ALL} | parts | {scripts.PRELUDE}
+    assert files == {s.file for s in scripts.ALL} | parts | set(scripts.PRELUDES)
 
 
 def test_only_the_store_builds_keys_or_runs_scripts() -> None:

@@ -1,12 +1,14 @@
-"""The Lua scripts and the order of their keys, written once.
+"""The Lua scripts, the order of their keys and the names of their arguments, written once.
 
-Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key;
-its :class:`ScriptSpec` here lists the same names in the same order (a test holds the two
-together), and :meth:`Scripts.run` binds them to this prefix's key names. ``prelude.lua``,
-the helpers every script shares (Redis's clock, slicing for ``unpack``, comma-separated
-lists, a batch's paths), is prepended to each script when it is registered, after the state
-names generated from :mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``):
-no script spells a state. redis-py's
+Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key
+and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
+same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
+keys to this prefix's key names and the arguments, given by name, to their positions. The
+prelude (``prelude.lua``, ``prelude_paths.lua``), the helpers every script shares (Redis's
+clock, slicing for ``unpack``, comma-separated lists, a batch's paths), is prepended to each
+script when it is registered, after the state names generated from
+:mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``): no script spells a
+state. A script's own sections (``parts``: claim's) come next, then its short main. redis-py's
 ``register_script`` reloads a script by itself after a NOSCRIPT (a Redis restart, say).
 """
 
@@ -25,6 +27,8 @@ from cdn_refresh.store.keys import Keys
 from cdn_refresh.store.states import lua_constants
 
 PRELUDE = "prelude.lua"
+# The prelude in files of a readable size, prepended in this order.
+PRELUDES = (PRELUDE, "prelude_paths.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +307,7 @@ def bind_args(spec: ScriptSpec, args: Mapping[str, Any], rest: Sequence[Any] = (
 
 def prelude() -> str:
     """The helpers prepended to every script."""
-    return _read(PRELUDE)
+    return "\n".join(_read(name) for name in PRELUDES)
 
 
 def shared() -> str:
