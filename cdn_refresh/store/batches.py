@@ -112,7 +112,13 @@ class BatchStore:
         while more:
             answer = self._ctx.scripts.run(
                 scripts.COVER,
-                [batch.id, COVER_STEP, COVER_LIMIT, BULK_RANK_OFFSET, REPEAT_RANK_OFFSET],
+                {
+                    "id": batch.id,
+                    "budget": COVER_STEP,
+                    "cap": COVER_LIMIT,
+                    "bulk_floor": BULK_RANK_OFFSET,
+                    "repeat_offset": REPEAT_RANK_OFFSET,
+                },
                 ObjectType.DIRECTORY,
             )
             if answer[0] == "gone":

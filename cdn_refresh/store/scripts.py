@@ -146,6 +146,7 @@ COVER = ScriptSpec(
         "other.pending_lex",
         "other.waiters",
     ),
+    ("id", "budget", "cap", "bulk_floor", "repeat_offset"),
 )
 SUBMIT = ScriptSpec(
     "submit.lua",
@@ -218,6 +219,7 @@ TRACK = ScriptSpec(
         "other.dead",
         "other.records",
     ),
+    ("call", "now", "answer"),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",), ("value", "ttl_ms"))
 QUOTA_USED = ScriptSpec(
