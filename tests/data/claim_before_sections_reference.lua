@@ -1,3 +1,5 @@
+-- Reference only: claim.lua as it was before it became a short main over named sections
+-- (commit 0503bd2). tests/test_claim_equivalence.py runs it beside the current claim.lua.
 -- Claim the next batch of one object type and reserve its quota, in one atomic step, so
 -- that no interleaving of workers on any host can spend more than the window allows.
 local pending = KEYS[1]        -- ZSET path -> rank

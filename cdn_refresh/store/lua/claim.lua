@@ -46,8 +46,9 @@ local dir_limit = ARGV[13]                    -- the Directories' limit, as `lim
 local dir_reserve_share = ARGV[14]            -- the Directories' reserve, as `reserve_share`
 local last_reset = tonumber(ARGV[15])         -- the provider's last reset (s)
 local count_margin_s = tonumber(ARGV[16])     -- reservations this recent may be uncounted
-local owner = ARGV[17]                        -- worker process; empty: the lease alone
+local owner = ARGV[17]                        -- worker process; empty: the lease alone reclaims
 -- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
+-- The sections, in this order, are in claim_quota.lua, claim_coverage.lua and claim_pack.lua.
 local answer = retried_claim(claim_token, batches) or held_back(hold, auth_hold, backoff)
 if answer then return answer end
 local window = quota_window(quota_window_key, window_s)
