@@ -20,6 +20,7 @@ from cdn_refresh.constants import (
     ObjectType,
 )
 from cdn_refresh.provider_day import last_reset
+from cdn_refresh.settings import Settings
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.metrics import CallSample, call_increments, submitted_field
@@ -36,6 +37,35 @@ COVER_STEP = 5_000
 # must stay well under a second. What lies beyond waits, and goes by itself or under a later
 # Directory (promotion chooses it again while the File window is short).
 COVER_LIMIT = 50_000
+
+
+def claim_args(
+    s: Settings, object_type: ObjectType, now: float | None, owner: str
+) -> dict[str, Any]:
+    """``claim.lua``'s arguments by name: ``now`` (``None``: Redis's clock), this worker's
+    settings and the batch's ``owner``."""
+    return {
+        "now": time_arg(now),
+        "window_s": repr(s.quota_window_s),
+        "limit": s.daily_quota(object_type),
+        # A share: the script takes it of the stored limit (quota --set-url-quota).
+        "reserve_share": repr(s.interactive_reserve),
+        "max_paths": s.paths_per_call(object_type),
+        "max_domains": s.max_domains_per_call,
+        "lease_s": repr(s.batch_lease_s),
+        "bulk_floor": BULK_RANK_OFFSET,
+        "object_type": str(object_type),
+        "scan_limit": SCAN_LIMIT,
+        "cooldown_s": repr(s.refresh_cooldown_s),
+        # Only Files lie under a pending Directory; the script skips the check for Directory
+        # batches.
+        "file_claim": "1" if object_type == ObjectType.FILE else "0",
+        "dir_limit": s.daily_quota(ObjectType.DIRECTORY),
+        "dir_reserve_share": repr(s.interactive_reserve),
+        "last_reset": repr(last_reset(time.time() if now is None else now)),
+        "count_margin_s": repr(PROVIDER_COUNT_MARGIN_S),
+        "owner": owner,
+    }
 
 
 class BatchStore:
@@ -61,33 +91,9 @@ class BatchStore:
         its reply is lost and redis-py sends it again, the retry gets the batch the first
         run took instead of claiming a second one that nobody would own.
         """
-        s = self._ctx.settings
-        limit = s.daily_quota(object_type)
-        dir_limit = s.daily_quota(ObjectType.DIRECTORY)
         answer = self._ctx.scripts.run(
             scripts.CLAIM,
-            [
-                time_arg(now),
-                repr(s.quota_window_s),
-                limit,
-                # A share: the script takes it of the stored limit (quota --set-url-quota).
-                repr(s.interactive_reserve),
-                s.paths_per_call(object_type),
-                s.max_domains_per_call,
-                repr(s.batch_lease_s),
-                BULK_RANK_OFFSET,
-                str(object_type),
-                SCAN_LIMIT,
-                repr(s.refresh_cooldown_s),
-                # Only Files lie under a pending Directory; the script skips the check for
-                # Directory batches.
-                "1" if object_type == ObjectType.FILE else "0",
-                dir_limit,
-                repr(s.interactive_reserve),
-                repr(last_reset(time.time() if now is None else now)),
-                repr(PROVIDER_COUNT_MARGIN_S),
-                owner,
-            ],
+            claim_args(self._ctx.settings, object_type, now, owner),
             object_type,
             extra_keys={"claim_token": self._ctx.keys.claim_token(token or uuid.uuid4().hex)},
         )
@@ -106,7 +112,13 @@ class BatchStore:
         while more:
             answer = self._ctx.scripts.run(
                 scripts.COVER,
-                [batch.id, COVER_STEP, COVER_LIMIT, BULK_RANK_OFFSET, REPEAT_RANK_OFFSET],
+                {
+                    "id": batch.id,
+                    "budget": COVER_STEP,
+                    "cap": COVER_LIMIT,
+                    "bulk_floor": BULK_RANK_OFFSET,
+                    "repeat_offset": REPEAT_RANK_OFFSET,
+                },
                 ObjectType.DIRECTORY,
             )
             if answer[0] == "gone":

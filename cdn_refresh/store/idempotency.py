@@ -112,13 +112,13 @@ class IdempotencyStore:
         legacy = self._key(unscoped) if unscoped else self._key(key)
         answer = self._ctx.scripts.run(
             scripts.IDEMPOTENCY_BEGIN,
-            [
-                body_digest,
-                owner,
-                repr(RUNNING_STALE_S),
-                IDEMPOTENCY_TTL_S,
-                "" if registration is None else registration.encode(),
-            ],
+            {
+                "fingerprint": body_digest,
+                "owner": owner,
+                "stale_after_s": repr(RUNNING_STALE_S),
+                "ttl_s": IDEMPOTENCY_TTL_S,
+                "callback": "" if registration is None else registration.encode(),
+            },
             extra_keys={"idempotency": self._key(key), "legacy_idempotency": legacy},
         )
         outcome, value, *rest = (str(v) for v in cast(list[Any], answer))
@@ -139,7 +139,7 @@ class IdempotencyStore:
         changed); False when it no longer owns the key."""
         answer = self._ctx.scripts.run(
             scripts.IDEMPOTENCY_BEAT,
-            [reservation.owner, "" if done is None else done],
+            {"owner": reservation.owner, "done": "" if done is None else done},
             extra_keys={"idempotency": self._key(reservation.key)},
         )
         return bool(answer)
@@ -155,7 +155,11 @@ class IdempotencyStore:
         }
         kept = self._ctx.scripts.run(
             scripts.IDEMPOTENCY_FINISH,
-            [reservation.owner, json.dumps(value), IDEMPOTENCY_TTL_S],
+            {
+                "owner": reservation.owner,
+                "done_mark": json.dumps(value),
+                "ttl_s": IDEMPOTENCY_TTL_S,
+            },
             extra_keys={"idempotency": self._key(reservation.key)},
         )
         return bool(kept)
@@ -165,7 +169,7 @@ class IdempotencyStore:
         callback registered for the reserved job id goes."""
         freed = self._ctx.scripts.run(
             scripts.IDEMPOTENCY_ABANDON,
-            [reservation.owner],
+            {"owner": reservation.owner},
             extra_keys={"idempotency": self._key(reservation.key)},
         )
         return bool(freed)

@@ -105,7 +105,9 @@ class JobStore:
             s.redis_replica_ack_timeout_s if s.redis_min_replicas_ack else 0
         )
         return self._ctx.scripts.run(
-            scripts.TOUCH_JOB, [header.job_id, repr(lease), mode], client=pipe
+            scripts.TOUCH_JOB,
+            {"job_id": header.job_id, "lease_s": repr(lease), "mode": mode},
+            client=pipe,
         )
 
     @staticmethod

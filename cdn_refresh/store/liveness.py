@@ -53,12 +53,12 @@ class LivenessStore:
         """``owner`` is alive for ``ttl_s`` more seconds; returns when that runs out. Its
         schema is written first, so that no reader sees its heartbeat without it."""
         self._ctx.redis.hset(self._ctx.keys.shared.worker_schemas, owner, SCHEMA)
-        answer = self._ctx.scripts.run(scripts.HEARTBEAT, [owner, repr(ttl_s)])
+        answer = self._ctx.scripts.run(scripts.HEARTBEAT, {"owner": owner, "ttl_s": repr(ttl_s)})
         return float(answer)
 
     def leave(self, owner: str) -> None:
         """``owner`` stops (a warm shutdown): its heartbeat goes now, not after its TTL."""
-        self._ctx.scripts.run(scripts.HEARTBEAT, [owner, "0"])
+        self._ctx.scripts.run(scripts.HEARTBEAT, {"owner": owner, "ttl_s": "0"})
         self._ctx.redis.hdel(self._ctx.keys.shared.worker_schemas, owner)
 
     def older_workers(self) -> list[str]:
@@ -108,7 +108,7 @@ class LivenessStore:
     def orphaned(self, now: float | None = None) -> list[tuple[str, ObjectType]]:
         """Batches in flight whose owner's heartbeat is gone (it also forgets the owners of
         settled batches and the heartbeats that ran out)."""
-        answer = self._ctx.scripts.run(scripts.ORPHANED, [time_arg(now)])
+        answer = self._ctx.scripts.run(scripts.ORPHANED, {"now": time_arg(now)})
         return [(answer[i], ObjectType(answer[i + 1])) for i in range(0, len(answer), 2)]
 
     def still_owned(self, owner: str, batch_ids: Sequence[str]) -> list[tuple[str, ObjectType]]:

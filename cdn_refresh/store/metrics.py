@@ -109,7 +109,11 @@ class MetricsStore:
                 pipe.hlen(k.dead)
                 ctx.scripts.run(
                     scripts.QUOTA_USED,
-                    ["", repr(s.quota_window_s), s.daily_quota(kind)],
+                    {
+                        "now": "",
+                        "configured_window_s": repr(s.quota_window_s),
+                        "configured_limit": s.daily_quota(kind),
+                    },
                     kind,
                     client=pipe,
                 )

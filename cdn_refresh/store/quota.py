@@ -66,7 +66,11 @@ class QuotaStore:
         s = self._ctx.settings
         used, window, frees_in, limit = self._ctx.scripts.run(
             scripts.QUOTA_USED,
-            [time_arg(now), repr(s.quota_window_s), s.daily_quota(object_type)],
+            {
+                "now": time_arg(now),
+                "configured_window_s": repr(s.quota_window_s),
+                "configured_limit": s.daily_quota(object_type),
+            },
             object_type,
         )
         return QuotaUsage(int(limit), int(used), float(window), float(frees_in))
@@ -205,7 +209,7 @@ class QuotaStore:
     def _extend_ttl(self, key: str, value: str, seconds: float) -> None:
         self._ctx.scripts.run(
             scripts.EXTEND_TTL,
-            [value, max(1, int(seconds * 1000))],
+            {"value": value, "ttl_ms": max(1, int(seconds * 1000))},
             extra_keys={"target": key},
         )
 

@@ -1,18 +1,20 @@
-"""The Lua scripts and the order of their keys, written once.
+"""The Lua scripts, the order of their keys and the names of their arguments, written once.
 
-Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key;
-its :class:`ScriptSpec` here lists the same names in the same order (a test holds the two
-together), and :meth:`Scripts.run` binds them to this prefix's key names. ``prelude.lua``,
-the helpers every script shares (Redis's clock, slicing for ``unpack``, comma-separated
-lists, a batch's paths), is prepended to each script when it is registered, after the state
-names generated from :mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``):
-no script spells a state. redis-py's
+Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key
+and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
+same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
+keys to this prefix's key names and the arguments, given by name, to their positions. The
+prelude (``prelude.lua``, ``prelude_paths.lua``), the helpers every script shares (Redis's
+clock, slicing for ``unpack``, comma-separated lists, a batch's paths), is prepended to each
+script when it is registered, after the state names generated from
+:mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``): no script spells a
+state. A script's own sections (``parts``: claim's) come next, then its short main. redis-py's
 ``register_script`` reloads a script by itself after a NOSCRIPT (a Redis restart, say).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -25,14 +27,22 @@ from cdn_refresh.store.keys import Keys
 from cdn_refresh.store.states import lua_constants
 
 PRELUDE = "prelude.lua"
+# The prelude in files of a readable size, prepended in this order.
+PRELUDES = (PRELUDE, "prelude_paths.lua")
 
 
 @dataclass(frozen=True, slots=True)
 class ScriptSpec:
-    """A script file and the names of its ``KEYS``, in order."""
+    """A script file, the names of its ``KEYS`` and of its ``ARGV``, in order.
+
+    ``parts`` are section files of this script alone, prepended to it after the prelude
+    (claim's sections), so that its own file is the short main that calls them.
+    """
 
     file: str
     keys: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()
 
 
 ENQUEUE = ScriptSpec(
@@ -66,7 +76,7 @@ REPLAY = ScriptSpec(
 )
 CLAIM = ScriptSpec(
     "claim.lua",
-    (
+    keys=(
         "pending",
         "pending_lex",
         "waiters",
@@ -98,6 +108,26 @@ CLAIM = ScriptSpec(
         "quota_limit",
         "other.quota_limit",
     ),
+    args=(
+        "now",
+        "window_s",
+        "limit",
+        "reserve_share",
+        "max_paths",
+        "max_domains",
+        "lease_s",
+        "bulk_floor",
+        "object_type",
+        "scan_limit",
+        "cooldown_s",
+        "file_claim",
+        "dir_limit",
+        "dir_reserve_share",
+        "last_reset",
+        "count_margin_s",
+        "owner",
+    ),
+    parts=("claim_quota.lua", "claim_coverage.lua", "claim_pack.lua"),
 )
 COVER = ScriptSpec(
     "cover.lua",
@@ -116,6 +146,7 @@ COVER = ScriptSpec(
         "other.pending_lex",
         "other.waiters",
     ),
+    ("id", "budget", "cap", "bulk_floor", "repeat_offset"),
 )
 SUBMIT = ScriptSpec(
     "submit.lua",
@@ -188,31 +219,48 @@ TRACK = ScriptSpec(
         "other.dead",
         "other.records",
     ),
+    ("call", "now", "answer"),
 )
-EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",))
-QUOTA_USED = ScriptSpec("quota_used.lua", ("quota", "quota_window", "quota_limit"))
-TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",))
+EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",), ("value", "ttl_ms"))
+QUOTA_USED = ScriptSpec(
+    "quota_used.lua",
+    ("quota", "quota_window", "quota_limit"),
+    ("now", "configured_window_s", "configured_limit"),
+)
+TOUCH_JOB = ScriptSpec("touch_job.lua", ("jobs_open",), ("job_id", "lease_s", "mode"))
 WEBHOOK_FIRE = ScriptSpec(
-    "webhook_fire.lua", ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created")
+    "webhook_fire.lua",
+    ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created"),
+    ("job_id", "delivery_id", "delivery", "now", "created_at"),
 )
 WEBHOOK_LEASE = ScriptSpec(
-    "webhook_lease.lua", ("webhook_outbox", "webhook_deliveries", "webhook_created")
+    "webhook_lease.lua",
+    ("webhook_outbox", "webhook_deliveries", "webhook_created"),
+    ("now", "most", "lease_s"),
 )
 WEBHOOK_BURY = ScriptSpec(
     "webhook_bury.lua",
     ("webhooks", "webhook_outbox", "webhook_deliveries", "webhook_created", "webhook_dead"),
+    ("delivery_id", "delivery", "job_id"),
 )
-WEBHOOK_RETRY = ScriptSpec("webhook_retry.lua", ("webhook_outbox", "webhook_deliveries"))
-HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",))
-ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"))
+WEBHOOK_RETRY = ScriptSpec(
+    "webhook_retry.lua",
+    ("webhook_outbox", "webhook_deliveries"),
+    ("delivery_id", "delivery", "delay_s"),
+)
+HEARTBEAT = ScriptSpec("heartbeat.lua", ("heartbeats",), ("owner", "ttl_s"))
+ORPHANED = ScriptSpec("orphaned.lua", ("batch_owners", "batches", "heartbeats"), ("now",))
 # ``idempotency`` is one Idempotency-Key's own STRING: given as an extra key.
 IDEMPOTENCY_BEGIN = ScriptSpec(
     "idempotency_begin.lua",
     ("idempotency", "legacy_idempotency", "job_seq", "jobs", "webhooks"),
+    ("fingerprint", "owner", "stale_after_s", "ttl_s", "callback"),
 )
-IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",))
-IDEMPOTENCY_FINISH = ScriptSpec("idempotency_finish.lua", ("idempotency",))
-IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"))
+IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",), ("owner", "done"))
+IDEMPOTENCY_FINISH = ScriptSpec(
+    "idempotency_finish.lua", ("idempotency",), ("owner", "done_mark", "ttl_s")
+)
+IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"), ("owner",))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
     REPLAY,
@@ -237,14 +285,31 @@ ALL: tuple[ScriptSpec, ...] = (
 )
 
 
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text(encoding="utf-8")
+
+
 def source(spec: ScriptSpec) -> str:
-    """The script's own text, without the prelude."""
-    return resources.files(__package__).joinpath("lua", spec.file).read_text(encoding="utf-8")
+    """The script's own text, without the prelude: its sections, then its main."""
+    return "\n".join(_read(name) for name in (*spec.parts, spec.file))
+
+
+def main(spec: ScriptSpec) -> str:
+    """The script's own file alone: its header and its main."""
+    return _read(spec.file)
+
+
+def bind_args(spec: ScriptSpec, args: Mapping[str, Any], rest: Sequence[Any] = ()) -> list[Any]:
+    """``args`` in the order of ``spec.args`` (each name given, no other), then ``rest``."""
+    if set(args) != set(spec.args):
+        missing, unknown = set(spec.args) - set(args), set(args) - set(spec.args)
+        raise ValueError(f"{spec.file}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return [args[name] for name in spec.args] + list(rest)
 
 
 def prelude() -> str:
     """The helpers prepended to every script."""
-    return resources.files(__package__).joinpath("lua", PRELUDE).read_text(encoding="utf-8")
+    return "\n".join(_read(name) for name in PRELUDES)
 
 
 def shared() -> str:
@@ -269,7 +334,7 @@ class Scripts:
     def run(
         self,
         spec: ScriptSpec,
-        args: Sequence[Any],
+        args: Mapping[str, Any] | Sequence[Any],
         object_type: ObjectType | None = None,
         *,
         extra_keys: dict[str, str] | None = None,
@@ -277,10 +342,18 @@ class Scripts:
     ) -> Any:
         """Run ``spec`` with its keys for ``object_type``; ``client`` queues it on a pipeline.
 
-        ``extra_keys`` names keys that are no field of the layout (``target`` of extend_ttl).
+        A script whose spec names its ``args`` takes them by name (a mapping, checked against
+        the spec); one without takes a sequence. ``extra_keys`` names keys that are no field
+        of the layout (``target`` of extend_ttl).
         """
         if extra_keys:
             keys = [extra_keys.get(n) or self._keys.bind((n,), object_type)[0] for n in spec.keys]
         else:
             keys = self._keys.bind(spec.keys, object_type)
-        return self._registered[spec.file](keys=keys, args=list(args), client=client)
+        if isinstance(args, Mapping):
+            argv = bind_args(spec, args)
+        elif spec.args:
+            raise TypeError(f"{spec.file} takes its arguments by name")
+        else:
+            argv = list(args)
+        return self._registered[spec.file](keys=keys, args=argv, client=client)

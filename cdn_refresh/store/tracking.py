@@ -120,7 +120,7 @@ class TrackingStore:
     def _run(self, call: TrackedCall, answer: dict[str, object], now: float | None) -> Tracked:
         done = self._ctx.scripts.run(
             scripts.TRACK,
-            [call.call_id, time_arg(now), json.dumps(answer)],
+            {"call": call.call_id, "now": time_arg(now), "answer": json.dumps(answer)},
             call.object_type,
         )
         return Tracked(int(done[0]), int(done[1]), int(done[2]))

@@ -133,7 +133,8 @@ class WebhookStore:
         """Move a registration whose job is gone into the dead letters as ``delivery`` (its
         ``last_error`` says why); False when another worker did it first."""
         answer = self._ctx.scripts.run(
-            scripts.WEBHOOK_BURY, [delivery.id, delivery.encode(), delivery.job_id]
+            scripts.WEBHOOK_BURY,
+            {"delivery_id": delivery.id, "delivery": delivery.encode(), "job_id": delivery.job_id},
         )
         return bool(answer)
 
@@ -142,7 +143,10 @@ class WebhookStore:
         False when it is gone already (another worker delivered it meanwhile)."""
         # Without its secret: a dead letter is for an operator to read, and is never sent.
         updated = replace(delivery, last_error=error[:500], secret="")
-        answer = self._ctx.scripts.run(scripts.WEBHOOK_BURY, [delivery.id, updated.encode(), ""])
+        answer = self._ctx.scripts.run(
+            scripts.WEBHOOK_BURY,
+            {"delivery_id": delivery.id, "delivery": updated.encode(), "job_id": ""},
+        )
         return bool(answer)
 
     def dead_letters(self) -> list[Delivery]:
@@ -155,19 +159,21 @@ class WebhookStore:
         worker did it first."""
         answer = self._ctx.scripts.run(
             scripts.WEBHOOK_FIRE,
-            [
-                delivery.job_id,
-                delivery.id,
-                delivery.encode(),
-                time_arg(now),
-                repr(delivery.created_at),
-            ],
+            {
+                "job_id": delivery.job_id,
+                "delivery_id": delivery.id,
+                "delivery": delivery.encode(),
+                "now": time_arg(now),
+                "created_at": repr(delivery.created_at),
+            },
         )
         return bool(answer)
 
     def lease_due(self, limit: int, lease_s: float, now: float | None = None) -> list[Delivery]:
         """Deliveries due now, each leased to the caller for ``lease_s``."""
-        raws = self._ctx.scripts.run(scripts.WEBHOOK_LEASE, [time_arg(now), limit, repr(lease_s)])
+        raws = self._ctx.scripts.run(
+            scripts.WEBHOOK_LEASE, {"now": time_arg(now), "most": limit, "lease_s": repr(lease_s)}
+        )
         return [Delivery.decode(raw) for raw in cast(list[str], raws)]
 
     def delivered(self, delivery_id: str) -> None:
@@ -183,7 +189,8 @@ class WebhookStore:
         """Count a failed attempt and send again after ``delay_s``."""
         updated = replace(delivery, attempts=delivery.attempts + 1, last_error=error[:500])
         answer = self._ctx.scripts.run(
-            scripts.WEBHOOK_RETRY, [delivery.id, updated.encode(), repr(delay_s)]
+            scripts.WEBHOOK_RETRY,
+            {"delivery_id": delivery.id, "delivery": updated.encode(), "delay_s": repr(delay_s)},
         )
         return bool(answer)
 

@@ -17,16 +17,16 @@ local covering = KEYS[10]     -- ZSET directory -> 0: Directories whose coverage
 local file_pending = KEYS[11] -- the Files' pending paths
 local file_pending_lex = KEYS[12]
 local file_waiters = KEYS[13]
--- ARGV[1] batch id   ARGV[2] most index entries to read in this run
--- ARGV[3] most paths one batch covers   ARGV[4] lowest bulk rank
--- ARGV[5] the rank offset of a repeat made by earlier releases (today's repeat ranks one
--- window later, and reads as asked for then: covered only when that is before the claim)
+local id = ARGV[1]                       -- batch id
+local budget = tonumber(ARGV[2])         -- most index entries to read in this run
+local cap = tonumber(ARGV[3])            -- most paths one batch covers
+local bulk_floor = tonumber(ARGV[4])     -- lowest bulk rank
+local repeat_offset = tonumber(ARGV[5])  -- the rank offset of a repeat made by earlier
+-- releases (today's repeat ranks one window later, and reads as asked for then: covered only
+-- when that is before the claim)
 -- Returns {'gone'} when the batch is settled or reclaimed already, else {files covered,
 -- directories covered, directories of the batch under another of it (taken out, their unit
 -- given back), 1 when more may be left, the batch's new JSON when its paths changed}
-local id, budget, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local bulk_floor = tonumber(ARGV[4])
-local repeat_offset = tonumber(ARGV[5])
 local raw = redis.call('HGET', batches, id)
 if not raw then return {'gone'} end
 local batch = cjson.decode(raw)

@@ -2,9 +2,10 @@
 -- error must never cut short a longer one (say, the provider's x-acs-retry-after) set by
 -- another worker.
 local target = KEYS[1]  -- the hold or backoff key
--- ARGV[1] value   ARGV[2] time to live (ms)
+local value = ARGV[1]
+local ttl_ms = ARGV[2]            -- time to live (ms)
 -- Returns 1 if set, 0 if the key already lived longer.
 local ttl = redis.call('PTTL', target)
-if ttl >= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', target, ARGV[1], 'PX', ARGV[2])
+if ttl >= tonumber(ttl_ms) then return 0 end
+redis.call('SET', target, value, 'PX', ttl_ms)
 return 1

@@ -1,13 +1,14 @@
 -- A worker process says it is alive (or, with a TTL of 0, that it leaves), on Redis's clock
 -- so that hosts whose clocks disagree still agree on who is dead.
 local heartbeats = KEYS[1]  -- ZSET worker process -> when its heartbeat runs out (s)
--- ARGV[1] owner   ARGV[2] TTL (s; 0: it leaves now)
+local owner = ARGV[1]
+local ttl_s = ARGV[2]             -- TTL (s; 0: it leaves now)
 -- Returns the time its heartbeat now runs out, as a string ('' when it left).
-local ttl = tonumber(ARGV[2])
+local ttl = tonumber(ttl_s)
 if ttl <= 0 then
-  redis.call('ZREM', heartbeats, ARGV[1])
+  redis.call('ZREM', heartbeats, owner)
   return ''
 end
 local expires = clock('') + ttl
-redis.call('ZADD', heartbeats, expires, ARGV[1])
+redis.call('ZADD', heartbeats, expires, owner)
 return tostring(expires)

@@ -2,12 +2,12 @@
 -- writes): free the key, and drop the callback registered for the job id it reserved.
 local idempotency = KEYS[1]  -- STRING JSON mark: state, fingerprint, owner, job_id, beat
 local webhooks = KEYS[2]     -- HASH job id -> JSON callback registration
--- ARGV[1] owner
+local owner = ARGV[1]
 -- Returns 1 when freed, 0 when this POST no longer owns a running mark.
 local raw = redis.call('GET', idempotency)
 if not raw then return 0 end
 local mark = cjson.decode(raw)
-if mark.state ~= 'running' or mark.owner ~= ARGV[1] then return 0 end
+if mark.state ~= 'running' or mark.owner ~= owner then return 0 end
 redis.call('DEL', idempotency)
 redis.call('HDEL', webhooks, mark.job_id)
 return 1

@@ -2,13 +2,14 @@
 -- retry waits for it instead of taking the key over, and record how far its enqueue got, so
 -- that a retry after it died goes on from there.
 local idempotency = KEYS[1]  -- STRING JSON mark: state, fingerprint, owner, job_id, beat, done
--- ARGV[1] owner   ARGV[2] valid paths in so far, in order ('' when unchanged)
+local owner = ARGV[1]
+local done = ARGV[2]              -- valid paths in so far, in order ('' when unchanged)
 -- Returns 1 when refreshed, 0 when this POST no longer owns a running mark.
 local raw = redis.call('GET', idempotency)
 if not raw then return 0 end
 local mark = cjson.decode(raw)
-if mark.state ~= 'running' or mark.owner ~= ARGV[1] then return 0 end
+if mark.state ~= 'running' or mark.owner ~= owner then return 0 end
 mark.beat = clock('')
-if ARGV[2] ~= '' then mark.done = tonumber(ARGV[2]) end
+if done ~= '' then mark.done = tonumber(done) end
 redis.call('SET', idempotency, cjson.encode(mark), 'KEEPTTL')
 return 1

@@ -6,9 +6,12 @@ local legacy_idempotency = KEYS[2]  -- STRING the same key's mark from before ke
 local job_seq = KEYS[3]      -- STRING counter of job ids
 local jobs = KEYS[4]         -- HASH job id -> JSON JobHeader (written when the job opens)
 local webhooks = KEYS[5]     -- HASH job id -> JSON callback registration
--- ARGV[1] body fingerprint   ARGV[2] owner (this POST)   ARGV[3] stale after (s)
--- ARGV[4] TTL of the key (s)   ARGV[5] JSON callback registration, '' for none (registered
--- unless the job opened already)
+local fingerprint = ARGV[1]       -- of the body
+local owner = ARGV[2]             -- this POST
+local stale_after_s = ARGV[3]
+local ttl_s = ARGV[4]             -- of the key
+local callback = ARGV[5]          -- JSON registration, '' for none (registered unless the
+                                  -- job opened already)
 -- Returns {'begun', job id, done}: go on, as this job, past the first `done` valid paths
 -- (0 unless a POST that died had put them in). {'resume', job id, done}: the same, but that
 -- POST had opened the job. {'done', JSON mark}: answer it again. {'running', job id}: another
@@ -22,7 +25,7 @@ if not raw and legacy_idempotency ~= idempotency then
   -- refused, and leaves the mark where its own retry will find it.
   raw = redis.call('GET', legacy_idempotency)
   if raw then
-    if cjson.decode(raw).fingerprint ~= ARGV[1] then return {'conflict', ''} end
+    if cjson.decode(raw).fingerprint ~= fingerprint then return {'conflict', ''} end
     local ttl = redis.call('PTTL', legacy_idempotency)
     redis.call('DEL', legacy_idempotency)
     redis.call('SET', idempotency, raw, 'PX', math.max(ttl, 1))
@@ -32,25 +35,25 @@ local mark
 local outcome = 'begun'
 if raw then
   mark = cjson.decode(raw)
-  if mark.fingerprint ~= ARGV[1] then return {'conflict', ''} end
+  if mark.fingerprint ~= fingerprint then return {'conflict', ''} end
   if mark.state == 'done' then return {'done', raw} end
   local beat = tonumber(mark.beat) or now
-  if now - beat < tonumber(ARGV[3]) or not mark.job_id then
+  if now - beat < tonumber(stale_after_s) or not mark.job_id then
     return {'running', mark.job_id or ''}
   end
   -- Its POST died: this one takes the key over, and goes on where it stopped.
   if redis.call('HEXISTS', jobs, mark.job_id) == 1 then outcome = 'resume' end
-  mark.owner = ARGV[2]
+  mark.owner = owner
 else
   local job_id = tostring(redis.call('INCR', job_seq))
-  mark = {state = 'running', fingerprint = ARGV[1], owner = ARGV[2], job_id = job_id, done = 0}
+  mark = {state = 'running', fingerprint = fingerprint, owner = owner, job_id = job_id, done = 0}
 end
 mark.beat = now
-redis.call('SET', idempotency, cjson.encode(mark), 'EX', tonumber(ARGV[4]))
+redis.call('SET', idempotency, cjson.encode(mark), 'EX', tonumber(ttl_s))
 -- Never for a job that opened: its callback may have fired already (the job had ended), and
 -- must not fire a second time. Until the job opens it cannot have fired (a registration left
 -- that long without its job is buried): then a retry registers it again.
-if ARGV[5] ~= '' and outcome ~= 'resume' then
-  redis.call('HSET', webhooks, mark.job_id, ARGV[5])
+if callback ~= '' and outcome ~= 'resume' then
+  redis.call('HSET', webhooks, mark.job_id, callback)
 end
 return {outcome, mark.job_id, tostring(mark.done or 0)}

@@ -3,9 +3,8 @@
 local batch_owners = KEYS[1]  -- HASH batch id -> owner
 local batches = KEYS[2]       -- HASH batch id -> JSON batch in flight
 local heartbeats = KEYS[3]    -- ZSET owner -> when its heartbeat runs out (s)
--- ARGV[1] now (s; empty: Redis's clock)
+local now = clock(ARGV[1])        -- s; empty: Redis's clock
 -- Returns {batch id, object type, batch id, object type, ...}
-local now = clock(ARGV[1])
 -- A heartbeat that ran out says the same as none at all: its owner is gone.
 redis.call('ZREMRANGEBYSCORE', heartbeats, '-inf', now)
 local owned = redis.call('HGETALL', batch_owners)

@@ -24,12 +24,11 @@ local file_waiters = KEYS[14]
 local file_pathinfo = KEYS[15]
 local file_dead = KEYS[16]
 local file_records = KEYS[17]
--- ARGV[1] call   ARGV[2] now (s; empty: Redis's clock)
--- ARGV[3] JSON {outcome, statuses {task id -> status}, task_of {path -> its own task id},
---               next_s, reason, max_attempts}
+local call = ARGV[1]
+local now = clock(ARGV[2])             -- s; empty: Redis's clock
+local answer = cjson.decode(ARGV[3])   -- {outcome, statuses {task id -> status}, task_of
+                                       -- {path -> its own task id}, next_s, reason, max_attempts}
 -- Returns {complete, back to pending, dead-lettered}
-local call, now = ARGV[1], clock(ARGV[2])
-local answer = cjson.decode(ARGV[3])
 local raw = redis.call('HGET', tracks, call)
 if not raw then return {0, 0, 0} end
 local track = cjson.decode(raw)

@@ -4,11 +4,14 @@ local webhooks = KEYS[1]            -- HASH job id -> JSON registration
 local webhook_outbox = KEYS[2]      -- ZSET delivery id -> next attempt (s)
 local webhook_deliveries = KEYS[3]  -- HASH delivery id -> JSON delivery
 local webhook_created = KEYS[4]     -- ZSET delivery id -> when it was fired (s)
--- ARGV[1] job id   ARGV[2] delivery id   ARGV[3] JSON delivery   ARGV[4] now (s; empty: Redis's)
--- ARGV[5] the delivery's created_at (s)
+local job_id = ARGV[1]
+local delivery_id = ARGV[2]
+local delivery = ARGV[3]          -- JSON
+local now = ARGV[4]               -- s; empty: Redis's clock
+local created_at = ARGV[5]        -- the delivery's (s)
 -- Returns 1 when this call fired it, 0 when another did (or nothing was registered).
-if redis.call('HDEL', webhooks, ARGV[1]) == 0 then return 0 end
-redis.call('HSET', webhook_deliveries, ARGV[2], ARGV[3])
-redis.call('ZADD', webhook_outbox, clock(ARGV[4]), ARGV[2])
-redis.call('ZADD', webhook_created, tonumber(ARGV[5]), ARGV[2])
+if redis.call('HDEL', webhooks, job_id) == 0 then return 0 end
+redis.call('HSET', webhook_deliveries, delivery_id, delivery)
+redis.call('ZADD', webhook_outbox, clock(now), delivery_id)
+redis.call('ZADD', webhook_created, tonumber(created_at), delivery_id)
 return 1

@@ -4,15 +4,16 @@
 local webhook_outbox = KEYS[1]      -- ZSET delivery id -> next attempt (s)
 local webhook_deliveries = KEYS[2]  -- HASH delivery id -> JSON delivery
 local webhook_created = KEYS[3]     -- ZSET delivery id -> when it was fired (s)
--- ARGV[1] now (s; empty: Redis's clock)   ARGV[2] most to lease   ARGV[3] lease (s)
+local now = clock(ARGV[1])        -- s; empty: Redis's clock
+local most = ARGV[2]              -- to lease
+local lease_s = ARGV[3]
 -- Returns the JSON of each leased delivery.
-local now = clock(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', webhook_outbox, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', webhook_outbox, '-inf', now, 'LIMIT', 0, tonumber(most))
 local leased = {}
 for _, id in ipairs(due) do
   local raw = redis.call('HGET', webhook_deliveries, id)
   if raw then
-    redis.call('ZADD', webhook_outbox, now + tonumber(ARGV[3]), id)
+    redis.call('ZADD', webhook_outbox, now + tonumber(lease_s), id)
     leased[#leased + 1] = raw
   else
     redis.call('ZREM', webhook_outbox, id)
