@@ -8,6 +8,8 @@ The commands themselves live with the package that owns them (``producer.cli``,
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -91,9 +93,21 @@ def _open_input(source: str) -> IO[bytes]:
 
 
 def check_input(source: str | None) -> None:
-    """Fail before anything is written when ``--from-file`` cannot be read."""
-    if source is not None and source != "-":
-        _open_input(source).close()
+    """Fail before anything is written when ``--from-file`` cannot be read.
+
+    Looked at, never opened: a named pipe opened and closed here would end its writer (a
+    broken pipe) and leave the real read waiting for one that never comes."""
+    if source is None or source == "-":
+        return
+    try:
+        problem = "Is a directory" if stat.S_ISDIR(os.stat(source).st_mode) else None
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    if problem is None and not os.access(source, os.R_OK):
+        problem = "Permission denied"
+    if problem is not None:
+        click.echo(f"error: cannot read {source}: {problem}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def shown(key: str, value: Any) -> str:

@@ -5,7 +5,9 @@ redis-server."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -82,6 +84,23 @@ def test_a_missing_from_file_is_a_one_line_error_and_exit_2(
     assert result.output.strip().count("\n") == 0
     assert "no-such-file.txt" in result.output and "Traceback" not in result.output
     assert redis_client.dbsize() == 0
+
+
+def test_a_named_pipe_as_from_file_is_read_once_to_its_end(
+    run, redis_client: redis.Redis, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # The check that the file can be read must not open it: a pipe opened and closed by the
+    # check would end its writer, and the real read would wait for ever.
+    fifo = tmp_path / "paths.fifo"
+    os.mkfifo(fifo)
+    lines = "".join(f"https://www.example.com/{i}.png\n" for i in range(50)).encode()
+    writer = threading.Thread(target=fifo.write_bytes, args=(lines,), daemon=True)
+    writer.start()
+    result = run("enqueue", "--from-file", str(fifo), "--json")
+    writer.join(5)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accepted"] == 50
+    assert not writer.is_alive()
 
 
 def test_a_path_never_seen_is_unknown_exit_1_with_a_hint_at_the_other_scheme(run) -> None:  # type: ignore[no-untyped-def]
