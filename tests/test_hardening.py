@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from cdn_refresh.cli import main
 from cdn_refresh.constants import ObjectType
+from cdn_refresh.planning import days_to_drain
 from cdn_refresh.store import (
     JobNotFoundError,
     QuotaLimitMismatchError,
@@ -277,7 +278,8 @@ def test_places_estimates_and_the_backlog_follow_the_stored_window_and_limit(
     # 24 paths ahead of the last, 10 an hour: two more windows, not "fits now".
     assert place is not None and (place.ahead, place.fits_now) == (24, False)
     assert place.estimated_at == pytest.approx(now + 2 * 3600, abs=60)
-    assert store.jobs.backlog_days(ObjectType.FILE) == pytest.approx(25 / 10 * 3600 / 86400)
+    pending, window_s, limit = store.quota.backlog(ObjectType.FILE)
+    assert days_to_drain(pending, limit, window_s) == pytest.approx(25 / 10 * 3600 / 86400)
 
 
 def test_bulk_work_leaves_the_reserve_of_the_stored_limit_not_of_its_own(

@@ -16,11 +16,10 @@ from typing import Any, cast
 
 import redis
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.constants import BULK_RANK_OFFSET, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.places import PlaceStore
-from cdn_refresh.store.quota import QuotaStore
 from cdn_refresh.store.records import CredentialProblem, JobCounts, JobHeader, JobStatus
 from cdn_refresh.store.states import JOB_COUNT_STATES, JobState, job_state
 
@@ -246,15 +245,6 @@ class JobStore:
                 if len(found) >= limit:
                     break
         return found
-
-    def backlog_days(self, object_type: ObjectType) -> float:
-        """How many quota windows' worth of paths of this type wait, in days."""
-        pending, window, limit = QuotaStore(self._ctx).backlog(object_type)
-        if pending == 0:
-            return 0.0
-        if limit == 0:
-            return float("inf")
-        return pending / limit * window / 86400
 
 
 def repeat_args(ctx: StoreContext) -> tuple[str]:

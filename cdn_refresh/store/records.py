@@ -251,15 +251,6 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthHold:
-    """A hold of all work just set: how long, and how many failures in a row led to it (1:
-    the first of a streak, the one worth a log line)."""
-
-    seconds: float
-    failures: int
-
-
-@dataclass(frozen=True, slots=True)
 class CredentialProblem:
     """The last credential error, kept until a call goes through."""
 
