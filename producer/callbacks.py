@@ -19,8 +19,8 @@ class CallbackNotAllowedError(ValueError):
 def check_callback(url: str, own_secret: str | None, settings: Settings) -> None:
     """Raise :class:`CallbackNotAllowedError` unless ``url`` may be called back, signed with
     ``own_secret`` or the server's webhook secret."""
-    problem = callbacks.url_problem(url, settings.webhook_allowed_hosts)
-    if problem is None and not own_secret and not settings.webhook_secret.get_secret_value():
+    problem = callbacks.url_problem(url, settings.webhooks.allowed_hosts)
+    if problem is None and not own_secret and not settings.webhooks.secret.get_secret_value():
         problem = (
             "callbacks need a callback_secret, or CDN_REFRESH_WEBHOOK_SECRET set on the server"
         )

@@ -24,7 +24,7 @@ class FlushNotifier:
             from celery import Celery
 
         self._store = store
-        self._debounce_s = store.settings.flush_debounce_s
+        self._debounce_s = store.settings.flush.debounce_s
         self._celery = Celery(broker=broker_url(store.settings), set_as_current=False)
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True

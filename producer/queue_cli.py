@@ -110,7 +110,9 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
         refused = []
         for line, raw in enumerate(read_lines(from_file), start=1):
             try:
-                paths[extra_type].add(normalize_path(raw, extra_type, settings.allowed_domains))
+                paths[extra_type].add(
+                    normalize_path(raw, extra_type, settings.provider.allowed_domains)
+                )
             except InvalidPathError as exc:
                 refused.append(f"line {line}: {exc.reason}: {shown_path(raw)}")
         if refused:
@@ -125,19 +127,19 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     limits = Limits(
         url_daily_quota=url_limit,
         directory_daily_quota=dir_limit,
-        urls_per_call=settings.urls_per_call,
-        directories_per_call=settings.directories_per_call,
-        domains_per_call=settings.max_domains_per_call,
-        interactive_reserve=settings.interactive_reserve,
-        promote_min_paths=settings.promote_min_paths,
-        promote_min_depth=settings.promote_min_depth,
-        allowed_domains=tuple(settings.allowed_domains),
+        urls_per_call=settings.provider.urls_per_call,
+        directories_per_call=settings.provider.directories_per_call,
+        domains_per_call=settings.provider.max_domains_per_call,
+        interactive_reserve=settings.quota.interactive_reserve,
+        promote_min_paths=settings.quota.promote_min_paths,
+        promote_min_depth=settings.quota.promote_min_depth,
+        allowed_domains=tuple(settings.provider.allowed_domains),
     )
     result = make_plan(
         paths[ObjectType.FILE],
         paths[ObjectType.DIRECTORY],
         limits,
-        enabled=settings.promote == "auto",
+        enabled=settings.quota.promote == "auto",
     )
     emit(result.to_dict(), as_json, _plan_text(result.to_dict()))
 

@@ -356,7 +356,7 @@ def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) ->
     for field in FIELDS:
         if field not in SECRET_FIELDS:
             assert getattr(listed, field) == getattr(defaults, field), field
-    assert listed.redis_url.get_secret_value() == defaults.redis_url.get_secret_value()
+    assert listed.redis.url.get_secret_value() == defaults.redis.url.get_secret_value()
 
 
 # --- Dockerfile and .dockerignore --------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_celery_gets_kombus_sentinel_form_and_the_primarys_name() -> None:
         "sentinel_kwargs": {"password": "sp"},
     }
     assert broker_transport_options(make_settings()) == {}
-    assert "s3cret" not in settings.redacted_redis_url()
+    assert "s3cret" not in settings.redis.redacted_url()
 
 
 # -- the leading edge -----------------------------------------------------------------------

@@ -116,14 +116,14 @@ def create_app(settings: Settings) -> Celery:
         beat_schedule={
             "cdn-refresh-tick": {
                 "task": TASK_TICK,
-                "schedule": settings.flush_interval_s,
+                "schedule": settings.flush.interval_s,
                 # A tick that waited two intervals is stale (later ones are queued behind it):
                 # dropped, so that ticks never pile up behind a busy worker.
-                "options": {"expires": 2 * settings.flush_interval_s},
+                "options": {"expires": 2 * settings.flush.interval_s},
             },
         },
         beat_schedule_filename=os.path.join(
-            tempfile.gettempdir(), f"cdn-refresh-beat-{settings.key_prefix}"
+            tempfile.gettempdir(), f"cdn-refresh-beat-{settings.redis.key_prefix}"
         ),
         imports=["worker.tasks"],
     )
@@ -221,9 +221,9 @@ def missing_credentials(settings: Settings) -> list[str]:
     """The settings of the static credentials that are empty: a worker does not start
     without them (every call would meet a credential error and hold every path)."""
     missing = []
-    if not settings.access_key_id.strip():
+    if not settings.provider.access_key_id.strip():
         missing.append("CDN_REFRESH_ACCESS_KEY_ID")
-    if not settings.access_key_secret.get_secret_value().strip():
+    if not settings.provider.access_key_secret.get_secret_value().strip():
         missing.append("CDN_REFRESH_ACCESS_KEY_SECRET")
     return missing
 

@@ -108,12 +108,15 @@ class CdnClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._auth = RpcSigner(
-            settings.access_key_id, settings.access_key_secret, settings.security_token
+            settings.provider.access_key_id,
+            settings.provider.access_key_secret,
+            settings.provider.security_token,
         )
         self._http = httpx.Client(
-            base_url=settings.endpoint,
+            base_url=settings.provider.endpoint,
             timeout=httpx.Timeout(
-                settings.http_read_timeout_s, connect=settings.http_connect_timeout_s
+                settings.provider.http_read_timeout_s,
+                connect=settings.provider.http_connect_timeout_s,
             ),
             transport=transport,
             headers={"User-Agent": "cdn-refresh"},

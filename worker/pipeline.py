@@ -131,7 +131,7 @@ class Flusher:
                     continue  # reclaimed meanwhile (a stalled worker): not ours to send
                 claimed = covered
             report.batches += 1
-            if len(claimed.paths) >= self._settings.paths_per_call(object_type) and (
+            if len(claimed.paths) >= self._settings.provider.paths_per_call(object_type) and (
                 self._on_more_work is not None
             ):
                 # A full batch suggests more is pending: let idle workers join in.

@@ -71,7 +71,7 @@ def jittered_backoff(facts: WaitFacts) -> float:
     never below the provider's `x-acs-retry-after`."""
     s = facts.settings
     # Full jitter: workers that failed together do not come back together.
-    ceiling = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** (max(1, facts.attempts) - 1))
+    ceiling = min(s.retry.max_delay_s, s.retry.base_delay_s * 2 ** (max(1, facts.attempts) - 1))
     delay = facts.rng.uniform(0, ceiling)
     return max(delay, facts.retry_after_s) if facts.retry_after_s else delay
 
@@ -82,7 +82,7 @@ def until_provider_reset(facts: WaitFacts) -> float:
     # Others may have spent the account's quota: the claims then take what is left. A
     # refusal the count does not explain holds until the reset.
     if facts.provider_left and facts.provider_left < facts.batch_paths:
-        return max(1.0, facts.settings.retry_base_delay_s)
+        return max(1.0, facts.settings.retry.base_delay_s)
     return provider_day.seconds_until_reset(facts.now)
 
 
@@ -90,7 +90,9 @@ def doubling_hold(facts: WaitFacts) -> float:
     """`RETRY_BASE_DELAY_S` doubling with each failure in a row, up to `AUTH_HOLD_MAX_S`."""
     s = facts.settings
     # The exponent is capped so that a streak of days cannot overflow the float.
-    return float(min(s.auth_hold_max_s, s.retry_base_delay_s * 2 ** min(facts.failures - 1, 30)))
+    return float(
+        min(s.retry.auth_hold_max_s, s.retry.base_delay_s * 2 ** min(facts.failures - 1, 30))
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,9 @@ class ProviderCount:
     def sync(self, *, now_too: bool = False) -> RefreshQuota | None:
         """Read it when due (or at once, ``now_too``); None when not read (or
         ``QUOTA_SYNC_S`` is 0: then only our own window counts)."""
-        if self._settings.quota_sync_s <= 0:
+        if self._settings.quota.sync_s <= 0:
             return None
-        due = self._store.quota.sync_turn(self._settings.quota_sync_s)
+        due = self._store.quota.sync_turn(self._settings.quota.sync_s)
         if not (due or now_too):
             return None
         # Asked before the call: a reservation made after this moment is surely not in it.
@@ -47,7 +47,7 @@ class ProviderCount:
             (ObjectType.DIRECTORY, quota.dir_remain, quota.dir_quota),
         ):
             self._store.quota.record_provider(kind, remaining, limit, checked_at)
-            ours = self._settings.daily_quota(kind)
+            ours = self._settings.quota.daily_quota(kind)
             if limit > ours and self._store.quota.first_notice_of_limit(kind, limit):
                 log.info(
                     "provider quota is above ours type=%s provider_limit=%d ours=%d: "

@@ -70,7 +70,7 @@ class Store:
     """Every operation on cdn-refresh's Redis state, in parts named for what they own."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        keys = Keys(settings.key_prefix)
+        keys = Keys(settings.redis.key_prefix)
         self._ctx = StoreContext(client, settings, keys, Scripts(client, keys))
         self.jobs = JobStore(self._ctx)
         self.batches = BatchStore(self._ctx)

@@ -46,22 +46,22 @@ def claim_args(
     settings and the batch's ``owner``."""
     return {
         "now": time_arg(now),
-        "window_s": repr(s.quota_window_s),
-        "limit": s.daily_quota(object_type),
+        "window_s": repr(s.quota.window_s),
+        "limit": s.quota.daily_quota(object_type),
         # A share: the script takes it of the stored limit (quota --set-url-quota).
-        "reserve_share": repr(s.interactive_reserve),
-        "max_paths": s.paths_per_call(object_type),
-        "max_domains": s.max_domains_per_call,
-        "lease_s": repr(s.batch_lease_s),
+        "reserve_share": repr(s.quota.interactive_reserve),
+        "max_paths": s.provider.paths_per_call(object_type),
+        "max_domains": s.provider.max_domains_per_call,
+        "lease_s": repr(s.flush.batch_lease_s),
         "bulk_floor": BULK_RANK_OFFSET,
         "object_type": str(object_type),
         "scan_limit": SCAN_LIMIT,
-        "cooldown_s": repr(s.refresh_cooldown_s),
+        "cooldown_s": repr(s.quota.refresh_cooldown_s),
         # Only Files lie under a pending Directory; the script skips the check for Directory
         # batches.
         "file_claim": "1" if object_type == ObjectType.FILE else "0",
-        "dir_limit": s.daily_quota(ObjectType.DIRECTORY),
-        "dir_reserve_share": repr(s.interactive_reserve),
+        "dir_limit": s.quota.daily_quota(ObjectType.DIRECTORY),
+        "dir_reserve_share": repr(s.quota.interactive_reserve),
         "last_reset": repr(last_reset(time.time() if now is None else now)),
         "count_margin_s": repr(PROVIDER_COUNT_MARGIN_S),
         "owner": owner,
@@ -182,7 +182,7 @@ class BatchStore:
         }
         # A late answer's paths are pending again: only the batch's own answer is tracked.
         if mode == "batch":
-            info["track_after"] = self._ctx.settings.task_first_check_s
+            info["track_after"] = self._ctx.settings.tracking.task_first_check_s
         return self._ctx.scripts.run(
             scripts.SUBMIT,
             [batch.id, time_arg(now), json.dumps(info), mode, *paths],
@@ -210,7 +210,7 @@ class BatchStore:
             "code": code,
             "message": message[:MAX_MESSAGE_CHARS],
             "return_quota": return_quota,
-            "max_attempts": self._ctx.settings.max_attempts,
+            "max_attempts": self._ctx.settings.retry.max_attempts,
             "only_if_lease_expired": only_if_lease_expired,
             "metrics": call_increments(object_type, calls),
         }
@@ -224,7 +224,7 @@ class BatchStore:
     def extend_lease(self, batch_id: str, now: float | None = None) -> None:
         """Keep a batch ours while a long piece of work (a split) goes on."""
         now = self._ctx.now() if now is None else now
-        lease = now + self._ctx.settings.batch_lease_s
+        lease = now + self._ctx.settings.flush.batch_lease_s
         self._ctx.redis.zadd(self._ctx.keys.shared.leases, {batch_id: lease}, xx=True)
 
     def expired(self, now: float | None = None) -> list[tuple[str, ObjectType]]:

@@ -68,7 +68,7 @@ def redis_from_settings(
         "retry": retry,
         "retry_on_error": retried,
     }
-    url = settings.redis_url.get_secret_value()
+    url = settings.redis.url.get_secret_value()
     if is_sentinel_url(url):
         return _sentinel_client(parse_sentinel_url(url), options)
     return redis.Redis.from_url(url, **options)
@@ -106,7 +106,7 @@ def broker_url(settings: Settings) -> str:
     ``?password=`` (and ``?username=``) in the query, which redis-py honours, crashes kombu
     (it passes the password twice): they move into the URL's user info, where both read them.
     """
-    raw = settings.redis_url.get_secret_value()
+    raw = settings.redis.url.get_secret_value()
     if is_sentinel_url(raw):
         return _sentinel_broker_url(parse_sentinel_url(raw))
     url = _credentials_in_userinfo(raw)
@@ -150,7 +150,7 @@ def celery_names(settings: Settings) -> CeleryNames:
     """Celery's names for this deployment. The default prefix keeps Celery's defaults, so that
     an upgraded deployment keeps its queue and the tasks in it; any other prefix names its own,
     so that two deployments sharing one Redis DB never consume each other's tasks."""
-    prefix = settings.key_prefix
+    prefix = settings.redis.key_prefix
     if prefix == KEY_PREFIX:
         return CeleryNames("celery", "celery", "celeryev", "")
     return CeleryNames(f"{prefix}.celery", f"{prefix}.celery", f"{prefix}.celeryev", f"{prefix}.")
@@ -165,7 +165,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     if unacked:
         for key in ("unacked_key", "unacked_index_key", "unacked_mutex_key"):
             options[key] = unacked + key.removesuffix("_key")
-    raw = settings.redis_url.get_secret_value()
+    raw = settings.redis.url.get_secret_value()
     if not is_sentinel_url(raw):
         return options
     target = parse_sentinel_url(raw)

@@ -111,8 +111,8 @@ class MetricsStore:
                     scripts.QUOTA_USED,
                     {
                         "now": "",
-                        "configured_window_s": repr(s.quota_window_s),
-                        "configured_limit": s.daily_quota(kind),
+                        "configured_window_s": repr(s.quota.window_s),
+                        "configured_limit": s.quota.daily_quota(kind),
                     },
                     kind,
                     client=pipe,

@@ -68,8 +68,8 @@ class QuotaStore:
             scripts.QUOTA_USED,
             {
                 "now": time_arg(now),
-                "configured_window_s": repr(s.quota_window_s),
-                "configured_limit": s.daily_quota(object_type),
+                "configured_window_s": repr(s.quota.window_s),
+                "configured_limit": s.quota.daily_quota(object_type),
             },
             object_type,
         )
@@ -101,8 +101,10 @@ class QuotaStore:
         s = self._ctx.settings
         window = float(str(window_raw)) if window_raw is not None else math.nan
         if not math.isfinite(window):  # none stored, or one nobody can run on
-            window = s.quota_window_s
-        limit = s.daily_quota(object_type) if limit_raw is None else int(float(str(limit_raw)))
+            window = s.quota.window_s
+        limit = (
+            s.quota.daily_quota(object_type) if limit_raw is None else int(float(str(limit_raw)))
+        )
         return window, limit
 
     def stored_window_s(self) -> float | None:
@@ -117,7 +119,7 @@ class QuotaStore:
         if stored is None or math.isfinite(stored):
             return None
         # Never advise the stored value itself: nobody can run on it.
-        mine = self._ctx.settings.quota_window_s
+        mine = self._ctx.settings.quota.window_s
         return (
             f"the quota window stored in Redis ({stored}) is not a number of seconds. "
             f"Set a valid one for every worker with {set_window_command(mine)}."
@@ -134,7 +136,7 @@ class QuotaStore:
         if unusable is not None:
             raise QuotaWindowMismatchError(unusable)
         stored = self.stored_window_s()
-        mine = self._ctx.settings.quota_window_s
+        mine = self._ctx.settings.quota.window_s
         if stored is not None and stored != mine:
             raise QuotaWindowMismatchError(
                 f"CDN_REFRESH_QUOTA_WINDOW_S is {mine:g} but the quota in Redis runs on a "
@@ -165,7 +167,7 @@ class QuotaStore:
         one: the claims count the stored one, so a worker's own value would be silently
         ignored (or, before it was stored, two workers would each spend their own)."""
         for kind in OBJECT_TYPES:
-            stored, mine = self.stored_limit(kind), self._ctx.settings.daily_quota(kind)
+            stored, mine = self.stored_limit(kind), self._ctx.settings.quota.daily_quota(kind)
             if stored is not None and stored != mine:
                 raise QuotaLimitMismatchError(
                     f"CDN_REFRESH_{LIMIT_VARIABLES[kind]} is {mine} but the quota in Redis "
@@ -189,7 +191,7 @@ class QuotaStore:
         stored = self._ctx.redis.get(k.quota_window)
         if stored is None:
             # No worker claimed yet: the window is the configured one until one does.
-            configured = repr(self._ctx.settings.quota_window_s)
+            configured = repr(self._ctx.settings.quota.window_s)
             self._ctx.redis.set(k.quota_window_noticed, configured, nx=True)
             return None
         noticed = self._ctx.redis.set(k.quota_window_noticed, stored, get=True)
