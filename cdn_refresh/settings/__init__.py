@@ -113,7 +113,8 @@ def _build_groups(env_file: DotenvType | None, values: Mapping[str, Any]) -> dic
         if name in given:
             continue
         try:
-            given[name] = model(_env_file=env_file, **keywords[name])
+            # mypy sees the fields' signature, not BaseSettings' own ``_env_file`` keyword.
+            given[name] = model(_env_file=env_file, **keywords[name])  # type: ignore[call-arg]
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 detail = InitErrorDetails(type=err["type"], loc=(name, *err["loc"]), input=None)

@@ -69,7 +69,9 @@ class FlushSettings(SettingsGroup):
     """Enqueues within this long ask for one flush, not one each."""
     interval_s: float = Field(default=c.FLUSH_INTERVAL_S, gt=0)
     """The periodic tick, the safety net of flushing."""
-    batch_lease_s: float = Field(default=c.BATCH_LEASE_S, gt=0, validation_alias="CDN_REFRESH_BATCH_LEASE_S")
+    batch_lease_s: float = Field(
+        default=c.BATCH_LEASE_S, gt=0, validation_alias="CDN_REFRESH_BATCH_LEASE_S"
+    )
     """How long a claimed batch is its worker's before anyone may reclaim it (a dead worker's
     batches are reclaimed sooner, through its heartbeat).
     """
@@ -85,7 +87,9 @@ class RetrySettings(SettingsGroup):
     """First backoff after a transient error (doubling, jittered)."""
     max_delay_s: float = Field(default=c.RETRY_MAX_DELAY_S, ge=0)
     """Longest backoff after transient errors."""
-    max_attempts: int = Field(default=c.MAX_ATTEMPTS, ge=1, validation_alias="CDN_REFRESH_MAX_ATTEMPTS")
+    max_attempts: int = Field(
+        default=c.MAX_ATTEMPTS, ge=1, validation_alias="CDN_REFRESH_MAX_ATTEMPTS"
+    )
     """Attempts before a path is dead-lettered with its last error."""
     auth_hold_max_s: float = Field(
         default=c.AUTH_HOLD_MAX_S, gt=0, validation_alias="CDN_REFRESH_AUTH_HOLD_MAX_S"
