@@ -46,7 +46,7 @@ API_REDIS_SOCKET_TIMEOUT_S = 2.0
 def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
     """The application for ``settings`` (no connection is made until a request needs one)."""
     client = redis_from_settings(
-        settings,
+        settings.redis,
         retries=API_REDIS_RETRIES,
         connect_timeout_s=API_REDIS_CONNECT_TIMEOUT_S,
         socket_timeout_s=API_REDIS_SOCKET_TIMEOUT_S,

@@ -90,7 +90,7 @@ def form_params(request: httpx.Request) -> dict[str, str]:
 
 
 def client_for(handler: Any, settings: Settings | None = None) -> CdnClient:
-    return CdnClient(settings or make_settings(), transport=httpx.MockTransport(handler))
+    return CdnClient((settings or make_settings()).provider, transport=httpx.MockTransport(handler))
 
 
 def refresh_raises(handler: Any, exc_type: type[E]) -> pytest.ExceptionInfo[E]:

@@ -16,7 +16,7 @@ import httpx
 from pydantic import SecretStr
 
 from cdn_refresh import constants as c
-from cdn_refresh.settings import Settings
+from cdn_refresh.settings import ProviderSettings
 from cdn_refresh.signature import common_params, signed_query
 from worker.errors import CdnError, NetworkError, RetryableError, UnreachableError, error_for
 
@@ -103,20 +103,20 @@ class CdnClient:
 
     def __init__(
         self,
-        settings: Settings,
+        provider: ProviderSettings,
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._auth = RpcSigner(
-            settings.provider.access_key_id,
-            settings.provider.access_key_secret,
-            settings.provider.security_token,
+            provider.access_key_id,
+            provider.access_key_secret,
+            provider.security_token,
         )
         self._http = httpx.Client(
-            base_url=settings.provider.endpoint,
+            base_url=provider.endpoint,
             timeout=httpx.Timeout(
-                settings.provider.http_read_timeout_s,
-                connect=settings.provider.http_connect_timeout_s,
+                provider.http_read_timeout_s,
+                connect=provider.http_connect_timeout_s,
             ),
             transport=transport,
             headers={"User-Agent": "cdn-refresh"},

@@ -89,7 +89,7 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
         """A store on ``CDN_REFRESH_REDIS_URL``."""
-        return cls(redis_from_settings(settings), settings)
+        return cls(redis_from_settings(settings.redis), settings)
 
     @property
     def settings(self) -> Settings:
