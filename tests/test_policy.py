@@ -35,8 +35,9 @@ POLICY = "worker/policy.py"
 # A receiver's retries are not a provider's answer: webhook deliveries keep their own backoff.
 OWN_BACKOFF = {"worker/webhooks.py"}
 # The settings only a row's wait may read (and the settings model, which defines them).
-WAIT_SETTINGS = {"retry_base_delay_s", "retry_max_delay_s", "auth_hold_max_s"}
-SETTINGS = "cdn_refresh/settings.py"
+# (``settings.retry.base_delay_s``: the retry group's; the webhooks' are ``retry_base_delay_s``.)
+WAIT_SETTINGS = {"base_delay_s", "max_delay_s", "auth_hold_max_s"}
+SETTINGS = "cdn_refresh/settings/work.py"
 
 ERROR_CLASSES = {
     cls
