@@ -226,6 +226,7 @@ TRACK = ScriptSpec(
         "other.records",
     ),
     ("call", "now", "answer"),
+    parts=("track_settle.lua",),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",), ("value", "ttl_ms"))
 QUOTA_USED = ScriptSpec(
