@@ -3,7 +3,8 @@
 Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key
 and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
 same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
-keys to this prefix's key names and the arguments, given by name, to their positions. The
+keys to this prefix's key names and the arguments, given by name, to their positions (and a
+list after them, submit's paths, by the name the spec's ``trailing`` gives it). The
 prelude (``prelude.lua``, ``prelude_paths.lua``), the helpers every script shares (Redis's
 clock, slicing for ``unpack``, comma-separated lists, a batch's paths), is prepended to each
 script when it is registered, after the state names generated from
