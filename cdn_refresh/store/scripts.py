@@ -176,7 +176,7 @@ SUBMIT = ScriptSpec(
         "tracks",
     ),
     args=("id", "now", "info", "mode"),
-    parts=("submit_paths.lua", "submit_records.lua"),
+    parts=("submit_paths.lua", "submit_records.lua", "submit_after.lua"),
     trailing="paths",
 )
 RELEASE = ScriptSpec(

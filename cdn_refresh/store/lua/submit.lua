@@ -34,7 +34,8 @@ local paths = trailing_list(ARGV, 5)  -- the paths; none: every path still in th
 --       before this answer and its paths went back to pending: only record the task IDs of
 --       `paths`, which may go out again
 -- Returns {settled, highest attempt count among the settled paths, paths covered}
--- The sections, in this order, are in submit_paths.lua and submit_records.lua.
+-- The sections, in this order, are in submit_paths.lua, submit_records.lua and
+-- submit_after.lua.
 
 -- Before any early return: the calls happened even when their batch is settled already.
 add_metrics(metrics, info.metrics)
