@@ -185,7 +185,13 @@ class BatchStore:
             info["track_after"] = self._ctx.settings.task_first_check_s
         return self._ctx.scripts.run(
             scripts.SUBMIT,
-            [batch.id, time_arg(now), json.dumps(info), mode, *paths],
+            {
+                "id": batch.id,
+                "now": time_arg(now),
+                "info": json.dumps(info),
+                "mode": mode,
+                "paths": paths,
+            },
             batch.object_type,
         )
 
