@@ -139,6 +139,24 @@ def counterpart(name: ObjectType, table: Table = OPERATIONS) -> ObjectType:
     return pair.pop()
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """One coverage of the table: a path of ``covering`` refreshes paths of ``covered``."""
+
+    covering: ObjectType
+    covered: ObjectType
+
+
+def coverage(table: Table = OPERATIONS) -> Coverage:
+    """The table's one coverage (a Directory covers Files), which promotion and ``plan`` use:
+    many pending paths of ``covered`` sent as one of ``covering``. ValueError unless there is
+    exactly one (a table they cannot yet serve)."""
+    found = [Coverage(op.name, covered) for op in table.values() for covered in op.covers]
+    if len(found) != 1:
+        raise ValueError(f"promotion needs exactly one coverage in the table, not {found}")
+    return found[0]
+
+
 def setting_attribute(setting: str) -> str:
     """The settings attribute of a setting name (``URL_DAILY_QUOTA`` -> ``url_daily_quota``)."""
     return setting.lower()
