@@ -71,6 +71,8 @@ class Operation:
     # The operations one of its paths can stand for: a Directory refreshes the Files under it.
     covers: tuple[ObjectType, ...]
     tracked: bool  # its calls are followed to completion (DescribeRefreshTaskById)
+    # Its path names everything under it: it ends with "/" and has no query.
+    prefix_path: bool
     force_applies: bool  # the provider honours `Force` for it
 
 
@@ -91,6 +93,7 @@ FILE: Final = Operation(
     provider_quota_field="UrlQuota",
     covers=(),
     tracked=True,
+    prefix_path=False,
     force_applies=False,
 )
 DIRECTORY: Final = Operation(
@@ -109,6 +112,7 @@ DIRECTORY: Final = Operation(
     provider_quota_field="DirQuota",
     covers=(ObjectType.FILE,),
     tracked=True,
+    prefix_path=True,
     force_applies=True,
 )
 
