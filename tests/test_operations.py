@@ -40,6 +40,8 @@ from cdn_refresh.store.batches import claim_args
 from cdn_refresh.store.keys import DEFAULT_ACCOUNT, Keys, account_name
 from cdn_refresh.store.quota import LIMIT_OPTIONS, LIMIT_VARIABLES
 from cdn_refresh.store.records import Batch
+from emulator.config import EmulatorConfig
+from emulator.operations import SUPPORT, served
 from producer.producer import Producer
 from tests.conftest import make_settings
 from worker import cli as worker_cli
@@ -218,6 +220,31 @@ def test_a_made_up_row_changes_what_the_packer_claims(
         assert len(claimed.paths) <= 6 and len(claimed.domains) <= 2
         seen.update(claimed.paths)
     assert len(seen) == 40
+
+
+@pytest.mark.parametrize("tracked", [True, False])
+def test_a_call_is_tracked_to_completion_only_when_its_row_says_so(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, tracked: bool
+) -> None:
+    settings = make_settings()
+    producer, store = Producer(Store(redis_client, settings)), Store(redis_client, settings)
+    producer.enqueue(["a.com/1"])
+    table = {**OPERATIONS, ObjectType.FILE: replace(FILE, tracked=tracked)}
+    monkeypatch.setattr(batches_module, "OPERATIONS", table)
+    batch = store.batches.claim(ObjectType.FILE, time.time())
+    assert isinstance(batch, Batch)
+    store.batches.submit(batch, (), ("7",), "R1", time.time())
+    assert redis_client.zcard(store.keys.shared.tracking) == (1 if tracked else 0)
+
+
+def test_the_emulator_serves_every_operation_from_config_fields_that_exist() -> None:
+    assert set(SUPPORT) == set(OPERATIONS)
+    model = EmulatorConfig.model_fields
+    for support in SUPPORT.values():
+        assert {support.quota, support.spent_elsewhere, support.per_call} <= set(model)
+    for name, op in OPERATIONS.items():
+        assert served(op.action, op.wire_type) == (op, SUPPORT[name])
+    assert served("RefreshObjectCaches", "Regex") is None
 
 
 def test_the_quota_options_and_limit_names_come_from_the_rows() -> None:
