@@ -4,7 +4,10 @@ Keys carry the account: every key of one account carries the same hash tag, so t
 scripts, which touch several keys at once, work on Redis Cluster too and one account's state
 could live on a shard of its own. The default account's tag is ``{prefix}``, the names every
 release before accounts used (an upgraded deployment keeps its queue); any other account's is
-``{prefix:account}``: ``{cdnr:shop}:file:pending``.
+``{prefix@account}``: ``{cdnr@shop}:file:pending``. The ``@`` is a character no prefix
+may hold (``KEY_PREFIX`` takes ``A-Za-z0-9_.:-``), so no account's tag is another
+deployment's default tag: prefix ``cdnr:shop`` and account ``shop`` of prefix ``cdnr`` stay
+apart. An account named ``default`` is the deployment's unnamed one.
 
 Which keys are per account: all of them, for now. The queues, quota windows and their
 limits, holds and backoffs, records, dead letters, the provider's count and the credential
@@ -48,9 +51,9 @@ def account_name(account: str | None) -> str:
 
 def hash_tag(prefix: str, account: str | None = None) -> str:
     """The hash tag every key of ``account`` carries: ``{prefix}`` for the default account,
-    ``{prefix:account}`` for any other."""
+    ``{prefix@account}`` for any other (``@``: see the module's docstring)."""
     name = account_name(account)
-    return "{" + prefix + "}" if name == DEFAULT_ACCOUNT else "{" + f"{prefix}:{name}" + "}"
+    return "{" + prefix + "}" if name == DEFAULT_ACCOUNT else "{" + f"{prefix}@{name}" + "}"
 
 
 @dataclass(frozen=True, slots=True)
