@@ -136,8 +136,12 @@ def covered_by(name: ObjectType, table: Table = OPERATIONS) -> tuple[ObjectType,
 def counterpart(name: ObjectType, table: Table = OPERATIONS) -> ObjectType:
     """The one operation ``name`` is paired with by coverage, either way (a File's covering
     Directory, a Directory's covered Files): the coverage scripts read both sides' keys.
-    ValueError when there is not exactly one (a table the scripts cannot yet serve)."""
+    An operation outside any coverage is its own pair: the scripts read the other side only
+    where coverage applies, so its keys stand in. ValueError when there is more than one (a
+    table the scripts cannot yet serve)."""
     pair = set(table[name].covers) | set(covered_by(name, table))
+    if not pair:
+        return name
     if len(pair) != 1:
         raise ValueError(f"{name} is paired by coverage with {sorted(pair)}, not one operation")
     return pair.pop()

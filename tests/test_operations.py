@@ -186,8 +186,25 @@ def test_a_directory_covers_files_and_coverage_is_read_from_the_covers_column() 
     uncovered = {FILE.name: FILE, DIRECTORY.name: replace(DIRECTORY, covers=())}
     with pytest.raises(ValueError):
         coverage(uncovered)
+    # An operation outside any coverage is its own pair: its scripts bind their own keys
+    # where a covered operation binds its counterpart's, and read them only under coverage.
+    assert counterpart(ObjectType.FILE, uncovered) is ObjectType.FILE
+    both = {**uncovered, ObjectType.DIRECTORY: replace(DIRECTORY, covers=(ObjectType.FILE,))}
+    third = replace(FILE, covers=(ObjectType.FILE,))
     with pytest.raises(ValueError):
-        counterpart(ObjectType.FILE, uncovered)
+        counterpart(ObjectType.FILE, {**both, ObjectType.FILE: third})
+
+
+def test_an_operation_outside_any_coverage_binds_its_scripts_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uncovered = {FILE.name: FILE, DIRECTORY.name: replace(DIRECTORY, covers=())}
+    monkeypatch.setattr(keys_module, "OPERATIONS", uncovered)
+    keys = Keys("p")
+    assert keys.bind(("pending", "other.pending"), ObjectType.FILE) == [
+        "{p}:file:pending",
+        "{p}:file:pending",
+    ]
 
 
 # -- the code applies the rows ------------------------------------------------------------

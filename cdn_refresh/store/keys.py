@@ -188,7 +188,7 @@ class Keys:
         bound = []
         for name in names:
             if name.startswith(OTHER) and object_type is not None:
-                paired = self._types[counterpart(ObjectType(object_type))]
+                paired = self._types[counterpart(ObjectType(object_type), OPERATIONS)]
                 bound.append(getattr(paired, name[len(OTHER) :]))
             elif typed is not None and hasattr(typed, name):
                 bound.append(getattr(typed, name))
