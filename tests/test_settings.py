@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from cdn_refresh import constants as c
+from cdn_refresh.operations import OPERATIONS, ObjectType, daily_quota, paths_per_call
 from cdn_refresh.sentinel import parse_sentinel_url
 from cdn_refresh.settings import ENV_PREFIX, Settings, SettingsError, load_settings, redact_url
 
@@ -64,10 +65,22 @@ def test_defaults_come_from_constants() -> None:
 
 def test_daily_quota_and_paths_per_call_follow_object_type() -> None:
     settings = Settings(_env_file=None, url_daily_quota=7, directory_daily_quota=3)  # type: ignore[call-arg]
-    assert settings.quota.daily_quota("File") == 7
-    assert settings.quota.daily_quota("Directory") == 3
-    assert settings.provider.paths_per_call("File") == 1000
-    assert settings.provider.paths_per_call("Directory") == 100
+    assert daily_quota(settings, ObjectType.FILE) == 7
+    assert daily_quota(settings, ObjectType.DIRECTORY) == 3
+    assert paths_per_call(settings, OPERATIONS[ObjectType.FILE]) == 1000
+    assert paths_per_call(settings, OPERATIONS[ObjectType.DIRECTORY]) == 100
+
+
+def test_a_setting_is_found_by_its_variable_as_by_its_group() -> None:
+    settings = Settings(_env_file=None, quota_window_s=120, key_prefix="shop")  # type: ignore[call-arg]
+    assert settings.value_of("QUOTA_WINDOW_S") == settings.quota.window_s == 120
+    assert settings.value_of("key_prefix") == settings.redis.key_prefix == "shop"
+    assert Settings.field_of("URLS_PER_CALL").default == 1000
+
+
+def test_an_unknown_keyword_is_refused_not_ignored() -> None:
+    with pytest.raises(TypeError, match="url_daily_quotas"):
+        Settings(_env_file=None, url_daily_quotas=7)  # type: ignore[call-arg]
 
 
 # --- environment and .env ----------------------------------------------------------------

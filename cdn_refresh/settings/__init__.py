@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails
 from pydantic_settings.sources import ENV_FILE_SENTINEL, DotenvType
 
@@ -75,6 +76,18 @@ class Settings(BaseModel):
         ``(group, field)``; :func:`load_settings` words it by variable.
         """
         super().__init__(**_build_groups(_env_file, values))
+
+    def value_of(self, variable: str) -> Any:
+        """The setting read from ``CDN_REFRESH_<variable>`` (``URL_DAILY_QUOTA``): for tables
+        that name a setting by its variable, as the operations table does."""
+        group, field = env_names()[ENV_PREFIX + variable.upper()]
+        return getattr(getattr(self, group), field)
+
+    @classmethod
+    def field_of(cls, variable: str) -> FieldInfo:
+        """The model field of ``CDN_REFRESH_<variable>``: its default, bounds, description."""
+        group, field = env_names()[ENV_PREFIX + variable.upper()]
+        return groups()[group].model_fields[field]
 
 
 def groups() -> dict[str, type[SettingsGroup]]:

@@ -121,10 +121,6 @@ class ProviderSettings(SettingsGroup):
             raise ValueError("must be an http:// or https:// URL with a host")
         return value.rstrip("/")
 
-    def paths_per_call(self, object_type: c.ObjectType) -> int:
-        """How many paths of one object type fit in one call."""
-        return self.urls_per_call if object_type == "File" else self.directories_per_call
-
 
 def redact_url(url: str) -> str:
     """Replace the password (and a lone user token) in a URL with ``***``.

@@ -54,10 +54,6 @@ class QuotaSettings(SettingsGroup):
     a `QuotaExceeded`; 0: never.
     """
 
-    def daily_quota(self, object_type: c.ObjectType) -> int:
-        """The rolling-window limit for one object type."""
-        return self.url_daily_quota if object_type == "File" else self.directory_daily_quota
-
 
 class FlushSettings(SettingsGroup):
     """Flushing (when the queue is drained) and claiming (how long a claimed batch is held)."""

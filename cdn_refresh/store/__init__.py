@@ -69,8 +69,12 @@ __all__ = [
 class Store:
     """Every operation on cdn-refresh's Redis state, in parts named for what they own."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        keys = Keys(settings.redis.key_prefix)
+    def __init__(
+        self, client: redis.Redis, settings: Settings, *, account: str | None = None
+    ) -> None:
+        """The store of one account (``None``: the default account, whose keys keep the names
+        of the releases before accounts: :mod:`~cdn_refresh.store.keys`)."""
+        keys = Keys(settings.redis.key_prefix, account)
         self._ctx = StoreContext(client, settings, keys, Scripts(client, keys))
         self.jobs = JobStore(self._ctx)
         self.batches = BatchStore(self._ctx)
@@ -87,9 +91,9 @@ class Store:
         self.respelling = Respelling(self._ctx)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        """A store on ``CDN_REFRESH_REDIS_URL``."""
-        return cls(redis_from_settings(settings.redis), settings)
+    def from_settings(cls, settings: Settings, *, account: str | None = None) -> Store:
+        """A store of ``account`` on ``CDN_REFRESH_REDIS_URL``."""
+        return cls(redis_from_settings(settings.redis), settings, account=account)
 
     @property
     def settings(self) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.operations import coverage
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.jobs import JobStore, repeat_args
@@ -51,8 +52,9 @@ class PromotionStore:
     def waiting_directories(self) -> set[str]:
         """Directories pending, cooling or being covered: promoting one again would add
         nothing (it is sent, or covers, already)."""
-        tk = self._ctx.keys.of(ObjectType.DIRECTORY)
-        found = set(self.pending_paths(ObjectType.DIRECTORY))
+        covering = coverage().covering
+        tk = self._ctx.keys.of(covering)
+        found = set(self.pending_paths(covering))
         for key in (tk.cooling, tk.covering):
             found.update(path for path, _ in self._ctx.redis.zscan_iter(key, count=READ_STEP))
         return found
@@ -77,7 +79,7 @@ class PromotionStore:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
                     ["", rank, *repeat_args(self._ctx), directory],
-                    ObjectType.DIRECTORY,
+                    coverage().covering,
                     client=pipe,
                 )
             answers = pipe.execute()

@@ -3,7 +3,8 @@
 Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key
 and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
 same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
-keys to this prefix's key names and the arguments, given by name, to their positions. The
+keys to this prefix's key names and the arguments, given by name, to their positions (and a
+list after them, submit's paths, by the name the spec's ``trailing`` gives it). The
 prelude (``prelude.lua``, ``prelude_paths.lua``), the helpers every script shares (Redis's
 clock, slicing for ``unpack``, comma-separated lists, a batch's paths), is prepended to each
 script when it is registered, after the state names generated from
@@ -37,12 +38,15 @@ class ScriptSpec:
 
     ``parts`` are section files of this script alone, prepended to it after the prelude
     (claim's sections), so that its own file is the short main that calls them.
+    ``trailing`` names a list that follows the named ``args`` in ARGV (submit's paths): the
+    caller gives it by that name too, and the script binds it in its header after the args.
     """
 
     file: str
     keys: tuple[str, ...]
     args: tuple[str, ...] = ()
     parts: tuple[str, ...] = ()
+    trailing: str | None = None
 
 
 ENQUEUE = ScriptSpec(
@@ -171,6 +175,9 @@ SUBMIT = ScriptSpec(
         "tracking",
         "tracks",
     ),
+    args=("id", "now", "info", "mode"),
+    parts=("submit_paths.lua", "submit_records.lua", "submit_after.lua"),
+    trailing="paths",
 )
 RELEASE = ScriptSpec(
     "release.lua",
@@ -220,6 +227,7 @@ TRACK = ScriptSpec(
         "other.records",
     ),
     ("call", "now", "answer"),
+    parts=("track_settle.lua",),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",), ("value", "ttl_ms"))
 QUOTA_USED = ScriptSpec(
@@ -300,11 +308,14 @@ def main(spec: ScriptSpec) -> str:
 
 
 def bind_args(spec: ScriptSpec, args: Mapping[str, Any], rest: Sequence[Any] = ()) -> list[Any]:
-    """``args`` in the order of ``spec.args`` (each name given, no other), then ``rest``."""
-    if set(args) != set(spec.args):
-        missing, unknown = set(spec.args) - set(args), set(args) - set(spec.args)
+    """``args`` in the order of ``spec.args`` (each name given, no other), then the list
+    ``spec.trailing`` names (given by that name too), then ``rest``."""
+    names = {*spec.args, *((spec.trailing,) if spec.trailing else ())}
+    if set(args) != names:
+        missing, unknown = names - set(args), set(args) - names
         raise ValueError(f"{spec.file}: missing {sorted(missing)}, unknown {sorted(unknown)}")
-    return [args[name] for name in spec.args] + list(rest)
+    trailing = list(args[spec.trailing]) if spec.trailing else []
+    return [args[name] for name in spec.args] + trailing + list(rest)
 
 
 def prelude() -> str:
