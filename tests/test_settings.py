@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from cdn_refresh import constants as c
 from cdn_refresh.operations import OPERATIONS, ObjectType, daily_quota, paths_per_call
@@ -292,6 +292,13 @@ def test_secrets_never_show_in_repr_str_or_json(monkeypatch: pytest.MonkeyPatch)
     assert REDIS_PASSWORD in settings.redis.url.get_secret_value()
     assert_hidden(settings, SECRET, REDIS_PASSWORD, "Sts-Token-Secret")
     assert REDIS_PASSWORD not in str(settings.model_dump())
+
+
+def test_a_validation_error_from_the_model_shows_no_value_either() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, redis_url=f"http://:{REDIS_PASSWORD}@x", api_tokens=[SECRET, 3])  # type: ignore[call-arg]
+    assert [e["loc"][0] for e in caught.value.errors()] == ["redis", "api"]
+    assert REDIS_PASSWORD not in str(caught.value) and SECRET not in str(caught.value)
 
 
 def test_redacted_redis_url_hides_password_but_keeps_host() -> None:

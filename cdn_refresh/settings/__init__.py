@@ -68,7 +68,7 @@ class Settings(BaseModel):
     webhooks: WebhookSettings
     log: LogSettings
 
-    def __init__(self, _env_file: DotenvType | None = ENV_FILE_SENTINEL, **values: Any) -> None:
+    def __init__(self, *, _env_file: DotenvType | None = ENV_FILE_SENTINEL, **values: Any) -> None:
         """Build every group from ``values`` (flat names, or a whole group by its attribute),
         the environment and ``_env_file`` (``.env`` unless given; ``None``: none).
 
