@@ -63,7 +63,7 @@ class _Edge(random.Random):
 
 def _facts(top: bool = True, **given: object) -> WaitFacts:
     settings = make_settings(retry_base_delay_s=1, retry_max_delay_s=60, auth_hold_max_s=300)
-    return WaitFacts(settings, _Edge(top), **given)  # type: ignore[arg-type]
+    return WaitFacts(settings.retry, _Edge(top), **given)  # type: ignore[arg-type]
 
 
 def test_every_error_class_has_exactly_one_row() -> None:
@@ -131,7 +131,7 @@ def test_the_quota_hold_is_at_least_a_second_when_the_base_delay_is_shorter() ->
     facts = _facts(now=AN_HOUR_BEFORE_RESET, provider_left=5, batch_paths=10)
     settings = make_settings(retry_base_delay_s=0.01, retry_max_delay_s=1)
     assert POLICIES[errors.QuotaExhaustedError].wait_s(
-        WaitFacts(settings, facts.rng, now=facts.now, provider_left=5, batch_paths=10)
+        WaitFacts(settings.retry, facts.rng, now=facts.now, provider_left=5, batch_paths=10)
     ) == pytest.approx(1.0)
 
 
