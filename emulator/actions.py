@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 from emulator import describe
@@ -235,17 +236,19 @@ def push_object_cache(call: Call) -> dict[str, Any]:
 # -- every action ----------------------------------------------------------------------------
 
 #: Every action the emulator answers, by name.
-ACTIONS: Final[Mapping[str, Callable[[Call], dict[str, Any]]]] = {
-    REFRESH_ACTION: refresh_object_caches,
-    TAG_REFRESH.action: refresh_by_cache_tag,
-    PRELOAD.action: push_object_cache,
-    "DescribeRefreshQuota": lambda c: describe.refresh_quota(
-        c.config, c.ledger, c.now_s, c.request_id
-    ),
-    "DescribeRefreshTaskById": lambda c: describe.tasks_by_id(
-        c.config, c.ledger.tasks, c.params.get("TaskId"), c.now_s, c.request_id
-    ),
-    "DescribeRefreshTasks": lambda c: describe.tasks_search(
-        c.config, c.ledger.tasks, c.params, c.now_s, c.request_id
-    ),
-}
+ACTIONS: Final[Mapping[str, Callable[[Call], dict[str, Any]]]] = MappingProxyType(
+    {
+        REFRESH_ACTION: refresh_object_caches,
+        TAG_REFRESH.action: refresh_by_cache_tag,
+        PRELOAD.action: push_object_cache,
+        "DescribeRefreshQuota": lambda c: describe.refresh_quota(
+            c.config, c.ledger, c.now_s, c.request_id
+        ),
+        "DescribeRefreshTaskById": lambda c: describe.tasks_by_id(
+            c.config, c.ledger.tasks, c.params.get("TaskId"), c.now_s, c.request_id
+        ),
+        "DescribeRefreshTasks": lambda c: describe.tasks_search(
+            c.config, c.ledger.tasks, c.params, c.now_s, c.request_id
+        ),
+    }
+)

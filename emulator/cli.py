@@ -15,7 +15,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from emulator.config import REFRESH_ACTION, EmulatorConfig
+from emulator.actions import ACTIONS
+from emulator.config import ALL_ACTIONS, REFRESH_ACTION, EmulatorConfig
 from emulator.quota import COUNTERS
 from emulator.server import EmulatorServer, serve
 
@@ -190,6 +191,7 @@ def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "--fault-action",
     "fault_actions",
     multiple=True,
+    type=click.Choice([*ACTIONS, ALL_ACTIONS]),
     default=(REFRESH_ACTION,),
     show_default=True,
     help="An action the fault rates and latency apply to (repeat; '*' for every action).",

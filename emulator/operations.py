@@ -18,9 +18,10 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from cdn_refresh.operations import OPERATIONS, ObjectType
+from emulator.config import REFRESH_ACTION
 from emulator.quota import COUNTERS, Counter, QuotaKind
 
-REFRESH_ACTION: Final = "RefreshObjectCaches"
+__all__ = ["PRELOAD", "REFRESH_ACTION", "REFRESH_TYPES", "SUPPORT", "TAG_REFRESH", "served"]
 # How a sent path reaches a served one (see emulator.refreshed): the path itself, everything
 # under a directory, every path a regular expression matches, or the path whatever its query.
 Reach = Literal["itself", "directory", "regex", "ignore_params"]

@@ -14,6 +14,7 @@ import pytest
 from alibabacloud_cdn20180510 import models
 from alibabacloud_cdn20180510.client import Client
 from alibabacloud_tea_openapi.models import Config
+from click.testing import CliRunner
 
 from cdn_refresh.constants import API_VERSION
 from cdn_refresh.signature import common_params, sign
@@ -422,5 +423,7 @@ def test_the_cli_takes_every_new_quota_and_limit() -> None:
     assert (params["preload_quota"], params["preload_queue_limit"]) == (8, 9)
     assert (params["regexes_per_call"], params["preload_spent_elsewhere"]) == (2, 1)
     assert params["fault_actions"] == (PRELOAD_ACTION,)
+    refused = CliRunner().invoke(emulator_command, ["--fault-action", "PushObjectCaches"])
+    assert refused.exit_code == 2
     fields = set(EmulatorConfig.model_fields)
     assert {k for k in params if k.endswith(("_quota", "_per_call", "_elsewhere"))} <= fields
