@@ -311,6 +311,8 @@ _APPLY_ROWS = (
     "worker/provider_count.py",
     "producer/queue_cli.py",
     "emulator/describe.py",
+    "emulator/actions.py",
+    "emulator/refreshed.py",
 )
 
 
