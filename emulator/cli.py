@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from emulator.config import EmulatorConfig
+from emulator.actions import ACTIONS
+from emulator.config import ALL_ACTIONS, REFRESH_ACTION, EmulatorConfig
+from emulator.quota import COUNTERS
 from emulator.server import EmulatorServer, serve
 
 
@@ -28,6 +31,58 @@ def _parse_rate_limits(
             raise click.BadParameter(f"{value!r} is not ACTION=N with N >= 1", ctx, param)
         limits[action] = int(count)
     return limits
+
+
+_DEFAULTS = EmulatorConfig()
+
+
+def _option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _counter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--KIND-quota`` and ``--KIND-spent-elsewhere`` for every daily counter of the table
+    (``--url-quota``, ``--regex-quota``, ``--preload-quota``, ...)."""
+    for counter in reversed(tuple(COUNTERS.values())):
+        command = click.option(
+            _option_name(counter.spent_elsewhere),
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help=f"Today's {counter.what} already used by someone else on the account.",
+        )(command)
+        command = click.option(
+            _option_name(counter.quota),
+            type=click.IntRange(min=0),
+            default=getattr(_DEFAULTS, counter.quota),
+            show_default=True,
+            help=f"Daily quota of {counter.what}.",
+        )(command)
+    return command
+
+
+# Per-call and queue limits: (config field, help).
+_LIMITS = (
+    ("urls_per_call", "URLs a RefreshObjectCaches call may carry."),
+    ("directories_per_call", "Directories a RefreshObjectCaches call may carry."),
+    ("regexes_per_call", "Regular expressions a RefreshObjectCaches call may carry."),
+    ("ignore_params_per_call", "IgnoreParams URLs a call may carry (no figure documented)."),
+    ("domains_per_call", "Distinct domains a refresh call may name."),
+    ("preload_per_call", "URLs a PushObjectCache call may carry."),
+    ("preload_queue_limit", "Unfinished preload URLs an account may queue (403 PreloadQueueFull)."),
+)
+
+
+def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for field, help_text in reversed(_LIMITS):
+        command = click.option(
+            _option_name(field),
+            type=click.IntRange(min=1),
+            default=getattr(_DEFAULTS, field),
+            show_default=True,
+            help=help_text,
+        )(command)
+    return command
 
 
 @click.command("emulator")
@@ -52,34 +107,8 @@ def _parse_rate_limits(
     envvar="CDN_REFRESH_ACCESS_KEY_SECRET",
     help="Its secret (default testsecret).",
 )
-@click.option(
-    "--url-quota",
-    type=click.IntRange(min=0),
-    default=EmulatorConfig().url_quota,
-    show_default=True,
-    help="Daily URL refresh quota.",
-)
-@click.option(
-    "--dir-quota",
-    type=click.IntRange(min=0),
-    default=EmulatorConfig().dir_quota,
-    show_default=True,
-    help="Daily directory refresh quota.",
-)
-@click.option(
-    "--url-spent-elsewhere",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="URLs of today's quota already used by someone else on the account.",
-)
-@click.option(
-    "--dir-spent-elsewhere",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Directories of today's quota already used by someone else on the account.",
-)
+@_counter_options
+@_limit_options
 @click.option(
     "--known-domain",
     "known_domains",
@@ -102,13 +131,13 @@ def _parse_rate_limits(
     "--internal-error-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of refresh calls answered 500 InternalError.",
+    help="Share of calls (to the --fault-action actions) answered 500 InternalError.",
 )
 @click.option(
     "--throttle-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of refresh calls answered 503 Throttling.",
+    help="Share of calls (to the --fault-action actions) answered 503 Throttling.",
 )
 @click.option(
     "--throttle-retry-after-ms",
@@ -121,19 +150,19 @@ def _parse_rate_limits(
     "--drop-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of refresh calls whose connection is closed unanswered.",
+    help="Share of calls (to the --fault-action actions) closed unanswered.",
 )
 @click.option(
     "--drop-after-accept-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of refresh calls accepted, then closed unanswered.",
+    help="Share of calls (to the --fault-action actions) accepted, then closed unanswered.",
 )
 @click.option(
     "--latency-ms",
     type=click.FloatRange(min=0),
     default=0.0,
-    help="Delay before answering a refresh call.",
+    help="Delay before answering a call to a --fault-action action.",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the fault sequence.")
 @click.option(
@@ -157,6 +186,15 @@ def _parse_rate_limits(
     metavar="ACTION=N",
     help="Answer Throttling past N calls a second to ACTION (repeat), e.g. "
     "DescribeRefreshTasks=5. Default: no limit.",
+)
+@click.option(
+    "--fault-action",
+    "fault_actions",
+    multiple=True,
+    type=click.Choice([*ACTIONS, ALL_ACTIONS]),
+    default=(REFRESH_ACTION,),
+    show_default=True,
+    help="An action the fault rates and latency apply to (repeat; '*' for every action).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the ready line as JSON.")
 def emulator_command(

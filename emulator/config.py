@@ -34,11 +34,16 @@ class EmulatorConfig(BaseModel):
         default_factory=lambda: {"testid": "testsecret"}, repr=False
     )
 
-    # Daily quotas, counted per path, reset at 00:00 UTC+8.
+    # Daily quotas, counted per path (per tag for cache tags), reset at 00:00 UTC+8: one per
+    # counter of emulator.quota.COUNTERS. Refresh and preload count apart. Regex 20 and
+    # IgnoreParams 100 are the provider's current defaults; it documents no cache-tag quota,
+    # so 100 is ours.
     url_quota: int = Field(default=c.URL_DAILY_QUOTA, ge=0)
     dir_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
-    push_quota: int = Field(default=1000, ge=0)
     regex_quota: int = Field(default=20, ge=0)
+    ignore_params_quota: int = Field(default=100, ge=0)
+    tag_quota: int = Field(default=100, ge=0)
+    preload_quota: int = Field(default=1000, ge=0)
     reset_utc_offset_h: int = Field(default=c.PROVIDER_RESET_UTC_OFFSET_H, ge=-12, le=14)
     # Units another user of the same account (the console, another tool) has spent: they count
     # as used on every provider day while set, so both DescribeRefreshQuota and the quota check
@@ -46,12 +51,22 @@ class EmulatorConfig(BaseModel):
     # wants, and 0 clears it.
     url_spent_elsewhere: int = Field(default=0, ge=0)
     dir_spent_elsewhere: int = Field(default=0, ge=0)
+    regex_spent_elsewhere: int = Field(default=0, ge=0)
+    ignore_params_spent_elsewhere: int = Field(default=0, ge=0)
+    tag_spent_elsewhere: int = Field(default=0, ge=0)
+    preload_spent_elsewhere: int = Field(default=0, ge=0)
 
     # Per-call limits.
     urls_per_call: int = Field(default=c.URLS_PER_CALL, ge=1)
     directories_per_call: int = Field(default=c.DIRECTORIES_PER_CALL, ge=1)
+    regexes_per_call: int = Field(default=1, ge=1)
+    # The provider documents no figure of its own for IgnoreParams: treated as URLs.
+    ignore_params_per_call: int = Field(default=c.URLS_PER_CALL, ge=1)
     domains_per_call: int = Field(default=c.MAX_DOMAINS_PER_CALL, ge=1)
-    push_per_call: int = Field(default=100, ge=1)
+    preload_per_call: int = Field(default=100, ge=1)
+    # URLs of unfinished preload tasks an account may have queued; past it, 403
+    # PreloadQueueFull (100,000 on current pages, 50,000 on 2024 ones).
+    preload_queue_limit: int = Field(default=100_000, ge=1)
     max_path_length: int = Field(default=c.MAX_PATH_LENGTH, ge=1)
     task_ids_per_query: int = Field(default=10, ge=1)
 

@@ -6,41 +6,29 @@ request path and the actions that spend quota.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from cdn_refresh.operations import OPERATIONS
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, missing_parameter
-from emulator.operations import SUPPORT
-from emulator.quota import DailyQuota, QuotaKind, provider_day
+from emulator.ledger import Ledger
+from emulator.quota import COUNTERS
 from emulator.tasks import TaskBook, parse_query
 
 
 def refresh_quota(
-    config: EmulatorConfig,
-    quota: DailyQuota,
-    left_to_us: Callable[[QuotaKind], int],
-    now_s: float,
-    request_id: str,
+    config: EmulatorConfig, ledger: Ledger, now_s: float, request_id: str
 ) -> dict[str, Any]:
-    """``DescribeRefreshQuota``: each quota and what is left of it today."""
-    day = provider_day(now_s, config.reset_utc_offset_h)
+    """``DescribeRefreshQuota``: each counter's daily quota and what is left of it today,
+    for every counter the provider answers fields for (refresh and preload apart)."""
     # The provider answers numbers as strings here.
     counts: dict[str, str] = {}
-    for name, support in SUPPORT.items():
-        op = OPERATIONS[name]  # the fields its row names
-        counts[op.provider_quota_field] = str(support.daily_quota(config))
-        remaining = quota.remaining(support.kind, left_to_us(support.kind), day)
-        counts[op.provider_remain_field] = str(remaining)
-    return {
-        **counts,
-        "PreloadQuota": str(config.push_quota),
-        "PreloadRemain": str(quota.remaining("push", config.push_quota, day)),
-        "RegexQuota": str(config.regex_quota),
-        "RegexRemain": str(config.regex_quota),
-        "RequestId": request_id,
-    }
+    for kind, counter in COUNTERS.items():
+        if counter.quota_field is None or counter.remain_field is None:
+            continue
+        counts[counter.quota_field] = str(counter.daily_quota(config))
+        counts[counter.remain_field] = str(ledger.remaining(kind, config, now_s))
+    return {**counts, "RequestId": request_id}
 
 
 def tasks_by_id(

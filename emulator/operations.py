@@ -1,59 +1,124 @@
-"""What the emulator needs to serve each refresh operation beside its row of the operations
-table (:mod:`cdn_refresh.operations`): the daily counter it spends, and the config fields of
-its quota and per-call limit. A new operation the emulator serves is one entry here."""
+"""What the emulator serves, as rows: every ``ObjectType`` of ``RefreshObjectCaches``
+(:data:`REFRESH_TYPES`), and the actions that refresh or preload otherwise
+(:data:`TAG_REFRESH`, :data:`PRELOAD`). A row names the daily counter it spends
+(:data:`emulator.quota.COUNTERS`), the config field of its per-call limit, the ``ObjectType``
+its tasks show, and how one of its paths reaches the objects the CDN serves. The actions in
+:mod:`emulator.actions` read the rows and never branch on which one it is.
+
+The File and Directory rows take their facts from the project's operations table
+(:mod:`cdn_refresh.operations`); Regex and IgnoreParams are the emulator's own until that
+table has rows for them (the provider serves them whether or not our client sends them).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
-from cdn_refresh.operations import OPERATIONS, ObjectType, Operation
-from emulator.config import EmulatorConfig
-from emulator.quota import QuotaKind
+from cdn_refresh.operations import OPERATIONS, ObjectType
+from emulator.config import REFRESH_ACTION
+from emulator.quota import COUNTERS, Counter, QuotaKind
+
+__all__ = ["PRELOAD", "REFRESH_ACTION", "REFRESH_TYPES", "SUPPORT", "TAG_REFRESH", "served"]
+# How a sent path reaches a served one (see emulator.refreshed): the path itself, everything
+# under a directory, every path a regular expression matches, or the path whatever its query.
+Reach = Literal["itself", "directory", "regex", "ignore_params"]
 
 
 @dataclass(frozen=True, slots=True)
-class Support:
-    """How the emulator serves one operation."""
+class RefreshType:
+    """One ``ObjectType`` of ``RefreshObjectCaches``."""
 
+    wire_type: str  # its ObjectType parameter
+    task_type: str  # the ObjectType its tasks show in DescribeRefreshTaskById
     kind: QuotaKind  # the daily counter it spends
-    quota: str  # the config field of its daily quota
-    spent_elsewhere: str  # the config field of the units other users spent
     per_call: str  # the config field of its paths per call
-    what: str  # its paths in an error message ("URLs")
+    prefix_path: bool  # its path names a directory: it must end with "/"
+    force_applies: bool  # the provider honours Force for it (accepted, and ignored, otherwise)
+    reach: Reach
 
-    def daily_quota(self, config: EmulatorConfig) -> int:
-        """Its daily quota as configured."""
-        return int(getattr(config, self.quota))
+    @property
+    def counter(self) -> Counter:
+        """Its daily counter's row."""
+        return COUNTERS[self.kind]
 
-    def left_to_us(self, config: EmulatorConfig) -> int:
-        """Its daily quota less what was spent elsewhere on the account."""
-        return max(0, self.daily_quota(config) - int(getattr(config, self.spent_elsewhere)))
+    @property
+    def what(self) -> str:
+        """Its paths in an error message ("URLs")."""
+        return self.counter.what
 
 
-SUPPORT: Final[Mapping[ObjectType, Support]] = MappingProxyType(
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    """An action other than ``RefreshObjectCaches`` that hands out tasks and spends a counter."""
+
+    action: str
+    kind: QuotaKind
+    task_type: str  # the ObjectType its tasks show
+    answer_field: str  # the field of its answer that holds the task IDs
+    per_call: str | None  # the config field of its units per call (None: no limit documented)
+    queue_limit: str | None  # the config field of its unfinished units per account, if any
+
+    @property
+    def counter(self) -> Counter:
+        """Its daily counter's row."""
+        return COUNTERS[self.kind]
+
+
+def _from_project(name: ObjectType, kind: QuotaKind, per_call: str, reach: Reach) -> RefreshType:
+    op = OPERATIONS[name]
+    return RefreshType(
+        op.wire_type, op.wire_type.lower(), kind, per_call, op.prefix_path, op.force_applies, reach
+    )
+
+
+#: Every ObjectType RefreshObjectCaches takes, by its wire spelling; any other is refused
+#: (``InvalidObjectType.Malformed``).
+REFRESH_TYPES: Final[Mapping[str, RefreshType]] = MappingProxyType(
     {
-        ObjectType.FILE: Support(
-            "url", "url_quota", "url_spent_elsewhere", "urls_per_call", "URLs"
-        ),
-        ObjectType.DIRECTORY: Support(
-            "dir", "dir_quota", "dir_spent_elsewhere", "directories_per_call", "directories"
-        ),
+        row.wire_type: row
+        for row in (
+            _from_project(ObjectType.FILE, "url", "urls_per_call", "itself"),
+            _from_project(ObjectType.DIRECTORY, "dir", "directories_per_call", "directory"),
+            RefreshType("Regex", "regex", "regex", "regexes_per_call", False, True, "regex"),
+            # The current Chinese reference page's name; the SDK's docstrings say ExQuery
+            # (PROVIDER.md: unclear). The provider's task type for it is not documented.
+            RefreshType(
+                "IgnoreParams",
+                "ignoreparams",
+                "ignore_params",
+                "ignore_params_per_call",
+                False,
+                True,
+                "ignore_params",
+            ),
+        )
+    }
+)
+
+#: ``RefreshObjectCacheByCacheTag``: tags of one domain; no per-call limit is documented. The
+#: ObjectType its tasks show is not documented either: "tag" here.
+TAG_REFRESH: Final = ActionRow(
+    "RefreshObjectCacheByCacheTag", "tag", "tag", "RefreshTaskId", None, None
+)
+#: ``PushObjectCache``: preload, with its own counter and a per-account queue.
+PRELOAD: Final = ActionRow(
+    "PushObjectCache", "preload", "preload", "PushTaskId", "preload_per_call", "preload_queue_limit"
+)
+
+#: The project's operations the emulator serves, by name (every row of the project's table
+#: whose wire type is served).
+SUPPORT: Final[Mapping[ObjectType, RefreshType]] = MappingProxyType(
+    {
+        name: REFRESH_TYPES[op.wire_type]
+        for name, op in OPERATIONS.items()
+        if op.action == REFRESH_ACTION and op.wire_type in REFRESH_TYPES
     }
 )
 
 
-def served(action: str, wire_type: str) -> tuple[Operation, Support] | None:
-    """The operation ``action`` sends with this ``ObjectType``, if the emulator serves it."""
-    for name, support in SUPPORT.items():
-        op = OPERATIONS[name]
-        if op.action == action and op.wire_type == wire_type:
-            return op, support
-    return None
-
-
-def by_kind(kind: QuotaKind) -> Support | None:
-    """The operation that spends the daily counter ``kind``, if any."""
-    return next((s for s in SUPPORT.values() if s.kind == kind), None)
+def served(action: str, wire_type: str) -> RefreshType | None:
+    """The row ``action`` with this ``ObjectType`` is served by, if the emulator serves it."""
+    return REFRESH_TYPES.get(wire_type) if action == REFRESH_ACTION else None

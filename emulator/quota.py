@@ -1,12 +1,78 @@
-"""The daily quotas: what each kind has used today, where "today" turns at 00:00 UTC+8."""
+"""The daily quotas: one counter per kind of work, and what each has used today, where "today"
+turns at 00:00 UTC+8.
+
+:data:`COUNTERS` is the table of counters: the config fields of each one's quota and of the
+units spent elsewhere on the account, its fields in ``DescribeRefreshQuota`` and the error
+code that refuses a call once it is spent. Refresh and preload count apart, as the provider's
+do; a new counter is one row here and its config fields.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from types import MappingProxyType
+from typing import Final, Literal
 
-QuotaKind = Literal["url", "dir", "push"]
-KINDS: tuple[QuotaKind, ...] = ("url", "dir", "push")
+QuotaKind = Literal["url", "dir", "regex", "ignore_params", "tag", "preload"]
+
+REFRESH_SPENT = "QuotaExceeded.Refresh"
+PRELOAD_SPENT = "QuotaExceeded.Preload"
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One daily counter and where its facts live."""
+
+    kind: QuotaKind
+    quota: str  # the config field of its daily quota
+    spent_elsewhere: str  # the config field of the units other users spent today
+    # Its fields in DescribeRefreshQuota (None: the provider answers none for it).
+    quota_field: str | None
+    remain_field: str | None
+    spent_code: str  # the error code once it is spent
+    what: str  # its units in an error message
+
+    def daily_quota(self, config: object) -> int:
+        """Its daily quota as configured."""
+        return int(getattr(config, self.quota))
+
+    def left_to_us(self, config: object) -> int:
+        """Its daily quota less what was spent elsewhere on the account."""
+        return max(0, self.daily_quota(config) - int(getattr(config, self.spent_elsewhere)))
+
+
+def _counter(
+    kind: QuotaKind, field: str | None, spent_code: str = REFRESH_SPENT, what: str = ""
+) -> Counter:
+    return Counter(
+        kind=kind,
+        quota=f"{kind}_quota",
+        spent_elsewhere=f"{kind}_spent_elsewhere",
+        quota_field=f"{field}Quota" if field else None,
+        remain_field=f"{field}Remain" if field else None,
+        spent_code=spent_code,
+        what=what or kind,
+    )
+
+
+#: Every daily counter, in the order ``DescribeRefreshQuota`` lists them.
+COUNTERS: Final[Mapping[QuotaKind, Counter]] = MappingProxyType(
+    {
+        c.kind: c
+        for c in (
+            _counter("url", "Url", what="URLs"),
+            _counter("dir", "Dir", what="directories"),
+            _counter("regex", "Regex", what="regular expressions"),
+            _counter("ignore_params", "IgnoreParams", what="URLs (query ignored)"),
+            # The provider documents no daily cache-tag quota, so it answers no field for one.
+            _counter("tag", None, what="cache tags"),
+            _counter("preload", "Preload", PRELOAD_SPENT, what="URLs to preload"),
+        )
+    }
+)
+KINDS: Final[tuple[QuotaKind, ...]] = tuple(COUNTERS)
 
 
 def provider_day(now_s: float, utc_offset_h: int) -> date:

@@ -3,8 +3,10 @@
 API calls go to ``/`` (GET with a query string, or POST with a form body; parameters from both
 are merged, the body winning). Admin endpoints need no signature and are not counted:
 
-- ``GET /_emulator/calls``: ``{"calls": [...]}``, the accepted RefreshObjectCaches calls
-- ``GET /_emulator/stats``: request counters by outcome code, quota use
+- ``GET /_emulator/calls``: ``{"calls": [...]}``, the accepted RefreshObjectCaches calls;
+  ``?action=PushObjectCache`` (or any action) those of another action, ``?action=*`` all
+- ``GET /_emulator/stats``: request counters by outcome code, accepted calls per action, quota
+  use per counter, the preload queue
 - ``GET /_emulator/config``: the settings, credentials reduced to key IDs
 - ``POST /_emulator/config``: JSON object of settings to change; answers the new settings
 - ``POST /_emulator/reset``: forget calls, tasks, quota use, nonces and counters
@@ -101,7 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         split = urlsplit(self.path)
         if split.path.startswith(ADMIN_PREFIX):
-            self._admin(method, split.path[len(ADMIN_PREFIX) :], body)
+            query = {k: v for k, v in parse_qsl(split.query) if k == "action"}
+            self._admin(method, split.path[len(ADMIN_PREFIX) :], body, query)
         elif split.path != "/":
             self._send_error(
                 ApiError(404, "InvalidAction.NotFound", f"RPC calls go to '/', not {split.path!r}.")
@@ -145,10 +148,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(outcome.status, outcome.body, outcome.headers)
 
-    def _admin(self, method: str, name: str, body: bytes) -> None:
+    def _admin(self, method: str, name: str, body: bytes, query: dict[str, str]) -> None:
         state = self.server.state
         if (method, name) == ("GET", "calls"):
-            self._send_json(200, {"calls": state.calls()})
+            self._send_json(200, {"calls": state.calls(**query)})
         elif (method, name) == ("GET", "stats"):
             self._send_json(200, state.stats())
         elif (method, name) == ("GET", "config"):

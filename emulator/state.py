@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from emulator.config import EmulatorConfig
+from emulator.operations import REFRESH_ACTION
 from emulator.provider import Outcome, Provider
 
 
@@ -31,10 +32,11 @@ class EmulatorState:
         with self._lock:
             return self._provider.handle(method, params)
 
-    def calls(self) -> list[dict[str, Any]]:
-        """Every accepted RefreshObjectCaches call, oldest first."""
+    def calls(self, action: str = REFRESH_ACTION) -> list[dict[str, Any]]:
+        """Every accepted call of ``action`` (default RefreshObjectCaches; ``"*"`` every
+        action), oldest first."""
         with self._lock:
-            return self._provider.calls()
+            return self._provider.calls(action)
 
     def refreshed(self, paths: list[str]) -> list[dict[str, Any]]:
         """Whether each path was refreshed, as itself or under a Directory (tests, bench)."""
@@ -42,7 +44,8 @@ class EmulatorState:
             return self._provider.refreshed(paths)
 
     def stats(self) -> dict[str, Any]:
-        """Request counters by outcome code, and quota use."""
+        """Request counters by outcome code, accepted calls per action, quota use per counter
+        and the preload queue."""
         with self._lock:
             return self._provider.stats()
 

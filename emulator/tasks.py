@@ -41,7 +41,9 @@ class Task:
     """One refresh or prefetch task: one domain's paths from one call."""
 
     task_id: str
-    object_type: str  # "file", "directory" or "preload", lower case as the provider shows it
+    # Lower case as the provider shows it: "file", "directory", "regex", "preload", ... (the
+    # rows of emulator.operations name them).
+    object_type: str
     domain: str
     paths: tuple[str, ...]
     created_s: float
@@ -162,6 +164,14 @@ class TaskBook:
     def clear(self) -> None:
         """Forget every task."""
         self._tasks.clear()
+
+    def unfinished_paths(self, task_type: str, now_s: float, complete_after_s: float) -> int:
+        """Paths of the ``task_type`` tasks still under way at ``now_s`` (the preload queue)."""
+        return sum(
+            len(task.paths)
+            for task in self._tasks.values()
+            if task.object_type == task_type and now_s - task.created_s < complete_after_s
+        )
 
     def _live(self, task: Task | None, now_s: float) -> bool:
         return task is not None and now_s - task.created_s <= TASK_RETENTION_S

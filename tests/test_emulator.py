@@ -301,7 +301,7 @@ def test_blank_line_is_malformed_and_crlf_splits(
 
 
 def test_bad_object_type_is_refused(client: httpx.Client) -> None:
-    response = client.post("/", data=refresh_params(["a.example.com/x"], "Regex"))
+    response = client.post("/", data=refresh_params(["a.example.com/x"], "ExQuery"))
     assert (response.status_code, code_of(response)) == (400, "InvalidObjectType.Malformed")
 
 

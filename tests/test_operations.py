@@ -40,7 +40,7 @@ from cdn_refresh.store.keys import DEFAULT_ACCOUNT, Keys, account_name
 from cdn_refresh.store.quota import LIMIT_OPTIONS, LIMIT_VARIABLES
 from cdn_refresh.store.records import Batch
 from emulator.config import EmulatorConfig
-from emulator.operations import SUPPORT, served
+from emulator.operations import REFRESH_TYPES, SUPPORT, served
 from producer.producer import Producer
 from tests.conftest import make_settings
 from worker import cli as worker_cli
@@ -255,11 +255,16 @@ def test_a_call_is_tracked_to_completion_only_when_its_row_says_so(
 def test_the_emulator_serves_every_operation_from_config_fields_that_exist() -> None:
     assert set(SUPPORT) == set(OPERATIONS)
     model = EmulatorConfig.model_fields
-    for support in SUPPORT.values():
-        assert {support.quota, support.spent_elsewhere, support.per_call} <= set(model)
+    for row in REFRESH_TYPES.values():
+        counter = row.counter
+        assert {row.per_call, counter.quota, counter.spent_elsewhere} <= set(model)
     for name, op in OPERATIONS.items():
-        assert served(op.action, op.wire_type) == (op, SUPPORT[name])
-    assert served("RefreshObjectCaches", "Regex") is None
+        row = served(op.action, op.wire_type)
+        assert row is not None and row == SUPPORT[name]
+        assert (row.prefix_path, row.force_applies) == (op.prefix_path, op.force_applies)
+        fields = (row.counter.quota_field, row.counter.remain_field)
+        assert fields == (op.provider_quota_field, op.provider_remain_field)
+    assert served("RefreshObjectCaches", "ExQuery") is None
 
 
 def test_the_quota_options_and_limit_names_come_from_the_rows() -> None:
@@ -321,6 +326,8 @@ _APPLY_ROWS = (
     "worker/provider_count.py",
     "producer/queue_cli.py",
     "emulator/describe.py",
+    "emulator/actions.py",
+    "emulator/refreshed.py",
 )
 
 
