@@ -24,7 +24,7 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
     result = Result("memory", f"5. Redis memory per pending path ({total:,} unique paths)")
     paths = unique_paths(total, offset=7_000_000)
     settings = make_settings(bench_settings(redis_server.url, "http://127.0.0.1:9"))
-    client = redis_from_settings(settings)
+    client = redis_from_settings(settings.redis)
     store = Store(client, settings)
     producer = Producer(store)
     producer.enqueue(paths[:1])  # load the script: its memory is not the paths'

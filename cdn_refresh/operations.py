@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # settings import the constants, which import this table
+    from cdn_refresh.settings import Settings
 
 
 class ObjectType(StrEnum):
@@ -50,7 +53,7 @@ class ObjectType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One operation's facts. Setting names are the environment variables without the
-    ``CDN_REFRESH_`` prefix; the settings attribute is the same name in lower case."""
+    ``CDN_REFRESH_`` prefix, read with ``Settings.value_of``."""
 
     name: ObjectType
     label: str  # people and JSON: `--type file`, `"file": {...}` in `quota --json`
@@ -165,23 +168,18 @@ def coverage(table: Table = OPERATIONS) -> Coverage:
     return found[0]
 
 
-def setting_attribute(setting: str) -> str:
-    """The settings attribute of a setting name (``URL_DAILY_QUOTA`` -> ``url_daily_quota``)."""
-    return setting.lower()
-
-
-def daily_quota(settings: object, name: ObjectType) -> int:
+def daily_quota(settings: Settings, name: ObjectType) -> int:
     """This process's daily limit of one operation, read from its row's setting."""
-    return int(getattr(settings, setting_attribute(OPERATIONS[name].quota_setting)))
+    return int(settings.value_of(OPERATIONS[name].quota_setting))
 
 
-def paths_per_call(settings: object, op: Operation) -> int:
+def paths_per_call(settings: Settings, op: Operation) -> int:
     """Paths of ``op`` one call carries: its setting, never above the provider's limit."""
-    return min(int(getattr(settings, setting_attribute(op.per_call_setting))), op.paths_per_call)
+    return min(int(settings.value_of(op.per_call_setting)), op.paths_per_call)
 
 
-def domains_per_call(settings: object, op: Operation) -> int:
+def domains_per_call(settings: Settings, op: Operation) -> int:
     """Distinct domains one call of ``op`` carries: the deployment's setting
     (``MAX_DOMAINS_PER_CALL``), never above the operation's provider limit."""
-    setting = int(getattr(settings, setting_attribute(DOMAINS_PER_CALL_SETTING)))
+    setting = int(settings.value_of(DOMAINS_PER_CALL_SETTING))
     return min(setting, op.domains_per_call)

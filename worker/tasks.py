@@ -74,7 +74,7 @@ def flush(object_type: str | None = None) -> dict[str, Any]:
             # Far-off waits (quota refills hours away) are left to the periodic tick: a
             # countdown that long would outlive the broker's visibility timeout.
             # A wait of 0 s means "unknown" (a limit of 0, say): leave it to the tick too.
-            if 0 < report.wait.seconds <= rt.settings.flush_interval_s:
+            if 0 < report.wait.seconds <= rt.settings.flush.interval_s:
                 request_flush(kind, report.wait.seconds)
     return summary
 
@@ -142,7 +142,7 @@ def _notice_window_change(rt: Runtime) -> None:
 
 def webhook_mark_s(settings: Settings) -> float:
     """How long one webhook run may take: its budget, and the last round's timeout."""
-    return WEBHOOK_RUN_BUDGET_S + 2 * settings.webhook_timeout_s + 5.0
+    return WEBHOOK_RUN_BUDGET_S + 2 * settings.webhooks.timeout_s + 5.0
 
 
 def request_webhooks() -> bool:

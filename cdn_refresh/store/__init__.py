@@ -74,7 +74,7 @@ class Store:
     ) -> None:
         """The store of one account (``None``: the default account, whose keys keep the names
         of the releases before accounts: :mod:`~cdn_refresh.store.keys`)."""
-        keys = Keys(settings.key_prefix, account)
+        keys = Keys(settings.redis.key_prefix, account)
         self._ctx = StoreContext(client, settings, keys, Scripts(client, keys))
         self.jobs = JobStore(self._ctx)
         self.batches = BatchStore(self._ctx)
@@ -93,7 +93,7 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings, *, account: str | None = None) -> Store:
         """A store of ``account`` on ``CDN_REFRESH_REDIS_URL``."""
-        return cls(redis_from_settings(settings), settings, account=account)
+        return cls(redis_from_settings(settings.redis), settings, account=account)
 
     @property
     def settings(self) -> Settings:
