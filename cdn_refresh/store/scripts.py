@@ -28,7 +28,7 @@ from cdn_refresh.store.states import lua_constants
 
 PRELUDE = "prelude.lua"
 # The prelude in files of a readable size, prepended in this order.
-PRELUDES = (PRELUDE, "prelude_paths.lua")
+PRELUDES = (PRELUDE, "prelude_waiters.lua", "prelude_paths.lua", "prelude_coverage.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +37,15 @@ class ScriptSpec:
 
     ``parts`` are section files of this script alone, prepended to it after the prelude
     (claim's sections), so that its own file is the short main that calls them.
+    ``trailing`` names a list that follows the named ``args`` in ARGV (enqueue's paths): the
+    caller gives it by that name too, and the script binds it in its header after the args.
     """
 
     file: str
     keys: tuple[str, ...]
     args: tuple[str, ...] = ()
     parts: tuple[str, ...] = ()
+    trailing: str | None = None
 
 
 ENQUEUE = ScriptSpec(
@@ -59,7 +62,11 @@ ENQUEUE = ScriptSpec(
         "last_sent",
         "jobs_open",
         "quota_window",
+        "digested",
     ),
+    args=("job", "rank", "window_s", "object_type"),
+    parts=("enqueue_ranks.lua",),
+    trailing="paths",
 )
 REPLAY = ScriptSpec(
     "replay.lua",
@@ -300,11 +307,14 @@ def main(spec: ScriptSpec) -> str:
 
 
 def bind_args(spec: ScriptSpec, args: Mapping[str, Any], rest: Sequence[Any] = ()) -> list[Any]:
-    """``args`` in the order of ``spec.args`` (each name given, no other), then ``rest``."""
-    if set(args) != set(spec.args):
-        missing, unknown = set(spec.args) - set(args), set(args) - set(spec.args)
+    """``args`` in the order of ``spec.args`` (each name given, no other), then the list
+    ``spec.trailing`` names (given by that name too), then ``rest``."""
+    names = {*spec.args, *((spec.trailing,) if spec.trailing else ())}
+    if set(args) != names:
+        missing, unknown = names - set(args), set(args) - names
         raise ValueError(f"{spec.file}: missing {sorted(missing)}, unknown {sorted(unknown)}")
-    return [args[name] for name in spec.args] + list(rest)
+    trailing = list(args[spec.trailing]) if spec.trailing else []
+    return [args[name] for name in spec.args] + trailing + list(rest)
 
 
 def prelude() -> str:
