@@ -114,6 +114,7 @@ CLAIM = ScriptSpec(
         "other.provider_quota",
         "quota_limit",
         "other.quota_limit",
+        "digested",
     ),
     args=(
         "now",
@@ -150,10 +151,11 @@ COVER = ScriptSpec(
         "job_counts",
         "covering",
         "other.pending",
-        "other.pending_lex",
         "other.waiters",
+        "digested",
     ),
     ("id", "budget", "cap", "bulk_floor", "repeat_offset"),
+    parts=("cover_nest.lua", "cover_steps.lua"),
 )
 SUBMIT = ScriptSpec(
     "submit.lua",
