@@ -15,17 +15,17 @@ MAX_LUA_LINES = 150
 MAX_CLAIM_MAIN_LINES = 79
 # Scripts not yet split into sections, each held to its size today so that none grows.
 LONGER_TODAY = {
-    "cover.lua": 168,
-    "enqueue.lua": 188,
-    "release.lua": 172,
     "submit.lua": 192,
     "track.lua": 168,
 }
 # Scripts that still take positional ARGV (a fixed head, then a list of paths; their spec
 # names no args yet): none may join.
-POSITIONAL_TODAY = {"enqueue.lua", "replay.lua", "submit.lua", "release.lua"}
+POSITIONAL_TODAY = {"submit.lua"}
 # A header line names one argument, converted at most once: ``local now = clock(ARGV[1])``.
 _ARG_LINE = re.compile(r"^local (\w+) = (?:[\w.]+\()?ARGV\[(\d+)\]\)?(?=\s|$)", re.MULTILINE)
+# The list after the named head, where the spec names one (its ``trailing``), bound by one
+# header line right after the head: ``local paths = trailing_list(ARGV, 5)``.
+_LIST_LINE = re.compile(r"^local (\w+) = \w+\(ARGV, (\d+)\)(?=\s|$)", re.MULTILINE)
 
 
 def _lines(name: str) -> int:
@@ -73,6 +73,38 @@ def test_each_script_names_its_arguments_in_the_order_python_binds_them(
     assert [int(n) for _, n in named] == list(range(1, len(spec.args) + 1))
     # Past the header, no script indexes ARGV by number.
     assert "ARGV[" not in _ARG_LINE.sub("", text)
+
+
+@pytest.mark.parametrize("spec", scripts.ALL, ids=lambda s: s.file)
+def test_a_list_follows_the_named_arguments_only_where_the_spec_names_it(
+    spec: scripts.ScriptSpec,
+) -> None:
+    if spec.file in POSITIONAL_TODAY:
+        return
+    main = scripts.main(spec).splitlines()
+    heads = [i for i, line in enumerate(main) if _ARG_LINE.match(line)]
+    lists = [i for i, line in enumerate(main) if _LIST_LINE.match(line)]
+    if spec.trailing is None:
+        assert lists == []
+    else:
+        # One line, right after the head, binds the spec's name from the position after it.
+        assert len(lists) == 1 and (not heads or lists[0] == heads[-1] + 1)
+        bound = _LIST_LINE.match(main[lists[0]])
+        assert bound is not None
+        assert bound.groups() == (spec.trailing, str(len(spec.args) + 1))
+    # Nothing else reads ARGV (no ``#ARGV``, no ``unpack(ARGV, ...)``), comments aside.
+    code = re.sub(r"--.*", "", _LIST_LINE.sub("", _ARG_LINE.sub("", scripts.source(spec))))
+    assert re.search(r"\bARGV\b", code) is None
+
+
+def test_a_list_is_given_by_its_name_and_bound_after_the_named_head() -> None:
+    spec = scripts.ENQUEUE
+    head = dict(zip(spec.args, "abcd", strict=True))
+    assert scripts.bind_args(spec, {**head, "paths": ("p", "q")}) == [*"abcd", "p", "q"]
+    with pytest.raises(ValueError, match="missing"):
+        scripts.bind_args(spec, head)
+    with pytest.raises(ValueError, match="unknown"):
+        scripts.bind_args(scripts.CLAIM, {**dict.fromkeys(scripts.CLAIM.args, "1"), "paths": ()})
 
 
 def test_a_script_bound_by_name_refuses_a_missing_or_unknown_argument() -> None:

@@ -216,7 +216,13 @@ class BatchStore:
         }
         answer = self._ctx.scripts.run(
             scripts.RELEASE,
-            [batch_id, time_arg(now), release.value, json.dumps(info), *paths],
+            {
+                "id": batch_id,
+                "now": time_arg(now),
+                "mode": release.value,
+                "info": json.dumps(info),
+                "paths": paths,
+            },
             object_type,
         )
         return Settled(int(answer[0]), int(answer[1]), int(answer[2]))

@@ -79,7 +79,10 @@ REPLAY = ScriptSpec(
         "pending_lex",
         "cooling",
         "cooling_rank",
+        "digested",
     ),
+    args=("rank", "object_type"),
+    trailing="paths",
 )
 CLAIM = ScriptSpec(
     "claim.lua",
@@ -198,14 +201,17 @@ RELEASE = ScriptSpec(
         "cooling_rank",
         "covered",
         "other.pending",
-        "other.pending_lex",
         "other.waiters",
         "last_sent",
         "metrics",
         "other.cooling",
         "other.cooling_rank",
         "covering",
+        "digested",
     ),
+    args=("id", "now", "mode", "info"),
+    parts=("release_steps.lua",),
+    trailing="paths",
 )
 TRACK = ScriptSpec(
     "track.lua",
