@@ -12,6 +12,7 @@ from cdn_refresh.constants import ObjectType, Priority
 from cdn_refresh.planning import days_to_drain, directories_above, plan_promotions
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
+from cdn_refresh.store.keys import waiter_field
 from cdn_refresh.store.records import Batch, PathState, Release, Wait, WaitReason
 from producer.producer import Producer
 from tests.harness import claim_batch, job_counts, store_and_producer
@@ -23,11 +24,12 @@ FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
 
 
 def _all_pending_indexed(redis_client: redis.Redis, store: Store) -> None:
-    for kind in (FILE, DIRECTORY):
-        tk = store.keys.of(kind)
-        assert set(redis_client.zrange(tk.pending, 0, -1)) == set(
-            redis_client.zrange(tk.pending_lex, 0, -1)
-        )
+    # Only Directories keep a coverage index: the Files are found by a scan of their pending.
+    tk = store.keys.of(DIRECTORY)
+    assert set(redis_client.zrange(tk.pending, 0, -1)) == set(
+        redis_client.zrange(tk.pending_lex, 0, -1)
+    )
+    assert not redis_client.exists(store.keys.of(FILE).pending_lex)
 
 
 def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
@@ -279,7 +281,7 @@ def test_the_promoter_enqueues_bulk_directories_within_the_budget_and_never_the_
     for directory in ("https://a.com/2026/12/", "https://b.com/2026/12/00/"):
         rank = redis_client.zscore(store.keys.of(DIRECTORY).pending, directory)
         assert rank is not None and rank >= 10**13
-        assert redis_client.hget(store.keys.of(DIRECTORY).waiters, directory) is None
+        assert redis_client.hget(store.keys.of(DIRECTORY).waiters, waiter_field(directory)) is None
     time.sleep(0.01)
     # Those two use up the budget: nothing more is promoted while they wait.
     assert promoter.maybe_promote() == []
@@ -439,7 +441,7 @@ def test_a_covered_path_that_cools_meanwhile_goes_back_to_one_place(
     assert store.quota.cooling_count(FILE) == 0
 
 
-def test_a_stale_index_entry_is_dropped_and_takes_no_waiters_with_it(
+def test_a_cooling_file_is_not_covered_and_keeps_its_waiters(
     redis_client: redis.Redis,
 ) -> None:
     producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
@@ -450,12 +452,11 @@ def test_a_stale_index_entry_is_dropped_and_takes_no_waiters_with_it(
     again = producer.enqueue([path])
     assert isinstance(store.batches.claim(FILE, t0 + 1), Wait)  # now cooling, waiters kept
     tk = store.keys.of(FILE)
-    redis_client.zadd(tk.pending_lex, {path: 0})  # a stale entry (a racing repair, say)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     coverage = store.batches.cover(claim_batch(store, DIRECTORY, t0 + 2))
     assert coverage is not None and coverage.files == 0
-    assert redis_client.zscore(tk.pending_lex, path) is None
-    assert redis_client.hget(tk.waiters, path) == again.job_id
+    assert redis_client.zscore(tk.cooling, path) is not None
+    assert redis_client.hget(tk.waiters, waiter_field(path)) == again.job_id
     assert job_counts(producer, job.job_id) == {"submitted": 1}
 
 
