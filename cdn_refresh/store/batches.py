@@ -263,11 +263,11 @@ class BatchStore:
         return False
 
     def repair_coverage_index(self) -> int:
-        """Put every pending path into the coverage index (``pending_lex``) when the two
-        disagree in size, as after an upgrade from a version without the index. Returns
-        how many paths were added."""
+        """Put every pending Directory into the coverage index (``pending_lex``) when the
+        two disagree in size, as after an upgrade from a version without the index. Returns
+        how many paths were added. The Files keep no index (``lua/cover.lua`` scans them)."""
         added = 0
-        for kind in (ObjectType.FILE, ObjectType.DIRECTORY):
+        for kind in (ObjectType.DIRECTORY,):
             tk = self._ctx.keys.of(kind)
             if self._ctx.redis.zcard(tk.pending) == self._ctx.redis.zcard(tk.pending_lex):
                 continue

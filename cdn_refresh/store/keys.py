@@ -28,7 +28,9 @@ WAITER_FIELD_HEX = 16
 
 def waiter_field(path: str) -> str:
     """The waiters field of ``path``; prelude_waiters.lua's ``waiter_field`` is the same."""
-    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:WAITER_FIELD_HEX]
+    # Redis's Lua has SHA-1 alone (redis.sha1hex); a name, not a secret: no security use.
+    digest = hashlib.sha1(path.encode("utf-8"), usedforsecurity=False)
+    return digest.hexdigest()[:WAITER_FIELD_HEX]
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,6 +275,8 @@ IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",), ("owner"
 IDEMPOTENCY_FINISH = ScriptSpec(
     "idempotency_finish.lua", ("idempotency",), ("owner", "done_mark", "ttl_s")
 )
+# The upgrade to schema 3 (store/digesting.py): path-keyed waiters to their digest.
+DIGEST_WAITERS = ScriptSpec("digest_waiters.lua", ("waiters", "job_counts"), trailing="paths")
 IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"), ("owner",))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
@@ -297,6 +299,7 @@ ALL: tuple[ScriptSpec, ...] = (
     IDEMPOTENCY_BEAT,
     IDEMPOTENCY_FINISH,
     IDEMPOTENCY_ABANDON,
+    DIGEST_WAITERS,
 )
 
 
