@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from cdn_refresh.constants import ObjectType
+from cdn_refresh.store.keys import waiter_field
 from cdn_refresh.store.liveness import SCHEMA
 from cdn_refresh.store.records import JobState, PathState
 from emulator import EmulatorConfig, EmulatorServer
@@ -226,8 +227,12 @@ def test_a_pending_path_stored_with_dot_segments_moves_to_its_new_spelling_with_
     tk = store.keys.of(FILE)
     assert store.redis.zscore(tk.pending, stored) is None
     assert store.redis.zscore(tk.pending, spelled) == rank  # the sooner rank: the old one
-    assert store.redis.zscore(tk.pending_lex, spelled) == 0
-    assert set(redis_client.hget(tk.waiters, spelled).split(",")) == {coalesced, later}
+    assert store.redis.zscore(tk.pending_lex, spelled) is None  # Files keep no index
+    # Under the new spelling's digest, whichever form each spelling's jobs were under.
+    assert redis_client.hget(tk.waiters, stored) is None
+    assert redis_client.hget(tk.waiters, spelled) is None
+    jobs = redis_client.hget(tk.waiters, waiter_field(spelled))
+    assert set(jobs.split(",")) == {coalesced, later}
     assert producer.status(coalesced).counts.pending == pending_before - 1
     for kind in (FILE, DIRECTORY):
         assert producer.lookup(EXPECT["dotted"][kind.value], kind).state is PathState.PENDING

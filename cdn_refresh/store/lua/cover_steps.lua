@@ -54,12 +54,15 @@ local function common_prefix(paths)
   return prefix
 end
 
--- The Directory of `in_batch` a File lies under (or is: "with itself"), or nil.
+-- The Directory of `in_batch` a File starts with (or is: "with itself"), or nil: as the index
+-- range read it, by text, a query and all (each Directory ends with "/", so it is one of the
+-- path's prefixes that end with "/").
 local function covering_of(path, in_batch)
-  if in_batch[path] then return path end
-  local anc, n_anc = ancestors(path)
-  for a = 1, n_anc do
-    if in_batch[anc[a]] then return anc[a] end
+  local at = string.find(path, '/', 1, true)
+  while at do
+    local prefix = string.sub(path, 1, at)
+    if in_batch[prefix] then return prefix end
+    at = string.find(path, '/', at + 1, true)
   end
   return nil
 end
