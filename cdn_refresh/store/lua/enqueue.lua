@@ -97,7 +97,7 @@ if job == '' then return {accepted, duplicates} end
 -- This job waits on every new path, and joins those that waited already where it is missing.
 local lists = {}
 for i = 1, n_new do lists[i] = job end
-waiters_set(waiters, new_paths, lists, n_new)
+waiters_set(waiters, new_paths, lists, n_new, true)
 local known = waiters_get(waiters, w.paths, w.n)
 local joined, updated, lists_of, n_updated = 0, {}, {}, 0
 for i = 1, w.n do

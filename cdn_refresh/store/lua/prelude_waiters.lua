@@ -46,8 +46,9 @@ local function waiters_drop(key, paths, n)
 end
 
 -- Set the waiters of `paths` (1..n) to `lists` (comma-separated job ids; '' sets none), under
--- the new form; a field under the old form goes, as its jobs are in `lists` (waiters_get).
-local function waiters_set(key, paths, lists, n)
+-- the new form; a field under the old form goes, as its jobs are in `lists` (waiters_get),
+-- unless `none_before` says the paths had no waiters (paths newly pending).
+local function waiters_set(key, paths, lists, n, none_before)
   local pairs_, n_pairs = {}, 0
   for i = 1, n do
     if lists[i] ~= '' then
@@ -58,7 +59,7 @@ local function waiters_set(key, paths, lists, n)
   in_slices(n_pairs, 2, function(first, last)
     redis.call('HSET', key, unpack(pairs_, first, last))
   end)
-  if legacy_waiters and n > 0 then
+  if legacy_waiters and n > 0 and not none_before then
     in_slices(n, 1, function(first, last)
       redis.call('HDEL', key, unpack(paths, first, last))
     end)
