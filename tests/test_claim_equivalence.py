@@ -94,10 +94,10 @@ def _to_new_forms(client: redis.Redis, keys: Keys) -> None:
     """Back to this release's forms: waiters keyed by digest, no File index."""
     for kind in (FILE, DIRECTORY):
         tk = keys.of(kind)
-        for field, jobs in client.hgetall(tk.waiters).items():
-            if is_path_field(field):
-                client.hdel(tk.waiters, field)
-                client.hset(tk.waiters, waiter_field(field), jobs)
+        for name, jobs in client.hgetall(tk.waiters).items():
+            if is_path_field(name):
+                client.hdel(tk.waiters, name)
+                client.hset(tk.waiters, waiter_field(name), jobs)
     client.delete(keys.of(FILE).pending_lex)
 
 
