@@ -4,8 +4,9 @@ Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` 
 and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
 same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
 keys to this prefix's key names and the arguments, given by name, to their positions. The
-prelude (``prelude.lua``, ``prelude_paths.lua``), the helpers every script shares (Redis's
-clock, slicing for ``unpack``, comma-separated lists, a batch's paths), is prepended to each
+prelude (``prelude.lua``, ``prelude_waiters.lua``, ``prelude_paths.lua``,
+``prelude_coverage.lua``), the helpers every script shares (Redis's clock, slicing for
+``unpack``, comma-separated lists, waiters by digest, a batch's paths), is prepended to each
 script when it is registered, after the state names generated from
 :mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``): no script spells a
 state. A script's own sections (``parts``: claim's) come next, then its short main. redis-py's
