@@ -5,34 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+# The operations and their names live in their own table; imported from here too.
+from cdn_refresh.operations import DIRECTORY as _DIRECTORY
+from cdn_refresh.operations import FILE as _FILE
+from cdn_refresh.operations import OBJECT_TYPES as OBJECT_TYPES
+from cdn_refresh.operations import ObjectType as ObjectType
+
 API_VERSION: Final = "2018-05-10"
 DEFAULT_ENDPOINT: Final = "https://cdn.aliyuncs.com"
-
-
-class ObjectType(StrEnum):
-    """What a path names. The value is the provider's ``ObjectType`` spelling; ``label`` is
-    how people and JSON spell it (``--type file``, ``"file": {...}`` in ``quota --json``)."""
-
-    FILE = "File"
-    DIRECTORY = "Directory"
-
-    @property
-    def label(self) -> str:
-        """Lower case: ``file`` or ``directory``."""
-        return self.value.lower()
-
-    @property
-    def other(self) -> ObjectType:
-        """The other object type (a Directory's covered Files, a File's covering Directory)."""
-        return ObjectType.DIRECTORY if self is ObjectType.FILE else ObjectType.FILE
-
-    @classmethod
-    def parse(cls, text: str) -> ObjectType:
-        """``file``/``File``/``directory``/``Directory`` (any case); ValueError otherwise."""
-        for member in cls:
-            if text.lower() == member.label:
-                return member
-        raise ValueError(f"object type must be file or directory, not {text!r}")
 
 
 class Priority(StrEnum):
@@ -49,19 +29,18 @@ class Promotion(StrEnum):
     AUTO = "auto"
 
 
-OBJECT_TYPES: Final = tuple(ObjectType)
-
-# Per-call limits of RefreshObjectCaches.
-URLS_PER_CALL: Final = 1000
-DIRECTORIES_PER_CALL: Final = 100
-MAX_DOMAINS_PER_CALL: Final = 10
+# Per-call limits of RefreshObjectCaches, as the settings' bounds name them (the operations
+# table holds them: cdn_refresh/operations.py).
+URLS_PER_CALL: Final = _FILE.paths_per_call
+DIRECTORIES_PER_CALL: Final = _DIRECTORY.paths_per_call
+MAX_DOMAINS_PER_CALL: Final = max(_FILE.domains_per_call, _DIRECTORY.domains_per_call)
 MAX_PATH_LENGTH: Final = 1024
 # Provider messages can be long; a record keeps what an operator needs.
 MAX_MESSAGE_CHARS: Final = 500
 
-# The seed document's daily quota (today's accounts often have 10,000 URLs: configurable).
-URL_DAILY_QUOTA: Final = 2000
-DIRECTORY_DAILY_QUOTA: Final = 100
+# The daily quotas' defaults, by the settings' names (from the operations table).
+URL_DAILY_QUOTA: Final = _FILE.default_daily_quota
+DIRECTORY_DAILY_QUOTA: Final = _DIRECTORY.default_daily_quota
 QUOTA_WINDOW_S: Final = 24 * 60 * 60
 # What `quota --set-window` takes: a window shorter than a minute forgets a reservation before
 # the provider does, and one longer than a week holds the quota back for days; neither is a

@@ -40,6 +40,7 @@ from urllib.parse import quote
 import idna
 
 from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
+from cdn_refresh.operations import OPERATIONS
 
 __all__ = [
     "InvalidPathError",
@@ -50,6 +51,8 @@ __all__ = [
     "shown_path",
 ]
 
+# The operations whose path names everything under it (a Directory): "/" at the end, no query.
+_PREFIX_PATHS = frozenset(name for name, op in OPERATIONS.items() if op.prefix_path)
 # A cheap guard so that a hostile multi-megabyte line costs nothing to refuse.
 MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
 
@@ -135,7 +138,7 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     ``*.example.com`` any subdomain of it (not ``example.com`` itself); empty allows any host.
     Pass a set or frozenset: it is probed a few times per call.
     """
-    if object_type != "File" and object_type != "Directory":
+    if object_type not in OPERATIONS:
         # A caller's bug, not a bad path: it must not be recorded as the path's fault.
         raise ValueError(f"unknown object type {object_type!r}")
     if len(raw) <= MAX_PATH_LENGTH:
@@ -170,11 +173,12 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     path = remove_dot_segments(_encode(path) or "/")
     query = _encode(query)
 
-    if object_type == "Directory":
+    if object_type in _PREFIX_PATHS:
+        label = OPERATIONS[object_type].label
         if not path.endswith("/"):
-            raise InvalidPathError("directory path must end with /")
+            raise InvalidPathError(f"{label} path must end with /")
         if query:
-            raise InvalidPathError("directory path must not have a query")
+            raise InvalidPathError(f"{label} path must not have a query")
 
     authority = f"{host}:{port}" if port else host
     result = f"{scheme}://{authority}{path}?{query}" if query else f"{scheme}://{authority}{path}"
@@ -206,7 +210,7 @@ def _fast_result(
     # A possible dot segment ("/." starts every one): the general path removes them.
     if "/." in raw.partition("?")[0]:
         return None
-    if object_type == "Directory" and (raw[-1] != "/" or "?" in raw):
+    if object_type in _PREFIX_PATHS and (raw[-1] != "/" or "?" in raw):
         return None
     result = raw if canonical.group(1) else "http://" + raw
     if len(result) > MAX_PATH_LENGTH:

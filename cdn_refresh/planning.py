@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdn_refresh.constants import ObjectType
+from cdn_refresh.operations import coverage
 from cdn_refresh.paths import InvalidPathError, domain_of, normalize_path
 
 DAY_S = 86_400.0  # days_to_drain counts days of this many seconds
@@ -105,7 +105,7 @@ def plan_promotions(
 
 def _allowed(directory: str, allowed_domains: Collection[str]) -> bool:
     try:
-        return normalize_path(directory, ObjectType.DIRECTORY, allowed_domains) == directory
+        return normalize_path(directory, coverage().covering, allowed_domains) == directory
     except InvalidPathError:
         return False
 

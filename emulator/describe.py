@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cdn_refresh.operations import OPERATIONS
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, missing_parameter
+from emulator.operations import SUPPORT
 from emulator.quota import DailyQuota, QuotaKind, provider_day
 from emulator.tasks import TaskBook, parse_query
 
@@ -25,11 +27,14 @@ def refresh_quota(
     """``DescribeRefreshQuota``: each quota and what is left of it today."""
     day = provider_day(now_s, config.reset_utc_offset_h)
     # The provider answers numbers as strings here.
+    counts: dict[str, str] = {}
+    for name, support in SUPPORT.items():
+        op = OPERATIONS[name]  # the fields its row names
+        counts[op.provider_quota_field] = str(support.daily_quota(config))
+        remaining = quota.remaining(support.kind, left_to_us(support.kind), day)
+        counts[op.provider_remain_field] = str(remaining)
     return {
-        "UrlQuota": str(config.url_quota),
-        "UrlRemain": str(quota.remaining("url", left_to_us("url"), day)),
-        "DirQuota": str(config.dir_quota),
-        "DirRemain": str(quota.remaining("dir", left_to_us("dir"), day)),
+        **counts,
         "PreloadQuota": str(config.push_quota),
         "PreloadRemain": str(quota.remaining("push", config.push_quota, day)),
         "RegexQuota": str(config.regex_quota),

@@ -28,6 +28,7 @@ from emulator.auth import NonceCache, authenticate
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, invalid_parameter, missing_parameter
 from emulator.faults import NO_FAULT, Fault, FaultPlan
+from emulator.operations import by_kind, served
 from emulator.paths import ObjectPath, check_path, distinct_domains, served_as, split_paths
 from emulator.quota import DailyQuota, QuotaKind, provider_day
 from emulator.ratelimit import CallRate
@@ -70,6 +71,13 @@ def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
         "RequestId": request_id,
         "HostId": HOST_ID,
     }
+
+
+def _names_prefix(wire_type: str) -> bool:
+    """Whether a call of this ``ObjectType`` named prefixes (Directories) that refresh what
+    lies under them."""
+    found = served("RefreshObjectCaches", wire_type)
+    return found is not None and found[0].prefix_path
 
 
 def parse_bool(name: str, value: str | None) -> bool:
@@ -143,7 +151,7 @@ class Provider:
         for call in self._calls:
             for sent in call["paths"]:
                 own[served_as(sent)] = call
-                if call["object_type"] == "Directory":
+                if _names_prefix(call["object_type"]):
                     directories[served_as(sent)] = call
         answers = []
         for asked in paths:
@@ -267,12 +275,8 @@ class Provider:
 
     def _quota_left_to_us(self, kind: QuotaKind) -> int:
         """The daily quota of ``kind`` less what was spent elsewhere on the account."""
-        config = self.config
-        if kind == "url":
-            return max(0, config.url_quota - config.url_spent_elsewhere)
-        if kind == "dir":
-            return max(0, config.dir_quota - config.dir_spent_elsewhere)
-        return config.push_quota
+        support = by_kind(kind)
+        return support.left_to_us(self.config) if support else self.config.push_quota
 
     def _checked_paths(
         self, raw: str | None, *, directory: bool, per_call: int, what: str
@@ -294,19 +298,20 @@ class Provider:
     ) -> dict[str, Any]:
         config = self.config
         object_type = params.get("ObjectType") or "File"
-        if object_type not in ("File", "Directory"):
+        found = served("RefreshObjectCaches", object_type)
+        if found is None:
             raise ApiError(
                 400,
                 "InvalidObjectType.Malformed",
                 f"The specified ObjectType {object_type!r} is invalid.",
             )
+        op, support = found
         force = parse_bool("Force", params.get("Force"))
-        directory = object_type == "Directory"
         paths = self._checked_paths(
             params.get("ObjectPath"),
-            directory=directory,
-            per_call=config.directories_per_call if directory else config.urls_per_call,
-            what="directories" if directory else "URLs",
+            directory=op.prefix_path,
+            per_call=int(getattr(config, support.per_call)),
+            what=support.what,
         )
         domains = distinct_domains(paths)
         if len(domains) > config.domains_per_call:
@@ -318,7 +323,7 @@ class Provider:
             )
         self._check_domains(domains)
         day = provider_day(now_s, config.reset_utc_offset_h)
-        kind: QuotaKind = "dir" if directory else "url"
+        kind = support.kind
         limit = self._quota_left_to_us(kind)
         if not self._quota.take(kind, len(paths), limit, day):
             remaining = self._quota.remaining(kind, limit, day)

@@ -23,6 +23,7 @@ from cdn_refresh.cli_support import (
     shown,
 )
 from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.operations import OPERATIONS, coverage, domains_per_call, paths_per_call
 from cdn_refresh.times import shown_time
 from producer.cli import make_producer
 
@@ -105,6 +106,7 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     check_input(from_file)
     settings = redis_settings()
     extra_type = object_type(type_)
+    pair = coverage()
     paths: dict[ObjectType, set[str]] = {kind: set() for kind in OBJECT_TYPES}
     if from_file is not None:
         refused = []
@@ -120,22 +122,25 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     with Producer.from_settings(settings, notify_workers=False) as producer:
         for kind in OBJECT_TYPES:
             paths[kind].update(producer.queued_paths(kind))
-        url_limit = producer.daily_limit(ObjectType.FILE)
-        dir_limit = producer.daily_limit(ObjectType.DIRECTORY)
+        covered_limit = producer.daily_limit(pair.covered)
+        covering_limit = producer.daily_limit(pair.covering)
+    # The plan is promotion's: the covered operation's paths (Files), and the covering
+    # operation's (Directories) that would stand for them.
+    covered, covering = OPERATIONS[pair.covered], OPERATIONS[pair.covering]
     limits = Limits(
-        url_daily_quota=url_limit,
-        directory_daily_quota=dir_limit,
-        urls_per_call=settings.urls_per_call,
-        directories_per_call=settings.directories_per_call,
-        domains_per_call=settings.max_domains_per_call,
+        url_daily_quota=covered_limit,
+        directory_daily_quota=covering_limit,
+        urls_per_call=paths_per_call(settings, covered),
+        directories_per_call=paths_per_call(settings, covering),
+        domains_per_call=min(domains_per_call(settings, op) for op in (covered, covering)),
         interactive_reserve=settings.interactive_reserve,
         promote_min_paths=settings.promote_min_paths,
         promote_min_depth=settings.promote_min_depth,
         allowed_domains=tuple(settings.allowed_domains),
     )
     result = make_plan(
-        paths[ObjectType.FILE],
-        paths[ObjectType.DIRECTORY],
+        paths[pair.covered],
+        paths[pair.covering],
         limits,
         enabled=settings.promote == "auto",
     )

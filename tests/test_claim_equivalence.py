@@ -144,7 +144,7 @@ class Twin:
             self.a.copy(key, key, destination_db=1)
         token = token or uuid.uuid4().hex
         owner = self.rng.choice(("", "worker-1"))
-        args = claim_args(self.store.settings, kind, self.now, owner)
+        args = claim_args(self.store.settings, kind.op, self.now, owner)
         keys = self.store.keys
         bound = [
             keys.claim_token(token) if n == "claim_token" else keys.bind((n,), kind)[0]

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
+from cdn_refresh.constants import ObjectType
 from cdn_refresh.settings import Settings
 from cdn_refresh.signature import verify
 from tests.conftest import make_settings
@@ -244,16 +245,9 @@ def test_describe_refresh_quota_returns_ints() -> None:
         quota = client.describe_refresh_quota()
     assert recorder.params["Action"] == "DescribeRefreshQuota"
     assert verify("POST", recorder.params, SECRET)
-    assert (quota.url_quota, quota.url_remain, quota.dir_quota, quota.dir_remain) == (
-        10000,
-        9990,
-        100,
-        97,
-    )
-    assert all(
-        type(v) is int
-        for v in (quota.url_quota, quota.url_remain, quota.dir_quota, quota.dir_remain)
-    )
+    file, directory = quota.of(ObjectType.FILE), quota.of(ObjectType.DIRECTORY)
+    assert (file.quota, file.remain, directory.quota, directory.remain) == (10000, 9990, 100, 97)
+    assert all(type(v) is int for v in (file.quota, file.remain, directory.quota, directory.remain))
     assert quota.request_id == "req-q"
 
 

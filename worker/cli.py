@@ -7,11 +7,33 @@ the app are imported when ``worker`` runs, so listing the commands stays fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
 from cdn_refresh.cli_support import command_settings, emit, redis_settings
-from cdn_refresh.constants import ObjectType
+from cdn_refresh.operations import OPERATIONS, ObjectType
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _limit_dest(name: ObjectType) -> str:
+    """The parameter name of an operation's ``--set-…-quota`` option (``set_url_quota``)."""
+    return OPERATIONS[name].set_quota_option.removeprefix("--").replace("-", "_")
+
+
+def _limit_options(command: F) -> F:
+    """One ``--set-…-quota`` option per operation, as its row names it."""
+    for name, op in reversed(list(OPERATIONS.items())):
+        command = click.option(
+            op.set_quota_option,
+            _limit_dest(name),
+            type=click.IntRange(min=0),
+            help=f"Change the {op.label} limit every worker's quota runs on, then restart "
+            f"them with the same CDN_REFRESH_{op.quota_setting}.",
+        )(command)
+    return command
 
 
 def _valid_window(
@@ -37,26 +59,8 @@ def _valid_window(
     help="Change the rolling window (s, 60 to 604800) every worker's quota runs on, then "
     "restart them with the same CDN_REFRESH_QUOTA_WINDOW_S.",
 )
-@click.option(
-    "--set-url-quota",
-    "set_url_quota",
-    type=click.IntRange(min=0),
-    help="Change the URL limit every worker's quota runs on, then restart them with the same "
-    "CDN_REFRESH_URL_DAILY_QUOTA.",
-)
-@click.option(
-    "--set-directory-quota",
-    "set_directory_quota",
-    type=click.IntRange(min=0),
-    help="Change the directory limit every worker's quota runs on, then restart them with "
-    "the same CDN_REFRESH_DIRECTORY_DAILY_QUOTA.",
-)
-def quota(
-    as_json: bool,
-    set_window_s: float | None,
-    set_url_quota: int | None,
-    set_directory_quota: int | None,
-) -> None:
+@_limit_options
+def quota(as_json: bool, set_window_s: float | None, **set_limits: int | None) -> None:
     """Show the rolling-window quota: limit, used and remaining per type."""
     from cdn_refresh.documents import quota_document
     from cdn_refresh.store import Store
@@ -65,10 +69,8 @@ def quota(
     if set_window_s is not None:
         previous = store.quota.set_window(set_window_s)
         click.echo(f"quota window: {previous or 'unset'} -> {set_window_s:g} s", err=True)
-    for kind, limit in (
-        (ObjectType.FILE, set_url_quota),
-        (ObjectType.DIRECTORY, set_directory_quota),
-    ):
+    for kind in OPERATIONS:
+        limit = set_limits[_limit_dest(kind)]
         if limit is not None:
             was = store.quota.set_limit(kind, limit)
             click.echo(

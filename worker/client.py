@@ -16,6 +16,7 @@ import httpx
 from pydantic import SecretStr
 
 from cdn_refresh import constants as c
+from cdn_refresh.operations import OPERATIONS
 from cdn_refresh.settings import Settings
 from cdn_refresh.signature import common_params, signed_query
 from worker.errors import CdnError, NetworkError, RetryableError, UnreachableError, error_for
@@ -67,14 +68,24 @@ class RefreshResult:
 
 
 @dataclass(frozen=True, slots=True)
-class RefreshQuota:
-    """The provider's own count (DescribeRefreshQuota)."""
+class OperationCount:
+    """The provider's count of one operation: its daily limit and what is left of it."""
 
-    url_quota: int
-    url_remain: int
-    dir_quota: int
-    dir_remain: int
+    quota: int
+    remain: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshQuota:
+    """The provider's own count (DescribeRefreshQuota), by operation: each read from the
+    fields its row names (``UrlQuota``/``UrlRemain``, ...)."""
+
+    counts: Mapping[c.ObjectType, OperationCount]
     request_id: str
+
+    def of(self, object_type: c.ObjectType) -> OperationCount:
+        """The count of one operation."""
+        return self.counts[object_type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +150,11 @@ class CdnClient:
         """Refresh ``paths`` (already validated: none holds a newline) in one call."""
         if not paths:
             raise ValueError("refresh_object_caches needs at least one path")
-        params = {"ObjectPath": "\n".join(paths), "ObjectType": c.ObjectType(object_type).value}
-        if force and object_type != c.ObjectType.FILE:
+        op = OPERATIONS[c.ObjectType(object_type)]
+        params = {"ObjectPath": "\n".join(paths), "ObjectType": op.wire_type}
+        if force and op.force_applies:
             params["Force"] = "true"
-        body = self._call("RefreshObjectCaches", params)
+        body = self._call(op.action, params)
         task_ids = _split_ids(body.get("RefreshTaskId"))
         if not task_ids:
             # A 200 without a task ID: the provider may or may not have taken the paths.
@@ -154,13 +166,14 @@ class CdnClient:
     def describe_refresh_quota(self) -> RefreshQuota:
         """The provider's remaining daily quota."""
         body = self._call("DescribeRefreshQuota", {})
-        return RefreshQuota(
-            url_quota=int(body.get("UrlQuota", 0)),
-            url_remain=int(body.get("UrlRemain", 0)),
-            dir_quota=int(body.get("DirQuota", 0)),
-            dir_remain=int(body.get("DirRemain", 0)),
-            request_id=str(body.get("RequestId", "")),
-        )
+        counts = {
+            name: OperationCount(
+                quota=int(body.get(op.provider_quota_field, 0)),
+                remain=int(body.get(op.provider_remain_field, 0)),
+            )
+            for name, op in OPERATIONS.items()
+        }
+        return RefreshQuota(counts, request_id=str(body.get("RequestId", "")))
 
     def describe_refresh_task_by_id(self, task_ids: Iterable[str]) -> list[RefreshTask]:
         """The tasks' paths and statuses (at most 10 IDs; the provider keeps 3 days)."""
@@ -254,6 +267,7 @@ def _retry_after_s(response: httpx.Response) -> float | None:
 __all__ = [
     "CdnClient",
     "CdnError",
+    "OperationCount",
     "PushResult",
     "RefreshQuota",
     "RefreshResult",

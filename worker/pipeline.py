@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from cdn_refresh.constants import ObjectType
+from cdn_refresh.operations import OPERATIONS, coverage, covered_by, paths_per_call
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from cdn_refresh.store.metrics import CallSample
@@ -99,7 +100,7 @@ class Flusher:
         self.promoter = Promoter(
             store,
             settings,
-            on_promoted=(lambda: on_more_work(ObjectType.DIRECTORY)) if on_more_work else None,
+            on_promoted=(lambda: on_more_work(coverage().covering)) if on_more_work else None,
         )
 
     def flush(
@@ -110,7 +111,8 @@ class Flusher:
         if self._evicting():
             return report
         self.provider_count.sync()
-        if object_type == ObjectType.FILE:
+        op = OPERATIONS[object_type]
+        if covered_by(op.name):  # a covered operation's window may be short: promote
             self.promoter.maybe_promote()
         while report.batches < max_batches and not self.stopping.is_set():
             claimed = self._store.batches.claim(object_type, owner=self.owner)
@@ -124,14 +126,14 @@ class Flusher:
                 # Asked to stop between claim and call: nothing went out, the quota comes back.
                 hand_back(self._store, self.in_hand)
                 break
-            if claimed.object_type is ObjectType.DIRECTORY:
+            if OPERATIONS[claimed.object_type].covers:  # it covers paths pending under it
                 covered = self._cover(claimed)
                 if covered is None:
                     self.in_hand.settled(claimed.id)
                     continue  # reclaimed meanwhile (a stalled worker): not ours to send
                 claimed = covered
             report.batches += 1
-            if len(claimed.paths) >= self._settings.paths_per_call(object_type) and (
+            if len(claimed.paths) >= paths_per_call(self._settings, op) and (
                 self._on_more_work is not None
             ):
                 # A full batch suggests more is pending: let idle workers join in.

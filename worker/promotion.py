@@ -13,7 +13,8 @@ import logging
 import math
 from collections.abc import Callable
 
-from cdn_refresh.constants import PROMOTE_INTERVAL_S, ObjectType, Promotion
+from cdn_refresh.constants import PROMOTE_INTERVAL_S, Promotion
+from cdn_refresh.operations import coverage
 from cdn_refresh.planning import Promotion as Promoted
 from cdn_refresh.planning import plan_promotions
 from cdn_refresh.settings import Settings
@@ -39,19 +40,21 @@ class Promoter:
         self._settings = settings
         self._on_promoted = on_promoted
         self._interval_s = interval_s
+        # Promotion sends a covering path (a Directory) for many covered ones (Files).
+        self._pair = coverage()
 
     def file_room(self, now: float | None = None) -> int | None:
         """How many more Files the window takes now, or None when every pending File fits
         (nothing to promote)."""
-        files = self._store.quota.pending_count(ObjectType.FILE)
-        usage = self._store.quota.usage(ObjectType.FILE, now)
+        files = self._store.quota.pending_count(self._pair.covered)
+        usage = self._store.quota.usage(self._pair.covered, now)
         room = max(0, usage.limit - usage.used)
         return None if files <= room else room
 
     def directory_budget(self, pending_dirs: int, now: float | None = None) -> int:
         """Directories promotion may add: what the window has left, less the interactive
         reserve and the Directories already waiting."""
-        usage = self._store.quota.usage(ObjectType.DIRECTORY, now)
+        usage = self._store.quota.usage(self._pair.covering, now)
         reserve = math.ceil(usage.limit * self._settings.interactive_reserve)
         return usage.limit - usage.used - reserve - pending_dirs
 
@@ -65,14 +68,14 @@ class Promoter:
         if room is None or not self._store.promotion.take_turn(self._interval_s):
             return []
         waiting_dirs = self._store.promotion.waiting_directories()
-        pending_dirs = self._store.quota.pending_count(ObjectType.DIRECTORY)
+        pending_dirs = self._store.quota.pending_count(self._pair.covering)
         budget = self.directory_budget(pending_dirs, now)
         if budget <= 0:
             return []
-        interactive = self._store.promotion.interactive_count(ObjectType.FILE)
+        interactive = self._store.promotion.interactive_count(self._pair.covered)
         chosen = plan_promotions(
             self._store.promotion.pending_paths(
-                ObjectType.FILE, bulk_only=True, limit=PROMOTE_SCAN_LIMIT
+                self._pair.covered, bulk_only=True, limit=PROMOTE_SCAN_LIMIT
             ),
             budget=budget,
             room=max(0, room - interactive),
@@ -81,7 +84,7 @@ class Promoter:
             allowed_domains=s.allowed_domains,
             covering=waiting_dirs,
             # A Directory the provider refused would be refused again, every interval.
-            refused=self._store.paths.dead_paths(ObjectType.DIRECTORY),
+            refused=self._store.paths.dead_paths(self._pair.covering),
         )
         if not chosen:
             return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from cdn_refresh.constants import ObjectType
+from cdn_refresh.operations import OPERATIONS, daily_quota
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
 from worker.client import CdnClient, RefreshQuota
@@ -42,20 +43,18 @@ class ProviderCount:
         except CdnError as exc:
             log.warning("provider quota read failed code=%s: claims keep the last count", exc.code)
             return None
-        for kind, remaining, limit in (
-            (ObjectType.FILE, quota.url_remain, quota.url_quota),
-            (ObjectType.DIRECTORY, quota.dir_remain, quota.dir_quota),
-        ):
-            self._store.quota.record_provider(kind, remaining, limit, checked_at)
-            ours = self._settings.daily_quota(kind)
-            if limit > ours and self._store.quota.first_notice_of_limit(kind, limit):
+        for kind, op in OPERATIONS.items():
+            count = quota.of(kind)
+            self._store.quota.record_provider(kind, count.remain, count.quota, checked_at)
+            ours = daily_quota(self._settings, kind)
+            if count.quota > ours and self._store.quota.first_notice_of_limit(kind, count.quota):
                 log.info(
                     "provider quota is above ours type=%s provider_limit=%d ours=%d: "
-                    "raise CDN_REFRESH_%s_DAILY_QUOTA to use it",
+                    "raise CDN_REFRESH_%s to use it",
                     kind,
-                    limit,
+                    count.quota,
                     ours,
-                    "URL" if kind is ObjectType.FILE else "DIRECTORY",
+                    op.quota_setting,
                 )
         return quota
 

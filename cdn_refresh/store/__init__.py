@@ -71,8 +71,12 @@ __all__ = [
 class Store:
     """Every operation on cdn-refresh's Redis state, in parts named for what they own."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        keys = Keys(settings.key_prefix)
+    def __init__(
+        self, client: redis.Redis, settings: Settings, *, account: str | None = None
+    ) -> None:
+        """The store of one account (``None``: the default account, whose keys keep the names
+        of the releases before accounts: :mod:`~cdn_refresh.store.keys`)."""
+        keys = Keys(settings.key_prefix, account)
         self._ctx = StoreContext(client, settings, keys, Scripts(client, keys))
         self.jobs = JobStore(self._ctx)
         self.batches = BatchStore(self._ctx)
@@ -90,9 +94,9 @@ class Store:
         self.digesting = Digesting(self._ctx)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        """A store on ``CDN_REFRESH_REDIS_URL``."""
-        return cls(redis_from_settings(settings), settings)
+    def from_settings(cls, settings: Settings, *, account: str | None = None) -> Store:
+        """A store of ``account`` on ``CDN_REFRESH_REDIS_URL``."""
+        return cls(redis_from_settings(settings), settings, account=account)
 
     @property
     def settings(self) -> Settings:

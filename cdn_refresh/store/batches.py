@@ -19,10 +19,20 @@ from cdn_refresh.constants import (
     REPEAT_RANK_OFFSET,
     ObjectType,
 )
+from cdn_refresh.operations import (
+    OPERATIONS,
+    Operation,
+    counterpart,
+    covered_by,
+    daily_quota,
+    domains_per_call,
+    paths_per_call,
+)
 from cdn_refresh.provider_day import last_reset
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.keys import keeps_coverage_index
 from cdn_refresh.store.metrics import CallSample, call_increments, submitted_field
 from cdn_refresh.store.records import Batch, Coverage, Release, Settled, Wait, WaitReason
 
@@ -39,28 +49,28 @@ COVER_STEP = 5_000
 COVER_LIMIT = 50_000
 
 
-def claim_args(
-    s: Settings, object_type: ObjectType, now: float | None, owner: str
-) -> dict[str, Any]:
+def claim_args(s: Settings, op: Operation, now: float | None, owner: str) -> dict[str, Any]:
     """``claim.lua``'s arguments by name: ``now`` (``None``: Redis's clock), this worker's
-    settings and the batch's ``owner``."""
+    settings, the operation's row (its limits) and the batch's ``owner``."""
+    # Only a path some operation covers waits for a pending covering path (a File under a
+    # Directory); the script skips the check for the others. The coverage keys it reads are
+    # the paired operation's (``other.*``), so the limit it checks is that one's too.
+    covering = covered_by(op.name)
     return {
         "now": time_arg(now),
         "window_s": repr(s.quota_window_s),
-        "limit": s.daily_quota(object_type),
+        "limit": daily_quota(s, op.name),
         # A share: the script takes it of the stored limit (quota --set-url-quota).
         "reserve_share": repr(s.interactive_reserve),
-        "max_paths": s.paths_per_call(object_type),
-        "max_domains": s.max_domains_per_call,
+        "max_paths": paths_per_call(s, op),
+        "max_domains": domains_per_call(s, op),
         "lease_s": repr(s.batch_lease_s),
         "bulk_floor": BULK_RANK_OFFSET,
-        "object_type": str(object_type),
+        "object_type": str(op.name),
         "scan_limit": SCAN_LIMIT,
         "cooldown_s": repr(s.refresh_cooldown_s),
-        # Only Files lie under a pending Directory; the script skips the check for Directory
-        # batches.
-        "file_claim": "1" if object_type == ObjectType.FILE else "0",
-        "dir_limit": s.daily_quota(ObjectType.DIRECTORY),
+        "file_claim": "1" if covering else "0",
+        "dir_limit": daily_quota(s, counterpart(op.name)),
         "dir_reserve_share": repr(s.interactive_reserve),
         "last_reset": repr(last_reset(time.time() if now is None else now)),
         "count_margin_s": repr(PROVIDER_COUNT_MARGIN_S),
@@ -93,7 +103,7 @@ class BatchStore:
         """
         answer = self._ctx.scripts.run(
             scripts.CLAIM,
-            claim_args(self._ctx.settings, object_type, now, owner),
+            claim_args(self._ctx.settings, OPERATIONS[object_type], now, owner),
             object_type,
             extra_keys={"claim_token": self._ctx.keys.claim_token(token or uuid.uuid4().hex)},
         )
@@ -119,7 +129,7 @@ class BatchStore:
                     "bulk_floor": BULK_RANK_OFFSET,
                     "repeat_offset": REPEAT_RANK_OFFSET,
                 },
-                ObjectType.DIRECTORY,
+                batch.object_type,
             )
             if answer[0] == "gone":
                 return None
@@ -170,6 +180,10 @@ class BatchStore:
         now: float | None,
         calls: Sequence[CallSample],
     ) -> Any:
+        op = OPERATIONS[batch.object_type]
+        # Paths the batch covers count as the operation they are (the script calls that
+        # counter "File": the one covered operation there is).
+        covered = op.covers[0] if op.covers else op.name
         info = {
             "task_ids": list(task_ids),
             "request_id": request_id,
@@ -177,15 +191,22 @@ class BatchStore:
             "metrics": call_increments(batch.object_type, calls),
             "submitted_fields": {
                 "own": submitted_field(batch.object_type),
-                "File": submitted_field(ObjectType.FILE),
+                "File": submitted_field(covered),
             },
         }
-        # A late answer's paths are pending again: only the batch's own answer is tracked.
-        if mode == "batch":
+        # A late answer's paths are pending again: only the batch's own answer is tracked,
+        # and only of an operation whose calls are tracked.
+        if mode == "batch" and op.tracked:
             info["track_after"] = self._ctx.settings.task_first_check_s
         return self._ctx.scripts.run(
             scripts.SUBMIT,
-            [batch.id, time_arg(now), json.dumps(info), mode, *paths],
+            {
+                "id": batch.id,
+                "now": time_arg(now),
+                "info": json.dumps(info),
+                "mode": mode,
+                "paths": paths,
+            },
             batch.object_type,
         )
 
@@ -255,7 +276,8 @@ class BatchStore:
             batch = Batch.decode(raw)
             if batch.object_type == object_type and path in batch.paths:
                 return True
-        group = "files" if object_type is ObjectType.FILE else "dirs"
+        # A covering batch keeps what it covers as "files" and its own kind's as "dirs".
+        group = "files" if covered_by(object_type) else "dirs"
         for field, raw in self._ctx.redis.hscan_iter(k.covered, count=10):
             directory = field.split("|", 1)[1].rsplit("|", 1)[0]  # "batch|directory|step"
             if path.startswith(directory) and path in json.loads(raw)[group]["paths"]:
@@ -263,11 +285,12 @@ class BatchStore:
         return False
 
     def repair_coverage_index(self) -> int:
-        """Put every pending Directory into the coverage index (``pending_lex``) when the
-        two disagree in size, as after an upgrade from a version without the index. Returns
-        how many paths were added. The Files keep no index (``lua/cover.lua`` scans them)."""
+        """Put every pending path of an operation that keeps a coverage index (Directories,
+        ``keys.keeps_coverage_index``) into it (``pending_lex``) when the two disagree in
+        size, as after an upgrade from a version without the index. Returns how many paths
+        were added. The Files keep no index (``lua/cover.lua`` scans them)."""
         added = 0
-        for kind in (ObjectType.DIRECTORY,):
+        for kind in (k for k in OPERATIONS if keeps_coverage_index(k)):
             tk = self._ctx.keys.of(kind)
             if self._ctx.redis.zcard(tk.pending) == self._ctx.redis.zcard(tk.pending_lex):
                 continue

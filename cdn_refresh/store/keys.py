@@ -1,23 +1,61 @@
-"""The Redis key layout, built by one class with one prefix.
+"""The Redis key layout, built by one class with one prefix and one account.
 
-Every key carries the same hash tag (``{prefix}``) so that the Lua scripts, which touch
-several keys at once, work on Redis Cluster too. Scripts receive every key in ``KEYS``, bound
-by name (:mod:`cdn_refresh.store.scripts`); none builds a key name itself.
+Keys carry the account: every key of one account carries the same hash tag, so that the Lua
+scripts, which touch several keys at once, work on Redis Cluster too and one account's state
+could live on a shard of its own. The default account's tag is ``{prefix}``, the names every
+release before accounts used (an upgraded deployment keeps its queue); any other account's is
+``{prefix@account}``: ``{cdnr@shop}:file:pending``. The ``@`` is a character no prefix
+may hold (``KEY_PREFIX`` takes ``A-Za-z0-9_.:-``), so no account's tag is another
+deployment's default tag: prefix ``cdnr:shop`` and account ``shop`` of prefix ``cdnr`` stay
+apart. An account named ``default`` is the deployment's unnamed one.
+
+Which keys are per account: all of them, for now. The queues, quota windows and their
+limits, holds and backoffs, records, dead letters, the provider's count and the credential
+holds belong to one account's provider credentials by nature; the jobs, batches, tracking,
+webhooks, heartbeats, idempotency keys and claim tokens are touched by the same scripts as
+those (a claim writes the batch and its owner, an enqueue the job and its paths), so they
+share the account's slot too. A deployment-wide key would have to be one no script that
+also touches an account's keys ever reads.
+
+Per-operation keys are named by the operation's stored segment (``file``, ``dir``: the
+operations table, :mod:`cdn_refresh.operations`). Scripts receive every key in ``KEYS``,
+bound by name (:mod:`cdn_refresh.store.scripts`); none builds a key name itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, fields
+from typing import Final
 
-from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.operations import OPERATIONS, ObjectType, counterpart
 
-# The stored names of the per-type keys. They predate ObjectType.label ("directory") and stay
-# as they are: renaming a key would orphan the queue and the quota of a running deployment.
-# Prefix of a script key name that means "this field of the other object type".
+# Prefix of a script key name that means "this field of the operation paired with this one by
+# coverage" (a File claim reads its Directories' keys, a Directory's coverage its Files').
 OTHER = "other."
 
-_STORED_TYPE_NAME: dict[ObjectType, str] = {ObjectType.FILE: "file", ObjectType.DIRECTORY: "dir"}
+# The account of a deployment with one: its keys keep the names of the releases before accounts.
+DEFAULT_ACCOUNT: Final = "default"
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def account_name(account: str | None) -> str:
+    """A valid account name (``None``: the default account); ValueError otherwise. Short,
+    and of ``[A-Za-z0-9_-]`` only: it goes into every key name, inside the hash tag."""
+    if account is None:
+        return DEFAULT_ACCOUNT
+    if not _ACCOUNT_NAME.fullmatch(account):
+        raise ValueError(f"an account is 1 to 32 of A-Z a-z 0-9 _ -, not {account!r}")
+    return account
+
+
+def hash_tag(prefix: str, account: str | None = None) -> str:
+    """The hash tag every key of ``account`` carries: ``{prefix}`` for the default account,
+    ``{prefix@account}`` for any other (``@``: see the module's docstring)."""
+    name = account_name(account)
+    return "{" + prefix + "}" if name == DEFAULT_ACCOUNT else "{" + f"{prefix}@{name}" + "}"
+
 
 # Hex digits of a path's SHA-1 that name it in a waiters hash: 16 (64 bits) instead of the path
 # (about 60 bytes) saves most of what a pending path costs there. Two pending paths of one type
@@ -33,9 +71,17 @@ def waiter_field(path: str) -> str:
     return digest.hexdigest()[:WAITER_FIELD_HEX]
 
 
+def keeps_coverage_index(name: ObjectType) -> bool:
+    """Whether an operation keeps its pending paths in a coverage index (``pending_lex``):
+    one that covers others (a Directory) does, so that the paths of its own below one of
+    them, and those that may cover a waiting path, are one ZRANGEBYLEX. A covered one (a
+    File, by far the most paths) keeps none: cover.lua scans its pending set instead."""
+    return bool(OPERATIONS[name].covers)
+
+
 @dataclass(frozen=True, slots=True)
 class TypeKeys:
-    """Keys that hold one object type's paths and quota."""
+    """Keys that hold one operation's paths and quota."""
 
     pending: str  # ZSET path -> rank (enqueue time in ms; bulk ranks after interactive)
     # ZSET path -> 0: the pending Directories again, in byte order, so that "what lies under
@@ -65,7 +111,7 @@ class TypeKeys:
     flush_scheduled: str  # STRING with a TTL: a flush is already scheduled
     wait_noticed: str  # STRING with a TTL: this wait was logged already
     # STRING the limit (paths per window) every worker's quota of this type runs on: stored by
-    # the first claim, like the shared window (URL_DAILY_QUOTA, DIRECTORY_DAILY_QUOTA).
+    # the first claim, like the shared window (the operation's quota setting).
     quota_limit: str
 
 
@@ -130,31 +176,32 @@ class SharedKeys:
 
 
 class Keys:
-    """Every key the project uses, under one prefix."""
+    """Every key of one account, under one prefix (``account=None``: the default account)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, account: str | None = None) -> None:
         self.prefix = prefix
-        tag = "{" + prefix + "}"
+        self.account = account_name(account)
+        self.tag = tag = hash_tag(prefix, account)
         self.shared = SharedKeys(*(f"{tag}:{f.name}" for f in fields(SharedKeys)))
         self._types = {
-            kind: TypeKeys(*(f"{tag}:{_STORED_TYPE_NAME[kind]}:{f.name}" for f in fields(TypeKeys)))
-            for kind in OBJECT_TYPES
+            name: TypeKeys(*(f"{tag}:{op.key_segment}:{f.name}" for f in fields(TypeKeys)))
+            for name, op in OPERATIONS.items()
         }
 
     def idempotency(self, digest: str) -> str:
         """The STRING (with a TTL) that holds what one Idempotency-Key's POST answered;
         ``digest`` is a hash of the key, never the key itself."""
-        return f"{{{self.prefix}}}:idempotency:{digest}"
+        return f"{self.tag}:idempotency:{digest}"
 
     def stop_request(self, node: str) -> str:
         """The STRING (with a TTL) by which a worker's main process, told to stop, tells its
         pool processes to claim no more (they get no signal of their own under Docker)."""
-        return f"{{{self.prefix}}}:stop_request:{node}"
+        return f"{self.tag}:stop_request:{node}"
 
     def claim_token(self, token: str) -> str:
         """The STRING (with the lease as its TTL) that holds the batch one claim attempt
         took, so that the same claim retried after a lost reply gets that batch again."""
-        return f"{{{self.prefix}}}:claim_token:{token}"
+        return f"{self.tag}:claim_token:{token}"
 
     def of(self, object_type: ObjectType) -> TypeKeys:
         """The keys of one object type."""
@@ -164,15 +211,15 @@ class Keys:
         """The key names for a script's ``KEYS``, in the order of ``names``.
 
         A name is a field of :class:`TypeKeys` (of ``object_type``) or of :class:`SharedKeys`;
-        ``other.<field>`` is a field of the other object type's keys (coverage reads both).
+        ``other.<field>`` is a field of the keys of the operation paired with ``object_type``
+        by coverage (:func:`~cdn_refresh.operations.counterpart`; coverage reads both).
         """
         typed = self._types[object_type] if object_type is not None else None
         bound = []
         for name in names:
             if name.startswith(OTHER) and object_type is not None:
-                bound.append(
-                    getattr(self._types[ObjectType(object_type).other], name[len(OTHER) :])
-                )
+                paired = self._types[counterpart(ObjectType(object_type), OPERATIONS)]
+                bound.append(getattr(paired, name[len(OTHER) :]))
             elif typed is not None and hasattr(typed, name):
                 bound.append(getattr(typed, name))
             elif hasattr(self.shared, name):

@@ -20,6 +20,7 @@ from cdn_refresh.constants import (
     ObjectType,
     enqueued_ms,
 )
+from cdn_refresh.operations import daily_quota
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 
@@ -112,7 +113,7 @@ class MetricsStore:
                     {
                         "now": "",
                         "configured_window_s": repr(s.quota_window_s),
-                        "configured_limit": s.daily_quota(kind),
+                        "configured_limit": daily_quota(s, kind),
                     },
                     kind,
                     client=pipe,

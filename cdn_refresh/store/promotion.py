@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
+from cdn_refresh.operations import coverage
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.jobs import JobStore, enqueue_args
@@ -51,8 +52,9 @@ class PromotionStore:
     def waiting_directories(self) -> set[str]:
         """Directories pending, cooling or being covered: promoting one again would add
         nothing (it is sent, or covers, already)."""
-        tk = self._ctx.keys.of(ObjectType.DIRECTORY)
-        found = set(self.pending_paths(ObjectType.DIRECTORY))
+        covering = coverage().covering
+        tk = self._ctx.keys.of(covering)
+        found = set(self.pending_paths(covering))
         for key in (tk.cooling, tk.covering):
             found.update(path for path, _ in self._ctx.redis.zscan_iter(key, count=READ_STEP))
         return found
@@ -76,8 +78,8 @@ class PromotionStore:
             for directory in directories:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
-                    enqueue_args(self._ctx, "", rank, ObjectType.DIRECTORY, (directory,)),
-                    ObjectType.DIRECTORY,
+                    enqueue_args(self._ctx, "", rank, coverage().covering, (directory,)),
+                    coverage().covering,
                     client=pipe,
                 )
             answers = pipe.execute()

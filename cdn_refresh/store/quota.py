@@ -17,6 +17,7 @@ from cdn_refresh.constants import (
     QUOTA_WINDOW_S,
     ObjectType,
 )
+from cdn_refresh.operations import OPERATIONS, daily_quota
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
 from cdn_refresh.store.records import CredentialProblem, ProviderQuota, QuotaUsage
@@ -27,16 +28,14 @@ class QuotaWindowMismatchError(RuntimeError):
 
 
 class QuotaLimitMismatchError(RuntimeError):
-    """This process's ``URL_DAILY_QUOTA`` or ``DIRECTORY_DAILY_QUOTA`` is not the limit the
-    stored quota of that type runs on."""
+    """This process's daily quota setting of an operation (``URL_DAILY_QUOTA``, ...) is not
+    the limit the stored quota of that operation runs on."""
 
 
-# The variable that sets each type's limit, and the quota option that changes the stored one.
-LIMIT_VARIABLES = {
-    ObjectType.FILE: "URL_DAILY_QUOTA",
-    ObjectType.DIRECTORY: "DIRECTORY_DAILY_QUOTA",
-}
-LIMIT_OPTIONS = {ObjectType.FILE: "--set-url-quota", ObjectType.DIRECTORY: "--set-directory-quota"}
+# The variable that sets each operation's limit, and the quota option that changes the stored
+# one: the operations table's columns, by operation.
+LIMIT_VARIABLES = {name: op.quota_setting for name, op in OPERATIONS.items()}
+LIMIT_OPTIONS = {name: op.set_quota_option for name, op in OPERATIONS.items()}
 
 
 def window_problem(window_s: float) -> str | None:
@@ -69,7 +68,7 @@ class QuotaStore:
             {
                 "now": time_arg(now),
                 "configured_window_s": repr(s.quota_window_s),
-                "configured_limit": s.daily_quota(object_type),
+                "configured_limit": daily_quota(s, object_type),
             },
             object_type,
         )
@@ -102,7 +101,7 @@ class QuotaStore:
         window = float(str(window_raw)) if window_raw is not None else math.nan
         if not math.isfinite(window):  # none stored, or one nobody can run on
             window = s.quota_window_s
-        limit = s.daily_quota(object_type) if limit_raw is None else int(float(str(limit_raw)))
+        limit = daily_quota(s, object_type) if limit_raw is None else int(float(str(limit_raw)))
         return window, limit
 
     def stored_window_s(self) -> float | None:
@@ -165,7 +164,7 @@ class QuotaStore:
         one: the claims count the stored one, so a worker's own value would be silently
         ignored (or, before it was stored, two workers would each spend their own)."""
         for kind in OBJECT_TYPES:
-            stored, mine = self.stored_limit(kind), self._ctx.settings.daily_quota(kind)
+            stored, mine = self.stored_limit(kind), daily_quota(self._ctx.settings, kind)
             if stored is not None and stored != mine:
                 raise QuotaLimitMismatchError(
                     f"CDN_REFRESH_{LIMIT_VARIABLES[kind]} is {mine} but the quota in Redis "

@@ -3,8 +3,9 @@
 Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` line per key
 and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
 same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
-keys to this prefix's key names and the arguments, given by name, to their positions. The
-prelude (``prelude.lua``, ``prelude_waiters.lua``, ``prelude_paths.lua``,
+keys to this prefix's key names and the arguments, given by name, to their positions (and a
+list after them, enqueue's or submit's paths, by the name the spec's ``trailing`` gives it).
+The prelude (``prelude.lua``, ``prelude_waiters.lua``, ``prelude_paths.lua``,
 ``prelude_coverage.lua``), the helpers every script shares (Redis's clock, slicing for
 ``unpack``, comma-separated lists, waiters by digest, a batch's paths), is prepended to each
 script when it is registered, after the state names generated from
@@ -24,7 +25,8 @@ import redis
 from redis.commands.core import Script
 
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.store.keys import Keys
+from cdn_refresh.operations import OPERATIONS
+from cdn_refresh.store.keys import Keys, keeps_coverage_index
 from cdn_refresh.store.states import lua_constants
 
 PRELUDE = "prelude.lua"
@@ -38,7 +40,7 @@ class ScriptSpec:
 
     ``parts`` are section files of this script alone, prepended to it after the prelude
     (claim's sections), so that its own file is the short main that calls them.
-    ``trailing`` names a list that follows the named ``args`` in ARGV (enqueue's paths): the
+    ``trailing`` names a list that follows the named ``args`` in ARGV (submit's paths): the
     caller gives it by that name too, and the script binds it in its header after the args.
     """
 
@@ -184,6 +186,9 @@ SUBMIT = ScriptSpec(
         "tracking",
         "tracks",
     ),
+    args=("id", "now", "info", "mode"),
+    parts=("submit_paths.lua", "submit_records.lua", "submit_after.lua"),
+    trailing="paths",
 )
 RELEASE = ScriptSpec(
     "release.lua",
@@ -236,6 +241,7 @@ TRACK = ScriptSpec(
         "other.records",
     ),
     ("call", "now", "answer"),
+    parts=("track_settle.lua",),
 )
 EXTEND_TTL = ScriptSpec("extend_ttl.lua", ("target",), ("value", "ttl_ms"))
 QUOTA_USED = ScriptSpec(
@@ -334,9 +340,19 @@ def prelude() -> str:
     return "\n".join(_read(name) for name in PRELUDES)
 
 
+def indexed_constants() -> str:
+    """``INDEXED``: the operations that keep a coverage index, by name, for the prelude's
+    ``coverage_index`` (read from the operations table, like the state names)."""
+    names = ", ".join(
+        f"['{name.value}'] = true" for name in OPERATIONS if keeps_coverage_index(name)
+    )
+    return f"local INDEXED = {{{names}}}\n"
+
+
 def shared() -> str:
-    """What every script is prepended with: the state names, then the prelude."""
-    return lua_constants() + prelude()
+    """What every script is prepended with: the state names and the operations that keep a
+    coverage index, then the prelude."""
+    return lua_constants() + indexed_constants() + prelude()
 
 
 class Scripts:

@@ -27,11 +27,12 @@ local function under(prefix)
   return '[' .. prefix, '[' .. prefix .. '\255'
 end
 
--- Only Directories keep a coverage index: the Files under a claimed Directory are found by a
--- scan of the Files' pending set (cover.lua), which costs a File path no second copy. The
--- index key of `object_type`, or nil.
+-- Only an operation that covers others keeps a coverage index (INDEXED, generated from the
+-- operations table: store/keys.py keeps_coverage_index): the Files under a claimed Directory
+-- are found by a scan of their pending set (cover.lua), which costs a File path no second
+-- copy. The index key of `object_type`, or nil.
 local function coverage_index(object_type, lex_key)
-  if object_type == 'Directory' then return lex_key end
+  if INDEXED[object_type] then return lex_key end
   return nil
 end
 

@@ -29,21 +29,10 @@ local now = clock(ARGV[2])             -- s; empty: Redis's clock
 local answer = cjson.decode(ARGV[3])   -- {outcome, statuses {task id -> status}, task_of
                                        -- {path -> its own task id}, next_s, reason, max_attempts}
 -- Returns {complete, back to pending, dead-lettered}
+-- The sections are in track_settle.lua.
 local raw = redis.call('HGET', tracks, call)
 if not raw then return {0, 0, 0} end
 local track = cjson.decode(raw)
-
-local function mark_tasks(status_of)
-  for _, task in ipairs(track.task_ids) do
-    local status = status_of(task)
-    redis.call('HSET', task_status, task, cjson.encode({status = status, at = now}))
-    redis.call('ZADD', task_status_by_time, now, task)
-  end
-end
-local function untrack()
-  redis.call('ZREM', tracking, call)
-  redis.call('HDEL', tracks, call)
-end
 
 if answer.outcome == 'wait' then
   track.checks = track.checks + 1
@@ -52,117 +41,26 @@ if answer.outcome == 'wait' then
   return {0, 0, 0}
 end
 if answer.outcome == 'give_up' then
-  mark_tasks(function() return answer.reason end)
-  untrack()
+  mark_tasks(task_status, task_status_by_time, track.task_ids, now,
+    function() return answer.reason end)
+  untrack(tracking, tracks, call)
   return {0, 0, 0}
 end
 
-local statuses, task_of = answer.statuses, answer.task_of
-mark_tasks(function(task) return statuses[task] or 'Complete' end)
--- Only Complete ended well: Failed (and a Timeout or Canceled the provider may show) did not.
-local failed_task, any_failed = {}, false
-for task, status in pairs(statuses) do
-  if status ~= 'Complete' then failed_task[task], any_failed = true, true end
-end
--- A path the answer does not name as sent (the provider may spell it otherwise): the call's
--- only task, else the task of another path of its domain, else none.
-local domain_task = {}
-for path, task in pairs(task_of) do
-  domain_task[string.match(path, '^%a+://([^/]+)') or ''] = task
-end
-local function own_task(path)
-  if task_of[path] then return task_of[path] end
-  if #track.task_ids == 1 then return track.task_ids[1] end
-  return domain_task[string.match(path, '^%a+://([^/]+)') or '']
-end
-local counts = {}
-local n_complete, n_back, n_dead = 0, 0, 0
-local max_attempts = tonumber(answer.max_attempts)
-local code, message = 'TaskFailed', 'the provider ended its refresh task Failed'
-
--- One group of paths (own, or covered Files/Directories) of a failed task: back to pending,
--- or dead-lettered when out of attempts. `attempts_of` is each path's submissions so far.
-local function send_back(group, k, attempts_of)
-  for i, path in ipairs(group.paths) do
-    local jobs = group.jobs[i] or ''
-    local attempts = attempts_of[i] or 1
-    if attempts >= max_attempts then
-      local entry = {code = code, message = message, attempts = attempts, at = now,
-                     jobs = jobs, batch = track.batch, object_type = k.object_type}
-      redis.call('HSET', k.dead, path, cjson.encode(entry))
-      count_move(counts, jobs, STATE.SUBMITTED, STATE.FAILED, 1)
-      n_dead = n_dead + 1
-    else
-      redis.call('HSET', k.pathinfo, path,
-        cjson.encode({attempts = attempts, last_error = code, message = message, at = now}))
-      to_pending(k.pending, k.lex, {path}, {group.ranks[i]}, 1)
-      local known = redis.call('HGET', k.waiters, path) or ''
-      local merged = rejoin_waiters(counts, known, jobs, STATE.SUBMITTED)
-      if merged ~= '' then redis.call('HSET', k.waiters, path, merged) end
-      n_back = n_back + 1
-    end
-  end
-end
-local function attempts_from(records_key, paths)
-  local found = {}
-  if #paths == 0 then return found end
-  local part = redis.call('HMGET', records_key, unpack(paths))
-  for i = 1, #part do
-    if part[i] then found[i] = cjson.decode(part[i]).attempts end
-  end
-  return found
-end
-
+local statuses = answer.statuses
+mark_tasks(task_status, task_status_by_time, track.task_ids, now,
+  function(task) return statuses[task] or 'Complete' end)
+local ending = {now = now, max_attempts = tonumber(answer.max_attempts), batch = track.batch,
+  own_task = task_finder(answer.task_of, track.task_ids),
+  counts = {}, n_complete = 0, n_back = 0, n_dead = 0}
+ending.failed_task, ending.any_failed = failed_tasks(statuses)
 local own = {pending = pending, lex = pending_lex, waiters = waiters, pathinfo = pathinfo,
-             dead = dead, object_type = track.object_type}
+             dead = dead, records = records, object_type = track.object_type}
 local files = {pending = file_pending, lex = file_pending_lex, waiters = file_waiters,
-               pathinfo = file_pathinfo, dead = file_dead, object_type = 'File'}
-
--- The call's own paths: each names its own task from now on.
-local failed = {paths = {}, ranks = {}, jobs = {}}
-local own_records = {}
-if #track.paths > 0 then
-  local part = redis.call('HMGET', records, unpack(track.paths))
-  for i = 1, #part do own_records[i] = part[i] end
-end
-local attempts_own = {}
-for i, path in ipairs(track.paths) do
-  local task = own_task(path)
-  local record = own_records[i] and cjson.decode(own_records[i])
-  -- Sent again since (a newer call): that call's record and outcome are the path's now.
-  local superseded = record and record.submitted_at > track.at
-  if record and not superseded and task then
-    record.task_id = task
-    redis.call('HSET', records, path, cjson.encode(record))
-  end
-  local failed_here = (task and failed_task[task]) or (not task and any_failed)
-  if failed_here and not superseded then
-    local n = #failed.paths + 1
-    failed.paths[n], failed.ranks[n], failed.jobs[n] = path, track.ranks[i], track.jobs[i]
-    attempts_own[n] = record and record.attempts or 1
-  else
-    count_move(counts, track.jobs[i] or '', STATE.SUBMITTED, STATE.COMPLETE, 1)
-    n_complete = n_complete + 1
-  end
-end
-send_back(failed, own, attempts_own)
-
--- What each Directory covered goes with it: complete, or back to pending.
-for directory, entries in pairs(track.covered) do
-  local task = own_task(directory)
-  local gone = (task and failed_task[task]) or (not task and any_failed) or false
-  for _, entry in ipairs(entries) do
-    for _, pair in ipairs({{entry.files, files, file_records}, {entry.dirs, own, records}}) do
-      local group, k, records_key = pair[1], pair[2], pair[3]
-      if gone then
-        send_back(group, k, attempts_from(records_key, group.paths))
-      else
-        for i = 1, group.n do count_move(counts, group.jobs[i] or '', STATE.SUBMITTED, STATE.COMPLETE, 1) end
-        n_complete = n_complete + group.n
-      end
-    end
-  end
-end
-write_counts(job_counts, counts)
-untrack()
-return {n_complete, n_back, n_dead}
+               pathinfo = file_pathinfo, dead = file_dead, records = file_records,
+               object_type = 'File'}
+settle_own(ending, track, records, own)
+settle_covered(ending, track, files, own)
+write_counts(job_counts, ending.counts)
+untrack(tracking, tracks, call)
+return {ending.n_complete, ending.n_back, ending.n_dead}
