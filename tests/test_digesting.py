@@ -175,10 +175,10 @@ def test_the_upgrade_counts_a_job_under_both_forms_once(redis_client: redis.Redi
 
 @pytest.mark.xfail(
     strict=True,
-    reason="track.lua (not this change's to edit) still reads and writes waiters by path and "
-    "the File index: its send_back must call waiters_get/waiters_set and to_pending with a "
-    "nil index for Files. Until then, after the upgrade is done, a Failed task's jobs wait "
-    "under a field no claim reads.",
+    reason="track.lua's send_back (track_settle.lua, not this change's to edit) still reads "
+    "and writes waiters by path and the File index: it must call waiters_get/waiters_set and "
+    "take its index from coverage_index. Until then, after the upgrade is done, a Failed "
+    "task's jobs wait under a field no claim reads.",
 )
 def test_the_jobs_of_a_failed_task_follow_its_paths_back_after_the_upgrade(
     redis_client: redis.Redis,
