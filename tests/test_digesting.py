@@ -134,6 +134,7 @@ def test_a_partial_upgrade_loses_no_waiter_and_the_jobs_complete(
     files = store.keys.of(FILE)
     assert redis_client.zcard(files.pending_lex) == 750
     # One small page moved, as a worker killed mid-pass leaves it: both forms side by side.
+    store.digesting.begin()
     cursor, moved = store.digesting.step(FILE, 0, count=10)
     assert cursor != 0 and 0 < moved < 750
     fields = redis_client.hkeys(files.waiters)
@@ -161,6 +162,34 @@ def test_a_partial_upgrade_loses_no_waiter_and_the_jobs_complete(
         assert set(job_counts(producer, job.job_id)) == {"submitted"}
 
 
+def test_a_producer_before_the_upgrade_writes_beside_the_old_form_and_the_pass_merges(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = store_and_producer(redis_client)
+    old = producer.enqueue(["a.com/x.png", "a.com/y.png"])
+    _to_schema_2(redis_client, store)
+    # No worker of this release started yet: the enqueue writes the new form, beside the old
+    # one or over it (while an old-form writer is left, scripts read both forms always).
+    new = producer.enqueue(["a.com/x.png"])
+    tk = store.keys.of(FILE)
+    forms = [
+        redis_client.hget(tk.waiters, f)
+        for f in ("http://a.com/x.png", waiter_field("http://a.com/x.png"))
+    ]
+    assert {job for jobs in forms if jobs for job in jobs.split(",")} == {old.job_id, new.job_id}
+    assert store.digesting.pass_once() >= 1
+    assert store.digesting.pass_once() == 0 and store.digesting.done()
+    assert not redis_client.exists(store.keys.shared.digesting)
+    merged = {f: set(jobs.split(",")) for f, jobs in redis_client.hgetall(tk.waiters).items()}
+    assert merged == {
+        waiter_field("http://a.com/x.png"): {new.job_id, old.job_id},
+        waiter_field("http://a.com/y.png"): {old.job_id},
+    }
+    store.batches.submit(claim_batch(store, FILE), (), ("T",), "R")
+    assert job_counts(producer, old.job_id) == {"submitted": 2}
+    assert job_counts(producer, new.job_id) == {"submitted": 1}
+
+
 def test_the_upgrade_counts_a_job_under_both_forms_once(redis_client: redis.Redis) -> None:
     producer, store = store_and_producer(redis_client)
     job = producer.enqueue(["a.com/x.png"])
@@ -175,10 +204,11 @@ def test_the_upgrade_counts_a_job_under_both_forms_once(redis_client: redis.Redi
 
 @pytest.mark.xfail(
     strict=True,
-    reason="track.lua's send_back (track_settle.lua, not this change's to edit) still reads "
-    "and writes waiters by path and the File index: it must call waiters_get/waiters_set and "
-    "take its index from coverage_index. Until then, after the upgrade is done, a Failed "
-    "task's jobs wait under a field no claim reads.",
+    reason="track.lua's send_back (track_settle.lua, not this change's to edit) still writes "
+    "waiters by path (read only because every script reads both forms while it does: "
+    "OLD_FORM_WRITER in prelude_waiters.lua) and puts File paths back into a File index no "
+    "script reads any more (a leak): it must call waiters_get/waiters_set and take its index "
+    "from coverage_index.",
 )
 def test_the_jobs_of_a_failed_task_follow_its_paths_back_after_the_upgrade(
     redis_client: redis.Redis,

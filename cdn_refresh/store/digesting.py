@@ -6,13 +6,17 @@ by a 16-hex digest of the path (:func:`~cdn_refresh.store.keys.waiter_field`) an
 Files under a claimed Directory by a scan of their pending set, so a deployment that upgrades
 holds path-keyed waiters and a File index that nothing reads any more.
 
-The scripts read both forms of a waiters field, and write the new one, until this upgrade
-marks itself done (``digested``), so that a job waiting under the old form still completes.
-A worker's start and its tick run :meth:`Digesting.pass_once`: it moves the path-keyed fields
-a page at a time (``digest_waiters.lua``, atomic per page: each path's jobs are under one form
-or the other, never lost, whatever point a crash stops it at). Once a full pass finds none
-left, the File index goes (UNLINK, freed in the background) and the mark is set; from then on
-the tick asks one GET.
+A worker's start and its tick run :meth:`Digesting.pass_once`. It first sets ``digesting``:
+while that key lives, the scripts read both forms of a waiters field and write the new one,
+so that a job waiting under the old form still completes (a worker claims only after its
+start ran a pass). Then it moves the path-keyed fields a page at a time
+(``digest_waiters.lua``, atomic per page: each path's jobs are under one form or the other,
+never lost, whatever point a crash stops it at; the key stays set after a crash). Once a full
+pass finds none left, the File index goes (UNLINK, freed in the background), ``digested``
+marks the upgrade done and ``digesting`` goes: from then on the tick asks one GET, and the
+scripts read one form. A fresh deployment goes through the same in one empty pass; a producer
+of this release that enqueues before any worker started reads the new form alone and writes
+it beside the old, which the pass merges (a job under both counts once).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Digesting:
         pass finds none, drop the File index and mark it finished. Returns how many moved."""
         if self.done():
             return 0
+        self.begin()
         moved = 0
         for kind in OBJECT_TYPES:
             cursor = 0
@@ -60,12 +65,20 @@ class Digesting:
                     break
         if moved == 0:
             self._ctx.redis.unlink(self._ctx.keys.of(ObjectType.FILE).pending_lex)
-            self._ctx.redis.set(self._ctx.keys.shared.digested, "1")
+            shared = self._ctx.keys.shared
+            with self._ctx.redis.pipeline(transaction=True) as pipe:
+                pipe.set(shared.digested, "1")
+                pipe.delete(shared.digesting)
+                pipe.execute()
         return moved
 
+    def begin(self) -> None:
+        """From now on, until the upgrade is done, the scripts read both forms of waiters."""
+        self._ctx.redis.set(self._ctx.keys.shared.digesting, "1")
+
     def step(self, kind: ObjectType, cursor: int, count: int = DIGEST_PAGE) -> tuple[int, int]:
-        """One page of ``kind``'s waiters from ``cursor``: its path-keyed fields moved.
-        Returns the next cursor (0: the scan is through) and how many moved."""
+        """One page of ``kind``'s waiters from ``cursor``: its path-keyed fields moved (after
+        :meth:`begin`). Returns the next cursor (0: the scan is through) and how many moved."""
         tk = self._ctx.keys.of(kind)
         cursor, page = cast(
             tuple[int, dict[str, str]],

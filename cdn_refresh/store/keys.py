@@ -171,8 +171,10 @@ class SharedKeys:
     # from then on the tick no longer looks.
     respelled: str
     # STRING set once no waiters are left keyed by their path and the Files' coverage index
-    # of older releases is gone (store/digesting.py): from then on scripts read one form.
+    # of older releases is gone (store/digesting.py): from then on the tick no longer looks.
     digested: str
+    # STRING set while that upgrade runs: scripts read waiters under both forms meanwhile.
+    digesting: str
 
 
 class Keys:

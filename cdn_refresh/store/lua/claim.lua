@@ -30,7 +30,7 @@ local claim_token = KEYS[27]   -- STRING: the batch this claim attempt took (a r
 local dir_provider_quota = KEYS[28]  -- for a File claim: what the provider has left of Directories
 local quota_limit_key = KEYS[29]  -- the limit every worker runs on (see the prelude)
 local dir_quota_limit = KEYS[30]  -- for a File claim: the Directories' stored limit
-local digested = KEYS[31]      -- set once no waiters are keyed by path (prelude_waiters.lua)
+local digesting = KEYS[31]      -- set while waiters may be keyed by path (prelude_waiters.lua)
 local now = clock(ARGV[1])                    -- now (s; empty: Redis's clock)
 local window_s = ARGV[2]                      -- window (s) this worker was configured with
 local limit = ARGV[3]                         -- paths per window this worker was configured with
@@ -56,7 +56,7 @@ local stored_limit = quota_limit(quota_limit_key, limit)
 evict_window(quota, quota_total, now, window)
 local k = {pending = pending, pending_lex = coverage_index(object_type, pending_lex),
   cooling = cooling, cooling_rank = cooling_rank, covering = covering, last_sent = last_sent,
-  waiters = waiters, digested = digested, job_counts = job_counts, batch_seq = batch_seq,
+  waiters = waiters, digesting = digesting, job_counts = job_counts, batch_seq = batch_seq,
   records_by_time = records_by_time, quota = quota, quota_total = quota_total, batches = batches,
   leases = leases, batch_owners = batch_owners, claim_token = claim_token}
 release_cooled(k, now, bulk_floor)

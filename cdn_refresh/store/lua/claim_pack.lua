@@ -132,7 +132,7 @@ local function take_paths(k, taken, now, cooldown, object_type)
     -- Entries older than the cooldown say nothing any more.
     redis.call('ZREMRANGEBYSCORE', k.last_sent, '-inf', now - cooldown)
   end
-  waiters_mode(k.digested)
+  waiters_mode(k.digesting)
   local jobs_of = waiters_get(k.waiters, taken.paths, taken.n)
   waiters_drop(k.waiters, taken.paths, taken.n)
   local counts = {}

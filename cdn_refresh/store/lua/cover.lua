@@ -16,7 +16,7 @@ local job_counts = KEYS[9]    -- HASH "job:state" -> count
 local covering = KEYS[10]     -- ZSET directory -> 0: Directories whose coverage is under way
 local file_pending = KEYS[11] -- the Files' pending paths and their waiters (no index)
 local file_waiters = KEYS[12]
-local digested = KEYS[13]     -- set once no waiters are keyed by path (prelude_waiters.lua)
+local digesting = KEYS[13]     -- set while waiters may be keyed by path (prelude_waiters.lua)
 local id = ARGV[1]                       -- batch id
 local budget = tonumber(ARGV[2])         -- most entries to read in this run
 local cap = tonumber(ARGV[3])            -- most paths one batch covers
@@ -30,7 +30,7 @@ local repeat_offset = tonumber(ARGV[5])  -- the rank offset of a repeat made by 
 local raw = redis.call('HGET', batches, id)
 if not raw then return {'gone'} end
 local batch = cjson.decode(raw)
-waiters_mode(digested)
+waiters_mode(digesting)
 local c = {id = id, budget = budget, counts = {}, steps = {},
   before = claimed_before(batch, bulk_floor, repeat_offset),
   dirs = {pending = pending, lex = pending_lex, waiters = waiters},

@@ -10,7 +10,7 @@ local records_by_time = KEYS[8]  -- ZSET path -> last submitted at (s)
 local last_sent = KEYS[9]    -- ZSET path -> last claimed for a call (s), with a cooldown
 local jobs_open = KEYS[10]   -- ZSET job id -> when its enqueue must have ended (s)
 local quota_window = KEYS[11]  -- the stored quota window (s; see the prelude)
-local digested = KEYS[12]    -- set once no waiters are keyed by path (prelude_waiters.lua)
+local digesting = KEYS[12]    -- set while waiters may be keyed by path (prelude_waiters.lua)
 local job = ARGV[1]          -- job id (empty: no job waits, as for a Directory promoted)
 local rank = ARGV[2]         -- rank of this chunk (enqueue time in ms; bulk ranks after)
 local window_s = ARGV[3]     -- this process's quota window (s), when none is stored: a
@@ -32,7 +32,7 @@ if job ~= '' then
       'too long without a sign of life, and the job ended): nothing of this chunk went in')
   end
 end
-waiters_mode(digested)
+waiters_mode(digesting)
 local lex = coverage_index(object_type, pending_lex)
 local n_paths = #paths
 local scores = scores_in(pending, paths, n_paths)

@@ -1,18 +1,24 @@
 -- prelude_waiters.lua: the jobs waiting on pending paths, prepended after prelude.lua. A waiters
 -- hash is keyed by a digest of the path, not by the path: 16 bytes instead of about 60 for
 -- each pending path (store/keys.py `waiter_field` is the same function, and says the odds of
--- two paths sharing one). Releases of schema 2 and before keyed it by the path itself: until
--- the upgrade (store/digesting.py) marks itself done, a script reads both forms and writes
--- the new one, so that a path's jobs are under one form or the other, and never lost.
+-- two paths sharing one). Releases of schema 2 and before keyed it by the path itself: while
+-- the upgrade (store/digesting.py) runs, a script reads both forms and writes the new one, so
+-- that a path's jobs are under one form or the other, and never lost. Before it starts (no
+-- worker of this release yet) a script reads the new form alone, and writes it beside the
+-- old: the upgrade merges the two.
 
 local function waiter_field(path)
   return string.sub(redis.sha1hex(path), 1, 16)
 end
 
--- Whether waiters may still be keyed by their path: set once per script by waiters_mode.
-local legacy_waiters = true
-local function waiters_mode(digested_key)
-  legacy_waiters = redis.call('EXISTS', digested_key) == 0
+-- Whether waiters may be keyed by their path: set once per script by waiters_mode, from the
+-- key the upgrade sets while it runs. track.lua (track_settle.lua's send_back) still writes
+-- the old form when a Failed task's paths go back to pending: until it moves to these helpers,
+-- every script reads both forms, always (then set OLD_FORM_WRITER to false).
+local OLD_FORM_WRITER = true
+local legacy_waiters = false
+local function waiters_mode(digesting_key)
+  legacy_waiters = OLD_FORM_WRITER or redis.call('EXISTS', digesting_key) == 1
 end
 
 -- The jobs waiting on each of `paths` (1..n), '' where none: a list of n strings.

@@ -21,7 +21,7 @@ local metrics = KEYS[17]     -- HASH counters every worker adds to (store/metric
 local file_cooling = KEYS[18]  -- a covered File that cools again leaves cooling for pending
 local file_cooling_rank = KEYS[19]
 local covering = KEYS[20]    -- ZSET Directories whose coverage is under way
-local digested = KEYS[21]    -- set once no waiters are keyed by path (prelude_waiters.lua)
+local digesting = KEYS[21]    -- set while waiters may be keyed by path (prelude_waiters.lua)
 local id = ARGV[1]           -- batch id
 local now = clock(ARGV[2])   -- s; empty: Redis's clock
 local mode = ARGV[3]         -- what happens to the paths (RELEASE, from store/states.py):
@@ -44,7 +44,7 @@ if info.only_if_lease_expired then
 end
 local batch, taken, save_rest = take_from_batch(batches, leases, id, paths)
 if not batch then return {0, 0, 0} end
-waiters_mode(digested)
+waiters_mode(digesting)
 local n = taken.n
 local r = {id = id, now = now, mode = mode, code = info.code or '', message = info.message or '',
   max_attempts = tonumber(info.max_attempts), counts = {}, encoded = {}}

@@ -7,12 +7,12 @@ local job_counts = KEYS[5]  -- HASH "job:state" -> count
 local pending_lex = KEYS[6] -- ZSET path -> 0 (pending Directories in byte order)
 local cooling = KEYS[7]     -- ZSET path -> cooldown end: a replayed path goes now
 local cooling_rank = KEYS[8]
-local digested = KEYS[9]    -- set once no waiters are keyed by path (prelude_waiters.lua)
+local digesting = KEYS[9]    -- set while waiters may be keyed by path (prelude_waiters.lua)
 local rank = ARGV[1]        -- rank for the replayed paths
 local object_type = ARGV[2] -- 'File' or 'Directory' (only Directories keep an index)
 local paths = trailing_list(ARGV, 3)  -- normalized paths
 -- Returns the number of paths replayed.
-waiters_mode(digested)
+waiters_mode(digesting)
 local lex = coverage_index(object_type, pending_lex)
 local replayed = 0
 local counts = {}
