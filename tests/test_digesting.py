@@ -107,6 +107,21 @@ def test_coverage_takes_the_files_under_directories_with_glob_characters_and_que
         assert producer.lookup(path, FILE).state is PathState.SUBMITTED
 
 
+@pytest.mark.parametrize("directory", ["a.com/x[1]/", "a.com/x*/", "a.com/x]/", "a.com/x\\/"])
+def test_a_directory_alone_in_its_batch_takes_its_files_whatever_glob_characters_it_holds(
+    redis_client: redis.Redis, directory: str
+) -> None:
+    # Alone in its batch, the Directory is the scan's whole MATCH prefix: unescaped, "x[1]"
+    # would match "x1" and miss "x[1]" itself. (A Directory holds no "?": no query.)
+    producer, store = store_and_producer(redis_client, refresh_cooldown_s=0)
+    under = [f"{directory}{i}.png" for i in range(200)] + [f"{directory}q.png?v=[1]*"]
+    job = producer.enqueue([*under, "a.com/x1/p.png", "a.com/xx/p.png"], FILE, Priority.BULK)
+    producer.enqueue([directory], DIRECTORY)
+    coverage = store.batches.cover(claim_batch(store, DIRECTORY))
+    assert coverage is not None and coverage.files == len(under)
+    assert job_counts(producer, job.job_id) == {"in_flight": len(under), "pending": 2}
+
+
 def test_coverage_in_small_steps_takes_every_file_once(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
