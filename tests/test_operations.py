@@ -89,6 +89,9 @@ _SHARED_NAMES = [
     "quota_window_noticed",
     "worker_schemas",
     "respelled",
+    # Added with schema 3: waiters by digest (store/digesting.py).
+    "digested",
+    "digesting",
 ]
 _TYPE_NAMES = [
     "pending",

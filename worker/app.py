@@ -260,6 +260,9 @@ def _check_redis_at_start(**_: object) -> None:
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
+        digested = store.digesting.pass_once()
+        if digested:
+            log.info("waiters: moved %d keyed by their path to their digest", digested)
         respelled = store.respelling.pass_once()
         if respelled:
             log.info("respelled %d pending paths stored with dot segments", respelled)

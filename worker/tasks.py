@@ -106,6 +106,9 @@ def tick() -> dict[str, Any]:
     orphans = reclaim_orphaned(rt.store) if rt.heartbeat.steady() else 0
     reclaimed = orphans + reclaim_expired(rt.store)
     trimmed = rt.store.retention.trim()
+    digested = rt.store.digesting.pass_once()  # one GET once the upgrade is over
+    if digested:
+        log.info("waiters: moved %d keyed by their path to their digest", digested)
     respelled = rt.store.respelling.pass_once()  # one GET once no older spelling is left
     if respelled:
         log.info("respelled %d pending paths stored with dot segments", respelled)

@@ -32,6 +32,7 @@ from cdn_refresh.provider_day import last_reset
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.keys import keeps_coverage_index
 from cdn_refresh.store.metrics import CallSample, call_increments, submitted_field
 from cdn_refresh.store.records import Batch, Coverage, Release, Settled, Wait, WaitReason
 
@@ -236,7 +237,13 @@ class BatchStore:
         }
         answer = self._ctx.scripts.run(
             scripts.RELEASE,
-            [batch_id, time_arg(now), release.value, json.dumps(info), *paths],
+            {
+                "id": batch_id,
+                "now": time_arg(now),
+                "mode": release.value,
+                "info": json.dumps(info),
+                "paths": paths,
+            },
             object_type,
         )
         return Settled(int(answer[0]), int(answer[1]), int(answer[2]))
@@ -278,11 +285,12 @@ class BatchStore:
         return False
 
     def repair_coverage_index(self) -> int:
-        """Put every pending path into the coverage index (``pending_lex``) when the two
-        disagree in size, as after an upgrade from a version without the index. Returns
-        how many paths were added."""
+        """Put every pending path of an operation that keeps a coverage index (Directories,
+        ``keys.keeps_coverage_index``) into it (``pending_lex``) when the two disagree in
+        size, as after an upgrade from a version without the index. Returns how many paths
+        were added. The Files keep no index (``lua/cover.lua`` scans them)."""
         added = 0
-        for kind in OPERATIONS:
+        for kind in (k for k in OPERATIONS if keeps_coverage_index(k)):
             tk = self._ctx.keys.of(kind)
             if self._ctx.redis.zcard(tk.pending) == self._ctx.redis.zcard(tk.pending_lex):
                 continue

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, Priority
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.places import PlaceStore
@@ -127,7 +127,7 @@ class JobStore:
             for chunk in chunks:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
-                    [header.job_id, rank, *repeat_args(self._ctx), *chunk],
+                    enqueue_args(self._ctx, header.job_id, rank, header.object_type, chunk),
                     header.object_type,
                     client=pipe,
                 )
@@ -247,7 +247,16 @@ class JobStore:
         return found
 
 
-def repeat_args(ctx: StoreContext) -> tuple[str]:
-    """``enqueue.lua``'s quota window (s) when none is stored: a submission that recent makes
-    a path a repeat, which ranks one window later (the script reads the stored one)."""
-    return (repr(ctx.settings.quota.window_s),)
+def enqueue_args(
+    ctx: StoreContext, job_id: str, rank: int, object_type: ObjectType, paths: Sequence[str]
+) -> dict[str, Any]:
+    """``enqueue.lua``'s arguments by name. ``window_s`` is the quota window (s) when none is
+    stored: a submission that recent makes a path a repeat, which ranks one window later
+    (the script reads the stored one)."""
+    return {
+        "job": job_id,
+        "rank": rank,
+        "window_s": repr(ctx.settings.quota.window_s),
+        "object_type": object_type.value,
+        "paths": paths,
+    }

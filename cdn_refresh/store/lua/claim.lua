@@ -1,8 +1,8 @@
 -- Claim the next batch of one object type and reserve its quota, in one atomic step, so
 -- that no interleaving of workers on any host can spend more than the window allows.
 local pending = KEYS[1]        -- ZSET path -> rank
-local pending_lex = KEYS[2]    -- ZSET path -> 0 (the same paths in byte order)
-local waiters = KEYS[3]        -- HASH path -> job ids
+local pending_lex = KEYS[2]    -- ZSET path -> 0 (pending Directories in byte order)
+local waiters = KEYS[3]        -- HASH waiter_field(path) -> job ids
 local cooling = KEYS[4]        -- ZSET path -> when its cooldown ends (s)
 local cooling_rank = KEYS[5]   -- HASH path -> rank it goes back to pending with
 local records_by_time = KEYS[6]  -- ZSET path -> last submitted at (s)
@@ -30,6 +30,7 @@ local claim_token = KEYS[27]   -- STRING: the batch this claim attempt took (a r
 local dir_provider_quota = KEYS[28]  -- for a File claim: what the provider has left of Directories
 local quota_limit_key = KEYS[29]  -- the limit every worker runs on (see the prelude)
 local dir_quota_limit = KEYS[30]  -- for a File claim: the Directories' stored limit
+local digesting = KEYS[31]      -- set while waiters may be keyed by path (prelude_waiters.lua)
 local now = clock(ARGV[1])                    -- now (s; empty: Redis's clock)
 local window_s = ARGV[2]                      -- window (s) this worker was configured with
 local limit = ARGV[3]                         -- paths per window this worker was configured with
@@ -47,18 +48,17 @@ local dir_reserve_share = ARGV[14]            -- the Directories' reserve, as `r
 local last_reset = tonumber(ARGV[15])         -- the provider's last reset (s)
 local count_margin_s = tonumber(ARGV[16])     -- reservations this recent may be uncounted
 local owner = ARGV[17]                        -- worker process; empty: the lease alone reclaims
--- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'}
--- The sections, in this order, are in claim_quota.lua, claim_coverage.lua and claim_pack.lua.
+-- Returns {'batch', id, json} | {'wait', reason, seconds} | {'empty'} (sections: claim_*.lua)
 local answer = retried_claim(claim_token, batches) or held_back(hold, auth_hold, backoff)
 if answer then return answer end
 local window = quota_window(quota_window_key, window_s)
 local stored_limit = quota_limit(quota_limit_key, limit)
 evict_window(quota, quota_total, now, window)
-local k = {pending = pending, pending_lex = pending_lex, cooling = cooling,
-  cooling_rank = cooling_rank, covering = covering, last_sent = last_sent, waiters = waiters,
-  job_counts = job_counts, records_by_time = records_by_time, batch_seq = batch_seq,
-  quota = quota, quota_total = quota_total, batches = batches, leases = leases,
-  batch_owners = batch_owners, claim_token = claim_token}
+local k = {pending = pending, pending_lex = coverage_index(object_type, pending_lex),
+  cooling = cooling, cooling_rank = cooling_rank, covering = covering, last_sent = last_sent,
+  waiters = waiters, digesting = digesting, job_counts = job_counts, batch_seq = batch_seq,
+  records_by_time = records_by_time, quota = quota, quota_total = quota_total, batches = batches,
+  leases = leases, batch_owners = batch_owners, claim_token = claim_token}
 release_cooled(k, now, bulk_floor)
 local remaining, reserved = our_room(quota_total, stored_limit, reserve_share)
 if redis.call('ZCARD', pending) == 0 then return cooling_wait(cooling, now) or {'empty'} end
