@@ -217,14 +217,6 @@ def test_the_upgrade_counts_a_job_under_both_forms_once(redis_client: redis.Redi
     assert job_counts(producer, job.job_id) == {"pending": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="track.lua's send_back (track_settle.lua, not this change's to edit) still writes "
-    "waiters by path (read only because every script reads both forms while it does: "
-    "OLD_FORM_WRITER in prelude_waiters.lua) and puts File paths back into a File index no "
-    "script reads any more (a leak): it must call waiters_get/waiters_set and take its index "
-    "from coverage_index.",
-)
 def test_the_jobs_of_a_failed_task_follow_its_paths_back_after_the_upgrade(
     redis_client: redis.Redis,
 ) -> None:

@@ -16,9 +16,7 @@ pass finds none left, the File index goes (UNLINK, freed in the background), ``d
 marks the upgrade done and ``digesting`` goes: from then on the tick asks one GET, and the
 scripts read one form. A fresh deployment goes through the same in one empty pass; a producer
 of this release that enqueues before any worker started reads the new form alone and writes
-it beside the old, which the pass merges (a job under both counts once). (While track.lua
-still writes the old form when a Failed task's paths go back, the scripts read both forms
-always: ``OLD_FORM_WRITER`` in ``prelude_waiters.lua``.)
+it beside the old, which the pass merges (a job under both counts once).
 """
 
 from __future__ import annotations

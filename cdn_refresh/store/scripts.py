@@ -239,6 +239,7 @@ TRACK = ScriptSpec(
         "other.pathinfo",
         "other.dead",
         "other.records",
+        "digesting",
     ),
     ("call", "now", "answer"),
     parts=("track_settle.lua",),

@@ -12,13 +12,10 @@ local function waiter_field(path)
 end
 
 -- Whether waiters may be keyed by their path: set once per script by waiters_mode, from the
--- key the upgrade sets while it runs. track.lua (track_settle.lua's send_back) still writes
--- the old form when a Failed task's paths go back to pending: until it moves to these helpers,
--- every script reads both forms, always (then set OLD_FORM_WRITER to false).
-local OLD_FORM_WRITER = true
+-- key the upgrade sets while it runs.
 local legacy_waiters = false
 local function waiters_mode(digesting_key)
-  legacy_waiters = OLD_FORM_WRITER or redis.call('EXISTS', digesting_key) == 1
+  legacy_waiters = redis.call('EXISTS', digesting_key) == 1
 end
 
 -- The jobs waiting on each of `paths` (1..n), '' where none: a list of n strings.
