@@ -22,7 +22,6 @@ from cdn_refresh.constants import (
 from cdn_refresh.operations import (
     OPERATIONS,
     Operation,
-    counterpart,
     covered_by,
     daily_quota,
     domains_per_call,
@@ -70,8 +69,9 @@ def claim_args(s: Settings, op: Operation, now: float | None, owner: str) -> dic
         "scan_limit": SCAN_LIMIT,
         "cooldown_s": repr(s.quota.refresh_cooldown_s),
         "file_claim": "1" if covering else "0",
-        "dir_limit": daily_quota(s, counterpart(op.name)),
-        "dir_reserve_share": repr(s.quota.interactive_reserve),
+        # The covering operation's limit and reserve (a File's Directories); unread without.
+        "covering_limit": daily_quota(s, covering[0]) if covering else 0,
+        "covering_reserve": repr(s.quota.interactive_reserve),
         "last_reset": repr(last_reset(time.time() if now is None else now)),
         "count_margin_s": repr(PROVIDER_COUNT_MARGIN_S),
         "owner": owner,

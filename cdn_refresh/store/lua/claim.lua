@@ -43,8 +43,8 @@ local object_type = ARGV[9]
 local scan_limit = tonumber(ARGV[10])         -- most pending paths to scan for a batch
 local cooldown_s = tonumber(ARGV[11])         -- 0: none
 local file_claim = ARGV[12]                   -- '1': a File waits for a Directory covering it
-local dir_limit = ARGV[13]                    -- the Directories' limit, as `limit`
-local dir_reserve_share = ARGV[14]            -- the Directories' reserve, as `reserve_share`
+local covering_limit = ARGV[13]               -- the covering operation's limit, as `limit`
+local covering_reserve = ARGV[14]             -- its reserve, as `reserve_share`
 local last_reset = tonumber(ARGV[15])         -- the provider's last reset (s)
 local count_margin_s = tonumber(ARGV[16])     -- reservations this recent may be uncounted
 local owner = ARGV[17]                        -- worker process; empty: the lease alone reclaims
@@ -67,8 +67,8 @@ remaining, answer = provider_room(provider_quota, quota, last_reset, count_margi
 if answer then return answer end
 local waits = file_claim == '1' and directory_wait({pending = dir_pending,
   pending_lex = dir_pending_lex, covering = dir_covering, hold = dir_hold, backoff = dir_backoff,
-  quota_total = dir_quota_total, quota_limit = dir_quota_limit, limit = dir_limit,
-  provider_quota = dir_provider_quota, reserve_share = dir_reserve_share}, bulk_floor, last_reset)
+  quota_total = dir_quota_total, quota_limit = dir_quota_limit, limit = covering_limit,
+  provider_quota = dir_provider_quota, reserve_share = covering_reserve}, bulk_floor, last_reset)
 local taken, cool, blocked_by_reserve = pack(k, {now = now, cooldown = cooldown_s,
   waits = waits or nil, cap = math.min(max_paths, remaining), bulk_cap = remaining - reserved,
   bulk_floor = bulk_floor, scan_limit = scan_limit, max_domains = max_domains})
