@@ -91,11 +91,13 @@ def write(
             refused.append(exc.done)  # what the refused pipeline took still counts
             raise
 
-    def tally(group: list[list[str]], answers: list[tuple[int, int]]) -> None:
+    def tally(group: list[list[str]], answers: list[tuple[int, int]], in_order: bool) -> None:
         for accepted, duplicates in answers:
             receipt.accepted += accepted
             receipt.duplicates += duplicates
-        if progress is not None:
+        # Progress says how many of the first valid paths are in (a retry resumes after
+        # them): a group that went in after a refused one is counted, never reported.
+        if progress is not None and in_order:
             progress("enqueued", sum(len(chunk) for chunk in group))
 
     # The job stays open while this enqueue lives, however long a round trip takes.
@@ -121,7 +123,7 @@ def write(
 def _stream(
     groups: Iterator[list[list[str]]],
     send: Callable[[list[list[str]]], list[tuple[int, int]]],
-    tally: Callable[[list[list[str]], list[tuple[int, int]]], None],
+    tally: Callable[[list[list[str]], list[tuple[int, int]], bool], None],
 ) -> None:
     """Send every group, several pipelines in flight at once when there is more than one.
 
@@ -131,13 +133,13 @@ def _stream(
     first = next(groups)
     second = next(groups, None)
     if second is None:
-        tally(first, send(first))
+        tally(first, send(first), True)
         return
     window: deque[tuple[list[list[str]], Future[list[tuple[int, int]]]]] = deque()
 
-    def tally_oldest() -> None:
+    def tally_oldest(in_order: bool = True) -> None:
         group, future = window.popleft()
-        tally(group, future.result())
+        tally(group, future.result(), in_order)
 
     with ThreadPoolExecutor(PIPELINES_IN_FLIGHT, thread_name_prefix="enqueue") as pool:
         try:
@@ -152,7 +154,7 @@ def _stream(
             # of a failed enqueue says exactly what was accepted.
             while window:
                 with contextlib.suppress(redis.RedisError):
-                    tally_oldest()
+                    tally_oldest(in_order=False)
             raise
 
 

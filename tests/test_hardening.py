@@ -94,7 +94,7 @@ def test_an_enqueue_that_redis_stops_half_way_says_what_went_in_and_the_job_ends
     client.config_set("maxmemory", 0)
     status = producer.status(receipt.job_id)
     # Exactly what the receipt says went in is what waits.
-    assert status.counts.pending == receipt.accepted
+    assert status.counts.pending == receipt.accepted, receipt.error
     assert status.incomplete and status.to_dict()["incomplete"] is True
     _drain(store)
     after = producer.status(receipt.job_id)

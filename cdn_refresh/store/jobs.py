@@ -39,7 +39,7 @@ class JobNotFoundError(KeyError):
 
 class ChunksRefusedError(redis.RedisError):
     """Redis refused a chunk of a pipeline; ``done`` holds the answers of the chunks it took
-    before, so that the enqueue can say exactly what went in."""
+    (before or after the refused one), so that the enqueue can say exactly what went in."""
 
     def __init__(self, done: list[tuple[int, int]], cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
@@ -135,11 +135,15 @@ class JobStore:
             self._touch(header, "renew", pipe)
             self._wait_for_replicas(pipe)
             answers = pipe.execute(raise_on_error=False)
-        done: list[tuple[int, int]] = []
-        for answer in answers[: len(chunks)]:
-            if isinstance(answer, Exception):
-                raise ChunksRefusedError(done, answer)
-            done.append((int(answer[0]), int(answer[1])))
+        # Redis runs every command of a pipeline: a chunk after a refused one may still go in
+        # (under maxmemory, memory falls back as the pipeline's own buffers drain), and what
+        # went in counts wherever it stands.
+        done = [
+            (int(a[0]), int(a[1])) for a in answers[: len(chunks)] if not isinstance(a, Exception)
+        ]
+        refused = [a for a in answers[: len(chunks)] if isinstance(a, Exception)]
+        if refused:
+            raise ChunksRefusedError(done, refused[0])
         wanted = self._ctx.settings.redis.min_replicas_ack
         if wanted and (isinstance(answers[-1], Exception) or int(answers[-1]) < wanted):
             confirmed = 0 if isinstance(answers[-1], Exception) else int(answers[-1])
