@@ -26,10 +26,12 @@ class ObjectType(StrEnum):
 
     FILE = "File"
     DIRECTORY = "Directory"
+    REGEX = "Regex"
+    IGNORE_PARAMS = "IgnoreParams"
 
     @property
     def label(self) -> str:
-        """How people and JSON spell it: ``file`` or ``directory``."""
+        """How people and JSON spell it: ``file``, ``directory``, ``regex``, ..."""
         return OPERATIONS[self].label
 
     @property
@@ -116,9 +118,53 @@ DIRECTORY: Final = Operation(
     force_applies=True,
 )
 
+# Paths that match a regular expression (after the host): the provider's own dialect, which
+# our check (Python's `re`) only approximates. Outside any coverage.
+REGEX: Final = Operation(
+    name=ObjectType.REGEX,
+    label="regex",
+    key_segment="regex",
+    action="RefreshObjectCaches",
+    wire_type="Regex",
+    paths_per_call=1,
+    domains_per_call=10,
+    per_call_setting="REGEXES_PER_CALL",
+    quota_setting="REGEX_DAILY_QUOTA",
+    default_daily_quota=20,
+    set_quota_option="--set-regex-quota",
+    provider_remain_field="RegexRemain",
+    provider_quota_field="RegexQuota",
+    covers=(),
+    tracked=True,
+    prefix_path=False,
+    force_applies=True,
+)
+# A URL whatever its query string (`/app.js` for every `?v=`): its query is dropped when it is
+# normalised. It would cover pending Files of the same URL; that coverage is not applied yet
+# (the claim scripts serve one coverage pair), so it covers nothing here.
+IGNORE_PARAMS: Final = Operation(
+    name=ObjectType.IGNORE_PARAMS,
+    label="ignore-params",
+    key_segment="ignore_params",
+    action="RefreshObjectCaches",
+    wire_type="IgnoreParams",
+    paths_per_call=1000,
+    domains_per_call=10,
+    per_call_setting="IGNORE_PARAMS_PER_CALL",
+    quota_setting="IGNORE_PARAMS_DAILY_QUOTA",
+    default_daily_quota=100,
+    set_quota_option="--set-ignore-params-quota",
+    provider_remain_field="IgnoreParamsRemain",
+    provider_quota_field="IgnoreParamsQuota",
+    covers=(),
+    tracked=True,
+    prefix_path=False,
+    force_applies=True,
+)
+
 # Every operation by name, in the order people read them (`quota` lists them so).
 OPERATIONS: Final[Mapping[ObjectType, Operation]] = MappingProxyType(
-    {op.name: op for op in (FILE, DIRECTORY)}
+    {op.name: op for op in (FILE, DIRECTORY, REGEX, IGNORE_PARAMS)}
 )
 OBJECT_TYPES: Final = tuple(OPERATIONS)
 # The one per-call setting every operation shares.

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdn_refresh import constants as c
+from cdn_refresh import operations
 from cdn_refresh.sentinel import is_sentinel_url, parse_sentinel_url
 
 ENV_PREFIX = "CDN_REFRESH_"
@@ -81,6 +82,12 @@ class Settings(BaseSettings):
         default=c.DIRECTORIES_PER_CALL, ge=1, le=c.DIRECTORIES_PER_CALL
     )
     """Directory paths in one call (the provider allows 100)."""
+    regexes_per_call: int = Field(default=c.REGEXES_PER_CALL, ge=1, le=c.REGEXES_PER_CALL)
+    """Regex paths in one call (the provider allows 1)."""
+    ignore_params_per_call: int = Field(
+        default=c.IGNORE_PARAMS_PER_CALL, ge=1, le=c.IGNORE_PARAMS_PER_CALL
+    )
+    """IgnoreParams paths in one call (the provider allows 1,000)."""
     max_domains_per_call: int = Field(
         default=c.MAX_DOMAINS_PER_CALL, ge=1, le=c.MAX_DOMAINS_PER_CALL
     )
@@ -94,6 +101,14 @@ class Settings(BaseSettings):
     directory_daily_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
     """Directory paths per rolling window. Stored by the first claim; change it with `cdn-refresh
     quota --set-directory-quota N`.
+    """
+    regex_daily_quota: int = Field(default=c.REGEX_DAILY_QUOTA, ge=0)
+    """Regex paths per rolling window. Stored by the first claim; change it with `cdn-refresh
+    quota --set-regex-quota N`.
+    """
+    ignore_params_daily_quota: int = Field(default=c.IGNORE_PARAMS_DAILY_QUOTA, ge=0)
+    """IgnoreParams paths (URLs whatever their query) per rolling window. Stored by the first
+    claim; change it with `cdn-refresh quota --set-ignore-params-quota N`.
     """
     # Shorter than QUOTA_WINDOW_MIN_S is allowed here for the demo and tests, never nan or inf.
     quota_window_s: float = Field(
@@ -258,12 +273,12 @@ class Settings(BaseSettings):
         return self
 
     def daily_quota(self, object_type: c.ObjectType) -> int:
-        """The rolling-window limit for one object type."""
-        return self.url_daily_quota if object_type == "File" else self.directory_daily_quota
+        """The rolling-window limit for one object type (its row's quota setting)."""
+        return operations.daily_quota(self, c.ObjectType(object_type))
 
     def paths_per_call(self, object_type: c.ObjectType) -> int:
-        """How many paths of one object type fit in one call."""
-        return self.urls_per_call if object_type == "File" else self.directories_per_call
+        """How many paths of one object type fit in one call (its row's per-call setting)."""
+        return operations.paths_per_call(self, operations.OPERATIONS[c.ObjectType(object_type)])
 
     def redacted_redis_url(self) -> str:
         """The Redis URL with any password replaced, fit for logs and CLI output."""

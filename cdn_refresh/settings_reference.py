@@ -39,6 +39,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "http_read_timeout_s",
             "urls_per_call",
             "directories_per_call",
+            "regexes_per_call",
+            "ignore_params_per_call",
             "max_domains_per_call",
         ),
     ),
@@ -47,6 +49,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "url_daily_quota",
             "directory_daily_quota",
+            "regex_daily_quota",
+            "ignore_params_daily_quota",
             "quota_window_s",
             "interactive_reserve",
             "refresh_cooldown_s",
