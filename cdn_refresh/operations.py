@@ -75,6 +75,11 @@ class Operation:
     tracked: bool  # its calls are followed to completion (DescribeRefreshTaskById)
     # Its path names everything under it: it ends with "/" and has no query.
     prefix_path: bool
+    # Its path after the host is a regular expression, kept as written (cdn_refresh.patterns).
+    pattern_path: bool
+    # The provider ignores its query string: a query is dropped when its path is normalised,
+    # so `/app.js?v=1` and `/app.js?v=2` are one path.
+    query_ignored: bool
     force_applies: bool  # the provider honours `Force` for it
 
 
@@ -96,6 +101,8 @@ FILE: Final = Operation(
     covers=(),
     tracked=True,
     prefix_path=False,
+    pattern_path=False,
+    query_ignored=False,
     force_applies=False,
 )
 DIRECTORY: Final = Operation(
@@ -115,6 +122,8 @@ DIRECTORY: Final = Operation(
     covers=(ObjectType.FILE,),
     tracked=True,
     prefix_path=True,
+    pattern_path=False,
+    query_ignored=False,
     force_applies=True,
 )
 
@@ -137,6 +146,8 @@ REGEX: Final = Operation(
     covers=(),
     tracked=True,
     prefix_path=False,
+    pattern_path=True,
+    query_ignored=False,
     force_applies=True,
 )
 # A URL whatever its query string (`/app.js` for every `?v=`): its query is dropped when it is
@@ -159,6 +170,8 @@ IGNORE_PARAMS: Final = Operation(
     covers=(),
     tracked=True,
     prefix_path=False,
+    pattern_path=False,
+    query_ignored=True,
     force_applies=True,
 )
 
