@@ -176,7 +176,7 @@ def test_an_invalid_path_is_a_400_with_rejected_and_nothing_enqueued(
         b"{",
         b'{"paths": "a.example.com/x"}',
         b'{"paths": []}',
-        b'{"paths": ["a.example.com/x"], "type": "regex"}',
+        b'{"paths": ["a.example.com/x"], "type": "tag"}',
         b'{"paths": ["a.example.com/x"], "priority": "urgent"}',
         b'{"paths": ["a.example.com/x"], "extra": 1}',
         b'{"paths": [1]}',

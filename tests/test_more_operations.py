@@ -1,0 +1,105 @@
+"""Regex and IgnoreParams are rows of the operations table: against a real Redis, their paths
+are claimed, packed and counted by the same scripts as Files and Directories, each under its
+own keys, per-call limit and rolling window; the CLI, the Python API and the HTTP API take
+them by label."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from cdn_refresh.operations import OPERATIONS, ObjectType
+from cdn_refresh.store import Store
+from cdn_refresh.store.records import Batch, Wait, WaitReason
+from producer.producer import Producer
+from tests.conftest import make_settings
+from tests.harness import claim_batch, store_and_producer
+
+REGEX, IGNORE_PARAMS = ObjectType.REGEX, ObjectType.IGNORE_PARAMS
+
+
+def _claim_all(store: Store, kind: ObjectType) -> list[Batch]:
+    batches = []
+    now = time.time()
+    while isinstance(claimed := store.batches.claim(kind, now), Batch):
+        batches.append(claimed)
+    return batches
+
+
+def test_a_regex_claim_carries_one_path_and_a_window_of_20_gives_at_most_20(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = store_and_producer(redis_client, interactive_reserve=0)
+    patterns = [f"a{i % 3}.example.com/img/{i}/.*\\.jpg" for i in range(25)]
+    receipt = producer.enqueue(patterns, REGEX)
+    assert receipt.accepted == 25
+    batches = _claim_all(store, REGEX)
+    assert len(batches) == 20
+    assert all(len(b.paths) == 1 and b.object_type is REGEX for b in batches)
+    assert len({p for b in batches for p in b.paths}) == 20
+    assert store.quota.usage(REGEX).used == 20
+    assert store.quota.pending_count(REGEX) == 5
+    # What is left waits for the Regex window, not for anyone else's.
+    wait = store.batches.claim(REGEX, time.time())
+    assert isinstance(wait, Wait) and wait.reason is WaitReason.QUOTA
+    assert store.quota.usage(ObjectType.FILE).used == 0
+
+
+def test_ignore_params_variants_coalesce_into_one_path_and_a_call_carries_up_to_1000(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = store_and_producer(redis_client, ignore_params_daily_quota=5000)
+    variants = [f"cdn.example.com/app.js?v={i}" for i in range(50)]
+    urls = [f"cdn.example.com/asset/{i}.css?x={i}" for i in range(1500)]
+    receipt = producer.enqueue(variants + urls, IGNORE_PARAMS, "bulk")
+    assert (receipt.accepted, receipt.duplicates) == (1501, 49)
+    batches = _claim_all(store, IGNORE_PARAMS)
+    assert [len(b.paths) for b in batches] == [1000, 501]
+    sent = {p for b in batches for p in b.paths}
+    assert "http://cdn.example.com/app.js" in sent and not any("?" in p for p in sent)
+    assert store.quota.usage(IGNORE_PARAMS).used == 1501
+    assert store.quota.usage(ObjectType.FILE).used == 0
+
+
+def test_each_new_operation_keeps_its_own_keys_and_default_limit(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = store_and_producer(redis_client)
+    producer.enqueue(["a.example.com/x"], ObjectType.FILE)
+    producer.enqueue(["a.example.com/x"], IGNORE_PARAMS)
+    producer.enqueue(["a.example.com/x"], REGEX)
+    for kind in (ObjectType.FILE, REGEX, IGNORE_PARAMS):
+        assert claim_batch(store, kind).paths == ("http://a.example.com/x",)
+    assert store.quota.usage(REGEX).limit == 20
+    assert store.quota.usage(IGNORE_PARAMS).limit == 100
+    keys = store.keys.of(REGEX)
+    assert keys.pending.endswith(":regex:pending")
+    assert store.keys.of(IGNORE_PARAMS).pending.endswith(":ignore_params:pending")
+
+
+def test_quota_json_has_a_section_per_operation(redis_client: redis.Redis) -> None:
+    producer, store = store_and_producer(redis_client)
+    producer.enqueue(["a.example.com/(a|b)\\.png"], REGEX)
+    claim_batch(store, REGEX)
+    producer.enqueue(["a.example.com/p?q=1"], IGNORE_PARAMS)
+    document = json.loads(json.dumps(producer.quota()))
+    assert {op.label for op in OPERATIONS.values()} <= set(document)
+    assert (document["regex"]["limit"], document["regex"]["used"]) == (20, 1)
+    assert (document["ignore-params"]["limit"], document["ignore-params"]["pending"]) == (100, 1)
+
+
+def test_lookup_finds_a_regex_and_an_ignore_params_path_by_any_spelling(
+    redis_client: redis.Redis,
+) -> None:
+    producer = Producer(Store(redis_client, make_settings()))
+    producer.enqueue(["https://a.example.com/v[0-9]+/"], REGEX)
+    producer.enqueue(["a.example.com/app.js?v=1"], IGNORE_PARAMS)
+    found = producer.lookup("HTTPS://A.example.com:443/v[0-9]+/", REGEX).to_dict()
+    assert (found["path"], found["state"]) == ("https://a.example.com/v[0-9]+/", "pending")
+    found = producer.lookup("a.example.com/app.js?v=99", "ignore-params").to_dict()
+    assert (found["path"], found["state"]) == ("http://a.example.com/app.js", "pending")
+    # Looked up as a File, the hint names the IgnoreParams path it was enqueued as.
+    hint = producer.lookup("a.example.com/app.js").to_dict()["hint"]
+    assert "http://a.example.com/app.js (IgnoreParams, pending)" in hint
