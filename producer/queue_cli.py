@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,8 +25,12 @@ from cdn_refresh.cli_support import (
 )
 from cdn_refresh.constants import OBJECT_TYPES, ObjectType
 from cdn_refresh.operations import OPERATIONS, coverage, domains_per_call, paths_per_call
+from cdn_refresh.settings import Settings
 from cdn_refresh.times import shown_time
 from producer.cli import make_producer
+
+if TYPE_CHECKING:
+    from cdn_refresh.planning import TypePlan
 
 EXIT_UNKNOWN = 1  # lookup: a path never seen
 
@@ -122,8 +127,8 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     with Producer.from_settings(settings, notify_workers=False) as producer:
         for kind in OBJECT_TYPES:
             paths[kind].update(producer.queued_paths(kind))
-        covered_limit = producer.daily_limit(pair.covered)
-        covering_limit = producer.daily_limit(pair.covering)
+        limits_of = {kind: producer.daily_limit(kind) for kind in OBJECT_TYPES}
+    covered_limit, covering_limit = limits_of[pair.covered], limits_of[pair.covering]
     # The plan is promotion's: the covered operation's paths (Files), and the covering
     # operation's (Directories) that would stand for them.
     covered, covering = OPERATIONS[pair.covered], OPERATIONS[pair.covering]
@@ -144,7 +149,28 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
         limits,
         enabled=settings.promote == "auto",
     )
+    result = replace(result, others=_other_plans(settings, paths, limits_of))
     emit(result.to_dict(), as_json, _plan_text(result.to_dict()))
+
+
+def _other_plans(
+    settings: Settings, paths: dict[ObjectType, set[str]], limits: dict[ObjectType, int]
+) -> tuple[tuple[str, TypePlan], ...]:
+    """The operations outside promotion's coverage, each draining on its own, at its own
+    window and per-call limits."""
+    from cdn_refresh.planning import type_plan
+
+    pair = coverage()
+    return tuple(
+        (
+            op.label,
+            type_plan(
+                paths[k], limits[k], paths_per_call(settings, op), domains_per_call(settings, op)
+            ),
+        )
+        for k, op in OPERATIONS.items()
+        if k not in (pair.covered, pair.covering)
+    )
 
 
 def _plan_text(data: dict[str, Any]) -> str:
@@ -154,7 +180,8 @@ def _plan_text(data: dict[str, Any]) -> str:
     lines = [
         f"{kind:<10} pending={data[kind]['pending']} calls={data[kind]['calls']} "
         f"drains in {days(data[kind]['days_to_drain'])}"
-        for kind in ("file", "directory")
+        for kind in (op.label for op in OPERATIONS.values())
+        if kind in data
     ]
     if data["file"]["covered_by_pending_directories"]:
         lines.append(

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
+import pytest
 import redis
+from click.testing import CliRunner
 
+from cdn_refresh.cli import main
 from cdn_refresh.operations import OPERATIONS, ObjectType
 from cdn_refresh.store import Store
 from cdn_refresh.store.records import Batch, Wait, WaitReason
 from producer.producer import Producer
 from tests.conftest import make_settings
 from tests.harness import claim_batch, store_and_producer
+
+pytestmark = pytest.mark.redis
 
 REGEX, IGNORE_PARAMS = ObjectType.REGEX, ObjectType.IGNORE_PARAMS
 
@@ -103,3 +109,68 @@ def test_lookup_finds_a_regex_and_an_ignore_params_path_by_any_spelling(
     # Looked up as a File, the hint names the IgnoreParams path it was enqueued as.
     hint = producer.lookup("a.example.com/app.js").to_dict()["hint"]
     assert "http://a.example.com/app.js (IgnoreParams, pending)" in hint
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def run(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("CDN_REFRESH_ALLOWED_DOMAINS", "CDN_REFRESH_KEY_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"CDN_REFRESH_REDIS_URL": redis_url, "CDN_REFRESH_FLUSH_DEBOUNCE_S": "0"}
+
+    def invoke(*args: str, **extra_env: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, list(args), env={**env, **extra_env})
+
+    return invoke
+
+
+def test_enqueue_type_regex_refuses_a_pattern_that_does_not_compile_and_enqueues_nothing(
+    run,  # type: ignore[no-untyped-def]
+    redis_client: redis.Redis,
+) -> None:
+    result = run("enqueue", "--type", "regex", "a.example.com/ok/.*", "a.example.com/(x", "--json")
+    assert result.exit_code == 2, result.output
+    (rejected,) = json.loads(result.stdout)["rejected"]
+    assert rejected["line"] == 2 and rejected["reason"].startswith("regex does not compile")
+    assert redis_client.dbsize() == 0
+    allowed = {"CDN_REFRESH_ALLOWED_DOMAINS": "*.example.com"}
+    outside = run("enqueue", "--type", "regex", "evil.org/.*", "--json", **allowed)
+    assert json.loads(outside.stdout)["rejected"][0]["reason"] == "domain evil.org not allowed"
+
+
+def test_enqueue_type_ignore_params_drops_the_query_and_counts_variants_as_duplicates(
+    run,  # type: ignore[no-untyped-def]
+) -> None:
+    variants = [f"a.example.com/app.js?v={i}" for i in range(5)]
+    result = run("enqueue", "--type", "ignore-params", *variants, "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert (body["accepted"], body["duplicates"]) == (1, 4)
+    found = json.loads(run("lookup", "--type", "ignore-params", variants[3], "--json").stdout)
+    assert (found["path"], found["state"]) == ("http://a.example.com/app.js", "pending")
+
+
+def test_quota_sets_and_shows_the_regex_and_ignore_params_limits(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("quota", "--set-regex-quota", "5", "--set-ignore-params-quota", "7").exit_code == 0
+    shown = json.loads(run("quota", "--json").stdout)
+    assert (shown["regex"]["limit"], shown["ignore-params"]["limit"]) == (5, 7)
+    assert "regex" in run("quota").output and "ignore-params" in run("quota").output
+
+
+def test_plan_counts_regex_calls_one_path_each_at_the_regex_window(
+    run,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    assert run("enqueue", "--type", "regex", "a.com/x/.*", "a.com/y/.*", "--json").exit_code == 0
+    more = tmp_path / "patterns.txt"
+    more.write_text("\n".join(f"b.com/{i}/.*" for i in range(8)))
+    result = run("plan", "--json", "--type", "regex", "--from-file", str(more))
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["regex"] == {"pending": 10, "calls": 10, "days_to_drain": 0.5}
+    assert plan["ignore-params"] == {"pending": 0, "calls": 0, "days_to_drain": 0.0}
+    assert plan["file"]["pending"] == 0
+    assert "regex      pending=2 calls=2 drains in 0.1 days" in run("plan").output
