@@ -111,6 +111,21 @@ def test_lookup_finds_a_regex_and_an_ignore_params_path_by_any_spelling(
     assert "http://a.example.com/app.js (IgnoreParams, pending)" in hint
 
 
+def test_a_pending_regex_with_dot_syntax_is_never_respelled_nor_keeps_the_upgrade_pass_going(
+    redis_client: redis.Redis,
+) -> None:
+    producer, store = store_and_producer(redis_client)
+    patterns = ["http://a.example.com/img/./.*\\.png", "http://a.example.com/../x/.*"]
+    producer.enqueue(patterns, REGEX)
+    claimed = claim_batch(store, REGEX)
+    assert claimed.paths[0] in patterns
+    # One in flight, one pending, both spelled with "/.": neither is an older spelling.
+    assert store.quota.pending_count(REGEX) == 1
+    assert store.respelling.pass_once() == 0 and store.respelling.done()
+    for pattern in patterns:
+        assert producer.lookup(pattern, REGEX).to_dict()["path"] == pattern
+
+
 # -- the command line ----------------------------------------------------------------------
 
 
