@@ -52,7 +52,7 @@ def jobs(state: str | None, limit: int, as_json: bool) -> None:
     with Producer.from_settings(redis_settings(), notify_workers=False) as producer:
         found = [j.to_dict() for j in producer.recent_jobs(limit, wanted)]
     text = "\n".join(
-        f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<9} "
+        f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<12} "
         f"paths={sum(j['counts'].values()):,} created {shown_time(j['created_at'])}"
         for j in found
     )
@@ -214,7 +214,7 @@ def dead_letter_list(as_json: bool) -> None:
     if not entries:
         click.echo("no dead-lettered paths")
     for e in entries:
-        click.echo(f"{e['object_type']:<9} {e['code']:<32} attempts={e['attempts']} {e['path']}")
+        click.echo(f"{e['object_type']:<12} {e['code']:<32} attempts={e['attempts']} {e['path']}")
 
 
 @dead_letter.command("replay")
