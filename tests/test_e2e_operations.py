@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from cdn_refresh.constants import ObjectType, Priority
-from cdn_refresh.store.records import JobState
+from cdn_refresh.store.records import JobState, PathState
 from emulator import EmulatorConfig, EmulatorServer
 from tests.harness import Cluster, wait_for
 
@@ -87,3 +87,24 @@ def test_ignore_params_urls_go_out_as_ignore_params_up_to_1000_a_call_without_th
     reached = cluster.emulator.state.refreshed(variants)
     assert all(entry["how"] == "ignore_params" for entry in reached)
     wait_for(lambda: cluster.producer.status(job).state is JobState.COMPLETE, 30, cluster.logs)
+
+
+def test_a_regex_the_provider_refuses_is_dead_lettered_as_regex_and_goes_again_when_replayed(
+    cluster: Cluster,
+) -> None:
+    cluster.emulator.state.configure(unknown_domains=frozenset({"gone.example.com"}))
+    cluster.configure()
+    refused, fine = "http://gone.example.com/x/.*", "http://a.example.com/x/.*"
+    job = cluster.producer.enqueue([refused, fine], REGEX).job_id
+    cluster.start_workers(1)
+    cluster.wait_done([job])
+    dead = [d.to_dict() for d in cluster.producer.dead_letters()]
+    assert [(d["path"], d["object_type"], d["code"]) for d in dead] == [
+        (refused, "Regex", "InvalidDomain.NotFound")
+    ]
+    assert cluster.producer.lookup(refused, REGEX).state is PathState.FAILED
+    assert [c["paths"] for c in _calls(cluster, REGEX)] == [[fine]]
+    # Once the provider serves the domain, a replay sends it, as a Regex.
+    cluster.emulator.state.configure(unknown_domains=frozenset())
+    assert cluster.producer.replay([refused], "regex") == 1
+    wait_for(lambda: [refused] in [c["paths"] for c in _calls(cluster, REGEX)], 30, cluster.logs)
