@@ -58,6 +58,10 @@ def test_two_workers_send_exactly_20_regex_calls_of_25_patterns_and_keep_5_pendi
     assert cluster.store.quota.usage(REGEX).used == 20
     status = cluster.producer.status(job).to_dict()
     assert status["counts"]["pending"] == 5
+    # The metrics carry the type: 20 calls accepted, 20 of 20 units used, 5 pending.
+    figures = cluster.store.metrics.snapshot()[REGEX]
+    assert (figures.quota_used, figures.quota_limit, figures.pending_interactive) == (20, 20, 5)
+    assert figures.calls == {"submitted": 20} and figures.submitted_paths == 20, figures
     # The sent ones are followed to completion like any tracked call.
     wait_for(
         lambda: cluster.producer.lookup(sent[0], REGEX).to_dict()["state"] == "complete",
