@@ -50,14 +50,14 @@ API_REDIS_SOCKET_TIMEOUT_S = 2.0
 def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
     """The application for ``settings`` (no connection is made until a request needs one)."""
     client = redis_from_settings(
-        settings,
+        settings.redis,
         retries=API_REDIS_RETRIES,
         connect_timeout_s=API_REDIS_CONNECT_TIMEOUT_S,
         socket_timeout_s=API_REDIS_SOCKET_TIMEOUT_S,
     )
     store = Store(client, settings)
     producer = Producer(store, notify=FlushNotifier(store) if notify_workers else None)
-    tokens = [t.get_secret_value() for t in settings.api_tokens]
+    tokens = [t.get_secret_value() for t in settings.api.tokens]
     if not tokens:
         log.warning("CDN_REFRESH_API_TOKENS is empty: every /v1 request is refused (401)")
 
@@ -75,10 +75,10 @@ def create_app(settings: Settings, *, notify_workers: bool = True) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     bounds = BodyBounds(
-        settings.api_max_body_bytes,
-        settings.api_max_body_bytes_in_flight,
-        settings.api_body_timeout_s,
-        settings.api_body_max_s,
+        settings.api.max_body_bytes,
+        settings.api.max_body_bytes_in_flight,
+        settings.api.body_timeout_s,
+        settings.api.body_max_s,
     )
     app.add_middleware(BodyLimit, bounds=bounds)
     check = TokenCheck(tokens)

@@ -62,11 +62,11 @@ def _refresh(
 ) -> JSONResponse:
     """Check the edge's limit, then ask the producer to enqueue once per Idempotency-Key
     (``idempotency_key``: the caller's scope and the key it sent)."""
-    if len(body.paths) > settings.api_max_paths:
+    if len(body.paths) > settings.api.max_paths:
         raise ApiError(
             413,
             "too_many_paths",
-            f"{len(body.paths)} paths, at most {settings.api_max_paths} per request: "
+            f"{len(body.paths)} paths, at most {settings.api.max_paths} per request: "
             "nothing was enqueued",
         )
     order = RefreshOrder(

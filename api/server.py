@@ -37,15 +37,15 @@ def log_config(level: str) -> dict[str, Any]:
 
 def serve(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM."""
-    level = settings.log_level.upper()
+    level = settings.log.level.upper()
     logging.config.dictConfig(log_config(level))
     app = create_app(settings)
     logging.getLogger("cdn_refresh.api").info(
         "api on http://%s:%d with %d token(s); redis %s",
         host,
         port,
-        len(settings.api_tokens),
-        settings.redacted_redis_url(),
+        len(settings.api.tokens),
+        settings.redis.redacted_url(),
     )
     config = uvicorn.Config(
         app,
@@ -55,6 +55,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
         server_header=False,
         # Headers must be in within API_HEADER_TIMEOUT_S (the body has its own deadline, in
         # the application): a client that stalls part way holds no connection for long.
-        http=timed_protocol(settings.api_header_timeout_s),
+        http=timed_protocol(settings.api.header_timeout_s),
     )
     uvicorn.Server(config).run()

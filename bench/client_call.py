@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     transport = httpx.MockTransport(_handler)
     body = {"Action": "RefreshObjectCaches", "ObjectPath": "\n".join(paths), "ObjectType": "File"}
     with (
-        CdnClient(settings, transport=transport) as client,
+        CdnClient(settings.provider, transport=transport) as client,
         httpx.Client(base_url="http://cdn.test", transport=transport) as bare,
     ):
         signed = _best_ms(lambda: client.refresh_object_caches(paths), args.calls, args.rounds)

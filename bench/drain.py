@@ -40,7 +40,7 @@ DRAIN_TIMEOUT_S = 150
 
 def floor(settings: Any, paths: list[str]) -> float:
     """Seconds to post every batch of ``paths`` sequentially with one CdnClient."""
-    with CdnClient(settings) as client:
+    with CdnClient(settings.provider) as client:
         client.refresh_object_caches(paths[:1])  # connect and warm up, not timed
         started = time.perf_counter()
         for start in range(0, len(paths), URLS_PER_CALL):
@@ -82,7 +82,7 @@ def run(
         emulator.reset()
 
         redis_server.flush()
-        client = redis_from_settings(settings)
+        client = redis_from_settings(settings.redis)
         Producer(Store(client, settings)).enqueue(paths)
         notify = FlushNotifier(Store(client, settings))
         (workdir / "drain").mkdir(exist_ok=True)

@@ -75,7 +75,7 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
     unique = len(set(normalized))
     values = bench_settings(redis_server.url, "http://127.0.0.1:9")
     settings = make_settings(values)
-    client = redis_from_settings(settings)
+    client = redis_from_settings(settings.redis)
     redis_pid = redis_server.process.pid
 
     # The floor: the same members, the store's primitive, nothing else.

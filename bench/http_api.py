@@ -63,7 +63,7 @@ def run(redis_server: RedisServer, workdir: Path, quick: bool) -> Result:
         for i in range(0, bodies_n * PATHS_PER_BODY, PATHS_PER_BODY)
     ]
     singles = everything[bodies_n * PATHS_PER_BODY :]
-    producer = Producer(Store(redis_from_settings(settings), settings))
+    producer = Producer(Store(redis_from_settings(settings.redis), settings))
 
     def by_producer(paths: list[str]) -> None:
         producer.enqueue(paths)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 def _enqueue(server: RedisServer, count: int, profiler_class: Any) -> tuple[Any, float, Any]:
     lines, _ = enqueue_lines(count)
     settings = make_settings(bench_settings(server.url, "http://127.0.0.1:9"))
-    client = redis_from_settings(settings)
+    client = redis_from_settings(settings.redis)
     producer = Producer(Store(client, settings))
     producer.enqueue(lines[:1000])  # load the script; warm the connection
     server.flush()
@@ -79,10 +79,10 @@ def _drain(server: RedisServer, count: int, profiler_class: Any) -> tuple[Any, f
     with EmulatorProcess(100_000_000) as emulator:
         values = bench_settings(server.url, emulator.url, url_daily_quota=1_000_000_000)
         settings = make_settings(values)
-        client = redis_from_settings(settings)
+        client = redis_from_settings(settings.redis)
         Producer(Store(client, settings)).enqueue(paths)
         store = Store(client, settings)
-        with CdnClient(settings) as cdn:
+        with CdnClient(settings.provider) as cdn:
             flusher = Flusher(store, cdn, settings)
             server.client.config_resetstat()
             # Scripts of a full batch into the slow log, to tell claim and settle apart (the

@@ -79,8 +79,8 @@ def _schedule_at_defaults(result: Result) -> None:
     settings = make_settings({})
     worst, requests_5_min = 0.0, 0
     for ends_at in (1, 10, 60, 150, 300, 330, 600, 1800, 3500):
-        due, checks = settings.task_first_check_s, 1
-        while (ran := due + settings.flush_interval_s) < ends_at:
+        due, checks = settings.tracking.task_first_check_s, 1
+        while (ran := due + settings.flush.interval_s) < ends_at:
             due, checks = ran + next_check_s(ran, settings), checks + 1
         worst = max(worst, (ran - ends_at) / max(15.0, 0.1 * ends_at))
         requests_5_min = checks if ends_at == 300 else requests_5_min

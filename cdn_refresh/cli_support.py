@@ -47,7 +47,7 @@ def redis_settings() -> Settings:
 
     settings = command_settings()
     client = redis_from_settings(
-        settings,
+        settings.redis,
         retries=0,
         connect_timeout_s=REDIS_PREFLIGHT_TIMEOUT_S,
         socket_timeout_s=REDIS_PREFLIGHT_TIMEOUT_S,

@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # settings import the constants, which import this table
+    from cdn_refresh.settings import Settings
 
 
 class ObjectType(StrEnum):
@@ -52,7 +55,7 @@ class ObjectType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One operation's facts. Setting names are the environment variables without the
-    ``CDN_REFRESH_`` prefix; the settings attribute is the same name in lower case."""
+    ``CDN_REFRESH_`` prefix, read with ``Settings.value_of``."""
 
     name: ObjectType
     label: str  # people and JSON: `--type file`, `"file": {...}` in `quota --json`
@@ -63,7 +66,9 @@ class Operation:
     wire_type: str  # the action's `ObjectType` parameter
     paths_per_call: int  # the provider's limit of paths in one call
     domains_per_call: int  # the provider's limit of distinct domains in one call
-    per_call_setting: str  # the setting that may lower `paths_per_call`
+    # The setting that may lower `paths_per_call`; None where there is nothing to lower (one
+    # regex a call).
+    per_call_setting: str | None
     quota_setting: str  # the setting of its daily (rolling-window) limit
     default_daily_quota: int
     set_quota_option: str  # the `cdn-refresh quota` option that stores a new limit
@@ -137,7 +142,7 @@ REGEX: Final = Operation(
     wire_type="Regex",
     paths_per_call=1,
     domains_per_call=10,
-    per_call_setting="REGEXES_PER_CALL",
+    per_call_setting=None,
     quota_setting="REGEX_DAILY_QUOTA",
     default_daily_quota=20,
     set_quota_option="--set-regex-quota",
@@ -224,23 +229,20 @@ def coverage(table: Table = OPERATIONS) -> Coverage:
     return found[0]
 
 
-def setting_attribute(setting: str) -> str:
-    """The settings attribute of a setting name (``URL_DAILY_QUOTA`` -> ``url_daily_quota``)."""
-    return setting.lower()
-
-
-def daily_quota(settings: object, name: ObjectType) -> int:
+def daily_quota(settings: Settings, name: ObjectType) -> int:
     """This process's daily limit of one operation, read from its row's setting."""
-    return int(getattr(settings, setting_attribute(OPERATIONS[name].quota_setting)))
+    return int(settings.value_of(OPERATIONS[name].quota_setting))
 
 
-def paths_per_call(settings: object, op: Operation) -> int:
+def paths_per_call(settings: Settings, op: Operation) -> int:
     """Paths of ``op`` one call carries: its setting, never above the provider's limit."""
-    return min(int(getattr(settings, setting_attribute(op.per_call_setting))), op.paths_per_call)
+    if op.per_call_setting is None:
+        return op.paths_per_call
+    return min(int(settings.value_of(op.per_call_setting)), op.paths_per_call)
 
 
-def domains_per_call(settings: object, op: Operation) -> int:
+def domains_per_call(settings: Settings, op: Operation) -> int:
     """Distinct domains one call of ``op`` carries: the deployment's setting
     (``MAX_DOMAINS_PER_CALL``), never above the operation's provider limit."""
-    setting = int(getattr(settings, setting_attribute(DOMAINS_PER_CALL_SETTING)))
+    setting = int(settings.value_of(DOMAINS_PER_CALL_SETTING))
     return min(setting, op.domains_per_call)

@@ -1,6 +1,6 @@
-"""The settings reference (``docs/settings.md``), made from the settings model itself: each
-field's docstring, default and bounds, in groups. ``make docs`` writes it; a test compares the
-file with :func:`render`, so the reference cannot drift from the code.
+"""The settings reference (``docs/settings.md``), made from the settings models themselves: each
+field's variable, docstring, default and bounds, one section per group. ``make docs`` writes it;
+a test compares the file with :func:`render`, so the reference cannot drift from the code.
 
 ``python -m cdn_refresh.settings_reference`` prints it.
 """
@@ -14,94 +14,7 @@ import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from cdn_refresh.settings import ENV_PREFIX, Settings
-
-# Each field in exactly one group (a test holds this), in the order a reader looks for them.
-GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "Redis",
-        (
-            "redis_url",
-            "redis_min_replicas_ack",
-            "redis_replica_ack_timeout_s",
-            "allow_eviction",
-            "key_prefix",
-        ),
-    ),
-    (
-        "Provider",
-        (
-            "endpoint",
-            "access_key_id",
-            "access_key_secret",
-            "security_token",
-            "http_connect_timeout_s",
-            "http_read_timeout_s",
-            "urls_per_call",
-            "directories_per_call",
-            "regexes_per_call",
-            "ignore_params_per_call",
-            "max_domains_per_call",
-        ),
-    ),
-    (
-        "Quota",
-        (
-            "url_daily_quota",
-            "directory_daily_quota",
-            "regex_daily_quota",
-            "ignore_params_daily_quota",
-            "quota_window_s",
-            "interactive_reserve",
-            "refresh_cooldown_s",
-            "promote",
-            "promote_min_paths",
-            "promote_min_depth",
-            "quota_sync_s",
-        ),
-    ),
-    (
-        "Flushing, retries and recovery",
-        (
-            "flush_debounce_s",
-            "flush_interval_s",
-            "retry_base_delay_s",
-            "retry_max_delay_s",
-            "max_attempts",
-            "batch_lease_s",
-            "auth_hold_max_s",
-        ),
-    ),
-    (
-        "Tracking and retention",
-        ("task_first_check_s", "task_check_max_s", "task_timeout_s", "record_retention_days"),
-    ),
-    ("Input", ("allowed_domains",)),
-    (
-        "HTTP API",
-        (
-            "api_tokens",
-            "api_max_body_bytes",
-            "api_max_paths",
-            "api_max_body_bytes_in_flight",
-            "api_header_timeout_s",
-            "api_body_timeout_s",
-            "api_body_max_s",
-        ),
-    ),
-    (
-        "Webhooks",
-        (
-            "webhook_secret",
-            "webhook_allowed_hosts",
-            "webhook_timeout_s",
-            "webhook_retry_base_delay_s",
-            "webhook_retry_max_delay_s",
-            "webhook_max_age_s",
-        ),
-    ),
-    ("Logs", ("log_level",)),
-)
+from cdn_refresh.settings import ENV_PREFIX, groups
 
 _BOUNDS = (
     (annotated_types.Ge, "ge", "≥"),
@@ -140,26 +53,29 @@ def bounds_text(field: FieldInfo) -> str:
 
 def render() -> str:
     """``docs/settings.md``: every setting, grouped, with its default, bounds and meaning."""
-    fields = Settings.model_fields
     out = [
         "# Settings reference",
         "",
-        "<!-- Made by `make docs` from cdn_refresh/settings.py: edit the field's docstring there."
+        "<!-- Made by `make docs` from cdn_refresh/settings/: edit the field's docstring there."
         " -->",
         "",
         f"Environment variables with the prefix `{ENV_PREFIX}` (or a `.env` file in the working "
         "directory). A bad value stops the program at start with a message naming the "
         "variable, never its value. Secrets are never logged or printed. `.env.example` lists "
-        "every one with its default.",
+        "every one with its default. In the code each group is one attribute of `Settings` "
+        "(named in its heading), and a component that needs one group is given that group.",
     ]
-    for title, names in GROUPS:
-        out += ["", f"## {title}", "", "| Variable | Default | Bounds | Meaning |"]
-        out.append("| --- | --- | --- | --- |")
-        for name in names:
-            field = fields[name]
+    for attribute, model in groups().items():
+        out += ["", f"## {model.title} (`settings.{attribute}`)", ""]
+        out += [
+            "| Variable | Field | Default | Bounds | Meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        env = model.env_names()
+        for name, field in model.model_fields.items():
             meaning = " ".join((field.description or "").split()).replace("|", "\\|")
             out.append(
-                f"| `{ENV_PREFIX}{name.upper()}` | {default_text(field)} | {bounds_text(field)} "
+                f"| `{env[name]}` | `{name}` | {default_text(field)} | {bounds_text(field)} "
                 f"| {meaning} |"
             )
     return "\n".join(out) + "\n"

@@ -8,7 +8,7 @@ import contextlib
 import redis
 
 from cdn_refresh import callbacks
-from cdn_refresh.settings import Settings
+from cdn_refresh.settings import WebhookSettings
 from cdn_refresh.store.webhooks import WebhookStore
 
 
@@ -16,11 +16,11 @@ class CallbackNotAllowedError(ValueError):
     """A callback_url (or its missing secret) this server does not call: nothing enqueued."""
 
 
-def check_callback(url: str, own_secret: str | None, settings: Settings) -> None:
+def check_callback(url: str, own_secret: str | None, webhooks: WebhookSettings) -> None:
     """Raise :class:`CallbackNotAllowedError` unless ``url`` may be called back, signed with
     ``own_secret`` or the server's webhook secret."""
-    problem = callbacks.url_problem(url, settings.webhook_allowed_hosts)
-    if problem is None and not own_secret and not settings.webhook_secret.get_secret_value():
+    problem = callbacks.url_problem(url, webhooks.allowed_hosts)
+    if problem is None and not own_secret and not webhooks.secret.get_secret_value():
         problem = (
             "callbacks need a callback_secret, or CDN_REFRESH_WEBHOOK_SECRET set on the server"
         )

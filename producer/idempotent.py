@@ -117,7 +117,7 @@ def refresh(
     key). Raises :class:`CallbackNotAllowedError` (nothing enqueued) for a callback this
     server does not call, and :class:`IdempotencyConflictError` while the key is in use."""
     if order.callback_url is not None:
-        check_callback(order.callback_url, order.callback_secret, store.settings)
+        check_callback(order.callback_url, order.callback_secret, store.settings.webhooks)
     if key is None:
         return Reply(answers.of_outcome(_enqueue_fresh(producer, store, order)))
     registration = None

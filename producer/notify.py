@@ -24,13 +24,13 @@ class FlushNotifier:
             from celery import Celery
 
         self._store = store
-        self._debounce_s = store.settings.flush_debounce_s
-        self._celery = Celery(broker=broker_url(store.settings), set_as_current=False)
+        self._debounce_s = store.settings.flush.debounce_s
+        self._celery = Celery(broker=broker_url(store.settings.redis), set_as_current=False)
         self._celery.conf.task_serializer = "json"
         self._celery.conf.broker_connection_retry_on_startup = True
-        self._celery.conf.broker_transport_options = broker_transport_options(store.settings)
+        self._celery.conf.broker_transport_options = broker_transport_options(store.settings.redis)
         # The workers' queue (KEY_PREFIX's own, or Celery's "celery" for the default prefix).
-        self._celery.conf.task_default_queue = celery_names(store.settings).queue
+        self._celery.conf.task_default_queue = celery_names(store.settings.redis).queue
 
     def close(self) -> None:
         """Release the broker connection pool."""

@@ -75,7 +75,7 @@ class Producer:
         self._settings = store.settings
         self._clock = clock
         self._notify = notify
-        self._allowed: frozenset[str] = frozenset(self._settings.allowed_domains)
+        self._allowed: frozenset[str] = frozenset(self._settings.provider.allowed_domains)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, notify_workers: bool = True) -> Producer:

@@ -117,7 +117,9 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
         refused = []
         for line, raw in enumerate(read_lines(from_file), start=1):
             try:
-                paths[extra_type].add(normalize_path(raw, extra_type, settings.allowed_domains))
+                paths[extra_type].add(
+                    normalize_path(raw, extra_type, settings.provider.allowed_domains)
+                )
             except InvalidPathError as exc:
                 refused.append(f"line {line}: {exc.reason}: {shown_path(raw)}")
         if refused:
@@ -138,16 +140,16 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
         urls_per_call=paths_per_call(settings, covered),
         directories_per_call=paths_per_call(settings, covering),
         domains_per_call=min(domains_per_call(settings, op) for op in (covered, covering)),
-        interactive_reserve=settings.interactive_reserve,
-        promote_min_paths=settings.promote_min_paths,
-        promote_min_depth=settings.promote_min_depth,
-        allowed_domains=tuple(settings.allowed_domains),
+        interactive_reserve=settings.quota.interactive_reserve,
+        promote_min_paths=settings.quota.promote_min_paths,
+        promote_min_depth=settings.quota.promote_min_depth,
+        allowed_domains=tuple(settings.provider.allowed_domains),
     )
     result = make_plan(
         paths[pair.covered],
         paths[pair.covering],
         limits,
-        enabled=settings.promote == "auto",
+        enabled=settings.quota.promote == "auto",
     )
     result = replace(result, others=_other_plans(settings, paths, limits_of))
     emit(result.to_dict(), as_json, _plan_text(result.to_dict()))

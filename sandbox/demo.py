@@ -181,7 +181,7 @@ def _drive(
     from cdn_refresh.settings import Settings
     from producer.producer import Producer
 
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in values.items()})  # type: ignore[call-arg, arg-type]
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
     producer = Producer.from_settings(settings)
     files, dirs = sample_paths()
     file_receipt = producer.enqueue(files, "File", skip_invalid=True)

@@ -345,7 +345,7 @@ def test_tokens_and_the_webhook_secret_never_show_in_settings_or_their_errors() 
     settings = load_settings(
         _env_file=None, api_tokens=f"{TOKEN}, {OTHER_TOKEN}", webhook_secret="hook-secret"
     )
-    assert [t.get_secret_value() for t in settings.api_tokens] == [TOKEN, OTHER_TOKEN]
+    assert [t.get_secret_value() for t in settings.api.tokens] == [TOKEN, OTHER_TOKEN]
     for shown in (repr(settings), str(settings), settings.model_dump_json()):
         assert TOKEN not in shown and "hook-secret" not in shown
     with pytest.raises(SettingsError) as caught:

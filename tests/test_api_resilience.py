@@ -253,7 +253,7 @@ def test_a_retry_never_registers_again_a_callback_that_fired(
     body = {**BODY, "callback_url": "http://127.0.0.1:9/hook"}
     job_id = died_after(redis_client, "hooked", body, 0, ended=True)
     store = make_store(redis_client, **SERVED)
-    sender = WebhookSender(store, make_settings(**SERVED))
+    sender = WebhookSender(store, make_settings(**SERVED).webhooks)
     assert sender.fire_ended() == 1  # the job ended (incomplete): its callback fired, once
     with httpx.Client(base_url=served, timeout=10) as http:
         retry = http.post("/v1/refresh", json=body, headers={**AUTH, "Idempotency-Key": "hooked"})

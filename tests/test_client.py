@@ -91,7 +91,7 @@ def form_params(request: httpx.Request) -> dict[str, str]:
 
 
 def client_for(handler: Any, settings: Settings | None = None) -> CdnClient:
-    return CdnClient(settings or make_settings(), transport=httpx.MockTransport(handler))
+    return CdnClient((settings or make_settings()).provider, transport=httpx.MockTransport(handler))
 
 
 def refresh_raises(handler: Any, exc_type: type[E]) -> pytest.ExceptionInfo[E]:
@@ -205,7 +205,7 @@ def test_refresh_without_paths_is_refused_before_sending() -> None:
 
 
 def test_the_signer_signs_get_queries_too() -> None:
-    signer = RpcSigner("testid", make_settings().access_key_secret)
+    signer = RpcSigner("testid", make_settings().provider.access_key_secret)
     query = signer.signed_form("GET", {"Action": "DescribeRefreshQuota", "X": "a b+c"})
     params = dict(parse_qsl(query, keep_blank_values=True))
     assert params["Action"] == "DescribeRefreshQuota"
@@ -458,7 +458,9 @@ def test_secret_never_appears_in_reprs_errors_logs_or_on_the_wire(
     settings = make_settings(access_key_secret=LEAKY_SECRET, security_token=LEAKY_TOKEN)
     recorder = Recorder({"RefreshTaskId": "1", "RequestId": "r"})
     client = client_for(recorder, settings)
-    auth = RpcSigner("testid", settings.access_key_secret, settings.security_token)
+    auth = RpcSigner(
+        "testid", settings.provider.access_key_secret, settings.provider.security_token
+    )
     texts = [repr(client), repr(auth), str(auth), repr(vars(auth))]
 
     client.refresh_object_caches(["example.com/a.png"])

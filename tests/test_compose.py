@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cdn_refresh import cli
-from cdn_refresh.settings import ENV_PREFIX, Settings
+from cdn_refresh.settings import ENV_PREFIX, ProviderSettings, Settings, env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
@@ -29,7 +29,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = ROOT / "pyproject.toml"
 
 APP_SERVICES = ("worker", "scheduler", "emulator", "api")
-FIELDS = set(Settings.model_fields)
+# The settings by the name the environment gives them (``redis_url``), whatever their group.
+FIELDS = {name.removeprefix(ENV_PREFIX).lower() for name in env_names()}
 SECRET_FIELDS = {"access_key_secret", "security_token", "api_tokens", "webhook_secret"}
 ENV_LINE = re.compile(r"^(#\s*)?(CDN_REFRESH_[A-Z0-9_]+)=(.*)$")
 ENV_NAME = re.compile(r"CDN_REFRESH_[A-Z0-9_]+")
@@ -175,7 +176,7 @@ def test_worker_restarts_and_stops_gracefully() -> None:
     svc = services()["worker"]
     assert svc["restart"] == "unless-stopped"
     grace = seconds(str(svc["stop_grace_period"]))
-    defaults = Settings.model_fields
+    defaults = ProviderSettings.model_fields
     call_s = defaults["http_connect_timeout_s"].default + defaults["http_read_timeout_s"].default
     assert grace >= call_s, "long enough for a call in flight to finish"
 
@@ -355,8 +356,9 @@ def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) ->
     listed = Settings(_env_file=None)
     for field in FIELDS:
         if field not in SECRET_FIELDS:
-            assert getattr(listed, field) == getattr(defaults, field), field
-    assert listed.redis_url.get_secret_value() == defaults.redis_url.get_secret_value()
+            group, name = env_names()[ENV_PREFIX + field.upper()]
+            assert getattr(getattr(listed, group), name) == getattr(getattr(defaults, group), name)
+    assert listed.redis.url.get_secret_value() == defaults.redis.url.get_secret_value()
 
 
 # --- Dockerfile and .dockerignore --------------------------------------------------------------

@@ -20,12 +20,12 @@ pytestmark = pytest.mark.redis
 
 
 def test_the_default_prefix_keeps_celerys_queue_and_another_prefix_names_its_own() -> None:
-    default = celery_names(make_settings())
+    default = celery_names(make_settings().redis)
     assert (default.queue, default.control_exchange) == ("celery", "celery")
-    assert broker_transport_options(make_settings()) == {}
-    shop = celery_names(make_settings(key_prefix="shop"))
+    assert broker_transport_options(make_settings().redis) == {}
+    shop = celery_names(make_settings(key_prefix="shop").redis)
     assert shop.queue == "shop.celery" and shop.control_exchange == "shop.celery"
-    assert broker_transport_options(make_settings(key_prefix="shop")) == {
+    assert broker_transport_options(make_settings(key_prefix="shop").redis) == {
         "unacked_key": "shop.unacked",
         "unacked_index_key": "shop.unacked_index",
         "unacked_mutex_key": "shop.unacked_mutex",

@@ -45,7 +45,7 @@ def test_two_workers_send_exactly_20_regex_calls_of_25_patterns_and_keep_5_pendi
     cluster.start_workers(2)
     wait_for(lambda: len(_calls(cluster, REGEX)) >= 20, 60, cluster.logs)
     # Several flush ticks later, still 20: the 21st never reaches the provider.
-    time.sleep(3 * cluster.settings.flush_interval_s + 1)
+    time.sleep(3 * cluster.settings.flush.interval_s + 1)
     calls = _calls(cluster, REGEX)
     assert len(calls) == 20
     assert all(len(c["paths"]) == 1 for c in calls)

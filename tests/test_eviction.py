@@ -139,7 +139,7 @@ def test_a_flusher_claims_nothing_once_redis_may_evict(
         store = Store.from_settings(settings)
         job = Producer(store).enqueue(["a.example.com/1"]).job_id
         _set_policy(own_redis.url, "allkeys-lru")  # changed at run time, after the enqueue
-        with CdnClient(settings) as client, caplog.at_level(logging.CRITICAL):
+        with CdnClient(settings.provider) as client, caplog.at_level(logging.CRITICAL):
             flusher = Flusher(Store.from_settings(settings), client, settings)
             flusher.flush("File")  # type: ignore[arg-type]
             flusher.flush("File")  # type: ignore[arg-type]

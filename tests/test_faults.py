@@ -410,7 +410,7 @@ def test_any_text_is_rejected_with_a_reason_or_reaches_the_provider_as_one_norma
     assert expected is not None, f"{text!r} was enqueued, though invalid: {reason}"
     event("sent")
     assert (receipt.accepted, receipt.rejected_count) == (1, 0)
-    with CdnClient(settings_) as client:
+    with CdnClient(settings_.provider) as client:
         report = Flusher(store, client, settings_).flush("File")
     assert (report.submitted, report.dead_lettered) == (1, 0), [
         e.to_dict() for e in producer.dead_letters()

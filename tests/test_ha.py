@@ -50,16 +50,16 @@ def test_a_malformed_sentinel_url_stops_the_start_without_showing_it(url: str) -
 
 def test_celery_gets_kombus_sentinel_form_and_the_primarys_name() -> None:
     settings = make_settings(redis_url=SENTINEL_URL + "?sentinel_password=sp")
-    assert broker_url(settings) == (
+    assert broker_url(settings.redis) == (
         "sentinel://:s3cret@10.0.0.1:26379/2;sentinel://:s3cret@10.0.0.2:26379/2;"
         "sentinel://:s3cret@[::1]:26380/2"
     )
-    assert broker_transport_options(settings) == {
+    assert broker_transport_options(settings.redis) == {
         "master_name": "mymaster",
         "sentinel_kwargs": {"password": "sp"},
     }
-    assert broker_transport_options(make_settings()) == {}
-    assert "s3cret" not in settings.redacted_redis_url()
+    assert broker_transport_options(make_settings().redis) == {}
+    assert "s3cret" not in settings.redis.redacted_url()
 
 
 # -- the leading edge -----------------------------------------------------------------------

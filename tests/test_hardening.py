@@ -186,9 +186,9 @@ def test_an_enqueue_at_a_quota_of_0_warns_that_the_paths_never_go_in_valid_json(
 
 def test_a_password_in_the_query_moves_into_the_brokers_user_info() -> None:
     settings = make_settings(redis_url="redis://127.0.0.1:6379/0?password=p%40ss&db=0")
-    assert broker_url(settings) == "redis://:p%40ss@127.0.0.1:6379/0?db=0"
+    assert broker_url(settings.redis) == "redis://:p%40ss@127.0.0.1:6379/0?db=0"
     tls = make_settings(redis_url="rediss://h:6380/0?username=al&password=pw")
-    assert broker_url(tls) == "rediss://al:pw@h:6380/0?ssl_cert_reqs=required"
+    assert broker_url(tls.redis) == "rediss://al:pw@h:6380/0?ssl_cert_reqs=required"
 
 
 @pytest.mark.e2e
@@ -428,7 +428,7 @@ def test_a_job_whose_producer_died_half_way_ends_incomplete_within_seconds(
     assert data["counts"]["submitted"] == went_in
     assert stalled_s < 20, stalled_s  # the open mark's lease, not two minutes
     # The webhook says so too.
-    sender = WebhookSender(store, store.settings)
+    sender = WebhookSender(store, store.settings.webhooks)
     assert sender.fire_ended() == 1
     (delivery,) = store.webhooks.lease_due(10, lease_s=60)
     assert json.loads(delivery.body)["job"]["state"] == "incomplete"

@@ -42,7 +42,7 @@ class Rig:
         self.settings = make_settings(**values)
         self.producer = Producer(Store(redis_client, self.settings))
         self.store = Store(redis_client, self.settings)
-        self.client = CdnClient(self.settings)
+        self.client = CdnClient(self.settings.provider)
         self.flusher = Flusher(self.store, self.client, self.settings, rng=random.Random(1))
         self.emulator = emulator
 
@@ -314,7 +314,7 @@ class _Scripted:
 def _mock_flusher(redis_client: redis.Redis, provider: _Scripted, **overrides: object):  # type: ignore[no-untyped-def]
     settings = make_settings(**{"quota_sync_s": 0, **overrides})
     store = Store(redis_client, settings)
-    client = CdnClient(settings, transport=httpx.MockTransport(provider))
+    client = CdnClient(settings.provider, transport=httpx.MockTransport(provider))
     return Producer(Store(redis_client, settings)), store, Flusher(store, client, settings)
 
 

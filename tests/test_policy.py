@@ -35,8 +35,9 @@ POLICY = "worker/policy.py"
 # A receiver's retries are not a provider's answer: webhook deliveries keep their own backoff.
 OWN_BACKOFF = {"worker/webhooks.py"}
 # The settings only a row's wait may read (and the settings model, which defines them).
-WAIT_SETTINGS = {"retry_base_delay_s", "retry_max_delay_s", "auth_hold_max_s"}
-SETTINGS = "cdn_refresh/settings.py"
+# (``settings.retry.base_delay_s``: the retry group's; the webhooks' are ``retry_base_delay_s``.)
+WAIT_SETTINGS = {"base_delay_s", "max_delay_s", "auth_hold_max_s"}
+SETTINGS = "cdn_refresh/settings/work.py"
 
 ERROR_CLASSES = {
     cls
@@ -62,7 +63,7 @@ class _Edge(random.Random):
 
 def _facts(top: bool = True, **given: object) -> WaitFacts:
     settings = make_settings(retry_base_delay_s=1, retry_max_delay_s=60, auth_hold_max_s=300)
-    return WaitFacts(settings, _Edge(top), **given)  # type: ignore[arg-type]
+    return WaitFacts(settings.retry, _Edge(top), **given)  # type: ignore[arg-type]
 
 
 def test_every_error_class_has_exactly_one_row() -> None:
@@ -130,7 +131,7 @@ def test_the_quota_hold_is_at_least_a_second_when_the_base_delay_is_shorter() ->
     facts = _facts(now=AN_HOUR_BEFORE_RESET, provider_left=5, batch_paths=10)
     settings = make_settings(retry_base_delay_s=0.01, retry_max_delay_s=1)
     assert POLICIES[errors.QuotaExhaustedError].wait_s(
-        WaitFacts(settings, facts.rng, now=facts.now, provider_left=5, batch_paths=10)
+        WaitFacts(settings.retry, facts.rng, now=facts.now, provider_left=5, batch_paths=10)
     ) == pytest.approx(1.0)
 
 

@@ -12,6 +12,7 @@ from cdn_refresh.constants import ObjectType, Priority
 from cdn_refresh.planning import days_to_drain, directories_above, plan_promotions
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import Store
+from cdn_refresh.store.keys import waiter_field
 from cdn_refresh.store.records import Batch, PathState, Release, Wait, WaitReason
 from producer.producer import Producer
 from tests.harness import claim_batch, job_counts, store_and_producer
@@ -23,11 +24,12 @@ FILE, DIRECTORY = ObjectType.FILE, ObjectType.DIRECTORY
 
 
 def _all_pending_indexed(redis_client: redis.Redis, store: Store) -> None:
-    for kind in (FILE, DIRECTORY):
-        tk = store.keys.of(kind)
-        assert set(redis_client.zrange(tk.pending, 0, -1)) == set(
-            redis_client.zrange(tk.pending_lex, 0, -1)
-        )
+    # Only Directories keep a coverage index: the Files are found by a scan of their pending.
+    tk = store.keys.of(DIRECTORY)
+    assert set(redis_client.zrange(tk.pending, 0, -1)) == set(
+        redis_client.zrange(tk.pending_lex, 0, -1)
+    )
+    assert not redis_client.exists(store.keys.of(FILE).pending_lex)
 
 
 def test_files_pending_before_a_directory_are_settled_with_its_task_for_no_unit(
@@ -279,7 +281,7 @@ def test_the_promoter_enqueues_bulk_directories_within_the_budget_and_never_the_
     for directory in ("https://a.com/2026/12/", "https://b.com/2026/12/00/"):
         rank = redis_client.zscore(store.keys.of(DIRECTORY).pending, directory)
         assert rank is not None and rank >= 10**13
-        assert redis_client.hget(store.keys.of(DIRECTORY).waiters, directory) is None
+        assert redis_client.hget(store.keys.of(DIRECTORY).waiters, waiter_field(directory)) is None
     time.sleep(0.01)
     # Those two use up the budget: nothing more is promoted while they wait.
     assert promoter.maybe_promote() == []
@@ -357,13 +359,19 @@ def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path
     batch = claim_batch(store, DIRECTORY)
     # Between two steps of the coverage, a covered path and a new one are asked for again:
     # both are newer than the claim, so neither is covered, and nothing is covered twice.
+    # (The Files are read in the pending set's hash order: the one asked again is one the
+    # first step took, whichever that is.)
     extend = store.batches.extend_lease
     late_jobs: list[str] = []
+    again: list[str] = []
+    every = {f"http://a.com/img/{i:05d}.png" for i in range(12_000)}
 
     def meanwhile(batch_id: str, now: float | None = None) -> None:
         if not late_jobs:
             time.sleep(0.01)
-            late_jobs.append(producer.enqueue(["a.com/img/00001.png", "a.com/img/new.png"]).job_id)
+            left = set(redis_client.zrange(store.keys.of(FILE).pending, 0, -1))
+            again.append(min(every - left))
+            late_jobs.append(producer.enqueue([again[0], "a.com/img/new.png"]).job_id)
         extend(batch_id, now)
 
     monkeypatch.setattr(store.batches, "extend_lease", meanwhile)
@@ -371,7 +379,7 @@ def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path
     assert coverage is not None and coverage.files == 12_000
     assert late_jobs
     assert set(redis_client.zrange(store.keys.of(FILE).pending, 0, -1)) == {
-        "http://a.com/img/00001.png",
+        again[0],
         "http://a.com/img/new.png",
     }
     store.batches.submit(coverage.batch, (), ("T",), "R")
@@ -379,10 +387,7 @@ def test_coverage_takes_only_what_was_enqueued_before_the_claim_and_never_a_path
     assert job_counts(producer, late_jobs[0]) == {"pending": 2}
     # While it waited for the Directory's answer, a File claim would have sent them; now
     # the Directory is settled, they go by themselves.
-    assert set(claim_batch(store, FILE).paths) == {
-        "http://a.com/img/00001.png",
-        "http://a.com/img/new.png",
-    }
+    assert set(claim_batch(store, FILE).paths) == {again[0], "http://a.com/img/new.png"}
 
 
 def test_files_wait_while_a_claimed_directory_is_being_covered(
@@ -439,7 +444,7 @@ def test_a_covered_path_that_cools_meanwhile_goes_back_to_one_place(
     assert store.quota.cooling_count(FILE) == 0
 
 
-def test_a_stale_index_entry_is_dropped_and_takes_no_waiters_with_it(
+def test_a_cooling_file_is_not_covered_and_keeps_its_waiters(
     redis_client: redis.Redis,
 ) -> None:
     producer, store = store_and_producer(redis_client, refresh_cooldown_s=60)
@@ -450,12 +455,11 @@ def test_a_stale_index_entry_is_dropped_and_takes_no_waiters_with_it(
     again = producer.enqueue([path])
     assert isinstance(store.batches.claim(FILE, t0 + 1), Wait)  # now cooling, waiters kept
     tk = store.keys.of(FILE)
-    redis_client.zadd(tk.pending_lex, {path: 0})  # a stale entry (a racing repair, say)
     producer.enqueue(["a.com/img/"], DIRECTORY)
     coverage = store.batches.cover(claim_batch(store, DIRECTORY, t0 + 2))
     assert coverage is not None and coverage.files == 0
-    assert redis_client.zscore(tk.pending_lex, path) is None
-    assert redis_client.hget(tk.waiters, path) == again.job_id
+    assert redis_client.zscore(tk.cooling, path) is not None
+    assert redis_client.hget(tk.waiters, waiter_field(path)) == again.job_id
     assert job_counts(producer, job.job_id) == {"submitted": 1}
 
 

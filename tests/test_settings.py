@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from cdn_refresh import constants as c
+from cdn_refresh.operations import OPERATIONS, ObjectType, daily_quota, paths_per_call
 from cdn_refresh.sentinel import parse_sentinel_url
 from cdn_refresh.settings import ENV_PREFIX, Settings, SettingsError, load_settings, redact_url
 
@@ -44,30 +45,42 @@ def assert_hidden(settings: Settings, *secrets: str) -> None:
 
 def test_defaults_come_from_constants() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.redis_url.get_secret_value() == c.REDIS_URL
-    assert settings.key_prefix == c.KEY_PREFIX
-    assert settings.endpoint == c.DEFAULT_ENDPOINT == "https://cdn.aliyuncs.com"
-    assert settings.access_key_id == ""
-    assert settings.access_key_secret.get_secret_value() == ""
-    assert settings.security_token is None
-    assert settings.urls_per_call == 1000
-    assert settings.directories_per_call == 100
-    assert settings.max_domains_per_call == 10
-    assert settings.url_daily_quota == c.URL_DAILY_QUOTA
-    assert settings.directory_daily_quota == c.DIRECTORY_DAILY_QUOTA
-    assert settings.http_connect_timeout_s == c.HTTP_CONNECT_TIMEOUT_S
-    assert settings.http_read_timeout_s == c.HTTP_READ_TIMEOUT_S
-    assert settings.max_attempts == c.MAX_ATTEMPTS
-    assert settings.allowed_domains == []
-    assert settings.log_level == "INFO"
+    assert settings.redis.url.get_secret_value() == c.REDIS_URL
+    assert settings.redis.key_prefix == c.KEY_PREFIX
+    assert settings.provider.endpoint == c.DEFAULT_ENDPOINT == "https://cdn.aliyuncs.com"
+    assert settings.provider.access_key_id == ""
+    assert settings.provider.access_key_secret.get_secret_value() == ""
+    assert settings.provider.security_token is None
+    assert settings.provider.urls_per_call == 1000
+    assert settings.provider.directories_per_call == 100
+    assert settings.provider.max_domains_per_call == 10
+    assert settings.quota.url_daily_quota == c.URL_DAILY_QUOTA
+    assert settings.quota.directory_daily_quota == c.DIRECTORY_DAILY_QUOTA
+    assert settings.provider.http_connect_timeout_s == c.HTTP_CONNECT_TIMEOUT_S
+    assert settings.provider.http_read_timeout_s == c.HTTP_READ_TIMEOUT_S
+    assert settings.retry.max_attempts == c.MAX_ATTEMPTS
+    assert settings.provider.allowed_domains == []
+    assert settings.log.level == "INFO"
 
 
 def test_daily_quota_and_paths_per_call_follow_object_type() -> None:
     settings = Settings(_env_file=None, url_daily_quota=7, directory_daily_quota=3)  # type: ignore[call-arg]
-    assert settings.daily_quota("File") == 7
-    assert settings.daily_quota("Directory") == 3
-    assert settings.paths_per_call("File") == 1000
-    assert settings.paths_per_call("Directory") == 100
+    assert daily_quota(settings, ObjectType.FILE) == 7
+    assert daily_quota(settings, ObjectType.DIRECTORY) == 3
+    assert paths_per_call(settings, OPERATIONS[ObjectType.FILE]) == 1000
+    assert paths_per_call(settings, OPERATIONS[ObjectType.DIRECTORY]) == 100
+
+
+def test_a_setting_is_found_by_its_variable_as_by_its_group() -> None:
+    settings = Settings(_env_file=None, quota_window_s=120, key_prefix="shop")  # type: ignore[call-arg]
+    assert settings.value_of("QUOTA_WINDOW_S") == settings.quota.window_s == 120
+    assert settings.value_of("key_prefix") == settings.redis.key_prefix == "shop"
+    assert Settings.field_of("URLS_PER_CALL").default == 1000
+
+
+def test_an_unknown_keyword_is_refused_not_ignored() -> None:
+    with pytest.raises(TypeError, match="url_daily_quotas"):
+        Settings(_env_file=None, url_daily_quotas=7)  # type: ignore[call-arg]
 
 
 # --- environment and .env ----------------------------------------------------------------
@@ -82,27 +95,27 @@ def test_environment_variables_with_prefix_are_read(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CDN_REFRESH_SECURITY_TOKEN", "sts")
     monkeypatch.setenv("CDN_REFRESH_HTTP_READ_TIMEOUT_S", "2.5")
     for settings in (Settings(_env_file=None), load_settings()):  # type: ignore[call-arg]
-        assert settings.access_key_id == "envid"
-        assert settings.access_key_secret.get_secret_value() == SECRET
-        assert settings.url_daily_quota == 10000
-        assert settings.endpoint == "http://127.0.0.1:8080"  # trailing slash dropped
-        assert settings.redis_url.get_secret_value() == REDIS_URL_WITH_PASSWORD
-        assert isinstance(settings.security_token, SecretStr)
-        assert settings.security_token.get_secret_value() == "sts"
-        assert settings.http_read_timeout_s == 2.5
+        assert settings.provider.access_key_id == "envid"
+        assert settings.provider.access_key_secret.get_secret_value() == SECRET
+        assert settings.quota.url_daily_quota == 10000
+        assert settings.provider.endpoint == "http://127.0.0.1:8080"  # trailing slash dropped
+        assert settings.redis.url.get_secret_value() == REDIS_URL_WITH_PASSWORD
+        assert isinstance(settings.provider.security_token, SecretStr)
+        assert settings.provider.security_token.get_secret_value() == "sts"
+        assert settings.provider.http_read_timeout_s == 2.5
 
 
 def test_variables_without_prefix_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("URL_DAILY_QUOTA", "5")
     monkeypatch.setenv("ACCESS_KEY_ID", "plain")
     settings = load_settings()
-    assert settings.url_daily_quota == c.URL_DAILY_QUOTA
-    assert settings.access_key_id == ""
+    assert settings.quota.url_daily_quota == c.URL_DAILY_QUOTA
+    assert settings.provider.access_key_id == ""
 
 
 def test_overrides_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDN_REFRESH_MAX_ATTEMPTS", "3")
-    assert load_settings(max_attempts=5).max_attempts == 5
+    assert load_settings(max_attempts=5).retry.max_attempts == 5
 
 
 def test_dotenv_file_in_working_directory_is_read(clean_env: Path) -> None:
@@ -114,20 +127,20 @@ def test_dotenv_file_in_working_directory_is_read(clean_env: Path) -> None:
         encoding="utf-8",
     )
     settings = load_settings()
-    assert settings.access_key_id == "fromfile"
-    assert settings.access_key_secret.get_secret_value() == SECRET
-    assert settings.directory_daily_quota == 42
+    assert settings.provider.access_key_id == "fromfile"
+    assert settings.provider.access_key_secret.get_secret_value() == SECRET
+    assert settings.quota.directory_daily_quota == 42
 
 
 def test_environment_wins_over_dotenv(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (clean_env / ".env").write_text("CDN_REFRESH_ACCESS_KEY_ID=fromfile\n", encoding="utf-8")
     monkeypatch.setenv("CDN_REFRESH_ACCESS_KEY_ID", "fromenv")
-    assert load_settings().access_key_id == "fromenv"
+    assert load_settings().provider.access_key_id == "fromenv"
 
 
 def test_dotenv_is_skipped_when_env_file_is_none(clean_env: Path) -> None:
     (clean_env / ".env").write_text("CDN_REFRESH_ACCESS_KEY_ID=fromfile\n", encoding="utf-8")
-    assert Settings(_env_file=None).access_key_id == ""  # type: ignore[call-arg]
+    assert Settings(_env_file=None).provider.access_key_id == ""  # type: ignore[call-arg]
 
 
 # --- allowed domains ---------------------------------------------------------------------
@@ -146,11 +159,11 @@ def test_allowed_domains_are_comma_separated(
     monkeypatch: pytest.MonkeyPatch, raw: str, expected: list[str]
 ) -> None:
     monkeypatch.setenv("CDN_REFRESH_ALLOWED_DOMAINS", raw)
-    assert load_settings().allowed_domains == expected
+    assert load_settings().provider.allowed_domains == expected
 
 
 def test_allowed_domains_accept_a_list_override() -> None:
-    assert load_settings(allowed_domains=["a.com"]).allowed_domains == ["a.com"]
+    assert load_settings(allowed_domains=["a.com"]).provider.allowed_domains == ["a.com"]
 
 
 # --- bad values --------------------------------------------------------------------------
@@ -275,15 +288,22 @@ def test_secrets_never_show_in_repr_str_or_json(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CDN_REFRESH_REDIS_URL", REDIS_URL_WITH_PASSWORD)
     settings = load_settings()
     # Loaded for real, so the assertions below are not vacuous.
-    assert settings.access_key_secret.get_secret_value() == SECRET
-    assert REDIS_PASSWORD in settings.redis_url.get_secret_value()
+    assert settings.provider.access_key_secret.get_secret_value() == SECRET
+    assert REDIS_PASSWORD in settings.redis.url.get_secret_value()
     assert_hidden(settings, SECRET, REDIS_PASSWORD, "Sts-Token-Secret")
     assert REDIS_PASSWORD not in str(settings.model_dump())
 
 
+def test_a_validation_error_from_the_model_shows_no_value_either() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, redis_url=f"http://:{REDIS_PASSWORD}@x", api_tokens=[SECRET, 3])  # type: ignore[call-arg]
+    assert [e["loc"][0] for e in caught.value.errors()] == ["redis", "api"]
+    assert REDIS_PASSWORD not in str(caught.value) and SECRET not in str(caught.value)
+
+
 def test_redacted_redis_url_hides_password_but_keeps_host() -> None:
     settings = load_settings(redis_url=REDIS_URL_WITH_PASSWORD)
-    assert settings.redacted_redis_url() == "redis://:***@redis.internal:6379/0"
+    assert settings.redis.redacted_url() == "redis://:***@redis.internal:6379/0"
 
 
 # --- redact_url --------------------------------------------------------------------------
@@ -321,9 +341,9 @@ def test_a_sentinel_url_shows_neither_password() -> None:
         _env_file=None,  # type: ignore[call-arg]
         redis_url="redis+sentinel://:data-pw@h1:26379,h2:26379/mymaster/1?sentinel_password=s+pw",
     )
-    shown = settings.redacted_redis_url()
+    shown = settings.redis.redacted_url()
     assert "data-pw" not in shown and "s+pw" not in shown and "h2:26379" in shown
-    parsed = parse_sentinel_url(settings.redis_url.get_secret_value())
+    parsed = parse_sentinel_url(settings.redis.url.get_secret_value())
     # A "+" in a password is a plus, not a space; and no repr shows either password.
     assert parsed.sentinel_password == "s+pw"
     assert "data-pw" not in repr(parsed) and "s+pw" not in repr(parsed)

@@ -204,7 +204,10 @@ def test_status_wait_ends_when_tracking_gave_up_instead_of_waiting_for_ever(
     store.batches.submit(claim_batch(store, FILE, t0), (), ("T1",), "R", t0)
     store.tracking.give_up(_only_call(store, t0 + 60), "Timeout", t0 + 60)
     monkeypatch.chdir(tmp_path)
-    env = {"CDN_REFRESH_REDIS_URL": redis_url, "CDN_REFRESH_KEY_PREFIX": store.settings.key_prefix}
+    env = {
+        "CDN_REFRESH_REDIS_URL": redis_url,
+        "CDN_REFRESH_KEY_PREFIX": store.settings.redis.key_prefix,
+    }
     result = CliRunner().invoke(main, ["status", job, "--wait", "--timeout", "30"], env=env)
     assert result.exit_code == 1
     assert "gave up on task(s) T1" in result.output
@@ -272,9 +275,9 @@ def test_at_the_defaults_a_tasks_end_is_noticed_within_15_s_or_a_tenth_of_its_ag
     ends_at: float,
 ) -> None:
     settings = make_settings()
-    due = settings.task_first_check_s
+    due = settings.tracking.task_first_check_s
     checks = 1
-    while (ran := due + settings.flush_interval_s) < ends_at:  # at worst, a tick late
+    while (ran := due + settings.flush.interval_s) < ends_at:  # at worst, a tick late
         due = ran + next_check_s(ran, settings)
         checks += 1
     assert ran - ends_at <= max(15.0, 0.1 * ends_at)

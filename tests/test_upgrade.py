@@ -6,7 +6,8 @@ into a real redis-server, its times moved to now, and reads or drains it with th
 code: every old path keeps its state and task id, every job reads, the stored quota window and
 its reservations still count, a worker drains every pending path exactly once (one stored
 spelled with ``..`` moves to this release's spelling at the worker's start, with its jobs, so
-that no Directory takes it for lying under it), the old dead letters replay, and an old
+that no Directory takes it for lying under it), the old waiters (keyed by path) move to their
+digest and the Files' old coverage index goes, the old dead letters replay, and an old
 Idempotency-Key still answers its job. A worker of this release refuses to start beside a
 live worker of that release (docs/operations.md, "Upgrades").
 """
@@ -25,6 +26,8 @@ import pytest
 import redis
 
 from cdn_refresh.constants import ObjectType
+from cdn_refresh.store.digesting import is_path_field
+from cdn_refresh.store.keys import waiter_field
 from cdn_refresh.store.liveness import SCHEMA
 from cdn_refresh.store.records import JobState, PathState
 from emulator import EmulatorConfig, EmulatorServer
@@ -36,6 +39,7 @@ from tests.harness import (
     WorkerProcess,
     celery_worker_argv,
     cluster_values,
+    job_counts,
     store_and_producer,
     wait_for,
     worker_env,
@@ -181,6 +185,9 @@ def test_an_upgraded_worker_sends_every_old_pending_path_once_and_replays_old_de
     for job in ("done", "bulk", "coalesced", "dir_sent", "dirs", "api"):
         assert cluster.producer.status(jobs[job]).state in ended, job
     assert cluster.producer.status(jobs["mixed"]).state is JobState.FAILED
+    # The worker moved the old waiters to their digest and dropped the Files' old index.
+    assert cluster.store.digesting.done()
+    assert not cluster.redis.exists(cluster.store.keys.of(FILE).pending_lex)
 
     assert cluster.producer.replay() == len(EXPECT["files"]["failed"])
     wait_for(
@@ -226,11 +233,42 @@ def test_a_pending_path_stored_with_dot_segments_moves_to_its_new_spelling_with_
     tk = store.keys.of(FILE)
     assert store.redis.zscore(tk.pending, stored) is None
     assert store.redis.zscore(tk.pending, spelled) == rank  # the sooner rank: the old one
-    assert store.redis.zscore(tk.pending_lex, spelled) == 0
-    assert set(redis_client.hget(tk.waiters, spelled).split(",")) == {coalesced, later}
+    assert store.redis.zscore(tk.pending_lex, spelled) is None  # Files keep no index
+    # Under the new spelling's digest, whichever form each spelling's jobs were under.
+    assert redis_client.hget(tk.waiters, stored) is None
+    assert redis_client.hget(tk.waiters, spelled) is None
+    jobs = redis_client.hget(tk.waiters, waiter_field(spelled))
+    assert set(jobs.split(",")) == {coalesced, later}
     assert producer.status(coalesced).counts.pending == pending_before - 1
     for kind in (FILE, DIRECTORY):
         assert producer.lookup(EXPECT["dotted"][kind.value], kind).state is PathState.PENDING
+
+
+def test_the_old_waiters_move_to_their_digest_and_the_old_file_index_goes(
+    redis_client: redis.Redis,
+) -> None:
+    load_fixture(redis_client)
+    producer, store = store_and_producer(redis_client)
+    files = store.keys.of(FILE)
+    old_fields = {
+        kind: set(redis_client.hkeys(store.keys.of(kind).waiters)) for kind in (FILE, DIRECTORY)
+    }
+    assert old_fields[FILE] and all(is_path_field(f) for f in old_fields[FILE])
+    assert redis_client.zcard(files.pending_lex) > 0
+    before = {job: job_counts(producer, j) for job, j in EXPECT["jobs"].items()}
+    # Before the upgrade is done, a lookup and a job's counts read the old form as they stood.
+    for path, kind in all_pending():
+        assert store.paths.lookup(path, kind).state is PathState.PENDING
+    moved = store.digesting.pass_once()
+    assert moved == len(old_fields[FILE]) + len(old_fields[DIRECTORY])
+    assert not store.digesting.done()  # the next pass (a tick) checks that none came back
+    assert store.digesting.pass_once() == 0
+    assert store.digesting.done()
+    assert not redis_client.exists(files.pending_lex)
+    for kind in (FILE, DIRECTORY):
+        waiters = redis_client.hgetall(store.keys.of(kind).waiters)
+        assert set(waiters) == {waiter_field(p) for p in old_fields[kind]}
+    assert {job: job_counts(producer, j) for job, j in EXPECT["jobs"].items()} == before
 
 
 @pytest.mark.e2e

@@ -62,7 +62,7 @@ def test_a_failed_delivery_is_retried_and_then_delivered_once_signed(
     with Receiver(fail_first=1) as receiver:
         job_id = ended_job(store, ["a.example.com/1", "a.example.com/2"])
         store.webhooks.register(job_id, receiver.url)
-        sender = WebhookSender(store, store.settings)
+        sender = WebhookSender(store, store.settings.webhooks)
         assert sender.tick() == {"fired": 1, "delivered": 0}  # the receiver failed it
         assert store.webhooks.pending()[0].attempts == 1
         deadline = time.monotonic() + 10
@@ -96,7 +96,7 @@ def test_a_job_still_waiting_fires_nothing(redis_client: redis.Redis) -> None:
     store = sender_store(redis_client)
     job_id = Producer(store).enqueue(["a.example.com/1"]).job_id
     store.webhooks.register(job_id, "http://127.0.0.1:9/hook")
-    assert WebhookSender(store, store.settings).fire_ended() == 0
+    assert WebhookSender(store, store.settings.webhooks).fire_ended() == 0
     assert store.webhooks.outbox_size() == 0
 
 
@@ -139,7 +139,7 @@ def test_a_delivery_to_a_host_no_longer_allowed_is_kept_not_sent(
     with Receiver(fail_first=0) as receiver:
         job_id = ended_job(store, ["a.example.com/1"])
         store.webhooks.register(job_id, receiver.url.replace("127.0.0.1", "localhost"))
-        WebhookSender(store, store.settings).tick()
+        WebhookSender(store, store.settings.webhooks).tick()
     assert receiver.attempts == []
     (kept,) = store.webhooks.pending()
     assert "WEBHOOK_ALLOWED_HOSTS" in kept.last_error
@@ -221,7 +221,7 @@ def test_a_url_the_client_cannot_send_is_retried_and_the_others_still_go(
         for delivery in (bad, good):
             store.webhooks.register(delivery.job_id, delivery.url)
             assert store.webhooks.fire(delivery)
-        assert WebhookSender(store, store.settings).deliver_due() == 1
+        assert WebhookSender(store, store.settings.webhooks).deliver_due() == 1
     assert len(receiver.successes()) == 1
     (kept,) = store.webhooks.pending()
     assert kept.id == "bad" and kept.attempts == 1 and "callback_url" in kept.last_error
@@ -239,7 +239,7 @@ def test_a_receiver_that_never_answers_holds_a_run_no_longer_than_its_timeout(
         store.webhooks.fire(delivery)
     started = time.monotonic()
     try:
-        assert WebhookSender(store, store.settings, budget_s=0.1).deliver_due() == 0
+        assert WebhookSender(store, store.settings.webhooks, budget_s=0.1).deliver_due() == 0
     finally:
         silent.close()
     assert time.monotonic() - started < 2  # one round, the three at once
@@ -261,7 +261,7 @@ def test_too_old_a_delivery_and_a_registration_whose_job_is_gone_are_dead_letter
     registered = store.keys.shared.webhooks
     stale = json.dumps({"url": "http://127.0.0.1:9/gone", "registered_at": time.time() - 3600})
     redis_client.hset(registered, "405", stale)
-    sender = WebhookSender(store, store.settings)
+    sender = WebhookSender(store, store.settings.webhooks)
     assert sender.tick() == {"fired": 0, "delivered": 0}
     dead = {d.job_id: d for d in store.webhooks.dead_letters()}
     assert set(dead) == {"1", "405"}  # job 404 was registered just now: it may yet open
@@ -281,7 +281,7 @@ def test_a_job_submitted_but_not_complete_waits_and_one_given_up_calls_back(
     batch = store.batches.claim(ObjectType.FILE)
     assert isinstance(batch, Batch)
     store.batches.submit(batch, (), ("T1",), "R1")
-    sender = WebhookSender(store, store.settings)
+    sender = WebhookSender(store, store.settings.webhooks)
     # Submitted, its task still running: the job has not ended yet.
     assert sender.fire_ended() == 0
     (call,) = store.tracking.due(10, store.now() + 3600)
@@ -297,7 +297,7 @@ def test_a_signature_covers_its_timestamp_and_goes_stale_after_the_tolerance(
     with Receiver(fail_first=0) as receiver:
         job_id = ended_job(store, ["a.example.com/1"])
         store.webhooks.register(job_id, receiver.url)
-        WebhookSender(store, store.settings).tick()
+        WebhookSender(store, store.settings.webhooks).tick()
     (success,) = receiver.successes()
     signature = success.headers["x-cdn-refresh-signature"]
     timestamp = success.headers["x-cdn-refresh-timestamp"]
@@ -322,7 +322,7 @@ def test_a_callback_with_its_own_secret_is_signed_with_it_not_the_shared_one(
         job_id = ended_job(store, ["a.example.com/1"])
         store.webhooks.register(job_id, receiver.url, own)
         assert own not in repr(next(store.webhooks.registrations()))
-        WebhookSender(store, store.settings).tick()
+        WebhookSender(store, store.settings.webhooks).tick()
     (success,) = receiver.successes()
     signature = success.headers["x-cdn-refresh-signature"]
     timestamp = success.headers["x-cdn-refresh-timestamp"]
@@ -337,7 +337,7 @@ def test_a_callback_with_its_own_secret_goes_out_without_a_shared_one(
     with Receiver(fail_first=0) as receiver:
         job_id = ended_job(store, ["a.example.com/1"])
         store.webhooks.register(job_id, receiver.url, "receiver-own-secret-1234")
-        assert WebhookSender(store, store.settings).tick() == {"fired": 1, "delivered": 1}
+        assert WebhookSender(store, store.settings.webhooks).tick() == {"fired": 1, "delivered": 1}
 
 
 @pytest.fixture
@@ -388,7 +388,7 @@ def test_a_receiver_streaming_a_huge_answer_costs_the_sender_a_few_kilobytes(
     store.webhooks.register(job_id, url)
     before = _rss_bytes(os.getpid())
     started = time.monotonic()
-    assert WebhookSender(store, store.settings).tick() == {"fired": 1, "delivered": 1}
+    assert WebhookSender(store, store.settings.webhooks).tick() == {"fired": 1, "delivered": 1}
     assert time.monotonic() - started < 5
     grown = _rss_bytes(os.getpid()) - before
     assert grown < 32 * 1024 * 1024, grown
@@ -403,7 +403,7 @@ def test_a_delivery_the_workers_settings_refuse_is_looked_at_again_within_a_minu
     delivery = Delivery("d1", "1", "https://hooks.example.com/x", "{}", created_at=time.time())
     store.webhooks.register("1", delivery.url)
     store.webhooks.fire(delivery)
-    WebhookSender(store, store.settings).deliver_due()
+    WebhookSender(store, store.settings.webhooks).deliver_due()
     (kept,) = store.webhooks.pending()
     assert "WEBHOOK_ALLOWED_HOSTS" in kept.last_error
     due_at = redis_client.zscore(store.keys.shared.webhook_outbox, "d1")

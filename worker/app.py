@@ -50,7 +50,7 @@ def queue_names(settings: Settings) -> tuple[str, str]:
     their own, so that no flush ever waits in line behind one; a worker consumes both unless
     told otherwise (``-Q``: docs/http-api.md "Webhooks"). The work queue is the deployment's own
     (:func:`celery_names`); the webhook queue is named after it."""
-    work = celery_names(settings).queue
+    work = celery_names(settings.redis).queue
     return work, f"{work}.webhooks"
 
 
@@ -91,8 +91,8 @@ def create_app(settings: Settings) -> Celery:
     # On kombu's own class: Celery picks the transport by the URL's scheme (redis, rediss).
     kombu_redis.Transport.Channel = _ReconnectSafeChannel
     kombu_redis.SentinelTransport.Channel = _ReconnectSafeSentinelChannel
-    app = Celery("cdn_refresh", broker=broker_url(settings))
-    names = celery_names(settings)
+    app = Celery("cdn_refresh", broker=broker_url(settings.redis))
+    names = celery_names(settings.redis)
     work_queue, webhook_queue = queue_names(settings)
     app.conf.update(
         # KEY_PREFIX's own names, so that deployments sharing a Redis DB keep their tasks
@@ -111,19 +111,22 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600, **broker_transport_options(settings)},
+        broker_transport_options={
+            "visibility_timeout": 3600,
+            **broker_transport_options(settings.redis),
+        },
         worker_hijack_root_logger=False,
         beat_schedule={
             "cdn-refresh-tick": {
                 "task": TASK_TICK,
-                "schedule": settings.flush_interval_s,
+                "schedule": settings.flush.interval_s,
                 # A tick that waited two intervals is stale (later ones are queued behind it):
                 # dropped, so that ticks never pile up behind a busy worker.
-                "options": {"expires": 2 * settings.flush_interval_s},
+                "options": {"expires": 2 * settings.flush.interval_s},
             },
         },
         beat_schedule_filename=os.path.join(
-            tempfile.gettempdir(), f"cdn-refresh-beat-{settings.key_prefix}"
+            tempfile.gettempdir(), f"cdn-refresh-beat-{settings.redis.key_prefix}"
         ),
         imports=["worker.tasks"],
     )
@@ -221,9 +224,9 @@ def missing_credentials(settings: Settings) -> list[str]:
     """The settings of the static credentials that are empty: a worker does not start
     without them (every call would meet a credential error and hold every path)."""
     missing = []
-    if not settings.access_key_id.strip():
+    if not settings.provider.access_key_id.strip():
         missing.append("CDN_REFRESH_ACCESS_KEY_ID")
-    if not settings.access_key_secret.get_secret_value().strip():
+    if not settings.provider.access_key_secret.get_secret_value().strip():
         missing.append("CDN_REFRESH_ACCESS_KEY_SECRET")
     return missing
 
@@ -257,6 +260,9 @@ def _check_redis_at_start(**_: object) -> None:
         indexed = store.batches.repair_coverage_index()
         if indexed:
             log.info("coverage index: added %d pending paths queued before it existed", indexed)
+        digested = store.digesting.pass_once()
+        if digested:
+            log.info("waiters: moved %d keyed by their path to their digest", digested)
         respelled = store.respelling.pass_once()
         if respelled:
             log.info("respelled %d pending paths stored with dot segments", respelled)

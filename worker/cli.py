@@ -109,5 +109,5 @@ def worker(celery_args: tuple[str, ...]) -> None:
 
     settings = command_settings()
     app = create_app(settings)
-    argv = ["worker", "--beat", "--loglevel", settings.log_level.upper(), *celery_args]
+    argv = ["worker", "--beat", "--loglevel", settings.log.level.upper(), *celery_args]
     app.worker_main(argv)

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from cdn_refresh import constants as c
 from cdn_refresh.operations import OPERATIONS
-from cdn_refresh.settings import Settings
+from cdn_refresh.settings import ProviderSettings
 from cdn_refresh.signature import common_params, signed_query
 from worker.errors import CdnError, NetworkError, RetryableError, UnreachableError, error_for
 
@@ -114,17 +114,20 @@ class CdnClient:
 
     def __init__(
         self,
-        settings: Settings,
+        provider: ProviderSettings,
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._auth = RpcSigner(
-            settings.access_key_id, settings.access_key_secret, settings.security_token
+            provider.access_key_id,
+            provider.access_key_secret,
+            provider.security_token,
         )
         self._http = httpx.Client(
-            base_url=settings.endpoint,
+            base_url=provider.endpoint,
             timeout=httpx.Timeout(
-                settings.http_read_timeout_s, connect=settings.http_connect_timeout_s
+                provider.http_read_timeout_s,
+                connect=provider.http_connect_timeout_s,
             ),
             transport=transport,
             headers={"User-Agent": "cdn-refresh"},

@@ -338,7 +338,10 @@ class Flusher:
                 done.top_attempts,
             )
         facts = WaitFacts(
-            self._settings, self._rng, attempts=done.top_attempts, retry_after_s=exc.retry_after_s
+            self._settings.retry,
+            self._rng,
+            attempts=done.top_attempts,
+            retry_after_s=exc.retry_after_s,
         )
         if policy.action is Action.HOLD_TYPE:
             self._hold_type(batch, exc, policy, facts, done.settled)

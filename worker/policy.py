@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cdn_refresh import provider_day
-from cdn_refresh.settings import Settings
+from cdn_refresh.settings import RetrySettings
 from cdn_refresh.store.records import Release
 from worker.errors import (
     CdnError,
@@ -48,7 +48,7 @@ class WaitFacts:
     and the provider's count for a hold of a type, the streak for a hold of all work): each
     costs a round trip, and the other rows never read them."""
 
-    settings: Settings
+    retry: RetrySettings
     rng: random.Random
     now: float = 0.0  # Redis's clock, which every worker shares (s)
     attempts: int = 0  # the highest attempt count among the paths just released
@@ -69,9 +69,9 @@ def no_wait(_: WaitFacts) -> float:
 def jittered_backoff(facts: WaitFacts) -> float:
     """Full jitter up to `RETRY_BASE_DELAY_S` * 2^(attempt-1), capped at `RETRY_MAX_DELAY_S`;
     never below the provider's `x-acs-retry-after`."""
-    s = facts.settings
+    s = facts.retry
     # Full jitter: workers that failed together do not come back together.
-    ceiling = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** (max(1, facts.attempts) - 1))
+    ceiling = min(s.max_delay_s, s.base_delay_s * 2 ** (max(1, facts.attempts) - 1))
     delay = facts.rng.uniform(0, ceiling)
     return max(delay, facts.retry_after_s) if facts.retry_after_s else delay
 
@@ -82,15 +82,15 @@ def until_provider_reset(facts: WaitFacts) -> float:
     # Others may have spent the account's quota: the claims then take what is left. A
     # refusal the count does not explain holds until the reset.
     if facts.provider_left and facts.provider_left < facts.batch_paths:
-        return max(1.0, facts.settings.retry_base_delay_s)
+        return max(1.0, facts.retry.base_delay_s)
     return provider_day.seconds_until_reset(facts.now)
 
 
 def doubling_hold(facts: WaitFacts) -> float:
     """`RETRY_BASE_DELAY_S` doubling with each failure in a row, up to `AUTH_HOLD_MAX_S`."""
-    s = facts.settings
+    s = facts.retry
     # The exponent is capped so that a streak of days cannot overflow the float.
-    return float(min(s.auth_hold_max_s, s.retry_base_delay_s * 2 ** min(facts.failures - 1, 30)))
+    return float(min(s.auth_hold_max_s, s.base_delay_s * 2 ** min(facts.failures - 1, 30)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,14 +55,14 @@ class Promoter:
         """Directories promotion may add: what the window has left, less the interactive
         reserve and the Directories already waiting."""
         usage = self._store.quota.usage(self._pair.covering, now)
-        reserve = math.ceil(usage.limit * self._settings.interactive_reserve)
+        reserve = math.ceil(usage.limit * self._settings.quota.interactive_reserve)
         return usage.limit - usage.used - reserve - pending_dirs
 
     def maybe_promote(self, now: float | None = None) -> list[Promoted]:
         """Promote when the File window is short and it is this worker's turn (``now``:
         Redis's clock unless given, as the claims have it)."""
         s = self._settings
-        if s.promote is not Promotion.AUTO:
+        if s.quota.promote is not Promotion.AUTO:
             return []
         room = self.file_room(now)
         if room is None or not self._store.promotion.take_turn(self._interval_s):
@@ -79,9 +79,9 @@ class Promoter:
             ),
             budget=budget,
             room=max(0, room - interactive),
-            min_paths=s.promote_min_paths,
-            min_depth=s.promote_min_depth,
-            allowed_domains=s.allowed_domains,
+            min_paths=s.quota.promote_min_paths,
+            min_depth=s.quota.promote_min_depth,
+            allowed_domains=s.provider.allowed_domains,
             covering=waiting_dirs,
             # A Directory the provider refused would be refused again, every interval.
             refused=self._store.paths.dead_paths(self._pair.covering),

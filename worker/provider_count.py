@@ -31,9 +31,9 @@ class ProviderCount:
     def sync(self, *, now_too: bool = False) -> RefreshQuota | None:
         """Read it when due (or at once, ``now_too``); None when not read (or
         ``QUOTA_SYNC_S`` is 0: then only our own window counts)."""
-        if self._settings.quota_sync_s <= 0:
+        if self._settings.quota.sync_s <= 0:
             return None
-        due = self._store.quota.sync_turn(self._settings.quota_sync_s)
+        due = self._store.quota.sync_turn(self._settings.quota.sync_s)
         if not (due or now_too):
             return None
         # Asked before the call: a reservation made after this moment is surely not in it.

@@ -71,10 +71,10 @@ def get_runtime(on_more_work: Callable[[ObjectType], object] | None = None) -> R
         if _settings is None:
             raise RuntimeError("worker.runtime.configure(settings) was not called")
         store = Store.from_settings(_settings)
-        cdn = CdnClient(_settings)
+        cdn = CdnClient(_settings.provider)
         owner = new_owner_id()
         flusher = Flusher(store, cdn, _settings, on_more_work=on_more_work, owner=owner)
-        webhooks = WebhookSender(store, _settings)
+        webhooks = WebhookSender(store, _settings.webhooks)
 
         def wake() -> None:
             if on_more_work is not None:

@@ -74,7 +74,7 @@ def flush(object_type: str | None = None) -> dict[str, Any]:
             # Far-off waits (quota refills hours away) are left to the periodic tick: a
             # countdown that long would outlive the broker's visibility timeout.
             # A wait of 0 s means "unknown" (a limit of 0, say): leave it to the tick too.
-            if 0 < report.wait.seconds <= rt.settings.flush_interval_s:
+            if 0 < report.wait.seconds <= rt.settings.flush.interval_s:
                 request_flush(kind, report.wait.seconds)
     return summary
 
@@ -106,6 +106,9 @@ def tick() -> dict[str, Any]:
     orphans = reclaim_orphaned(rt.store) if rt.heartbeat.steady() else 0
     reclaimed = orphans + reclaim_expired(rt.store)
     trimmed = rt.store.retention.trim()
+    digested = rt.store.digesting.pass_once()  # one GET once the upgrade is over
+    if digested:
+        log.info("waiters: moved %d keyed by their path to their digest", digested)
     respelled = rt.store.respelling.pass_once()  # one GET once no older spelling is left
     if respelled:
         log.info("respelled %d pending paths stored with dot segments", respelled)
@@ -142,7 +145,7 @@ def _notice_window_change(rt: Runtime) -> None:
 
 def webhook_mark_s(settings: Settings) -> float:
     """How long one webhook run may take: its budget, and the last round's timeout."""
-    return WEBHOOK_RUN_BUDGET_S + 2 * settings.webhook_timeout_s + 5.0
+    return WEBHOOK_RUN_BUDGET_S + 2 * settings.webhooks.timeout_s + 5.0
 
 
 def request_webhooks() -> bool:

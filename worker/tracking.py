@@ -72,7 +72,7 @@ def decide(call: TrackedCall, tasks: list[RefreshTask], now: float, settings: Se
     if not running:
         return Decision("settle", statuses, task_of)
     age = now - call.submitted_at
-    if age >= settings.task_timeout_s:
+    if age >= settings.tracking.task_timeout_s:
         return Decision("give_up", statuses, task_of, reason="Unknown" if missing else "Timeout")
     progress = None if missing else _least_progress(tasks, running)
     return Decision("wait", statuses, task_of, next_s=next_check_s(age, settings, progress))
@@ -85,8 +85,8 @@ def next_check_s(age_s: float, settings: Settings, progress: float | None = None
     defaults) or a tenth of its age, whichever is larger; sooner when the provider's
     ``Process`` (``progress``, in %) says the task ends before then."""
     # A check falls due between two ticks: it may run up to FLUSH_INTERVAL_S late.
-    share = CHECK_AGE_SHARE * age_s - settings.flush_interval_s
-    gap = min(settings.task_check_max_s, max(settings.task_first_check_s, share))
+    share = CHECK_AGE_SHARE * age_s - settings.flush.interval_s
+    gap = min(settings.tracking.task_check_max_s, max(settings.tracking.task_first_check_s, share))
     if progress is not None and 0 < progress < 100:
         # Progress so far took age_s: at that pace, the rest takes this long.
         gap = min(gap, age_s * (100 - progress) / progress + PROGRESS_MARGIN_S)
@@ -131,7 +131,9 @@ class Tracker:
         tracking = self._store.tracking
         # The mark outlives the longest poll: its budget and one more request's timeouts.
         s = self._settings
-        if not tracking.take_turn(POLL_BUDGET_S + s.http_connect_timeout_s + s.http_read_timeout_s):
+        if not tracking.take_turn(
+            POLL_BUDGET_S + s.provider.http_connect_timeout_s + s.provider.http_read_timeout_s
+        ):
             return report
         started = time.monotonic()
         try:
@@ -161,7 +163,7 @@ class Tracker:
             log.warning(
                 "task check failed call=%s code=%s: asking again later", call.call_id, exc.code
             )
-            if clock - call.submitted_at >= self._settings.task_timeout_s:
+            if clock - call.submitted_at >= self._settings.tracking.task_timeout_s:
                 self._store.tracking.give_up(call, f"DescribeFailed:{exc.code}", now)
             else:
                 age = clock - call.submitted_at

@@ -28,7 +28,7 @@ import httpx
 
 from cdn_refresh import callbacks
 from cdn_refresh.constants import WEBHOOK_RUN_BUDGET_S
-from cdn_refresh.settings import Settings
+from cdn_refresh.settings import WebhookSettings
 from cdn_refresh.store import JobNotFoundError, Store
 from cdn_refresh.store.records import JobState, JobStatus
 from cdn_refresh.store.states import JOB_FINAL_STATES
@@ -67,7 +67,7 @@ class WebhookSender:
     def __init__(
         self,
         store: Store,
-        settings: Settings,
+        webhooks: WebhookSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
@@ -75,7 +75,7 @@ class WebhookSender:
         budget_s: float = WEBHOOK_RUN_BUDGET_S,
     ) -> None:
         self._store = store
-        self._settings = settings
+        self._webhooks = webhooks
         self._transport = transport
         self._rng = rng or random.Random()
         self._resolve = resolve
@@ -136,7 +136,7 @@ class WebhookSender:
     def deliver_due(self) -> int:
         """Send the deliveries that are due, a round at a time, within the run's budget; how
         many a receiver took."""
-        timeout_s = self._settings.webhook_timeout_s
+        timeout_s = self._webhooks.timeout_s
         deadline = time.monotonic() + self._budget_s
         delivered = 0
         while True:
@@ -149,11 +149,11 @@ class WebhookSender:
         return delivered
 
     def _round(self, due: list[Delivery]) -> int:
-        s = self._settings
+        s = self._webhooks
         sendable: list[Delivery] = []
         now = self._store.now()
         for delivery in due:
-            problem = callbacks.url_problem(delivery.url, s.webhook_allowed_hosts)
+            problem = callbacks.url_problem(delivery.url, s.allowed_hosts)
             if problem is None and not self._secret(delivery):
                 problem = "CDN_REFRESH_WEBHOOK_SECRET is not set"
             if problem is None:
@@ -162,7 +162,7 @@ class WebhookSender:
                 # Kept, not dropped: an operator may fix the setting, and nothing is lost.
                 # Checked again soon (it costs no request), so that a fix takes effect in
                 # about a minute, not after the longest backoff.
-                delay_s = min(SETTINGS_RECHECK_S, s.webhook_retry_max_delay_s)
+                delay_s = min(SETTINGS_RECHECK_S, s.retry_max_delay_s)
                 self._failed(delivery, problem, now, delay_s)
         errors = asyncio.run(self._send_all(sendable)) if sendable else []
         delivered = 0
@@ -181,13 +181,13 @@ class WebhookSender:
         return delivered
 
     def _secret(self, delivery: Delivery) -> str:
-        return delivery.secret or self._settings.webhook_secret.get_secret_value()
+        return delivery.secret or self._webhooks.secret.get_secret_value()
 
     async def _send_all(self, due: list[Delivery]) -> list[str | None]:
         # No proxies or .netrc from the environment, no redirects: the signed body goes to
         # the allowed host and nowhere else.
         async with httpx.AsyncClient(
-            timeout=httpx.Timeout(self._settings.webhook_timeout_s),
+            timeout=httpx.Timeout(self._webhooks.timeout_s),
             follow_redirects=False,
             trust_env=False,
             transport=self._transport,
@@ -198,7 +198,7 @@ class WebhookSender:
     async def _attempt(self, client: httpx.AsyncClient, delivery: Delivery) -> str | None:
         """None when a receiver took it, else what went wrong. Never raises: one bad
         delivery must not stop the others."""
-        timeout_s = self._settings.webhook_timeout_s
+        timeout_s = self._webhooks.timeout_s
         try:
             return await asyncio.wait_for(self._post(client, delivery), timeout_s)
         except TimeoutError:
@@ -214,7 +214,7 @@ class WebhookSender:
             callbacks.address_problem,
             url.host,
             port,
-            self._settings.webhook_allowed_hosts,
+            self._webhooks.allowed_hosts,
             self._resolve,
         )
         if problem is not None:
@@ -239,9 +239,9 @@ class WebhookSender:
         return None if answer.is_success else f"HTTP {answer.status_code}"
 
     def _failed(self, delivery: Delivery, error: str, now: float, delay_s: float | None) -> None:
-        s = self._settings
+        s = self._webhooks
         age_s = now - delivery.created_at
-        if age_s >= s.webhook_max_age_s:
+        if age_s >= s.max_age_s:
             given_up = f"{error} (given up after {age_s:.0f} s, {delivery.attempts + 1} attempts)"
             if self._store.webhooks.bury(delivery, given_up):
                 log.error(
@@ -253,8 +253,8 @@ class WebhookSender:
             return
         if delay_s is None:
             # Full jitter over a doubling ceiling: receivers coming back are not stampeded.
-            ceiling = s.webhook_retry_base_delay_s * 2 ** min(delivery.attempts, 30)
-            delay_s = self._rng.uniform(0.5, 1.0) * min(s.webhook_retry_max_delay_s, ceiling)
+            ceiling = s.retry_base_delay_s * 2 ** min(delivery.attempts, 30)
+            delay_s = self._rng.uniform(0.5, 1.0) * min(s.retry_max_delay_s, ceiling)
         self._store.webhooks.retry_later(delivery, error, delay_s)
         log.warning(
             "webhook failed job=%s delivery=%s attempt=%d error=%s retry_in_s=%.1f",

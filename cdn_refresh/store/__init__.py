@@ -21,6 +21,7 @@ runs a script itself. The map:
 - :mod:`~cdn_refresh.store.liveness`: worker heartbeats; batches whose owner died.
 - :mod:`~cdn_refresh.store.eviction`: whether this Redis may evict keys (then nothing goes in).
 - :mod:`~cdn_refresh.store.respelling`: pending paths stored under an older spelling, moved.
+- :mod:`~cdn_refresh.store.digesting`: waiters keyed by path (schema 2) moved to their digest.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from cdn_refresh.store.connection import (
     redis_from_settings,
 )
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.digesting import Digesting
 from cdn_refresh.store.eviction import EvictionGuard, RedisEvictsError
 from cdn_refresh.store.idempotency import IdempotencyStore
 from cdn_refresh.store.jobs import JobNotFoundError, JobStore
@@ -74,7 +76,7 @@ class Store:
     ) -> None:
         """The store of one account (``None``: the default account, whose keys keep the names
         of the releases before accounts: :mod:`~cdn_refresh.store.keys`)."""
-        keys = Keys(settings.key_prefix, account)
+        keys = Keys(settings.redis.key_prefix, account)
         self._ctx = StoreContext(client, settings, keys, Scripts(client, keys))
         self.jobs = JobStore(self._ctx)
         self.batches = BatchStore(self._ctx)
@@ -89,11 +91,12 @@ class Store:
         self.liveness = LivenessStore(self._ctx)
         self.eviction = EvictionGuard(self._ctx)
         self.respelling = Respelling(self._ctx)
+        self.digesting = Digesting(self._ctx)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, account: str | None = None) -> Store:
         """A store of ``account`` on ``CDN_REFRESH_REDIS_URL``."""
-        return cls(redis_from_settings(settings), settings, account=account)
+        return cls(redis_from_settings(settings.redis), settings, account=account)
 
     @property
     def settings(self) -> Settings:

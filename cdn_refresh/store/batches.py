@@ -22,7 +22,6 @@ from cdn_refresh.constants import (
 from cdn_refresh.operations import (
     OPERATIONS,
     Operation,
-    counterpart,
     covered_by,
     daily_quota,
     domains_per_call,
@@ -32,6 +31,7 @@ from cdn_refresh.provider_day import last_reset
 from cdn_refresh.settings import Settings
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext, time_arg
+from cdn_refresh.store.keys import keeps_coverage_index
 from cdn_refresh.store.metrics import CallSample, call_increments, submitted_field
 from cdn_refresh.store.records import Batch, Coverage, Release, Settled, Wait, WaitReason
 
@@ -57,20 +57,21 @@ def claim_args(s: Settings, op: Operation, now: float | None, owner: str) -> dic
     covering = covered_by(op.name)
     return {
         "now": time_arg(now),
-        "window_s": repr(s.quota_window_s),
+        "window_s": repr(s.quota.window_s),
         "limit": daily_quota(s, op.name),
         # A share: the script takes it of the stored limit (quota --set-url-quota).
-        "reserve_share": repr(s.interactive_reserve),
+        "reserve_share": repr(s.quota.interactive_reserve),
         "max_paths": paths_per_call(s, op),
         "max_domains": domains_per_call(s, op),
-        "lease_s": repr(s.batch_lease_s),
+        "lease_s": repr(s.flush.batch_lease_s),
         "bulk_floor": BULK_RANK_OFFSET,
         "object_type": str(op.name),
         "scan_limit": SCAN_LIMIT,
-        "cooldown_s": repr(s.refresh_cooldown_s),
+        "cooldown_s": repr(s.quota.refresh_cooldown_s),
         "file_claim": "1" if covering else "0",
-        "dir_limit": daily_quota(s, counterpart(op.name)),
-        "dir_reserve_share": repr(s.interactive_reserve),
+        # The covering operation's limit and reserve (a File's Directories); unread without.
+        "covering_limit": daily_quota(s, covering[0]) if covering else 0,
+        "covering_reserve": repr(s.quota.interactive_reserve),
         "last_reset": repr(last_reset(time.time() if now is None else now)),
         "count_margin_s": repr(PROVIDER_COUNT_MARGIN_S),
         "owner": owner,
@@ -196,7 +197,7 @@ class BatchStore:
         # A late answer's paths are pending again: only the batch's own answer is tracked,
         # and only of an operation whose calls are tracked.
         if mode == "batch" and op.tracked:
-            info["track_after"] = self._ctx.settings.task_first_check_s
+            info["track_after"] = self._ctx.settings.tracking.task_first_check_s
         return self._ctx.scripts.run(
             scripts.SUBMIT,
             {
@@ -230,13 +231,19 @@ class BatchStore:
             "code": code,
             "message": message[:MAX_MESSAGE_CHARS],
             "return_quota": return_quota,
-            "max_attempts": self._ctx.settings.max_attempts,
+            "max_attempts": self._ctx.settings.retry.max_attempts,
             "only_if_lease_expired": only_if_lease_expired,
             "metrics": call_increments(object_type, calls),
         }
         answer = self._ctx.scripts.run(
             scripts.RELEASE,
-            [batch_id, time_arg(now), release.value, json.dumps(info), *paths],
+            {
+                "id": batch_id,
+                "now": time_arg(now),
+                "mode": release.value,
+                "info": json.dumps(info),
+                "paths": paths,
+            },
             object_type,
         )
         return Settled(int(answer[0]), int(answer[1]), int(answer[2]))
@@ -244,7 +251,7 @@ class BatchStore:
     def extend_lease(self, batch_id: str, now: float | None = None) -> None:
         """Keep a batch ours while a long piece of work (a split) goes on."""
         now = self._ctx.now() if now is None else now
-        lease = now + self._ctx.settings.batch_lease_s
+        lease = now + self._ctx.settings.flush.batch_lease_s
         self._ctx.redis.zadd(self._ctx.keys.shared.leases, {batch_id: lease}, xx=True)
 
     def expired(self, now: float | None = None) -> list[tuple[str, ObjectType]]:
@@ -278,11 +285,12 @@ class BatchStore:
         return False
 
     def repair_coverage_index(self) -> int:
-        """Put every pending path into the coverage index (``pending_lex``) when the two
-        disagree in size, as after an upgrade from a version without the index. Returns
-        how many paths were added."""
+        """Put every pending path of an operation that keeps a coverage index (Directories,
+        ``keys.keeps_coverage_index``) into it (``pending_lex``) when the two disagree in
+        size, as after an upgrade from a version without the index. Returns how many paths
+        were added. The Files keep no index (``lua/cover.lua`` scans them)."""
         added = 0
-        for kind in OPERATIONS:
+        for kind in (k for k in OPERATIONS if keeps_coverage_index(k)):
             tk = self._ctx.keys.of(kind)
             if self._ctx.redis.zcard(tk.pending) == self._ctx.redis.zcard(tk.pending_lex):
                 continue

@@ -21,7 +21,7 @@ from redis.sentinel import Sentinel
 
 from cdn_refresh.constants import KEY_PREFIX
 from cdn_refresh.sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
-from cdn_refresh.settings import Settings
+from cdn_refresh.settings import RedisSettings
 
 # A command that meets a dropped connection or a Redis restarting is retried for about
 # 4 to 8 s in all before its error is raised. redis-py's own default retries do not apply to
@@ -35,7 +35,7 @@ SENTINEL_TIMEOUT_S = 1.0
 
 
 def redis_from_settings(
-    settings: Settings,
+    config: RedisSettings,
     *,
     retries: int = RETRY_ATTEMPTS,
     connect_timeout_s: float | None = None,
@@ -68,7 +68,7 @@ def redis_from_settings(
         "retry": retry,
         "retry_on_error": retried,
     }
-    url = settings.redis_url.get_secret_value()
+    url = config.url.get_secret_value()
     if is_sentinel_url(url):
         return _sentinel_client(parse_sentinel_url(url), options)
     return redis.Redis.from_url(url, **options)
@@ -98,7 +98,7 @@ def _sentinel_client(target: SentinelUrl, options: dict[str, Any]) -> redis.Redi
     return cast(redis.Redis, client)
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(config: RedisSettings) -> str:
     """The Redis URL as Celery's broker wants it.
 
     Kombu refuses a ``rediss://`` URL that does not say how to check the server's
@@ -106,7 +106,7 @@ def broker_url(settings: Settings) -> str:
     ``?password=`` (and ``?username=``) in the query, which redis-py honours, crashes kombu
     (it passes the password twice): they move into the URL's user info, where both read them.
     """
-    raw = settings.redis_url.get_secret_value()
+    raw = config.url.get_secret_value()
     if is_sentinel_url(raw):
         return _sentinel_broker_url(parse_sentinel_url(raw))
     url = _credentials_in_userinfo(raw)
@@ -146,26 +146,26 @@ class CeleryNames:
     unacked_prefix: str
 
 
-def celery_names(settings: Settings) -> CeleryNames:
+def celery_names(config: RedisSettings) -> CeleryNames:
     """Celery's names for this deployment. The default prefix keeps Celery's defaults, so that
     an upgraded deployment keeps its queue and the tasks in it; any other prefix names its own,
     so that two deployments sharing one Redis DB never consume each other's tasks."""
-    prefix = settings.key_prefix
+    prefix = config.key_prefix
     if prefix == KEY_PREFIX:
         return CeleryNames("celery", "celery", "celeryev", "")
     return CeleryNames(f"{prefix}.celery", f"{prefix}.celery", f"{prefix}.celeryev", f"{prefix}.")
 
 
-def broker_transport_options(settings: Settings) -> dict[str, Any]:
+def broker_transport_options(config: RedisSettings) -> dict[str, Any]:
     """What kombu needs besides the URL: behind Sentinel, the primary's name (and the
     Sentinels' own password); with a prefix of its own, this deployment's names of the
     unacknowledged-task keys; nothing otherwise."""
     options: dict[str, Any] = {}
-    unacked = celery_names(settings).unacked_prefix
+    unacked = celery_names(config).unacked_prefix
     if unacked:
         for key in ("unacked_key", "unacked_index_key", "unacked_mutex_key"):
             options[key] = unacked + key.removesuffix("_key")
-    raw = settings.redis_url.get_secret_value()
+    raw = config.url.get_secret_value()
     if not is_sentinel_url(raw):
         return options
     target = parse_sentinel_url(raw)

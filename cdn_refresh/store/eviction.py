@@ -110,7 +110,7 @@ class EvictionGuard:
 
     def _judge(self, policy: str | None) -> str | None:
         problem = eviction_problem(policy)
-        if problem is None or not self._ctx.settings.allow_eviction:
+        if problem is None or not self._ctx.settings.redis.allow_eviction:
             return problem
         if not self._warned:
             # Said once per process: the operator chose this, a log line a minute helps no one.

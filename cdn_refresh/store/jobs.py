@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis
 
-from cdn_refresh.constants import BULK_RANK_OFFSET, Priority
+from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.places import PlaceStore
@@ -86,7 +86,7 @@ class JobStore:
             self._touch(header, "new", pipe)
             self._wait_for_replicas(pipe)
             answers = pipe.execute()
-        wanted = self._ctx.settings.redis_min_replicas_ack
+        wanted = self._ctx.settings.redis.min_replicas_ack
         if wanted and int(answers[-1]) < wanted:
             raise ReplicaAckError(int(answers[-1]), wanted)
 
@@ -101,7 +101,7 @@ class JobStore:
         s = self._ctx.settings
         # A round trip that waits for replicas may take their whole timeout.
         lease = OPEN_JOB_LEASE_S + (
-            s.redis_replica_ack_timeout_s if s.redis_min_replicas_ack else 0
+            s.redis.replica_ack_timeout_s if s.redis.min_replicas_ack else 0
         )
         return self._ctx.scripts.run(
             scripts.TOUCH_JOB,
@@ -127,7 +127,7 @@ class JobStore:
             for chunk in chunks:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
-                    [header.job_id, rank, *repeat_args(self._ctx), *chunk],
+                    enqueue_args(self._ctx, header.job_id, rank, header.object_type, chunk),
                     header.object_type,
                     client=pipe,
                 )
@@ -140,7 +140,7 @@ class JobStore:
             if isinstance(answer, Exception):
                 raise ChunksRefusedError(done, answer)
             done.append((int(answer[0]), int(answer[1])))
-        wanted = self._ctx.settings.redis_min_replicas_ack
+        wanted = self._ctx.settings.redis.min_replicas_ack
         if wanted and (isinstance(answers[-1], Exception) or int(answers[-1]) < wanted):
             confirmed = 0 if isinstance(answers[-1], Exception) else int(answers[-1])
             # Nothing of this round trip is acknowledged: the receipt does not count it.
@@ -151,9 +151,9 @@ class JobStore:
         """WAIT, last on the pipeline's own connection: it confirms that connection's writes
         (docs/operations.md "High availability")."""
         s = self._ctx.settings
-        if s.redis_min_replicas_ack:
-            timeout_ms = max(1, int(s.redis_replica_ack_timeout_s * 1000))
-            pipe.execute_command("WAIT", s.redis_min_replicas_ack, timeout_ms)  # type: ignore[no-untyped-call]
+        if s.redis.min_replicas_ack:
+            timeout_ms = max(1, int(s.redis.replica_ack_timeout_s * 1000))
+            pipe.execute_command("WAIT", s.redis.min_replicas_ack, timeout_ms)  # type: ignore[no-untyped-call]
 
     def close(self, header: JobHeader) -> None:
         """The enqueue ended (``header.incomplete`` when it gave up part way)."""
@@ -247,7 +247,16 @@ class JobStore:
         return found
 
 
-def repeat_args(ctx: StoreContext) -> tuple[str]:
-    """``enqueue.lua``'s quota window (s) when none is stored: a submission that recent makes
-    a path a repeat, which ranks one window later (the script reads the stored one)."""
-    return (repr(ctx.settings.quota_window_s),)
+def enqueue_args(
+    ctx: StoreContext, job_id: str, rank: int, object_type: ObjectType, paths: Sequence[str]
+) -> dict[str, Any]:
+    """``enqueue.lua``'s arguments by name. ``window_s`` is the quota window (s) when none is
+    stored: a submission that recent makes a path a repeat, which ranks one window later
+    (the script reads the stored one)."""
+    return {
+        "job": job_id,
+        "rank": rank,
+        "window_s": repr(ctx.settings.quota.window_s),
+        "object_type": object_type.value,
+        "paths": paths,
+    }

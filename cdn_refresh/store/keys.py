@@ -24,6 +24,7 @@ bound by name (:mod:`cdn_refresh.store.scripts`); none builds a key name itself.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, fields
 from typing import Final
@@ -56,13 +57,37 @@ def hash_tag(prefix: str, account: str | None = None) -> str:
     return "{" + prefix + "}" if name == DEFAULT_ACCOUNT else "{" + f"{prefix}@{name}" + "}"
 
 
+# Hex digits of a path's SHA-1 that name it in a waiters hash: 16 (64 bits) instead of the path
+# (about 60 bytes) saves most of what a pending path costs there. Two pending paths of one type
+# share a field with odds of about n^2 / 2^65: 1e-9 at 200,000 pending paths (the two would then
+# share their waiting jobs: a job could be counted done when the other path went, not its own).
+WAITER_FIELD_HEX = 16
+
+
+def waiter_field(path: str) -> str:
+    """The waiters field of ``path``; prelude_waiters.lua's ``waiter_field`` is the same."""
+    # Redis's Lua has SHA-1 alone (redis.sha1hex); a name, not a secret: no security use.
+    digest = hashlib.sha1(path.encode("utf-8"), usedforsecurity=False)
+    return digest.hexdigest()[:WAITER_FIELD_HEX]
+
+
+def keeps_coverage_index(name: ObjectType) -> bool:
+    """Whether an operation keeps its pending paths in a coverage index (``pending_lex``):
+    one that covers others (a Directory) does, so that the paths of its own below one of
+    them, and those that may cover a waiting path, are one ZRANGEBYLEX. A covered one (a
+    File, by far the most paths) keeps none: cover.lua scans its pending set instead."""
+    return bool(OPERATIONS[name].covers)
+
+
 @dataclass(frozen=True, slots=True)
 class TypeKeys:
     """Keys that hold one operation's paths and quota."""
 
     pending: str  # ZSET path -> rank (enqueue time in ms; bulk ranks after interactive)
-    # ZSET path -> 0: the pending paths again, in byte order, so that "what lies under this
-    # directory" is one ZRANGEBYLEX (coverage, docs/behaviour.md "Getting more out of the quota").
+    # ZSET path -> 0: the pending Directories again, in byte order, so that "what lies under
+    # this directory" is one ZRANGEBYLEX (coverage, docs/behaviour.md "Getting more out of the
+    # quota"). The Files keep none (a second copy of every File path): cover.lua scans their
+    # pending set instead; the File key of older releases is removed on upgrade (digesting.py).
     pending_lex: str
     cooling: str  # ZSET path -> when its cooldown ends (s): requested again too soon
     cooling_rank: str  # HASH path -> the rank it goes back to pending with
@@ -72,7 +97,9 @@ class TypeKeys:
     provider_noticed: str  # STRING the provider limit above ours that was logged already
     # ZSET directory -> 0: Directories claimed whose coverage is under way (Files wait).
     covering: str
-    waiters: str  # HASH path -> comma-separated job ids waiting on the pending path
+    # HASH waiter_field(path) -> comma-separated job ids waiting on the pending path (keyed by
+    # the path itself before schema 3: store/digesting.py moves those)
+    waiters: str
     pathinfo: str  # HASH path -> JSON PathInfo of a path that failed before
     records: str  # HASH path -> JSON SubmissionRecord (the latest, with earlier ones)
     records_by_time: str  # ZSET path -> submitted_at, for retention
@@ -143,6 +170,11 @@ class SharedKeys:
     # STRING set once no path anywhere is left under an older spelling (store/respelling.py):
     # from then on the tick no longer looks.
     respelled: str
+    # STRING set once no waiters are left keyed by their path and the Files' coverage index
+    # of older releases is gone (store/digesting.py): from then on the tick no longer looks.
+    digested: str
+    # STRING set while that upgrade runs: scripts read waiters under both forms meanwhile.
+    digesting: str
 
 
 class Keys:

@@ -23,8 +23,10 @@ from cdn_refresh.store.records import Batch
 # The schema of the state in Redis this release reads and writes: raised when a release
 # writes what an older worker would misread (then the two must not run side by side). 1 is
 # release 1628e5c and before, which registered none; 2 added job states `submitted` and
-# `incomplete`, stored quota limits, repeat ranks, dot segments removed, the webhook queue.
-SCHEMA = 2
+# `incomplete`, stored quota limits, repeat ranks, dot segments removed, the webhook queue; 3
+# keys waiters by a digest of the path and keeps no File coverage index (store/digesting.py):
+# a worker of schema 2 would neither find nor index what one of schema 3 writes.
+SCHEMA = 3
 
 
 class OlderWorkerError(RuntimeError):

@@ -150,7 +150,13 @@ class PathStore:
         for start in range(0, len(paths), REPLAY_CHUNK):
             replayed += int(
                 self._ctx.scripts.run(
-                    scripts.REPLAY, [rank, *paths[start : start + REPLAY_CHUNK]], object_type
+                    scripts.REPLAY,
+                    {
+                        "rank": rank,
+                        "object_type": object_type.value,
+                        "paths": paths[start : start + REPLAY_CHUNK],
+                    },
+                    object_type,
                 )
             )
         return replayed

@@ -112,7 +112,7 @@ class MetricsStore:
                     scripts.QUOTA_USED,
                     {
                         "now": "",
-                        "configured_window_s": repr(s.quota_window_s),
+                        "configured_window_s": repr(s.quota.window_s),
                         "configured_limit": daily_quota(s, kind),
                     },
                     kind,

@@ -62,7 +62,7 @@ class PlaceStore:
         window, limit = QuotaStore(self._ctx).effective_of(object_type, window_raw, limit_raw)
         live = [(m, at) for m, at in reservations if at > now - window]
         if bulk:  # bulk work leaves the interactive reserve unspent
-            limit -= math.ceil(limit * s.interactive_reserve)
+            limit -= math.ceil(limit * s.quota.interactive_reserve)
         needed = ahead + 1 - max(0, limit - sum(_count(m) for m, _ in live))
         if needed <= 0:
             return QueuePlace(ahead, fits_now=True)

@@ -13,7 +13,7 @@ from cdn_refresh.constants import BULK_RANK_OFFSET, ObjectType, Priority
 from cdn_refresh.operations import coverage
 from cdn_refresh.store import scripts
 from cdn_refresh.store.context import StoreContext
-from cdn_refresh.store.jobs import JobStore, repeat_args
+from cdn_refresh.store.jobs import JobStore, enqueue_args
 
 # Pending paths read per round trip.
 READ_STEP = 10_000
@@ -78,7 +78,7 @@ class PromotionStore:
             for directory in directories:
                 self._ctx.scripts.run(
                     scripts.ENQUEUE,
-                    ["", rank, *repeat_args(self._ctx), directory],
+                    enqueue_args(self._ctx, "", rank, coverage().covering, (directory,)),
                     coverage().covering,
                     client=pipe,
                 )

@@ -67,7 +67,7 @@ class QuotaStore:
             scripts.QUOTA_USED,
             {
                 "now": time_arg(now),
-                "configured_window_s": repr(s.quota_window_s),
+                "configured_window_s": repr(s.quota.window_s),
                 "configured_limit": daily_quota(s, object_type),
             },
             object_type,
@@ -100,7 +100,7 @@ class QuotaStore:
         s = self._ctx.settings
         window = float(str(window_raw)) if window_raw is not None else math.nan
         if not math.isfinite(window):  # none stored, or one nobody can run on
-            window = s.quota_window_s
+            window = s.quota.window_s
         limit = daily_quota(s, object_type) if limit_raw is None else int(float(str(limit_raw)))
         return window, limit
 
@@ -116,7 +116,7 @@ class QuotaStore:
         if stored is None or math.isfinite(stored):
             return None
         # Never advise the stored value itself: nobody can run on it.
-        mine = self._ctx.settings.quota_window_s
+        mine = self._ctx.settings.quota.window_s
         return (
             f"the quota window stored in Redis ({stored}) is not a number of seconds. "
             f"Set a valid one for every worker with {set_window_command(mine)}."
@@ -133,7 +133,7 @@ class QuotaStore:
         if unusable is not None:
             raise QuotaWindowMismatchError(unusable)
         stored = self.stored_window_s()
-        mine = self._ctx.settings.quota_window_s
+        mine = self._ctx.settings.quota.window_s
         if stored is not None and stored != mine:
             raise QuotaWindowMismatchError(
                 f"CDN_REFRESH_QUOTA_WINDOW_S is {mine:g} but the quota in Redis runs on a "
@@ -188,7 +188,7 @@ class QuotaStore:
         stored = self._ctx.redis.get(k.quota_window)
         if stored is None:
             # No worker claimed yet: the window is the configured one until one does.
-            configured = repr(self._ctx.settings.quota_window_s)
+            configured = repr(self._ctx.settings.quota.window_s)
             self._ctx.redis.set(k.quota_window_noticed, configured, nx=True)
             return None
         noticed = self._ctx.redis.set(k.quota_window_noticed, stored, get=True)

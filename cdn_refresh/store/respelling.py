@@ -27,6 +27,7 @@ from cdn_refresh.constants import ObjectType
 from cdn_refresh.operations import OPERATIONS
 from cdn_refresh.paths import InvalidPathError, normalize_path
 from cdn_refresh.store.context import StoreContext
+from cdn_refresh.store.keys import waiter_field
 
 # A dot segment begins with "/." or, escaped (the old release uppercased escapes), "/%2E".
 DOT_PATTERNS = ("*/.*", "*/%2E*")
@@ -97,21 +98,25 @@ class Respelling:
             if rank is None or pipe.zscore(tk.cooling, new) is not None:
                 return  # claimed meanwhile, or its new spelling cools: left as it is
             was_pending = pipe.zscore(tk.pending, new) is not None
-            waiting_old = _jobs(pipe.hget(tk.waiters, old))
-            waiting_new = _jobs(pipe.hget(tk.waiters, new))
+            waiting_old, waiting_new = (
+                _waiting(pipe, tk.waiters, old),
+                _waiting(pipe, tk.waiters, new),
+            )
             attempts = pipe.hget(tk.pathinfo, old)
             pipe.multi()
             pipe.zrem(tk.pending, old)
-            pipe.zrem(tk.pending_lex, old)
-            pipe.hdel(tk.waiters, old)
+            # Either form of each waiters field goes; the jobs of both are merged under new's.
+            pipe.hdel(tk.waiters, old, waiter_field(old), new)
             pipe.zadd(tk.pending, {new: rank}, lt=True)  # adds it, or keeps the sooner rank
-            pipe.zadd(tk.pending_lex, {new: 0})
+            if kind is ObjectType.DIRECTORY:  # only Directories keep a coverage index
+                pipe.zrem(tk.pending_lex, old)
+                pipe.zadd(tk.pending_lex, {new: 0})
             for job in waiting_old:
                 if job in waiting_new:
                     pipe.hincrby(counts, f"{job}:pending", -1)  # one path now, not two
             merged = waiting_new + [j for j in waiting_old if j not in waiting_new]
             if merged:
-                pipe.hset(tk.waiters, new, ",".join(merged))
+                pipe.hset(tk.waiters, waiter_field(new), ",".join(merged))
             if attempts is not None:
                 pipe.hdel(tk.pathinfo, old)
                 pipe.hsetnx(tk.pathinfo, new, attempts)
@@ -133,3 +138,10 @@ def _may_hold_old_spelling(raw: str) -> bool:
     if "/." not in raw and "/%2E" not in raw:
         return False
     return json.loads(raw).get("object_type") not in _PATTERN_TYPES
+
+
+def _waiting(pipe: redis.client.Pipeline, waiters: str, path: str) -> list[str]:
+    """The jobs waiting on ``path``, under its digest or (schema 2, store/digesting.py) the
+    path itself."""
+    found = _jobs(pipe.hget(waiters, waiter_field(path)))
+    return found + [j for j in _jobs(pipe.hget(waiters, path)) if j not in found]

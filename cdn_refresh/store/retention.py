@@ -24,7 +24,7 @@ class Retention:
     def trim(self, now: float | None = None, limit: int = TRIM_BATCH) -> int:
         """Forget records and finished jobs older than the retention; returns how many."""
         now = time.time() if now is None else now
-        cutoff = now - self._ctx.settings.record_retention_days * 86400
+        cutoff = now - self._ctx.settings.tracking.record_retention_days * 86400
         return (
             self._trim_records(cutoff, limit)
             + self._trim_jobs(cutoff, now, limit)

@@ -4,9 +4,10 @@ Each script is a file in ``lua/`` that begins with one ``local name = KEYS[n]`` 
 and one ``local name = ARGV[n]`` line per argument; its :class:`ScriptSpec` here lists the
 same names in the same order (tests hold the two together), and :meth:`Scripts.run` binds the
 keys to this prefix's key names and the arguments, given by name, to their positions (and a
-list after them, submit's paths, by the name the spec's ``trailing`` gives it). The
-prelude (``prelude.lua``, ``prelude_paths.lua``), the helpers every script shares (Redis's
-clock, slicing for ``unpack``, comma-separated lists, a batch's paths), is prepended to each
+list after them, enqueue's or submit's paths, by the name the spec's ``trailing`` gives it).
+The prelude (``prelude.lua``, ``prelude_waiters.lua``, ``prelude_paths.lua``,
+``prelude_coverage.lua``), the helpers every script shares (Redis's clock, slicing for
+``unpack``, comma-separated lists, waiters by digest, a batch's paths), is prepended to each
 script when it is registered, after the state names generated from
 :mod:`~cdn_refresh.store.states` (``STATE.PENDING``, ``RELEASE.RETRY``): no script spells a
 state. A script's own sections (``parts``: claim's) come next, then its short main. redis-py's
@@ -24,12 +25,13 @@ import redis
 from redis.commands.core import Script
 
 from cdn_refresh.constants import ObjectType
-from cdn_refresh.store.keys import Keys
+from cdn_refresh.operations import OPERATIONS
+from cdn_refresh.store.keys import Keys, keeps_coverage_index
 from cdn_refresh.store.states import lua_constants
 
 PRELUDE = "prelude.lua"
 # The prelude in files of a readable size, prepended in this order.
-PRELUDES = (PRELUDE, "prelude_paths.lua")
+PRELUDES = (PRELUDE, "prelude_waiters.lua", "prelude_paths.lua", "prelude_coverage.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,11 @@ ENQUEUE = ScriptSpec(
         "last_sent",
         "jobs_open",
         "quota_window",
+        "digesting",
     ),
+    args=("job", "rank", "window_s", "object_type"),
+    parts=("enqueue_ranks.lua",),
+    trailing="paths",
 )
 REPLAY = ScriptSpec(
     "replay.lua",
@@ -76,7 +82,10 @@ REPLAY = ScriptSpec(
         "pending_lex",
         "cooling",
         "cooling_rank",
+        "digesting",
     ),
+    args=("rank", "object_type"),
+    trailing="paths",
 )
 CLAIM = ScriptSpec(
     "claim.lua",
@@ -111,6 +120,7 @@ CLAIM = ScriptSpec(
         "other.provider_quota",
         "quota_limit",
         "other.quota_limit",
+        "digesting",
     ),
     args=(
         "now",
@@ -125,8 +135,8 @@ CLAIM = ScriptSpec(
         "scan_limit",
         "cooldown_s",
         "file_claim",
-        "dir_limit",
-        "dir_reserve_share",
+        "covering_limit",
+        "covering_reserve",
         "last_reset",
         "count_margin_s",
         "owner",
@@ -147,10 +157,11 @@ COVER = ScriptSpec(
         "job_counts",
         "covering",
         "other.pending",
-        "other.pending_lex",
         "other.waiters",
+        "digesting",
     ),
     ("id", "budget", "cap", "bulk_floor", "repeat_offset"),
+    parts=("cover_nest.lua", "cover_steps.lua"),
 )
 SUBMIT = ScriptSpec(
     "submit.lua",
@@ -196,14 +207,17 @@ RELEASE = ScriptSpec(
         "cooling_rank",
         "covered",
         "other.pending",
-        "other.pending_lex",
         "other.waiters",
         "last_sent",
         "metrics",
         "other.cooling",
         "other.cooling_rank",
         "covering",
+        "digesting",
     ),
+    args=("id", "now", "mode", "info"),
+    parts=("release_steps.lua",),
+    trailing="paths",
 )
 TRACK = ScriptSpec(
     "track.lua",
@@ -225,6 +239,7 @@ TRACK = ScriptSpec(
         "other.pathinfo",
         "other.dead",
         "other.records",
+        "digesting",
     ),
     ("call", "now", "answer"),
     parts=("track_settle.lua",),
@@ -268,6 +283,8 @@ IDEMPOTENCY_BEAT = ScriptSpec("idempotency_beat.lua", ("idempotency",), ("owner"
 IDEMPOTENCY_FINISH = ScriptSpec(
     "idempotency_finish.lua", ("idempotency",), ("owner", "done_mark", "ttl_s")
 )
+# The upgrade to schema 3 (store/digesting.py): path-keyed waiters to their digest.
+DIGEST_WAITERS = ScriptSpec("digest_waiters.lua", ("waiters", "job_counts"), trailing="paths")
 IDEMPOTENCY_ABANDON = ScriptSpec("idempotency_abandon.lua", ("idempotency", "webhooks"), ("owner",))
 ALL: tuple[ScriptSpec, ...] = (
     ENQUEUE,
@@ -290,6 +307,7 @@ ALL: tuple[ScriptSpec, ...] = (
     IDEMPOTENCY_BEAT,
     IDEMPOTENCY_FINISH,
     IDEMPOTENCY_ABANDON,
+    DIGEST_WAITERS,
 )
 
 
@@ -323,9 +341,19 @@ def prelude() -> str:
     return "\n".join(_read(name) for name in PRELUDES)
 
 
+def indexed_constants() -> str:
+    """``INDEXED``: the operations that keep a coverage index, by name, for the prelude's
+    ``coverage_index`` (read from the operations table, like the state names)."""
+    names = ", ".join(
+        f"['{name.value}'] = true" for name in OPERATIONS if keeps_coverage_index(name)
+    )
+    return f"local INDEXED = {{{names}}}\n"
+
+
 def shared() -> str:
-    """What every script is prepended with: the state names, then the prelude."""
-    return lua_constants() + prelude()
+    """What every script is prepended with: the state names and the operations that keep a
+    coverage index, then the prelude."""
+    return lua_constants() + indexed_constants() + prelude()
 
 
 class Scripts:

@@ -104,7 +104,7 @@ class TrackingStore:
                 "outcome": "settle",
                 "statuses": dict(statuses),
                 "task_of": dict(task_of),
-                "max_attempts": self._ctx.settings.max_attempts,
+                "max_attempts": self._ctx.settings.retry.max_attempts,
             },
             now,
         )

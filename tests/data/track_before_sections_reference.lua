@@ -1,5 +1,7 @@
 -- Reference only: track.lua as it was before it became a short main over named sections
 -- (commit e9f4817). tests/test_settle_equivalence.py runs it beside the current track.lua.
+-- One later change is applied here too, because it changed what is stored, not how the script
+-- is cut: a path sent back keeps its waiters under their digest, and a File no index.
 -- How a tracked call ended, as the provider's tasks say (store/tracking.py decides which of
 -- four things happens; this script does it, for every path of the call at once):
 --   'settle'  every task ended: the paths of Complete tasks are complete; those of Failed
@@ -26,6 +28,7 @@ local file_waiters = KEYS[14]
 local file_pathinfo = KEYS[15]
 local file_dead = KEYS[16]
 local file_records = KEYS[17]
+local digesting = KEYS[18]
 local call = ARGV[1]
 local now = clock(ARGV[2])             -- s; empty: Redis's clock
 local answer = cjson.decode(ARGV[3])   -- {outcome, statuses {task id -> status}, task_of
@@ -98,9 +101,9 @@ local function send_back(group, k, attempts_of)
       redis.call('HSET', k.pathinfo, path,
         cjson.encode({attempts = attempts, last_error = code, message = message, at = now}))
       to_pending(k.pending, k.lex, {path}, {group.ranks[i]}, 1)
-      local known = redis.call('HGET', k.waiters, path) or ''
+      local known = waiters_get(k.waiters, {path}, 1)[1]
       local merged = rejoin_waiters(counts, known, jobs, STATE.SUBMITTED)
-      if merged ~= '' then redis.call('HSET', k.waiters, path, merged) end
+      waiters_set(k.waiters, {path}, {merged}, 1)
       n_back = n_back + 1
     end
   end
@@ -115,9 +118,10 @@ local function attempts_from(records_key, paths)
   return found
 end
 
-local own = {pending = pending, lex = pending_lex, waiters = waiters, pathinfo = pathinfo,
+waiters_mode(digesting)
+local own = {pending = pending, lex = coverage_index(track.object_type, pending_lex), waiters = waiters, pathinfo = pathinfo,
              dead = dead, object_type = track.object_type}
-local files = {pending = file_pending, lex = file_pending_lex, waiters = file_waiters,
+local files = {pending = file_pending, lex = coverage_index('File', file_pending_lex), waiters = file_waiters,
                pathinfo = file_pathinfo, dead = file_dead, object_type = 'File'}
 
 -- The call's own paths: each names its own task from now on.

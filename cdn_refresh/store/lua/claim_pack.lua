@@ -132,13 +132,11 @@ local function take_paths(k, taken, now, cooldown, object_type)
     -- Entries older than the cooldown say nothing any more.
     redis.call('ZREMRANGEBYSCORE', k.last_sent, '-inf', now - cooldown)
   end
-  local waiting = redis.call('HMGET', k.waiters, unpack(taken.paths))
-  redis.call('HDEL', k.waiters, unpack(taken.paths))
-  local counts, jobs_of = {}, {}
-  for i = 1, taken.n do
-    jobs_of[i] = waiting[i] or ''
-    count_move(counts, jobs_of[i], STATE.PENDING, STATE.IN_FLIGHT, 1)
-  end
+  waiters_mode(k.digesting)
+  local jobs_of = waiters_get(k.waiters, taken.paths, taken.n)
+  waiters_drop(k.waiters, taken.paths, taken.n)
+  local counts = {}
+  for i = 1, taken.n do count_move(counts, jobs_of[i], STATE.PENDING, STATE.IN_FLIGHT, 1) end
   write_counts(k.job_counts, counts)
   return jobs_of
 end

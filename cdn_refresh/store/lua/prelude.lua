@@ -85,3 +85,11 @@ local function write_counts(key, counts)
     if n ~= 0 then redis.call('HINCRBY', key, field, n) end
   end
 end
+
+-- The list that follows a script's named arguments (its spec's `trailing`), from ARGV
+-- position `from` on. ARGV is passed in so that the header that binds it reads as a header.
+local function trailing_list(argv, from)
+  local list = {}
+  for i = from, #argv do list[i - from + 1] = argv[i] end
+  return list
+end

@@ -1,18 +1,24 @@
 -- prelude_paths.lua: the prelude's second half, prepended after prelude.lua: what scripts that
 -- move paths share (a batch's paths, attempts, coverage, pending, cooling, metrics, counts).
 
--- Take paths out of a batch in flight. `argv_from` is where the wanted paths start in ARGV
--- (none: every path still in the batch). Returns nil when the batch is gone (settled
--- already: a task that ran twice, an answer after a reclaim), else the batch and the taken
--- paths, their ranks and their waiting jobs, and a function that saves what is left.
-local function take_from_batch(batches_key, leases_key, id, argv_from)
+-- Take paths out of a batch in flight. `wanted_paths` is the list of wanted paths (empty:
+-- every path still in the batch); a number is where they start in ARGV (submit.lua's form).
+-- Returns nil when the batch is gone (settled already: a task that ran twice, an answer
+-- after a reclaim), else the batch and the taken paths, their ranks and their waiting jobs,
+-- and a function that saves what is left.
+local function take_from_batch(batches_key, leases_key, id, wanted_paths)
   local raw = redis.call('HGET', batches_key, id)
   if not raw then return nil end
   local batch = cjson.decode(raw)
+  local listed = wanted_paths
+  if type(wanted_paths) == 'number' then
+    listed = {}
+    for i = wanted_paths, #ARGV do listed[i - wanted_paths + 1] = ARGV[i] end
+  end
   local wanted = nil
-  if #ARGV >= argv_from then
+  if #listed > 0 then
     wanted = {}
-    for i = argv_from, #ARGV do wanted[ARGV[i]] = true end
+    for _, path in ipairs(listed) do wanted[path] = true end
   end
   local taken = {paths = {}, ranks = {}, jobs = {}, n = 0}
   local keep = {paths = {}, ranks = {}, waiters = {}, n = 0}
@@ -51,34 +57,8 @@ local function prior_attempts(pathinfo_key, paths, n)
   return prior
 end
 
--- Coverage: a Directory covers every path that starts with it (same scheme and host; the
--- directory ends with "/"). The directories above a path, shallowest first and without the
--- path itself, from "scheme://host/" down to the path's own directory; a query is no part of
--- where a path lies ("/a/b?x=/c/" lies in "/a/").
-local function ancestors(path)
-  local found, n = {}, 0
-  local query = string.find(path, '?', 1, true)
-  local body = query and string.sub(path, 1, query - 1) or path
-  local host_end = string.find(body, '/', (string.find(body, '://', 1, true) or 0) + 3, true)
-  local at = host_end
-  while at do
-    local prefix = string.sub(body, 1, at)
-    if prefix ~= path then
-      n = n + 1
-      found[n] = prefix
-    end
-    at = string.find(body, '/', at + 1, true)
-  end
-  return found, n
-end
-
--- The ZRANGEBYLEX bounds of every member that starts with `prefix` (paths are ASCII).
-local function under(prefix)
-  return '[' .. prefix, '[' .. prefix .. '\255'
-end
-
--- Put paths (with their ranks) back into pending and its lexicographic index; a path that is
--- pending already keeps the sooner rank.
+-- Put paths (with their ranks) back into pending, and into its coverage index when the type
+-- keeps one (`lex_key`; nil for Files); a path that is pending already keeps the sooner rank.
 local function to_pending(pending_key, lex_key, paths, ranks, n)
   if n == 0 then return end
   local members, lex = {}, {}
@@ -88,17 +68,15 @@ local function to_pending(pending_key, lex_key, paths, ranks, n)
   end
   in_slices(2 * n, 2, function(first, last)
     redis.call('ZADD', pending_key, 'LT', unpack(members, first, last))
-  end)
-  in_slices(2 * n, 2, function(first, last)
-    redis.call('ZADD', lex_key, unpack(lex, first, last))
+    if lex_key then redis.call('ZADD', lex_key, unpack(lex, first, last)) end
   end)
 end
 
--- Paths leave pending: the rank set and the lexicographic index alike.
+-- Paths leave pending: the rank set and the coverage index (nil for Files) alike.
 local function from_pending(pending_key, lex_key, paths, n)
   in_slices(n, 1, function(first, last)
     redis.call('ZREM', pending_key, unpack(paths, first, last))
-    redis.call('ZREM', lex_key, unpack(paths, first, last))
+    if lex_key then redis.call('ZREM', lex_key, unpack(paths, first, last)) end
   end)
 end
 
@@ -116,26 +94,6 @@ end
 local function add_metrics(metrics_key, increments)
   for field, by in pairs(increments or {}) do
     redis.call('HINCRBYFLOAT', metrics_key, field, by)
-  end
-end
-
--- What the Directories `directories` of batch `id` covered (cover.lua writes one field of
--- `covered_key` per step): each entry is handed to `call(directory, entry)` and taken out.
--- Those Directories leave `covering_key`: their coverage is over, settled or sent back.
-local function take_covered(covered_key, covering_key, id, batch, directories, call)
-  for _, directory in ipairs(batch.cover and directories or {}) do
-    local st = batch.cover[directory]
-    for step = 1, st and st.n or 0 do
-      local field = id .. '|' .. directory .. '|' .. step
-      local raw = redis.call('HGET', covered_key, field)
-      if raw then
-        call(directory, cjson.decode(raw))
-        redis.call('HDEL', covered_key, field)
-      end
-    end
-  end
-  if batch.object_type == 'Directory' and #directories > 0 then
-    redis.call('ZREM', covering_key, unpack(directories))
   end
 end
 

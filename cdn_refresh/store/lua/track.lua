@@ -24,6 +24,7 @@ local file_waiters = KEYS[14]
 local file_pathinfo = KEYS[15]
 local file_dead = KEYS[16]
 local file_records = KEYS[17]
+local digesting = KEYS[18]      -- STRING while the waiters' upgrade runs (prelude_waiters.lua)
 local call = ARGV[1]
 local now = clock(ARGV[2])             -- s; empty: Redis's clock
 local answer = cjson.decode(ARGV[3])   -- {outcome, statuses {task id -> status}, task_of
@@ -54,9 +55,12 @@ local ending = {now = now, max_attempts = tonumber(answer.max_attempts), batch =
   own_task = task_finder(answer.task_of, track.task_ids),
   counts = {}, n_complete = 0, n_back = 0, n_dead = 0}
 ending.failed_task, ending.any_failed = failed_tasks(statuses)
-local own = {pending = pending, lex = pending_lex, waiters = waiters, pathinfo = pathinfo,
+waiters_mode(digesting)
+local own = {pending = pending, lex = coverage_index(track.object_type, pending_lex),
+             waiters = waiters, pathinfo = pathinfo,
              dead = dead, records = records, object_type = track.object_type}
-local files = {pending = file_pending, lex = file_pending_lex, waiters = file_waiters,
+local files = {pending = file_pending, lex = coverage_index('File', file_pending_lex),
+               waiters = file_waiters,
                pathinfo = file_pathinfo, dead = file_dead, records = file_records,
                object_type = 'File'}
 settle_own(ending, track, records, own)

@@ -71,9 +71,9 @@ local function send_back(ending, group, k, attempts_of)
       redis.call('HSET', k.pathinfo, path, cjson.encode(
         {attempts = attempts, last_error = FAILED_CODE, message = FAILED_MESSAGE, at = now}))
       to_pending(k.pending, k.lex, {path}, {group.ranks[i]}, 1)
-      local known = redis.call('HGET', k.waiters, path) or ''
+      local known = waiters_get(k.waiters, {path}, 1)[1]
       local merged = rejoin_waiters(ending.counts, known, jobs, STATE.SUBMITTED)
-      if merged ~= '' then redis.call('HSET', k.waiters, path, merged) end
+      waiters_set(k.waiters, {path}, {merged}, 1)
       ending.n_back = ending.n_back + 1
     end
   end
