@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from api.auth import TokenCheck, TokenGate
 from api.errors import ApiError
 from api.limits import BodyBounds, BodyLimit
 from api.metrics import registry_for
+from api.models import TYPE_LABELS
 from api.refresh import add_refresh
 from cdn_refresh.paths import InvalidPathError
 from cdn_refresh.settings import Settings
@@ -39,6 +41,8 @@ log = logging.getLogger("cdn_refresh.api")
 # answer at all (no refusal) is given up on after the connect timeout, and one that accepts
 # connections but never answers (hung, or a black hole) after the socket timeout, not retried.
 API_REDIS_RETRIES = 2
+# `?type=` of /v1/lookup: an operation's label, in any case.
+TYPE_PATTERN = "^(?i:" + "|".join(re.escape(label) for label in TYPE_LABELS) + ")$"
 API_REDIS_CONNECT_TIMEOUT_S = 2.0
 API_REDIS_SOCKET_TIMEOUT_S = 2.0
 
@@ -123,7 +127,7 @@ def _add_reads(router: APIRouter, producer: Producer) -> None:
     )
     def lookup(
         path: Annotated[str, Query(max_length=16 * 1024)],
-        object_type: Annotated[str, Query(alias="type", pattern="^(?i:file|directory)$")] = "file",
+        object_type: Annotated[str, Query(alias="type", pattern=TYPE_PATTERN)] = "file",
     ) -> JSONResponse:
         """Was ``path`` refreshed, and under which task? The ``lookup --json`` document; 404
         with it when the path was never seen (``hint`` names a near spelling that is)."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdn_refresh.callbacks import MAX_URL_CHARS
+from cdn_refresh.operations import OPERATIONS
+
+#: Every operation's label, as ``"type"`` takes it (the operations table's rows).
+TYPE_LABELS = tuple(op.label for op in OPERATIONS.values())
 
 
 class RefreshRequest(BaseModel):
@@ -15,8 +19,12 @@ class RefreshRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    paths: list[str] = Field(min_length=1, description="URLs (file) or directories ending in /")
-    type: Literal["file", "directory"] = "file"
+    paths: list[str] = Field(
+        min_length=1,
+        description="URLs (file, ignore-params), directories ending in / (directory), or a "
+        "host and a regular expression (regex)",
+    )
+    type: str = Field(default="file", json_schema_extra={"enum": list(TYPE_LABELS)})
     priority: Literal["interactive", "bulk"] = Field(
         default="interactive", description="bulk work leaves the interactive reserve alone"
     )
@@ -35,6 +43,13 @@ class RefreshRequest(BaseModel):
         description="sign this callback with this secret instead of CDN_REFRESH_WEBHOOK_SECRET "
         "(so that a receiver holds no key to another's deliveries); never shown again",
     )
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in TYPE_LABELS:
+            raise ValueError(f"type must be one of {', '.join(TYPE_LABELS)}")
+        return value
 
     def canonical_json(self) -> bytes:
         """The request as the Idempotency-Key fingerprints it: the parsed body, not its bytes

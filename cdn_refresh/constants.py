@@ -8,7 +8,10 @@ from typing import Final
 # The operations and their names live in their own table; imported from here too.
 from cdn_refresh.operations import DIRECTORY as _DIRECTORY
 from cdn_refresh.operations import FILE as _FILE
+from cdn_refresh.operations import IGNORE_PARAMS as _IGNORE_PARAMS
 from cdn_refresh.operations import OBJECT_TYPES as OBJECT_TYPES
+from cdn_refresh.operations import OPERATIONS as _OPERATIONS
+from cdn_refresh.operations import REGEX as _REGEX
 from cdn_refresh.operations import ObjectType as ObjectType
 
 API_VERSION: Final = "2018-05-10"
@@ -33,7 +36,9 @@ class Promotion(StrEnum):
 # table holds them: cdn_refresh/operations.py).
 URLS_PER_CALL: Final = _FILE.paths_per_call
 DIRECTORIES_PER_CALL: Final = _DIRECTORY.paths_per_call
-MAX_DOMAINS_PER_CALL: Final = max(_FILE.domains_per_call, _DIRECTORY.domains_per_call)
+REGEXES_PER_CALL: Final = _REGEX.paths_per_call
+IGNORE_PARAMS_PER_CALL: Final = _IGNORE_PARAMS.paths_per_call
+MAX_DOMAINS_PER_CALL: Final = max(op.domains_per_call for op in _OPERATIONS.values())
 MAX_PATH_LENGTH: Final = 1024
 # Provider messages can be long; a record keeps what an operator needs.
 MAX_MESSAGE_CHARS: Final = 500
@@ -41,6 +46,8 @@ MAX_MESSAGE_CHARS: Final = 500
 # The daily quotas' defaults, by the settings' names (from the operations table).
 URL_DAILY_QUOTA: Final = _FILE.default_daily_quota
 DIRECTORY_DAILY_QUOTA: Final = _DIRECTORY.default_daily_quota
+REGEX_DAILY_QUOTA: Final = _REGEX.default_daily_quota
+IGNORE_PARAMS_DAILY_QUOTA: Final = _IGNORE_PARAMS.default_daily_quota
 QUOTA_WINDOW_S: Final = 24 * 60 * 60
 # What `quota --set-window` takes: a window shorter than a minute forgets a reservation before
 # the provider does, and one longer than a week holds the quota back for days; neither is a

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 def quota_document(store: Store) -> dict[str, Any]:
     """``quota --json``: ``{"file": {"limit", "used", "remaining", "pending", "cooling",
-    "provider": {"remaining", "limit", "checked_at"} | null}, "directory": {...}}``: our own
-    count of the rolling window, and the provider's."""
+    "provider": {"remaining", "limit", "checked_at"} | null}, "directory": {...}, ...}``, a
+    section per operation of the table: our own count of the rolling window, and the
+    provider's."""
     data: dict[str, Any] = {}
     for kind in OBJECT_TYPES:
         usage = store.quota.usage(kind)

@@ -29,10 +29,12 @@ class ObjectType(StrEnum):
 
     FILE = "File"
     DIRECTORY = "Directory"
+    REGEX = "Regex"
+    IGNORE_PARAMS = "IgnoreParams"
 
     @property
     def label(self) -> str:
-        """How people and JSON spell it: ``file`` or ``directory``."""
+        """How people and JSON spell it: ``file``, ``directory``, ``regex``, ..."""
         return OPERATIONS[self].label
 
     @property
@@ -64,7 +66,9 @@ class Operation:
     wire_type: str  # the action's `ObjectType` parameter
     paths_per_call: int  # the provider's limit of paths in one call
     domains_per_call: int  # the provider's limit of distinct domains in one call
-    per_call_setting: str  # the setting that may lower `paths_per_call`
+    # The setting that may lower `paths_per_call`; None where there is nothing to lower (one
+    # regex a call).
+    per_call_setting: str | None
     quota_setting: str  # the setting of its daily (rolling-window) limit
     default_daily_quota: int
     set_quota_option: str  # the `cdn-refresh quota` option that stores a new limit
@@ -76,6 +80,11 @@ class Operation:
     tracked: bool  # its calls are followed to completion (DescribeRefreshTaskById)
     # Its path names everything under it: it ends with "/" and has no query.
     prefix_path: bool
+    # Its path after the host is a regular expression, kept as written (cdn_refresh.patterns).
+    pattern_path: bool
+    # The provider ignores its query string: a query is dropped when its path is normalised,
+    # so `/app.js?v=1` and `/app.js?v=2` are one path.
+    query_ignored: bool
     force_applies: bool  # the provider honours `Force` for it
 
 
@@ -97,6 +106,8 @@ FILE: Final = Operation(
     covers=(),
     tracked=True,
     prefix_path=False,
+    pattern_path=False,
+    query_ignored=False,
     force_applies=False,
 )
 DIRECTORY: Final = Operation(
@@ -116,12 +127,62 @@ DIRECTORY: Final = Operation(
     covers=(ObjectType.FILE,),
     tracked=True,
     prefix_path=True,
+    pattern_path=False,
+    query_ignored=False,
+    force_applies=True,
+)
+
+# Paths that match a regular expression (after the host): the provider's own dialect, which
+# our check (Python's `re`) only approximates. Outside any coverage.
+REGEX: Final = Operation(
+    name=ObjectType.REGEX,
+    label="regex",
+    key_segment="regex",
+    action="RefreshObjectCaches",
+    wire_type="Regex",
+    paths_per_call=1,
+    domains_per_call=10,
+    per_call_setting=None,
+    quota_setting="REGEX_DAILY_QUOTA",
+    default_daily_quota=20,
+    set_quota_option="--set-regex-quota",
+    provider_remain_field="RegexRemain",
+    provider_quota_field="RegexQuota",
+    covers=(),
+    tracked=True,
+    prefix_path=False,
+    pattern_path=True,
+    query_ignored=False,
+    force_applies=True,
+)
+# A URL whatever its query string (`/app.js` for every `?v=`): its query is dropped when it is
+# normalised. It would cover pending Files of the same URL; that coverage is not applied yet
+# (the claim scripts serve one coverage pair), so it covers nothing here.
+IGNORE_PARAMS: Final = Operation(
+    name=ObjectType.IGNORE_PARAMS,
+    label="ignore-params",
+    key_segment="ignore_params",
+    action="RefreshObjectCaches",
+    wire_type="IgnoreParams",
+    paths_per_call=1000,
+    domains_per_call=10,
+    per_call_setting="IGNORE_PARAMS_PER_CALL",
+    quota_setting="IGNORE_PARAMS_DAILY_QUOTA",
+    default_daily_quota=100,
+    set_quota_option="--set-ignore-params-quota",
+    provider_remain_field="IgnoreParamsRemain",
+    provider_quota_field="IgnoreParamsQuota",
+    covers=(),
+    tracked=True,
+    prefix_path=False,
+    pattern_path=False,
+    query_ignored=True,
     force_applies=True,
 )
 
 # Every operation by name, in the order people read them (`quota` lists them so).
 OPERATIONS: Final[Mapping[ObjectType, Operation]] = MappingProxyType(
-    {op.name: op for op in (FILE, DIRECTORY)}
+    {op.name: op for op in (FILE, DIRECTORY, REGEX, IGNORE_PARAMS)}
 )
 OBJECT_TYPES: Final = tuple(OPERATIONS)
 # The one per-call setting every operation shares.
@@ -175,6 +236,8 @@ def daily_quota(settings: Settings, name: ObjectType) -> int:
 
 def paths_per_call(settings: Settings, op: Operation) -> int:
     """Paths of ``op`` one call carries: its setting, never above the provider's limit."""
+    if op.per_call_setting is None:
+        return op.paths_per_call
     return min(int(settings.value_of(op.per_call_setting)), op.paths_per_call)
 
 

@@ -26,7 +26,11 @@ Rules, applied to the raw input first and then to the result:
 * Dot segments (``.`` and ``..``, also spelled ``%2E``) are removed from the path as RFC 3986
   §5.2.4 says, as browsers and the CDN resolve them before they look up a cached object:
   ``/x/../secret.png`` is ``/secret.png``, and must never read as lying under ``/x/``.
-* ``Directory`` paths must end with ``/`` and have no query.
+* A path whose operation names a prefix (``Directory``) must end with ``/`` and have no
+  query; one whose operation ignores the query (``IgnoreParams``) has its query dropped, so
+  every ``?v=`` spelling of one URL is one path.
+* A ``Regex`` path is a host, then a regular expression kept as written: its own rules are in
+  :mod:`cdn_refresh.patterns`.
 * The result is at most ``MAX_PATH_LENGTH`` characters of printable ASCII, shaped
   ``scheme://host[:port]/path[?query]``.
 """
@@ -37,10 +41,18 @@ import re
 from collections.abc import Collection
 from urllib.parse import quote
 
-import idna
-
 from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
-from cdn_refresh.operations import OPERATIONS
+from cdn_refresh.hosts import (
+    MAX_HOST_LENGTH,
+    MAX_LABEL_LENGTH,
+    InvalidPathError,
+    authority_end,
+    check_allowed,
+    parse_authority,
+    split_scheme,
+)
+from cdn_refresh.operations import OPERATIONS, Operation
+from cdn_refresh.patterns import normalize_pattern
 
 __all__ = [
     "InvalidPathError",
@@ -51,8 +63,6 @@ __all__ = [
     "shown_path",
 ]
 
-# The operations whose path names everything under it (a Directory): "/" at the end, no query.
-_PREFIX_PATHS = frozenset(name for name, op in OPERATIONS.items() if op.prefix_path)
 # A cheap guard so that a hostile multi-megabyte line costs nothing to refuse.
 MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
 
@@ -60,19 +70,9 @@ MAX_RAW_LENGTH = 4 * MAX_PATH_LENGTH
 # line breaks for str.splitlines() and many parsers. Lone surrogates cannot be UTF-8 encoded.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPE = re.compile("%([0-9a-fA-F]{2})")
-# A scheme by RFC 3986 syntax, followed by its colon.
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-# What may follow "name:" for "name" to be a host with a port rather than a scheme. The port
-# must have digits: "ftp:/x" or "file:/etc/passwd" is a scheme short of its "//", not a host.
-_PORT_THEN_PATH = re.compile(r"[0-9]+(?:[/?#]|\Z)")
-_HOST = re.compile(r"[a-z0-9.\-]+")
 # Everything printable in ASCII but the space: quote() leaves these alone, so existing escapes
 # and reserved characters survive while spaces and non-ASCII are encoded.
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_MAX_HOST_LENGTH = 253
-_MAX_LABEL_LENGTH = 63
-_MAX_SCHEME_IN_REASON = 20
 # A rejection shows this much of its input: enough to find the line, never megabytes.
 SHOWN_PATH_CHARS = 100
 # The common case, already canonical: "http[s]://host/path[?query]" or "host/path" (http) in
@@ -80,19 +80,6 @@ SHOWN_PATH_CHARS = 100
 # rules give such input back unchanged (or behind "http://"): it skips them. Anything else,
 # valid or not, takes the general path. The host's label rules are checked after the match.
 _CANONICAL = re.compile(r"(?:(https?)://)?([a-z0-9](?:[a-z0-9.\-]*[a-z0-9])?)/[!\"$&-~]*")
-
-
-class InvalidPathError(ValueError):
-    """An input path that cannot be refreshed, with a short, stable, human-readable reason.
-
-    The reason never holds the raw input's control characters, so it is safe to log or show.
-    """
-
-    reason: str
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class OverlongInput(str):
@@ -138,13 +125,15 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     ``*.example.com`` any subdomain of it (not ``example.com`` itself); empty allows any host.
     Pass a set or frozenset: it is probed a few times per call.
     """
-    if object_type not in OPERATIONS:
+    op = OPERATIONS.get(object_type)
+    if op is None:
         # A caller's bug, not a bad path: it must not be recorded as the path's fault.
         raise ValueError(f"unknown object type {object_type!r}")
     if len(raw) <= MAX_PATH_LENGTH:
-        canonical = _CANONICAL.fullmatch(raw)
+        # A regular expression is never a canonical URL: "?" and "/." are its syntax.
+        canonical = None if op.pattern_path else _CANONICAL.fullmatch(raw)
         if canonical is not None:
-            fast = _fast_result(raw, canonical, object_type, allowed_domains)
+            fast = _fast_result(raw, canonical, op, allowed_domains)
             if fast is not None:
                 return fast
     elif len(raw) > MAX_RAW_LENGTH:
@@ -159,29 +148,9 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     text = raw.strip(" ")
     if not text:
         raise InvalidPathError("empty")
-
-    scheme, rest = _split_scheme(text)
-    end = _authority_end(rest)
-    host, port = _parse_authority(rest[:end], scheme)
-    _check_allowed(host, allowed_domains)
-
-    tail = rest[end:]
-    fragment = tail.find("#")
-    if fragment >= 0:
-        tail = tail[:fragment]
-    path, _, query = tail.partition("?")
-    path = remove_dot_segments(_encode(path) or "/")
-    query = _encode(query)
-
-    if object_type in _PREFIX_PATHS:
-        label = OPERATIONS[object_type].label
-        if not path.endswith("/"):
-            raise InvalidPathError(f"{label} path must end with /")
-        if query:
-            raise InvalidPathError(f"{label} path must not have a query")
-
-    authority = f"{host}:{port}" if port else host
-    result = f"{scheme}://{authority}{path}?{query}" if query else f"{scheme}://{authority}{path}"
+    if op.pattern_path:
+        return normalize_pattern(text, allowed_domains)
+    result = _normalize_url(text, op, allowed_domains)
     if len(result) > MAX_PATH_LENGTH:
         raise InvalidPathError(f"longer than {MAX_PATH_LENGTH} characters")
     # Belt and braces for the security rule: the pieces above can only produce printable
@@ -191,16 +160,41 @@ def normalize_path(raw: str, object_type: ObjectType, allowed_domains: Collectio
     return result
 
 
+def _normalize_url(text: str, op: Operation, allowed_domains: Collection[str]) -> str:
+    """The canonical URL of ``text`` (free of control characters and surrounding spaces)."""
+    scheme, rest = split_scheme(text)
+    end = authority_end(rest)
+    host, port = parse_authority(rest[:end], scheme)
+    check_allowed(host, allowed_domains)
+
+    tail = rest[end:]
+    fragment = tail.find("#")
+    if fragment >= 0:
+        tail = tail[:fragment]
+    path, _, query = tail.partition("?")
+    path = remove_dot_segments(_encode(path) or "/")
+    query = "" if op.query_ignored else _encode(query)
+
+    if op.prefix_path:
+        if not path.endswith("/"):
+            raise InvalidPathError(f"{op.label} path must end with /")
+        if query:
+            raise InvalidPathError(f"{op.label} path must not have a query")
+
+    authority = f"{host}:{port}" if port else host
+    return f"{scheme}://{authority}{path}?{query}" if query else f"{scheme}://{authority}{path}"
+
+
 def _fast_result(
-    raw: str, canonical: re.Match[str], object_type: ObjectType, allowed: Collection[str]
+    raw: str, canonical: re.Match[str], op: Operation, allowed: Collection[str]
 ) -> str | None:
     """``raw``'s canonical form when the general rules would return it unchanged, else None."""
     host = canonical.group(2)
     # Empty labels and labels that start or end with "-" are for the general path to refuse.
     if ".." in host or "-." in host or ".-" in host:
         return None
-    if len(host) > _MAX_LABEL_LENGTH and (
-        len(host) > _MAX_HOST_LENGTH or max(map(len, host.split("."))) > _MAX_LABEL_LENGTH
+    if len(host) > MAX_LABEL_LENGTH and (
+        len(host) > MAX_HOST_LENGTH or max(map(len, host.split("."))) > MAX_LABEL_LENGTH
     ):
         return None
     # A bare "?" at the end is an empty query, dropped; a Directory needs "/" at the end and
@@ -210,138 +204,16 @@ def _fast_result(
     # A possible dot segment ("/." starts every one): the general path removes them.
     if "/." in raw.partition("?")[0]:
         return None
-    if object_type in _PREFIX_PATHS and (raw[-1] != "/" or "?" in raw):
+    if op.prefix_path and (raw[-1] != "/" or "?" in raw):
+        return None
+    # A query the operation ignores is dropped: the general path drops it.
+    if op.query_ignored and "?" in raw:
         return None
     result = raw if canonical.group(1) else "http://" + raw
     if len(result) > MAX_PATH_LENGTH:
         return None
-    _check_allowed(host, allowed)
+    check_allowed(host, allowed)
     return result
-
-
-def _split_scheme(text: str) -> tuple[str, str]:
-    """The lowercase scheme and what follows its ``//``; ``http`` when none is given."""
-    if text.startswith("//"):
-        return "http", text[2:]
-    match = _SCHEME.match(text)
-    if match is None:
-        return "http", text
-    name = match.group()[:-1].lower()
-    after = text[match.end() :]
-    if after.startswith("//"):
-        if name not in _DEFAULT_PORTS:
-            raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
-        return name, after[2:]
-    if name in _DEFAULT_PORTS:
-        # "http:example.com", "https:/www.example.com" (a slash short) or "https:": no
-        # authority. Read as a host named "https" it would refresh the wrong host; browsers
-        # guess, we do not.
-        raise InvalidPathError("no host")
-    # "example.com:8080/a" and "localhost:80" have no scheme: the colon starts a port. A dot
-    # also marks a host ("example.com:x" is a bad port, not a scheme), since real schemes
-    # with dots are vanishingly rare. "user:password@host" is user info: parse it as an
-    # authority so that it is refused for what it is.
-    if _PORT_THEN_PATH.match(after) or "." in name or "@" in _authority_part(after):
-        return "http", text
-    raise InvalidPathError(f"scheme {_shorten(name)} not allowed")
-
-
-def _authority_end(rest: str) -> int:
-    """Where the authority at the start of ``rest`` ends: its first "/", "?" or "#"."""
-    end = len(rest)
-    for stop in "/?#":
-        found = rest.find(stop, 0, end)
-        if found >= 0:
-            end = found
-    return end
-
-
-def _authority_part(rest: str) -> str:
-    return rest[: _authority_end(rest)]
-
-
-def _parse_authority(authority: str, scheme: str) -> tuple[str, str]:
-    """The canonical host and port ("" for the scheme's default) of ``host[:port]``."""
-    if not authority:
-        raise InvalidPathError("no host")
-    if "@" in authority:
-        raise InvalidPathError("credentials in URL")
-    if authority.startswith("["):
-        # IPv6 literals: no CDN domain is one, and supporting them would complicate the
-        # port split and the domain count of a batch for nothing.
-        raise InvalidPathError("invalid host")
-    if ":" in authority:
-        host, _, port_text = authority.rpartition(":")
-        port = _parse_port(port_text, scheme)
-    else:
-        host, port = authority, ""
-    if "*" in host:
-        raise InvalidPathError("wildcard host")
-    host = _canonical_host(host)
-    return host, port
-
-
-def _parse_port(port_text: str, scheme: str) -> str:
-    """The port as canonical digits, or "" when it is empty or the scheme's default."""
-    if not port_text:
-        return ""
-    if not (port_text.isascii() and port_text.isdigit()):
-        raise InvalidPathError("invalid port")
-    port = int(port_text)
-    if not 0 < port <= 65535:
-        raise InvalidPathError("invalid port")
-    return "" if port == _DEFAULT_PORTS[scheme] else str(port)
-
-
-def _canonical_host(host: str) -> str:
-    """Lowercase ASCII (punycode) host without its trailing dot, or InvalidPathError."""
-    if host.endswith("."):
-        host = host[:-1]
-    if not host:
-        raise InvalidPathError("no host")
-    if host.isascii():
-        host = host.lower()
-    else:
-        try:
-            # Non-transitional, the package's default: "ß", final "ς" and the joiners stay.
-            # STD3 rules off, so that "*" and "_" reach the checks below with their reasons.
-            host = idna.uts46_remap(host, std3_rules=False)
-        except UnicodeError:
-            raise InvalidPathError("invalid host") from None
-        # The mapping turns ideographic full stops into "." and may leave a trailing one.
-        if host.endswith("."):
-            host = host[:-1]
-        # It also turns a full-width asterisk into "*".
-        if "*" in host:
-            raise InvalidPathError("wildcard host")
-        try:
-            # ASCII labels as in an ASCII host (browsers skip the hyphen checks too); the
-            # rest validated (CONTEXTJ for ZWJ/ZWNJ, bidi) and punycoded.
-            host = ".".join(
-                label if label.isascii() else idna.alabel(label).decode("ascii")
-                for label in host.split(".")
-            )
-        except UnicodeError:
-            raise InvalidPathError("invalid host") from None
-    if len(host) > _MAX_HOST_LENGTH or not _HOST.fullmatch(host):
-        raise InvalidPathError("invalid host")
-    for label in host.split("."):
-        if not label or len(label) > _MAX_LABEL_LENGTH or label[0] == "-" or label[-1] == "-":
-            raise InvalidPathError("invalid host")
-    return host
-
-
-def _check_allowed(host: str, allowed_domains: Collection[str]) -> None:
-    """Refuse ``host`` unless an entry of ``allowed_domains`` (if any) matches it."""
-    if not allowed_domains or host in allowed_domains:
-        return
-    # "*.example.com" matches "a.example.com" and "a.b.example.com": probe each parent.
-    dot = host.find(".")
-    while dot >= 0:
-        if "*" + host[dot:] in allowed_domains:
-            return
-        dot = host.find(".", dot + 1)
-    raise InvalidPathError(f"domain {host} not allowed")
 
 
 def _encode(part: str) -> str:
@@ -381,10 +253,3 @@ def remove_dot_segments(path: str) -> str:
 
 def _upper_escape(match: re.Match[str]) -> str:
     return "%" + match.group(1).upper()
-
-
-def _shorten(name: str) -> str:
-    """A scheme short enough for a reason string (a hostile one may be thousands long)."""
-    if len(name) <= _MAX_SCHEME_IN_REASON:
-        return name
-    return name[:_MAX_SCHEME_IN_REASON] + "..."

@@ -133,6 +133,8 @@ class Plan:
     promoted_days_to_drain: float | None
     promotion_enabled: bool
     covered_by_pending_directories: int = field(default=0)
+    # The operations outside promotion's coverage (regex, ...), by label, in table order.
+    others: tuple[tuple[str, TypePlan], ...] = field(default=())
 
     @property
     def file_paths_covered(self) -> int:
@@ -147,6 +149,7 @@ class Plan:
                 "covered_by_pending_directories": self.covered_by_pending_directories,
             },
             "directory": self.directory.to_dict(),
+            **{label: plan.to_dict() for label, plan in self.others},
             "promotion": {
                 "enabled": self.promotion_enabled,
                 "directories": [p.directory for p in self.promotions],
@@ -217,6 +220,19 @@ def make_plan(files: set[str], directories: set[str], limits: Limits, *, enabled
         promoted_days_to_drain=None if None in promoted else max(d or 0.0 for d in promoted),
         promotion_enabled=enabled,
         covered_by_pending_directories=len(under_pending),
+    )
+
+
+def type_plan(
+    paths: Collection[str], daily_quota: int, per_call: int, domains_per_call: int
+) -> TypePlan:
+    """What sending ``paths`` of one operation on their own takes (no coverage, no
+    promotion): its calls and its days at ``daily_quota``."""
+    domains = len({domain_of(p) for p in paths})
+    return TypePlan(
+        len(paths),
+        calls_for(len(paths), domains, per_call, domains_per_call),
+        _plan_days(len(paths), daily_quota),
     )
 
 

@@ -40,8 +40,8 @@ class EmulatorConfig(BaseModel):
     # so 100 is ours.
     url_quota: int = Field(default=c.URL_DAILY_QUOTA, ge=0)
     dir_quota: int = Field(default=c.DIRECTORY_DAILY_QUOTA, ge=0)
-    regex_quota: int = Field(default=20, ge=0)
-    ignore_params_quota: int = Field(default=100, ge=0)
+    regex_quota: int = Field(default=c.REGEX_DAILY_QUOTA, ge=0)
+    ignore_params_quota: int = Field(default=c.IGNORE_PARAMS_DAILY_QUOTA, ge=0)
     tag_quota: int = Field(default=100, ge=0)
     preload_quota: int = Field(default=1000, ge=0)
     reset_utc_offset_h: int = Field(default=c.PROVIDER_RESET_UTC_OFFSET_H, ge=-12, le=14)
@@ -59,9 +59,9 @@ class EmulatorConfig(BaseModel):
     # Per-call limits.
     urls_per_call: int = Field(default=c.URLS_PER_CALL, ge=1)
     directories_per_call: int = Field(default=c.DIRECTORIES_PER_CALL, ge=1)
-    regexes_per_call: int = Field(default=1, ge=1)
+    regexes_per_call: int = Field(default=c.REGEXES_PER_CALL, ge=1)
     # The provider documents no figure of its own for IgnoreParams: treated as URLs.
-    ignore_params_per_call: int = Field(default=c.URLS_PER_CALL, ge=1)
+    ignore_params_per_call: int = Field(default=c.IGNORE_PARAMS_PER_CALL, ge=1)
     domains_per_call: int = Field(default=c.MAX_DOMAINS_PER_CALL, ge=1)
     preload_per_call: int = Field(default=100, ge=1)
     # URLs of unfinished preload tasks an account may have queued; past it, 403

@@ -5,9 +5,9 @@
 its tasks show, and how one of its paths reaches the objects the CDN serves. The actions in
 :mod:`emulator.actions` read the rows and never branch on which one it is.
 
-The File and Directory rows take their facts from the project's operations table
-(:mod:`cdn_refresh.operations`); Regex and IgnoreParams are the emulator's own until that
-table has rows for them (the provider serves them whether or not our client sends them).
+Every row takes its facts from the project's operations table
+(:mod:`cdn_refresh.operations`): its wire type, whether its path names a prefix and whether
+``Force`` applies.
 """
 
 from __future__ import annotations
@@ -82,17 +82,12 @@ REFRESH_TYPES: Final[Mapping[str, RefreshType]] = MappingProxyType(
         for row in (
             _from_project(ObjectType.FILE, "url", "urls_per_call", "itself"),
             _from_project(ObjectType.DIRECTORY, "dir", "directories_per_call", "directory"),
-            RefreshType("Regex", "regex", "regex", "regexes_per_call", False, True, "regex"),
+            _from_project(ObjectType.REGEX, "regex", "regexes_per_call", "regex"),
             # The current Chinese reference page's name; the SDK's docstrings say ExQuery
-            # (PROVIDER.md: unclear). The provider's task type for it is not documented.
-            RefreshType(
-                "IgnoreParams",
-                "ignoreparams",
-                "ignore_params",
-                "ignore_params_per_call",
-                False,
-                True,
-                "ignore_params",
+            # (PROVIDER.md: unclear). The provider's task type for it is not documented:
+            # "ignoreparams" here.
+            _from_project(
+                ObjectType.IGNORE_PARAMS, "ignore_params", "ignore_params_per_call", "ignore_params"
             ),
         )
     }

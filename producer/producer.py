@@ -322,7 +322,8 @@ def _object_type(value: ObjectType | str) -> ObjectType:
     try:
         return ObjectType.parse(str(value))
     except ValueError:
-        raise ValueError(f"object_type must be one of {[t.value for t in OBJECT_TYPES]}") from None
+        names = [t.label for t in OBJECT_TYPES]  # or the wire spelling, in any case
+        raise ValueError(f"object_type must be one of {names}") from None
 
 
 def _priority(value: Priority | str) -> Priority:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,8 +25,12 @@ from cdn_refresh.cli_support import (
 )
 from cdn_refresh.constants import OBJECT_TYPES, ObjectType
 from cdn_refresh.operations import OPERATIONS, coverage, domains_per_call, paths_per_call
+from cdn_refresh.settings import Settings
 from cdn_refresh.times import shown_time
 from producer.cli import make_producer
+
+if TYPE_CHECKING:
+    from cdn_refresh.planning import TypePlan
 
 EXIT_UNKNOWN = 1  # lookup: a path never seen
 
@@ -47,7 +52,7 @@ def jobs(state: str | None, limit: int, as_json: bool) -> None:
     with Producer.from_settings(redis_settings(), notify_workers=False) as producer:
         found = [j.to_dict() for j in producer.recent_jobs(limit, wanted)]
     text = "\n".join(
-        f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<9} "
+        f"{j['job_id']:>8}  {j['state']:<11} {j['object_type']:<12} "
         f"paths={sum(j['counts'].values()):,} created {shown_time(j['created_at'])}"
         for j in found
     )
@@ -124,8 +129,8 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
     with Producer.from_settings(settings, notify_workers=False) as producer:
         for kind in OBJECT_TYPES:
             paths[kind].update(producer.queued_paths(kind))
-        covered_limit = producer.daily_limit(pair.covered)
-        covering_limit = producer.daily_limit(pair.covering)
+        limits_of = {kind: producer.daily_limit(kind) for kind in OBJECT_TYPES}
+    covered_limit, covering_limit = limits_of[pair.covered], limits_of[pair.covering]
     # The plan is promotion's: the covered operation's paths (Files), and the covering
     # operation's (Directories) that would stand for them.
     covered, covering = OPERATIONS[pair.covered], OPERATIONS[pair.covering]
@@ -146,7 +151,28 @@ def plan(from_file: str | None, type_: str, as_json: bool) -> None:
         limits,
         enabled=settings.quota.promote == "auto",
     )
+    result = replace(result, others=_other_plans(settings, paths, limits_of))
     emit(result.to_dict(), as_json, _plan_text(result.to_dict()))
+
+
+def _other_plans(
+    settings: Settings, paths: dict[ObjectType, set[str]], limits: dict[ObjectType, int]
+) -> tuple[tuple[str, TypePlan], ...]:
+    """The operations outside promotion's coverage, each draining on its own, at its own
+    window and per-call limits."""
+    from cdn_refresh.planning import type_plan
+
+    pair = coverage()
+    return tuple(
+        (
+            op.label,
+            type_plan(
+                paths[k], limits[k], paths_per_call(settings, op), domains_per_call(settings, op)
+            ),
+        )
+        for k, op in OPERATIONS.items()
+        if k not in (pair.covered, pair.covering)
+    )
 
 
 def _plan_text(data: dict[str, Any]) -> str:
@@ -156,7 +182,8 @@ def _plan_text(data: dict[str, Any]) -> str:
     lines = [
         f"{kind:<10} pending={data[kind]['pending']} calls={data[kind]['calls']} "
         f"drains in {days(data[kind]['days_to_drain'])}"
-        for kind in ("file", "directory")
+        for kind in (op.label for op in OPERATIONS.values())
+        if kind in data
     ]
     if data["file"]["covered_by_pending_directories"]:
         lines.append(
@@ -189,7 +216,7 @@ def dead_letter_list(as_json: bool) -> None:
     if not entries:
         click.echo("no dead-lettered paths")
     for e in entries:
-        click.echo(f"{e['object_type']:<9} {e['code']:<32} attempts={e['attempts']} {e['path']}")
+        click.echo(f"{e['object_type']:<12} {e['code']:<32} attempts={e['attempts']} {e['path']}")
 
 
 @dead_letter.command("replay")

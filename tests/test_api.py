@@ -170,13 +170,36 @@ def test_an_invalid_path_is_a_400_with_rejected_and_nothing_enqueued(
     assert answer.json()["job_id"] == "" and len(answer.json()["rejected"]) == 2
 
 
+def test_every_operation_of_the_table_is_a_type_of_refresh_and_lookup(
+    http: httpx.Client, redis_url: str
+) -> None:
+    body = {"paths": ["a.example.com/img/.*\\.png", "a.example.com/(x"], "type": "regex"}
+    refused = http.post("/v1/refresh", json=body, headers=AUTH)
+    assert refused.status_code == 400 and refused.json()["error"] == "rejected"
+    assert refused.json()["rejected"][0]["reason"].startswith("regex does not compile")
+    assert nothing_enqueued(redis_url)
+    body["paths"] = body["paths"][:1]
+    assert http.post("/v1/refresh", json=body, headers=AUTH).status_code == 202
+    variants = {"paths": ["a.example.com/a.js?v=1", "a.example.com/a.js?v=2"]}
+    posted = http.post("/v1/refresh", json={**variants, "type": "ignore-params"}, headers=AUTH)
+    assert posted.status_code == 202 and posted.json()["accepted"] == 1
+    for path, kind in (
+        ("a.example.com/img/.*\\.png", "regex"),
+        ("a.example.com/a.js", "IGNORE-PARAMS"),
+    ):
+        answer = http.get("/v1/lookup", params={"path": path, "type": kind}, headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["state"] == "pending", answer.text
+    labels = http.get("/openapi.json").json()["components"]["schemas"]["RefreshRequest"]
+    assert labels["properties"]["type"]["enum"] == ["file", "directory", "regex", "ignore-params"]
+
+
 @pytest.mark.parametrize(
     "content",
     [
         b"{",
         b'{"paths": "a.example.com/x"}',
         b'{"paths": []}',
-        b'{"paths": ["a.example.com/x"], "type": "regex"}',
+        b'{"paths": ["a.example.com/x"], "type": "tag"}',
         b'{"paths": ["a.example.com/x"], "priority": "urgent"}',
         b'{"paths": ["a.example.com/x"], "extra": 1}',
         b'{"paths": [1]}',

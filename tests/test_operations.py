@@ -119,6 +119,8 @@ TODAYS_KEYS = [
     *(f"{{cdnr}}:{name}" for name in _SHARED_NAMES),
     *(f"{{cdnr}}:file:{name}" for name in _TYPE_NAMES),
     *(f"{{cdnr}}:dir:{name}" for name in _TYPE_NAMES),
+    *(f"{{cdnr}}:regex:{name}" for name in _TYPE_NAMES),
+    *(f"{{cdnr}}:ignore_params:{name}" for name in _TYPE_NAMES),
     "{cdnr}:idempotency:D",
     "{cdnr}:stop_request:N",
     "{cdnr}:claim_token:T",
@@ -139,15 +141,15 @@ def _every_key(keys: Keys) -> list[str]:
 def test_every_operation_row_is_complete_and_names_settings_that_exist(op: Operation) -> None:
     for f in fields(Operation):
         value = getattr(op, f.name)
-        assert value is not None and value != "", f.name
+        assert (value is not None or f.name == "per_call_setting") and value != "", f.name
     assert op.paths_per_call > 0 and op.domains_per_call > 0 and op.default_daily_quota >= 0
     assert op.wire_type == op.name.value  # stored and wire spelling agree, as today
     assert op.name.label == op.label and ObjectType.parse(op.label) is op.name
     assert set(op.covers) <= set(OPERATIONS) and op.name not in op.covers
     quota_field = Settings.field_of(op.quota_setting)
-    per_call_field = Settings.field_of(op.per_call_setting)
     assert quota_field.default == op.default_daily_quota
-    assert per_call_field.default == op.paths_per_call
+    if op.per_call_setting is not None:
+        assert Settings.field_of(op.per_call_setting).default == op.paths_per_call
     assert op.set_quota_option.startswith("--set-") and op.set_quota_option.endswith("-quota")
 
 
@@ -161,6 +163,8 @@ def test_the_rows_keep_todays_spellings_limits_and_provider_fields() -> None:
     assert [(op.name.value, op.label, op.key_segment) for op in OPERATIONS.values()] == [
         ("File", "file", "file"),
         ("Directory", "directory", "dir"),
+        ("Regex", "regex", "regex"),
+        ("IgnoreParams", "ignore-params", "ignore_params"),
     ]
     assert (FILE.paths_per_call, DIRECTORY.paths_per_call) == (1000, 100)
     assert FILE.domains_per_call == DIRECTORY.domains_per_call == 10
@@ -176,6 +180,31 @@ def test_the_rows_keep_todays_spellings_limits_and_provider_fields() -> None:
     )
     assert FILE.action == DIRECTORY.action == "RefreshObjectCaches"
     assert FILE.tracked and DIRECTORY.tracked
+
+
+def test_regex_and_ignore_params_rows_carry_the_providers_limits_and_fields() -> None:
+    regex, ignore = OPERATIONS[ObjectType.REGEX], OPERATIONS[ObjectType.IGNORE_PARAMS]
+    assert (regex.paths_per_call, ignore.paths_per_call) == (1, 1000)
+    assert regex.domains_per_call == ignore.domains_per_call == 10
+    assert (regex.quota_setting, regex.default_daily_quota) == ("REGEX_DAILY_QUOTA", 20)
+    assert (ignore.quota_setting, ignore.default_daily_quota) == ("IGNORE_PARAMS_DAILY_QUOTA", 100)
+    assert (regex.set_quota_option, ignore.set_quota_option) == (
+        "--set-regex-quota",
+        "--set-ignore-params-quota",
+    )
+    assert (regex.provider_quota_field, regex.provider_remain_field) == (
+        "RegexQuota",
+        "RegexRemain",
+    )
+    assert (ignore.provider_quota_field, ignore.provider_remain_field) == (
+        "IgnoreParamsQuota",
+        "IgnoreParamsRemain",
+    )
+    for op in (regex, ignore):
+        # Outside any coverage (IgnoreParams covering Files is not applied yet), tracked,
+        # paths that name no prefix, Force honoured.
+        assert op.covers == () and covered_by(op.name) == () and counterpart(op.name) is op.name
+        assert op.tracked and not op.prefix_path and op.force_applies
 
 
 def test_a_directory_covers_files_and_coverage_is_read_from_the_covers_column() -> None:

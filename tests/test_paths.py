@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdn_refresh.constants import MAX_PATH_LENGTH, ObjectType
+from cdn_refresh.constants import MAX_PATH_LENGTH, OBJECT_TYPES, ObjectType
 from cdn_refresh.paths import (
     MAX_RAW_LENGTH,
     InvalidPathError,
@@ -359,7 +359,7 @@ def test_file_may_end_with_slash_or_have_a_query() -> None:
 
 def test_unknown_object_type_is_a_programming_error_not_a_bad_path() -> None:
     with pytest.raises(ValueError) as caught:
-        normalize_path("example.com/a", "Regex")  # type: ignore[arg-type]
+        normalize_path("example.com/a", "Tag")  # type: ignore[arg-type]
     assert not isinstance(caught.value, InvalidPathError)
 
 
@@ -519,7 +519,7 @@ def _is_safe_output(value: str) -> bool:
 
 
 @settings(max_examples=300, deadline=None)
-@given(raw=_ANY_TEXT, object_type=st.sampled_from(["File", "Directory"]))
+@given(raw=_ANY_TEXT, object_type=st.sampled_from([t.value for t in OBJECT_TYPES]))
 def test_property_refused_with_a_reason_or_safe_canonical_output(
     raw: str, object_type: str
 ) -> None:
@@ -537,7 +537,7 @@ def test_property_refused_with_a_reason_or_safe_canonical_output(
 
 
 @settings(max_examples=300, deadline=None)
-@given(raw=_ANY_TEXT, object_type=st.sampled_from(["File", "Directory"]))
+@given(raw=_ANY_TEXT, object_type=st.sampled_from([t.value for t in OBJECT_TYPES]))
 def test_property_normalization_is_idempotent(raw: str, object_type: str) -> None:
     try:
         once = normalize_path(raw, object_type)  # type: ignore[arg-type]
@@ -589,7 +589,7 @@ _canonical_like = st.builds(
 
 
 @settings(max_examples=400, deadline=None)
-@given(raw=_canonical_like, kind=st.sampled_from(["File", "Directory"]))
+@given(raw=_canonical_like, kind=st.sampled_from([t.value for t in OBJECT_TYPES]))
 def test_the_fast_path_agrees_with_the_general_rules(raw: str, kind: str) -> None:
     # A leading space cannot match the fast path's pattern, so the general rules decide.
     def outcome(text: str) -> str:

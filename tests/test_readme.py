@@ -42,7 +42,8 @@ def _enqueued() -> set[tuple[str, ObjectType]]:
     found = set()
     for words in _commands():
         if words[:2] == ["cdn-refresh", "enqueue"]:
-            kind = ObjectType.DIRECTORY if "directory" in words else ObjectType.FILE
+            typed = "--type" in words
+            kind = ObjectType.parse(words[words.index("--type") + 1]) if typed else ObjectType.FILE
             paths = [w for w in words[2:] if "." in w and not w.startswith("-") and "/" in w]
             found |= {(normalize_path(p, kind), kind) for p in paths}
         if words[0] == "curl" and "-d" in words and any("/v1/refresh" in w for w in words):

@@ -85,7 +85,7 @@ def quota(as_json: bool, set_window_s: float | None, **set_limits: int | None) -
     data = quota_document(store)  # the API's GET /v1/quota answers the same document
     store.close()
     text = "\n".join(
-        f"{name:<10} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
+        f"{name:<13} limit={d['limit']} used={d['used']} remaining={d['remaining']} "
         f"pending={d['pending']} cooling={d['cooling']}"
         + (
             f" provider_remaining={d['provider']['remaining']}/{d['provider']['limit']}"

@@ -98,6 +98,10 @@ class ProviderSettings(SettingsGroup):
         default=c.DIRECTORIES_PER_CALL, ge=1, le=c.DIRECTORIES_PER_CALL
     )
     """Directory paths in one call (the provider allows 100)."""
+    ignore_params_per_call: int = Field(
+        default=c.IGNORE_PARAMS_PER_CALL, ge=1, le=c.IGNORE_PARAMS_PER_CALL
+    )
+    """IgnoreParams paths in one call (the provider allows 1,000)."""
     max_domains_per_call: int = Field(
         default=c.MAX_DOMAINS_PER_CALL, ge=1, le=c.MAX_DOMAINS_PER_CALL
     )

@@ -24,6 +24,14 @@ class QuotaSettings(SettingsGroup):
     """Directory paths per rolling window. Stored by the first claim; change it with `cdn-refresh
     quota --set-directory-quota N`.
     """
+    regex_daily_quota: int = Field(default=c.REGEX_DAILY_QUOTA, ge=0)
+    """Regex paths per rolling window. Stored by the first claim; change it with `cdn-refresh
+    quota --set-regex-quota N`.
+    """
+    ignore_params_daily_quota: int = Field(default=c.IGNORE_PARAMS_DAILY_QUOTA, ge=0)
+    """IgnoreParams paths (URLs whatever their query) per rolling window. Stored by the first
+    claim; change it with `cdn-refresh quota --set-ignore-params-quota N`.
+    """
     # Shorter than QUOTA_WINDOW_MIN_S is allowed here for the demo and tests, never nan or inf.
     window_s: float = Field(
         default=c.QUOTA_WINDOW_S,

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import cast
 
 from cdn_refresh.constants import ObjectType
+from cdn_refresh.operations import OPERATIONS, Operation, covered_by
 from cdn_refresh.store import scripts
 from cdn_refresh.store.batches import BatchStore
 from cdn_refresh.store.context import StoreContext
@@ -89,7 +90,7 @@ class PathStore:
             or (info.attempts if info else 0)
             or (record.attempts if record else 0)
         )
-        tasks, completed_at = self._tasks_of(record)
+        tasks, completed_at = self._tasks_of(record, object_type)
         if state is PathState.SUBMITTED and completed_at is not None:
             state = PathState.COMPLETE
         return PathLookup(
@@ -107,7 +108,9 @@ class PathStore:
             completed_at=completed_at if state is PathState.COMPLETE else None,
         )
 
-    def _tasks_of(self, record: SubmissionRecord | None) -> tuple[tuple[str, ...], float | None]:
+    def _tasks_of(
+        self, record: SubmissionRecord | None, object_type: ObjectType
+    ) -> tuple[tuple[str, ...], float | None]:
         """A path's own task (once the provider said which; a covered path's is its
         Directory's), else every task of its call; and when they all ended Complete."""
         if record is None:
@@ -116,12 +119,12 @@ class PathStore:
         if record.task_id:
             tasks = (record.task_id,)
         elif record.covered_by:
-            raw = self._ctx.redis.hget(
-                self._ctx.keys.of(ObjectType.DIRECTORY).records, record.covered_by
-            )
-            directory = SubmissionRecord.decode(cast(str | None, raw))
-            if directory and directory.task_id and directory.task_id in record.task_ids:
-                tasks = (directory.task_id,)
+            # The covering path's record is under an operation that covers this one.
+            for kind in covered_by(object_type):
+                raw = self._ctx.redis.hget(self._ctx.keys.of(kind).records, record.covered_by)
+                covering = SubmissionRecord.decode(cast(str | None, raw))
+                if covering and covering.task_id and covering.task_id in record.task_ids:
+                    tasks = (covering.task_id,)
         ends = self._tracking.ends(tasks)
         if tasks and all(t in ends and ends[t].status == "Complete" for t in tasks):
             return tasks, max(ends[t].at for t in tasks)
@@ -160,16 +163,24 @@ class PathStore:
 
 
 def near_spellings(path: str, object_type: ObjectType) -> list[tuple[str, ObjectType]]:
-    """Normalized paths a user may have meant: the other scheme, the other type (a
-    Directory ends with ``/``), and both."""
+    """Normalized paths a user may have meant: the other scheme, another type (a Directory
+    ends with ``/``, an IgnoreParams URL has no query), and both. A regular expression is
+    only ever near its other scheme."""
     scheme, sep, rest = path.partition("://")
     other = {"http": "https", "https": "http"}.get(scheme)
     schemes = [path] + ([f"{other}{sep}{rest}"] if other else [])
     found: list[tuple[str, ObjectType]] = [(p, object_type) for p in schemes[1:]]
-    if object_type is ObjectType.FILE:
-        kind = ObjectType.DIRECTORY
-        found += [(p if p.endswith("/") else p + "/", kind) for p in schemes if "?" not in p]
-    else:
-        kind = ObjectType.FILE
-        found += [(p, kind) for p in schemes] + [(p.rstrip("/"), kind) for p in schemes]
+    own = OPERATIONS[object_type]
+    for op in OPERATIONS.values():
+        if op.name is not object_type and not (op.pattern_path or own.pattern_path):
+            found += [(p, op.name) for p in _spelled_as(schemes, own, op)]
     return [(p, k) for p, k in dict.fromkeys(found) if p != path or k != object_type]
+
+
+def _spelled_as(schemes: list[str], own: Operation, op: Operation) -> list[str]:
+    """``schemes`` (paths of ``own``) as paths of ``op`` would be spelled."""
+    if op.prefix_path:
+        return [p if p.endswith("/") else p + "/" for p in schemes if "?" not in p]
+    if own.prefix_path:
+        return schemes + [p.rstrip("/") for p in schemes]
+    return [p.partition("?")[0] for p in schemes] if op.query_ignored else schemes

@@ -18,17 +18,23 @@ flight; then a mark says so, and neither the tick nor a start looks again.
 
 from __future__ import annotations
 
+import json
 from typing import cast
 
 import redis
 
-from cdn_refresh.constants import OBJECT_TYPES, ObjectType
+from cdn_refresh.constants import ObjectType
+from cdn_refresh.operations import OPERATIONS
 from cdn_refresh.paths import InvalidPathError, normalize_path
 from cdn_refresh.store.context import StoreContext
 from cdn_refresh.store.keys import waiter_field
 
 # A dot segment begins with "/." or, escaped (the old release uppercased escapes), "/%2E".
 DOT_PATTERNS = ("*/.*", "*/%2E*")
+# The operations whose paths may hold an older spelling: a regular expression is kept as
+# written ("/." in it is syntax, not a dot segment), so it never needs respelling.
+RESPELLED: tuple[ObjectType, ...] = tuple(k for k, op in OPERATIONS.items() if not op.pattern_path)
+_PATTERN_TYPES = frozenset(OPERATIONS) - frozenset(RESPELLED)
 
 
 class Respelling:
@@ -55,19 +61,19 @@ class Respelling:
     def _left_to_come_back(self) -> bool:
         """A dot-spelled path still pending, cooling, or in a batch in flight."""
         r, shared = self._ctx.redis, self._ctx.keys.shared
-        for kind in OBJECT_TYPES:
+        for kind in RESPELLED:
             tk = self._ctx.keys.of(kind)
             for key in (tk.pending, tk.cooling):
                 for pattern in DOT_PATTERNS:
                     if next(iter(r.zscan_iter(key, match=pattern, count=1000)), None):
                         return True
         # Batches in flight are few (a handful per worker): their JSON is read whole.
-        return any("/." in raw or "/%2E" in raw for raw in cast(list[str], r.hvals(shared.batches)))
+        return any(_may_hold_old_spelling(raw) for raw in cast(list[str], r.hvals(shared.batches)))
 
     def dot_segments(self) -> int:
         """Respell every pending path that holds a dot segment; returns how many moved."""
         moved = 0
-        for kind in OBJECT_TYPES:
+        for kind in RESPELLED:
             pending = self._ctx.keys.of(kind).pending
             found: set[str] = set()
             for pattern in DOT_PATTERNS:
@@ -124,6 +130,14 @@ class Respelling:
 
 def _jobs(raw: object) -> list[str]:
     return [j for j in str(raw or "").split(",") if j]
+
+
+def _may_hold_old_spelling(raw: str) -> bool:
+    """Whether a batch in flight (its JSON) may hold a dot-spelled path: one that is not of
+    an operation whose paths are patterns (a batch of an older release names none)."""
+    if "/." not in raw and "/%2E" not in raw:
+        return False
+    return json.loads(raw).get("object_type") not in _PATTERN_TYPES
 
 
 def _waiting(pipe: redis.client.Pipeline, waiters: str, path: str) -> list[str]:
