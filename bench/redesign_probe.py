@@ -162,9 +162,7 @@ def main(options: dict[str, Any]) -> dict[str, Any]:
     out["claim"] = claim_and_settle(client, store, int(options["claims"]))
     out["enqueue"] = enqueue(client, producer, lines)
     out["claim"]["median_claim_s_per_path"] = statistics.median(out["claim"]["claim_s_per_path"])
-    out["claim"]["median_settle_s_per_path"] = statistics.median(
-        out["claim"]["settle_s_per_path"]
-    )
+    out["claim"]["median_settle_s_per_path"] = statistics.median(out["claim"]["settle_s_per_path"])
     client.close()
     return out
 
