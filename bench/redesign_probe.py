@@ -10,7 +10,8 @@ database to be empty; it leaves it empty.
 
 Options: ``redis_url``; ``paths_file`` (unique normalized File paths, one a line: enqueued for
 the memory figure, then claimed and settled); ``lines_file`` (enqueue input: timed through
-``Producer.enqueue``); ``claims`` (batches to claim, at most).
+``Producer.enqueue``); ``claims`` (batches to claim, at most); ``pinned`` (settings by
+name, the same in every tree).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from producer.producer import Producer
 TASK_ID = "90000001"
 
 
-def _settings(redis_url: str) -> Settings:
-    # No .env, nothing from the environment; a quota no claim reaches.
+def _settings(redis_url: str, pinned: dict[str, Any]) -> Settings:
+    # No .env, nothing from the environment; a quota no claim reaches; ``pinned``: the
+    # settings whose default differs between the trees, given the same value in both.
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         redis_url=redis_url,
@@ -44,6 +46,7 @@ def _settings(redis_url: str) -> Settings:
         access_key_secret="testsecret",
         log_level="WARNING",
         url_daily_quota=10**9,
+        **pinned,
     )
 
 
@@ -148,7 +151,7 @@ def enqueue(client: redis.Redis, producer: Producer, lines: list[str]) -> dict[s
 
 
 def main(options: dict[str, Any]) -> dict[str, Any]:
-    settings = _settings(options["redis_url"])
+    settings = _settings(options["redis_url"], options.get("pinned", {}))
     client = redis_from_settings(settings)
     store = Store(client, settings)
     producer = Producer(store)
