@@ -191,7 +191,7 @@ def _cost_rows(result: Result, figures: dict[str, dict[str, float]]) -> None:
             "us/path",
             "" if before is None else "before",
             ratio,
-            f"<= {TARGET_COST_RATIO}",
+            "" if ratio is None else f"<= {TARGET_COST_RATIO}",
             None if ratio is None else ratio <= TARGET_COST_RATIO,
         )
 
