@@ -38,16 +38,16 @@ TASK_ID = "90000001"
 def _settings(redis_url: str, pinned: dict[str, Any]) -> Settings:
     # No .env, nothing from the environment; a quota no claim reaches; ``pinned``: the
     # settings whose default differs between the trees, given the same value in both.
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        redis_url=redis_url,
-        endpoint="http://127.0.0.1:9",
-        access_key_id="testid",
-        access_key_secret="testsecret",
-        log_level="WARNING",
-        url_daily_quota=10**9,
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "endpoint": "http://127.0.0.1:9",
+        "access_key_id": "testid",
+        "access_key_secret": "testsecret",
+        "log_level": "WARNING",
+        "url_daily_quota": 10**9,
         **pinned,
-    )
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def _read(path: str) -> list[str]:
