@@ -27,6 +27,7 @@ from bench import (
     long_lines,
     memory,
     overshoot,
+    redesign,
     savings,
     soak,
     tracking,
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, tuple[Runner, float]] = {
     "savings": (savings.run, 300),
     "tracking": (tracking.run, 240),
     "http-api": (http_api.run, 180),
+    "redesign": (redesign.run, 600),
     "soak": (soak.run, 600),
 }
 

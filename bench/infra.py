@@ -292,9 +292,10 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 
 
 def run_measured(
-    args: list[str], env: dict[str, str], timeout_s: float
+    args: list[str], env: dict[str, str], timeout_s: float, cwd: Path = ROOT
 ) -> tuple[int, bytes, float, int]:
-    """Run a child in its own group: (exit code, stdout, wall seconds, peak RSS in KiB).
+    """Run a child in its own group, in ``cwd``: (exit code, stdout, wall seconds, peak RSS in
+    KiB).
 
     The peak is the child's ``VmHWM``, sampled every few milliseconds until it exits (the
     high-water mark only grows, so the last sample holds it). ``ru_maxrss`` will not do: the
@@ -304,7 +305,7 @@ def run_measured(
     with open(os.devnull, "rb") as stdin, _tempfile() as out:
         started = time.perf_counter()
         process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdin=stdin, stdout=out, start_new_session=True
+            args, cwd=cwd, env=env, stdin=stdin, stdout=out, start_new_session=True
         )
         _track(process.pid)
         peak = [0]
